@@ -1,0 +1,113 @@
+"""Typed analysis results (the contract between analysers, exporters and the node).
+
+``AnalysisResult.to_json()`` produces the fixed JSON schema of ``osteo-node analyze`` (issue 2);
+extra keys are allowed, the listed ones are fixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from osteo_node.pipeline.types import LabelVolume, Volume
+
+Status = Literal["analysed", "not_analysable"]
+Morphology = Literal["normal", "wedge", "biconcave", "crush", "indeterminate"]
+
+# Vertebral levels in cranio-caudal order; the single source of truth for level names.
+LEVELS: tuple[str, ...] = (
+    *(f"C{i}" for i in range(1, 8)),
+    *(f"T{i}" for i in range(1, 13)),
+    *(f"L{i}" for i in range(1, 6)),
+    "S1",
+)
+
+
+def level_index(level: str) -> int:
+    """Cranio-caudal position of a level name (C1 = 0)."""
+    return LEVELS.index(level)
+
+
+@dataclass(frozen=True)
+class TrabecularHU:
+    mean: float
+    median: float
+    sd: float
+    voxels: int
+    volume_mm3: float | None = None
+
+
+@dataclass(frozen=True)
+class Heights:
+    anterior: float | None
+    middle: float | None
+    posterior: float | None
+
+
+@dataclass(frozen=True)
+class VertebraResult:
+    level: str
+    level_confidence: float
+    label_value: int  # value in the LabelVolume / SEG segment for this vertebra
+    centroid_mm: tuple[float, float, float]  # LPS
+    trabecular_hu: TrabecularHU | None
+    heights_mm: Heights | None
+    height_loss: float | None  # 0..1 fraction of the reference height lost
+    morphology: Morphology
+    genant_grade: int | None  # 0..3, None when heights could not be measured
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Findings:
+    osteoporosis_suspected: bool | None
+    l1_hu: float | None
+    density_level: str | None = None  # level the density call used (L1 or fallback)
+    density_category: str | None = None
+    vcf_levels: tuple[str, ...] = ()
+    max_genant_grade: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    sha256: str
+    execution_provider: str
+
+
+@dataclass
+class AnalysisResult:
+    status: Status
+    reason: str | None
+    modality: str
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    contrast_phase: str | None
+    model: ModelInfo | None
+    vertebrae: list[VertebraResult] = field(default_factory=list)
+    findings: Findings | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    label_map: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for v in d["vertebrae"]:
+            v["centroid_mm"] = list(v["centroid_mm"])
+            v["notes"] = list(v["notes"])
+        if d["findings"] is not None:
+            d["findings"]["vcf_levels"] = list(d["findings"]["vcf_levels"])
+        from osteo_node import DISCLAIMER
+
+        d["disclaimer"] = DISCLAIMER
+        return d
+
+
+@dataclass
+class AnalysisOutput:
+    """Everything an analyser returns: the result plus the images the exporters need."""
+
+    result: AnalysisResult
+    volume: Volume | None = None
+    labels: LabelVolume | None = None
