@@ -4,4 +4,7 @@ Results are decision support for qualified clinicians, not a diagnosis.
 """
 
 __version__ = "0.1.0"
-DISCLAIMER = "Decision support only, not a diagnosis. Results must be reviewed by a qualified clinician."
+DISCLAIMER = (
+    "Decision support only, not a diagnosis. "
+    "Results must be reviewed by a qualified clinician."
+)

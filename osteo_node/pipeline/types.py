@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+Points = NDArray[np.float64] | tuple[float, float, float]
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -36,13 +38,13 @@ class Geometry:
         """3x3 direction matrix (columns = i, j, k axes in LPS)."""
         return np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
 
-    def index_to_lps(self, ijk: NDArray[np.float64] | tuple[float, float, float]) -> NDArray[np.float64]:
+    def index_to_lps(self, ijk: Points) -> NDArray[np.float64]:
         """Continuous voxel index (i, j, k) -> LPS mm. Accepts shape (3,) or (N, 3)."""
         a = np.asarray(ijk, dtype=np.float64)
         scaled = a * np.asarray(self.spacing)
         return np.asarray(self.origin) + scaled @ self.matrix.T
 
-    def lps_to_index(self, lps: NDArray[np.float64] | tuple[float, float, float]) -> NDArray[np.float64]:
+    def lps_to_index(self, lps: Points) -> NDArray[np.float64]:
         """LPS mm -> continuous voxel index (i, j, k). Accepts shape (3,) or (N, 3)."""
         a = np.asarray(lps, dtype=np.float64) - np.asarray(self.origin)
         return (a @ np.linalg.inv(self.matrix).T) / np.asarray(self.spacing)
