@@ -28,7 +28,7 @@ run: setup
 	$(BIN)/osteo-node serve --config $(CONFIG)
 
 test: setup-test
-	$(BIN)/ruff check osteo_node tests benchmarks ai_models
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
