@@ -1,0 +1,152 @@
+"""DICOM event handlers: association policy, C-ECHO and C-STORE (validate, spool, index).
+
+Handlers never raise: every outcome is a DIMSE status. No analysis runs here; the assembler and
+workers (other processes) pick up what the index records.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import structlog
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+from sqlalchemy import Engine
+
+from osteo_node.config import DicomSettings
+from osteo_node.node.validate import (
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_PROCESSING_FAILURE,
+    STATUS_SUCCESS,
+    Accepted,
+    Rejected,
+    check_dataset,
+)
+from osteo_node.store.index import InstanceRecord, record_instance
+from osteo_node.store.spool import Spool, SpoolFullError, SpoolKey
+
+log = structlog.get_logger(__name__)
+
+
+def status(code: int, comment: str = "") -> Dataset:
+    """A C-STORE response status with an Error Comment (at most 64 characters)."""
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]
+    return ds
+
+
+class AssociationPolicy:
+    """EVT_REQUESTED: reject callers whose AE title (and host, where pinned) is not allowed."""
+
+    def __init__(self, settings: DicomSettings) -> None:
+        self.settings = settings
+
+    def __call__(self, evt: Any) -> None:
+        try:
+            assoc = evt.assoc
+            calling = str(assoc.requestor.primitive.calling_ae_title).strip()
+            host = str(assoc.requestor.address)
+            if self.settings.caller_permitted(calling, host):
+                log.info("association requested", calling_ae=calling, peer=host)
+                return
+            log.warning("association rejected: calling AE not allowed",
+                        calling_ae=calling, peer=host)
+            # rejected-permanent, service-user, calling AE title not recognised
+            assoc.acse.send_reject(0x01, 0x01, 0x03)
+            assoc.kill()  # waits until the A-ASSOCIATE-RJ is on the wire, as pynetdicom does
+        except Exception:
+            log.exception("association policy check failed; aborting association")
+            evt.assoc.abort()
+
+
+def handle_echo(evt: Any) -> int:
+    return STATUS_SUCCESS
+
+
+class StoreHandler:
+    """EVT_C_STORE: validate, write durably to the spool, index, then answer 0x0000."""
+
+    def __init__(self, spool: Spool, engine: Engine, accepted_modalities: tuple[str, ...]) -> None:
+        self.spool = spool
+        self.engine = engine
+        self.accepted_modalities = accepted_modalities
+
+    def __call__(self, evt: Any) -> Dataset:
+        try:
+            return self._handle(evt)
+        except Exception:
+            log.exception("C-STORE failed unexpectedly",
+                          sop_instance_uid=_request_uid(evt))
+            return status(STATUS_PROCESSING_FAILURE, "internal error, see node log")
+
+    def _handle(self, evt: Any) -> Dataset:
+        req = evt.request
+        affected_uid = str(req.AffectedSOPInstanceUID or "")
+        calling = str(evt.assoc.requestor.ae_title).strip()
+        tsyntax = UID(str(evt.context.transfer_syntax))
+        encoded: bytes = req.DataSet.getvalue()
+        try:
+            ds = evt.dataset
+            stream = zlib.decompress(encoded, -zlib.MAX_WBITS) if tsyntax.is_deflated else encoded
+            verdict: Accepted | Rejected = check_dataset(
+                ds, affected_sop_class=str(req.AffectedSOPClassUID),
+                affected_sop_instance=affected_uid, accepted_modalities=self.accepted_modalities,
+                stream=stream, compressed=tsyntax.is_compressed)
+        except Exception as exc:  # noqa: BLE001 - any decoding error means "cannot understand"
+            log.warning("C-STORE refused: dataset cannot be decoded",
+                        sop_instance_uid=affected_uid, calling_ae=calling,
+                        error=f"{type(exc).__name__}: {exc}")
+            return status(STATUS_CANNOT_UNDERSTAND, "dataset cannot be decoded")
+        if isinstance(verdict, Rejected):
+            log.warning("C-STORE refused", reason=verdict.reason, status=hex(verdict.status),
+                        sop_instance_uid=affected_uid, calling_ae=calling)
+            return status(verdict.status, verdict.reason)
+
+        key = SpoolKey(verdict.study_uid, verdict.series_uid, verdict.sop_uid)
+        meta = evt.file_meta
+        meta.SourceApplicationEntityTitle = calling or "UNKNOWN"
+        try:
+            stored = self.spool.store(key, (_encode_preamble_and_meta(meta), encoded))
+        except SpoolFullError as exc:
+            log.error("C-STORE refused: spool disk full", sop_instance_uid=key.sop_uid,
+                      spool=str(self.spool.root), error=str(exc))
+            return status(STATUS_OUT_OF_RESOURCES, "out of resources: spool disk full")
+        except OSError as exc:
+            log.error("C-STORE refused: cannot write to spool", sop_instance_uid=key.sop_uid,
+                      error=str(exc))
+            return status(STATUS_OUT_OF_RESOURCES, "out of resources: spool write failed")
+
+        record = InstanceRecord(
+            study_uid=key.study_uid, series_uid=key.series_uid, sop_uid=key.sop_uid,
+            sop_class_uid=verdict.sop_class_uid, transfer_syntax_uid=str(tsyntax),
+            modality=verdict.modality, instance_number=verdict.instance_number,
+            relpath=str(key.relpath()), size=stored.size, calling_ae=calling,
+        )
+        with self.engine.begin() as conn:
+            new = record_instance(conn, record, time.time())
+        log.info("instance stored" if new else "duplicate instance (kept the first copy)",
+                 sop_instance_uid=key.sop_uid, series_instance_uid=key.series_uid,
+                 study_instance_uid=key.study_uid, modality=verdict.modality,
+                 transfer_syntax=str(tsyntax), bytes=stored.size, calling_ae=calling)
+        return status(STATUS_SUCCESS)
+
+
+def _encode_preamble_and_meta(meta: Dataset) -> bytes:
+    fp = DicomBytesIO()
+    fp.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(fp, meta, enforce_standard=True)  # type: ignore[arg-type]
+    return fp.getvalue()
+
+
+def _request_uid(evt: Any) -> str:
+    try:
+        return str(evt.request.AffectedSOPInstanceUID or "")
+    except Exception:  # noqa: BLE001 - only used for a log line
+        return ""

@@ -1,0 +1,95 @@
+"""The listener process: a pynetdicom AE serving C-ECHO and C-STORE."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from typing import Any
+
+import structlog
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from osteo_node.config import DicomSettings, ListenerTls, Settings
+from osteo_node.node.handlers import AssociationPolicy, StoreHandler, handle_echo
+from osteo_node.node.sop_classes import TRANSFER_SYNTAXES, storage_sop_classes
+from osteo_node.store.db import make_engine
+from osteo_node.store.index import create_tables
+from osteo_node.store.reconcile import reconcile_spool
+from osteo_node.store.spool import Spool
+
+log = structlog.get_logger(__name__)
+
+
+def build_ae(settings: DicomSettings) -> AE:
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_pdu_size = settings.max_pdu
+    ae.maximum_associations = settings.max_associations
+    ae.add_supported_context(Verification)
+    for uid in storage_sop_classes(settings.accepted_modalities):
+        ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
+    # Calling AE title (and host) are checked by AssociationPolicy; we answer to any called
+    # AE title so misconfigured peers get a clear "calling AE not recognised" instead.
+    ae.require_called_aet = False
+    return ae
+
+
+def server_ssl_context(tls: ListenerTls) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if tls.ca_file is not None:
+        ctx.load_verify_locations(cafile=str(tls.ca_file))
+    ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_NONE
+    if tls.ca_file is not None and not tls.require_client_cert:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
+class Listener:
+    """Owns the AE server; :meth:`start` returns once the port is bound."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.storage.database_url)
+        self.spool = Spool(settings.storage.spool_dir)
+        self.ae = build_ae(settings.dicom)
+        self._server: Any = None
+
+    def prepare(self) -> None:
+        """Create tables, remove crash leftovers and index spooled files the index lacks."""
+        create_tables(self.engine)
+        self.spool.root.mkdir(parents=True, exist_ok=True)
+        removed = self.spool.remove_stale_temp_files()
+        added = reconcile_spool(self.engine, self.spool)
+        log.info("spool checked", stale_temp_files_removed=removed, instances_reindexed=added)
+
+    def start(self) -> None:
+        d = self.settings.dicom
+        handlers: list[Any] = [
+            (evt.EVT_REQUESTED, AssociationPolicy(d)),
+            (evt.EVT_C_ECHO, handle_echo),
+            (evt.EVT_C_STORE, StoreHandler(self.spool, self.engine, d.accepted_modalities)),
+        ]
+        ssl_ctx = server_ssl_context(d.tls) if d.tls else None
+        self._server = self.ae.start_server(
+            (d.bind_address, d.port), block=False, evt_handlers=handlers, ssl_context=ssl_ctx)
+        log.info("listening", ae_title=d.ae_title, address=d.bind_address, port=d.port,
+                 tls=ssl_ctx is not None, modalities=list(d.accepted_modalities))
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        self.engine.dispose()
+
+
+def run_listener(settings: Settings, stop: threading.Event | None = None) -> None:
+    """Run until ``stop`` is set (or forever)."""
+    listener = Listener(settings)
+    listener.prepare()
+    listener.start()
+    try:
+        (stop or threading.Event()).wait()
+    finally:
+        listener.stop()
