@@ -33,7 +33,9 @@ class RegistryEntry:
 
 
 # modality -> analyser factory. Filled as analysers land (CT: issue 2, MR: issue 4).
-REGISTRY: dict[str, RegistryEntry] = {}
+REGISTRY: dict[str, RegistryEntry] = {
+    "CT": RegistryEntry("CT", "osteo_node.pipeline.ct.analyser:create"),
+}
 
 
 def analyser_for(modality: str) -> Analyser | None:

@@ -1,0 +1,379 @@
+"""The CT analyser: select -> volume -> segment -> measure -> phase -> grade -> result.
+
+Each stage is a typed function; :class:`CTAnalyser` wires them, times them, reports progress and
+turns every refusal into a ``not_analysable`` result with the precise reason (never raises for
+bad input). The segmentation function is an explicit constructor parameter (tests inject one
+that returns reference labels); by default it is the project's ONNX model
+(``osteo_node.pipeline.stages.segment``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from osteo_node.pipeline.ct.phase import PhaseResult, PhaseRules, detect_phase
+from osteo_node.pipeline.results import (
+    LEVELS,
+    AnalysisOutput,
+    AnalysisResult,
+    Findings,
+    ModelInfo,
+    VertebraResult,
+    level_index,
+)
+from osteo_node.pipeline.stages.grade import GradingRules, density_call, grade_spine
+from osteo_node.pipeline.stages.measure import MeasureParams, VertebraMeasurement, measure_vertebra
+from osteo_node.pipeline.stages.select import SelectionRules, select_series
+from osteo_node.pipeline.stages.volume import (
+    LoadedVolume,
+    VolumeError,
+    is_nifti,
+    list_files,
+    load_dicom,
+    load_nifti,
+    read_headers,
+)
+from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
+
+log = structlog.get_logger(__name__)
+
+
+class NotAnalysable(Exception):
+    """A stage refuses the input; the message is the reason reported to the user."""
+
+
+@dataclass
+class Segmentation:
+    """What the segment stage returns: vertebra labels (VerSe numbering) and body masks.
+
+    ``bodies``: vertebral-body mask on the same grid, either boolean/0-1 (any body; intersected
+    with each vertebra's label) or labelled with the same values as ``labels``; None when the
+    model gives no bodies (density and heights are then not measured).
+    """
+
+    labels: LabelVolume
+    bodies: NDArray[Any] | None
+    model: ModelInfo | None
+
+
+SegmentFn = Callable[[Volume], Segmentation]
+ProgressFn = Callable[[str, str], None]
+
+
+def default_segment_fn() -> SegmentFn:
+    """The project's segmentation model (CTMODEL's ``segment`` stage)."""
+    try:
+        from osteo_node.pipeline.stages import segment as segment_stage  # type: ignore[attr-defined]
+    except ImportError as exc:
+        missing = str(exc)
+
+        def unavailable(volume: Volume) -> Segmentation:
+            raise NotAnalysable(f"vertebra segmentation model not available: {missing}")
+
+        return unavailable
+    fn: SegmentFn = segment_stage.segment_for_analysis
+    return fn
+
+
+@dataclass
+class VertebraRecord:
+    level: str
+    value: int
+    measurement: VertebraMeasurement
+    body_centroid: NDArray[np.float64] | None
+
+
+@dataclass
+class AnalysisContext:
+    """State passed between stages (typed, filled stage by stage)."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    study_uid: str | None = None
+    series_uid: str | None = None
+
+
+def _crop_box(
+    sl: tuple[slice, ...], shape: tuple[int, ...], margin: int = 2
+) -> tuple[slice, slice, slice]:
+    return tuple(  # type: ignore[return-value]
+        slice(max(0, s.start - margin), min(n, s.stop + margin))
+        for s, n in zip(sl, shape, strict=True)
+    )
+
+
+def crop_geometry(geometry: Geometry, box: tuple[slice, slice, slice]) -> Geometry:
+    """Geometry of a [k, j, i] sub-array starting at ``box`` starts."""
+    origin = geometry.index_to_lps((box[2].start, box[1].start, box[0].start))
+    return Geometry(tuple(float(v) for v in origin), geometry.spacing, geometry.direction)  # type: ignore[arg-type]
+
+
+def _body_mask(
+    bodies: NDArray[Any] | None, vert: NDArray[np.bool_], value: int,
+    box: tuple[slice, slice, slice], binary: bool,
+) -> NDArray[np.bool_] | None:
+    if bodies is None:
+        return None
+    sub = bodies[box]
+    return vert & (sub > 0) if binary else np.asarray(sub == value)
+
+
+def _si_hints(centroids: Mapping[str, NDArray[np.float64]]) -> dict[str, NDArray[np.float64]]:
+    """Local spine direction per level from the neighbouring body centroids."""
+    by_index = {level_index(lv): c for lv, c in centroids.items()}
+    hints: dict[str, NDArray[np.float64]] = {}
+    for lv, c in centroids.items():
+        i = level_index(lv)
+        up, down = by_index.get(i - 1), by_index.get(i + 1)
+        if up is None and down is None:
+            continue
+        hints[lv] = (up if up is not None else c) - (down if down is not None else c)
+    return hints
+
+
+def measure_stage(
+    volume: Volume, seg: Segmentation, levels: Sequence[str], params: MeasureParams
+) -> list[VertebraRecord]:
+    """Measure every labelled vertebra among ``levels`` (crops around each, low memory)."""
+    lab = seg.labels
+    arr = lab.array
+    if arr.shape != volume.array.shape:
+        raise NotAnalysable(f"label map shape {arr.shape} differs from image {volume.array.shape}")
+    value_to_level = {v: k for k, v in lab.levels.items() if k in levels}
+    if not value_to_level:
+        return []
+    max_value = int(max(value_to_level))
+    objects = ndimage.find_objects(
+        np.asarray(arr).astype(np.int32, copy=False), max_label=max_value
+    )
+    binary = seg.bodies is not None and (
+        seg.bodies.dtype == bool or int(np.max(seg.bodies)) <= 1
+    )
+    boxes: dict[str, tuple[slice, slice, slice]] = {}
+    body_centroids: dict[str, NDArray[np.float64]] = {}
+    for value, level in value_to_level.items():
+        sl = objects[value - 1] if value - 1 < len(objects) else None
+        if sl is None:
+            continue
+        box = _crop_box(sl, arr.shape)
+        boxes[level] = box
+        vert = np.asarray(arr[box] == value)
+        body = _body_mask(seg.bodies, vert, value, box, binary)
+        mask = body if body is not None and body.any() else vert
+        kji = np.argwhere(mask).mean(axis=0)
+        body_centroids[level] = crop_geometry(volume.geometry, box).index_to_lps(kji[::-1])
+    hints = _si_hints(body_centroids)
+    records = []
+    for level, box in sorted(boxes.items(), key=lambda kv: level_index(kv[0])):
+        value = lab.levels[level]
+        vert = np.asarray(arr[box] == value)
+        body = _body_mask(seg.bodies, vert, value, box, binary)
+        m = measure_vertebra(
+            volume.array[box] if volume.modality == "CT" else None,
+            crop_geometry(volume.geometry, box), vert, body, si_hint=hints.get(level),
+            params=params,
+        )
+        records.append(VertebraRecord(level, value, m, body_centroids.get(level)))
+    return records
+
+
+def result_for_refusal(
+    reason: str, ctx: AnalysisContext, modality: str = "CT"
+) -> AnalysisResult:
+    return AnalysisResult(
+        status="not_analysable", reason=reason, modality=modality,
+        study_instance_uid=ctx.study_uid, series_instance_uid=ctx.series_uid,
+        contrast_phase=None, model=None, timings_s=dict(ctx.timings), warnings=list(ctx.warnings),
+    )
+
+
+class CTAnalyser:
+    """Registered for modality CT. ``analyse(paths)``: DICOM files/folders or one NIfTI file."""
+
+    name = "ct-vertebrae"
+
+    def __init__(
+        self,
+        segment: SegmentFn | None = None,
+        *,
+        selection_rules: SelectionRules | None = None,
+        grading_rules: GradingRules | None = None,
+        measure_params: MeasureParams | None = None,
+        phase_rules: PhaseRules | None = None,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        self.segment = segment or default_segment_fn()
+        self.selection_rules = selection_rules or SelectionRules.load()
+        self.grading_rules = grading_rules or GradingRules.default()
+        self.measure_params = measure_params or MeasureParams.default()
+        self.phase_rules = phase_rules or PhaseRules.default()
+        self.progress = progress
+
+    # -- plumbing -------------------------------------------------------------------------
+    @contextmanager
+    def _stage(self, ctx: AnalysisContext, name: str, message: str = "") -> Iterator[None]:
+        if self.progress is not None:
+            self.progress(name, message)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            ctx.timings[name] = round(time.perf_counter() - t0, 3)
+
+    def analyse(self, paths: Sequence[Path]) -> AnalysisOutput:
+        ctx = AnalysisContext()
+        t0 = time.perf_counter()
+        try:
+            out = self._analyse(list(paths), ctx)
+        except NotAnalysable as exc:
+            out = AnalysisOutput(result_for_refusal(str(exc), ctx))
+        except VolumeError as exc:
+            out = AnalysisOutput(result_for_refusal(f"series not loadable: {exc}", ctx))
+        except Exception as exc:
+            log.exception("ct_analysis_failed", series_uid=ctx.series_uid)
+            out = AnalysisOutput(result_for_refusal(
+                f"internal error during analysis ({exc.__class__.__name__}: {exc})", ctx
+            ))
+        out.result.timings_s["total"] = round(time.perf_counter() - t0, 3)
+        if self.progress is not None:
+            self.progress("done", out.result.status)
+        return out
+
+    # -- stages ---------------------------------------------------------------------------
+    def _load(self, paths: list[Path], ctx: AnalysisContext) -> LoadedVolume:
+        if len(paths) == 1 and is_nifti(paths[0]):
+            with self._stage(ctx, "volume", f"reading NIfTI {paths[0].name}"):
+                return load_nifti(paths[0])
+        with self._stage(ctx, "select", "reading headers and selecting the series"):
+            headers, skipped = read_headers(list_files(paths))
+            if skipped:
+                ctx.warnings.append(f"{len(skipped)} file(s) skipped: {skipped[0]}")
+            if not headers:
+                raise NotAnalysable("no DICOM instances found")
+            ctx.study_uid = str(headers[0].ds.get("StudyInstanceUID", "") or "") or None
+            selection = select_series([h.ds for h in headers], self.selection_rules)
+            if selection.chosen is None:
+                raise NotAnalysable(selection.reason)
+            chosen = [headers[i] for i in selection.chosen.indices]
+            ctx.series_uid = str(chosen[0].ds.get("SeriesInstanceUID", "") or "") or None
+            others = [c for c in selection.candidates if c is not selection.chosen]
+            for c in others:
+                why = "; ".join(c.reasons) or "another series was preferred"
+                ctx.warnings.append(f"series {c.series_instance_uid} not used: {why}")
+        with self._stage(ctx, "volume", f"loading {len(chosen)} slices"):
+            return load_dicom(chosen, self.selection_rules.volume)
+
+    def _analyse(self, paths: list[Path], ctx: AnalysisContext) -> AnalysisOutput:
+        if not paths:
+            raise NotAnalysable("no input files")
+        loaded = self._load(paths, ctx)
+        volume = loaded.volume
+        ctx.warnings.extend(loaded.warnings)
+        ctx.study_uid = volume.study_instance_uid or ctx.study_uid
+        ctx.series_uid = volume.series_instance_uid or ctx.series_uid
+        if volume.modality != "CT":
+            raise NotAnalysable(f"modality {volume.modality} is not CT")
+        with self._stage(ctx, "segment", "vertebra segmentation"):
+            seg = self.segment(volume)
+        labels = seg.labels
+        present = [lv for lv in labels.levels if lv in LEVELS]
+        if not present or not np.any(labels.array):
+            raise NotAnalysable(
+                "no vertebra found in the field of view (spine not in the scanned region?)"
+            )
+        wanted = set(self.grading_rules.levels_measured)
+        in_range = [lv for lv in present if lv in wanted]
+        if not in_range:
+            found = ", ".join(sorted(present, key=level_index))
+            raise NotAnalysable(
+                f"no vertebra between {self.grading_rules.levels_measured[0]} and "
+                f"{self.grading_rules.levels_measured[-1]} in view (found {found})"
+            )
+        with self._stage(ctx, "measure", f"measuring {len(in_range)} vertebrae"):
+            records = measure_stage(volume, seg, in_range, self.measure_params)
+        with self._stage(ctx, "phase", "contrast phase"):
+            centroids = [r.body_centroid for r in records if r.body_centroid is not None]
+            phase = detect_phase(volume.header, volume.array, volume.geometry, labels.array,
+                                 centroids, rules=self.phase_rules)
+        with self._stage(ctx, "grade", "grading"):
+            result = self._grade(records, labels, seg.model, phase, ctx)
+        result.timings_s = dict(ctx.timings)
+        result.label_map = {lv: int(v) for lv, v in labels.levels.items()}
+        result.warnings.extend(labels.notes)
+        return AnalysisOutput(result=result, volume=volume, labels=labels)
+
+    def _grade(
+        self, records: list[VertebraRecord], labels: LabelVolume, model: ModelInfo | None,
+        phase: PhaseResult, ctx: AnalysisContext,
+    ) -> AnalysisResult:
+        rules = self.grading_rules
+        heights = {
+            r.level: (r.measurement.heights.heights
+                      if r.measurement.heights is not None and not r.measurement.heights.truncated
+                      else None)
+            for r in records
+        }
+        grades = grade_spine(heights, rules)
+        vertebrae: list[VertebraResult] = []
+        for r in records:
+            m, g = r.measurement, grades[r.level]
+            notes = list(m.notes) + list(g.notes)
+            vertebrae.append(VertebraResult(
+                level=r.level,
+                level_confidence=round(float(labels.confidence.get(r.level, 0.0)), 3),
+                label_value=int(r.value),
+                centroid_mm=tuple(round(c, 2) for c in m.centroid_mm),  # type: ignore[arg-type]
+                trabecular_hu=m.trabecular,
+                heights_mm=heights[r.level],
+                height_loss=g.height_loss,
+                morphology=g.morphology,
+                genant_grade=g.genant_grade,
+                notes=tuple(notes),
+            ))
+        trab = {r.level: r.measurement.trabecular for r in records}
+        call = density_call(trab, grades, phase.phase, phase.contrast_given, rules)
+        graded = [v for v in vertebrae if v.genant_grade is not None]
+        vcf = tuple(v.level for v in graded if v.genant_grade >= rules.fracture_min_grade)  # type: ignore[operator]
+        findings = Findings(
+            osteoporosis_suspected=call.osteoporosis_suspected,
+            l1_hu=call.measured_hu,
+            density_level=call.level,
+            density_category=call.category,
+            vcf_levels=vcf,
+            max_genant_grade=max((v.genant_grade for v in graded), default=None),  # type: ignore[type-var]
+        )
+        warnings = list(ctx.warnings)
+        warnings.extend(call.notes)
+        warnings.append(f"contrast phase {phase.phase} ({phase.source}: "
+                        f"{'; '.join(phase.evidence)})")
+        truncated = [r.level for r in records
+                     if r.measurement.heights is not None and r.measurement.heights.truncated]
+        if truncated:
+            warnings.append(
+                "partial coverage: " + ", ".join(truncated)
+                + " cut by the scan boundary (heights and grades not assessed)"
+            )
+        missing = [lv for lv in rules.levels_measured if lv not in labels.levels]
+        if missing:
+            warnings.append(f"levels not in view: {', '.join(missing)}")
+        return AnalysisResult(
+            status="analysed", reason=None, modality="CT",
+            study_instance_uid=ctx.study_uid, series_instance_uid=ctx.series_uid,
+            contrast_phase=phase.phase, model=model, vertebrae=vertebrae, findings=findings,
+            timings_s=dict(ctx.timings), warnings=warnings,
+        )
+
+
+def create() -> CTAnalyser:
+    """Registry factory (``osteo_node.pipeline.registry``)."""
+    return CTAnalyser()
