@@ -1,0 +1,151 @@
+"""What every exported object shares: the original study, the patient, the node as equipment.
+
+- :class:`ExportSettings`: manufacturer, software version, series numbers and descriptions
+  (one object per series kind), the UID factory of the job.
+- :func:`source_datasets`: one lightweight pydicom Dataset per source slice of a Volume (header
+  attributes + that slice's SOP Instance UID and position from the volume geometry), used as
+  evidence / source images by highdicom without re-reading the files.
+- :func:`apply_common`: copies the patient and study modules from the source header onto an
+  exported object and sets the series-level attributes, so each object lands in the ORIGINAL
+  study with the same patient.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from osteo_node import DISCLAIMER, __version__
+from osteo_node.exporters.uids import UidFactory
+from osteo_node.pipeline.types import Volume
+
+MANUFACTURER = "osteo-node"
+KINDS = ("sr", "seg", "sc", "kos")
+
+PATIENT_ATTRS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+PATIENT_OPTIONAL = ("IssuerOfPatientID", "PatientAge", "PatientWeight", "PatientSize")
+STUDY_ATTRS = ("StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName", "StudyID")
+STUDY_OPTIONAL = ("StudyDescription",)
+
+DEFAULT_SERIES_NUMBERS: dict[str, int] = {"sr": 9901, "seg": 9902, "sc": 9903, "kos": 9904}
+DEFAULT_DESCRIPTIONS: dict[str, str] = {
+    "sr": "osteo-node vertebral measurements (SR, decision support)",
+    "seg": "osteo-node vertebra segmentation (decision support)",
+    "sc": "osteo-node sagittal overview (decision support)",
+    "kos": "osteo-node key images (decision support)",
+}
+
+
+class ExportError(ValueError):
+    """The analysis output cannot be turned into DICOM objects; the message says why."""
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    uids: UidFactory
+    manufacturer: str = MANUFACTURER
+    software_version: str = __version__
+    model_name: str = "osteo-node"
+    device_serial_number: str = "1"
+    institution_name: str | None = None
+    series_numbers: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SERIES_NUMBERS))
+    descriptions: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_DESCRIPTIONS))
+    disclaimer: str = DISCLAIMER
+
+    def __post_init__(self) -> None:
+        for kind in KINDS:
+            if kind not in self.series_numbers or kind not in self.descriptions:
+                raise ValueError(f"series number and description needed for {kind!r}")
+            if not 1 <= int(self.series_numbers[kind]) <= 2**31 - 1:
+                raise ValueError(f"series number for {kind!r} out of range")
+            if len(self.descriptions[kind]) > 64:
+                raise ValueError(f"series description for {kind!r} longer than 64 characters")
+
+    def series_uid(self, kind: str) -> str:
+        return self.uids.uid(f"{kind}-series")
+
+    def instance_uid(self, kind: str) -> str:
+        return self.uids.uid(f"{kind}-instance")
+
+
+def require_source(volume: Volume | None) -> tuple[Volume, Dataset]:
+    """The volume and its DICOM header; refuse NIfTI input (no study to add objects to)."""
+    if volume is None:
+        raise ExportError("no image volume in the analysis output")
+    header = volume.header
+    if not isinstance(header, Dataset):
+        raise ExportError("the volume has no DICOM header (NIfTI input): no study to export into")
+    if not volume.study_instance_uid or not volume.series_instance_uid:
+        raise ExportError("the volume has no Study/Series Instance UID")
+    if len(volume.sources) != volume.array.shape[0]:
+        raise ExportError(
+            f"volume has {volume.array.shape[0]} slices but {len(volume.sources)} source "
+            "instances; references to source images need one instance per slice"
+        )
+    if any(not s.sop_instance_uid or not s.sop_class_uid for s in volume.sources):
+        raise ExportError("a source instance has an empty SOP Class/Instance UID")
+    return volume, header
+
+
+def _copy(dst: Dataset, src: Dataset, keywords: tuple[str, ...], *, type2: bool) -> None:
+    for kw in keywords:
+        value = src.get(kw)
+        if value is not None and value != "":
+            setattr(dst, kw, value)
+        elif type2:
+            setattr(dst, kw, "")
+
+
+def source_datasets(volume: Volume, header: Dataset) -> list[Dataset]:
+    """One Dataset per slice (k order): header attributes with this slice's identity/position."""
+    geo = volume.geometry
+    m = geo.matrix
+    iop = [float(v) for v in (*m[:, 0], *m[:, 1])]
+    _nk, nj, ni = volume.array.shape
+    base = Dataset()
+    for elem in header:
+        if elem.tag.group != 0x7FE0 and not elem.tag.is_private:
+            base.add(copy.deepcopy(elem))
+    out: list[Dataset] = []
+    for k, src in enumerate(volume.sources):
+        ds = copy.deepcopy(base)
+        ds.SOPClassUID = src.sop_class_uid
+        ds.SOPInstanceUID = src.sop_instance_uid
+        ds.StudyInstanceUID = volume.study_instance_uid
+        ds.SeriesInstanceUID = volume.series_instance_uid
+        ds.ImagePositionPatient = [round(float(v), 6) for v in geo.index_to_lps((0.0, 0.0, k))]
+        ds.ImageOrientationPatient = [round(v, 8) for v in iop]
+        ds.PixelSpacing = [round(geo.spacing[1], 8), round(geo.spacing[0], 8)]
+        ds.Rows, ds.Columns = nj, ni
+        ds.InstanceNumber = k + 1
+        out.append(ds)
+    return out
+
+
+def apply_common(
+    ds: Dataset, volume: Volume, header: Dataset, settings: ExportSettings, kind: str
+) -> Dataset:
+    """Patient + study modules from the source, series/equipment attributes of the node."""
+    _copy(ds, header, PATIENT_ATTRS, type2=True)
+    _copy(ds, header, PATIENT_OPTIONAL, type2=False)
+    _copy(ds, header, STUDY_ATTRS, type2=True)
+    _copy(ds, header, STUDY_OPTIONAL, type2=False)
+    ds.StudyInstanceUID = volume.study_instance_uid
+    ds.Manufacturer = settings.manufacturer
+    ds.ManufacturerModelName = settings.model_name
+    ds.SoftwareVersions = settings.software_version
+    ds.SeriesDescription = settings.descriptions[kind]
+    ds.SeriesNumber = int(settings.series_numbers[kind])
+    if settings.institution_name:
+        ds.InstitutionName = settings.institution_name
+    return ds
+
+
+def slice_indices(mask: np.ndarray[Any, Any]) -> list[int]:
+    """Slice indices k where a [k, j, i] mask has voxels."""
+    return [int(k) for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))]

@@ -1,0 +1,164 @@
+"""The one entry point the node worker and ``osteo-node analyze --dicom-out`` call.
+
+``build_objects(output, uid_root=..., job_key=...)`` turns an :class:`AnalysisOutput` into the
+DICOM objects sent to PACS, in dependency order: SEG (so the SR can reference its segments), SR,
+SC, KOS (references the key slices and the other three). ``kinds`` selects which are made (the
+per-destination routing of the node picks from the returned list with :func:`select`).
+
+Decisions:
+- status ``not_analysable``: NOTHING is produced (empty list). A PACS object saying "could not
+  analyse" would clutter the study; the reason stays in the node's job record and logs.
+- KOS only when the result is flagged (max Genant grade >= ``kos_min_grade`` or osteoporosis
+  suspected); SEG only when there is a label map with at least one labelled vertebra.
+- NIfTI input (no DICOM header / study) raises :class:`ExportError`: there is no study to add
+  objects to.
+- UIDs are deterministic per ``job_key`` (see :mod:`osteo_node.exporters.uids`): the same job
+  re-exported gives byte-for-byte the same UIDs, so a re-send replaces, not duplicates.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import structlog
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset
+
+from osteo_node.exporters.common import KINDS, ExportSettings, require_source
+from osteo_node.exporters.kos import DEFAULT_MIN_GRADE, KeyImagesKOS, is_flagged
+from osteo_node.exporters.sc import SagittalSecondaryCapture, render_overview
+from osteo_node.exporters.seg import SegmentMap, VertebraSegmentation, labelled_levels
+from osteo_node.exporters.sr import MeasurementReportSR
+from osteo_node.exporters.uids import UidFactory
+from osteo_node.pipeline.results import AnalysisOutput, AnalysisResult
+from osteo_node.pipeline.types import LabelVolume, Volume
+
+log = structlog.get_logger(__name__)
+
+Kind = Literal["sr", "seg", "sc", "kos"]
+Renderer = Callable[[Volume, LabelVolume | None, AnalysisResult], NDArray[np.uint8]]
+EXTERNAL_RENDERER = ("osteo_node.render.sagittal", "render_sagittal_overlay")
+
+
+@dataclass(frozen=True)
+class ExportedObject:
+    kind: Kind
+    dataset: Dataset
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.dataset.SOPInstanceUID)
+
+    @property
+    def sop_class_uid(self) -> str:
+        return str(self.dataset.SOPClassUID)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.kind}_{self.sop_instance_uid}.dcm"
+
+
+def external_renderer() -> Renderer | None:
+    """CTANALYSIS's sagittal overlay renderer when that module is installed."""
+    module_name, attr = EXTERNAL_RENDERER
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        return None
+    fn = getattr(module, attr, None)
+    return fn if callable(fn) else None
+
+
+def _render(volume: Volume, labels: LabelVolume | None, result: AnalysisResult,
+            settings: ExportSettings, render: Renderer | None
+            ) -> tuple[NDArray[np.uint8], tuple[float, float] | None]:
+    fn = render or external_renderer()
+    if fn is not None:
+        return np.asarray(fn(volume, labels, result), dtype=np.uint8), None
+    rgb, _spacing = render_overview(volume, labels, result, settings.disclaimer)
+    return rgb, None  # canvas has banner + legend columns: no single physical pixel spacing
+
+
+def build_objects(
+    output: AnalysisOutput,
+    *,
+    uid_root: str | None,
+    job_key: str,
+    kinds: Collection[str] = KINDS,
+    institution_name: str | None = None,
+    kos_min_grade: int = DEFAULT_MIN_GRADE,
+    render: Renderer | None = None,
+) -> list[ExportedObject]:
+    """DICOM objects (SEG, SR, SC, KOS as applicable) for one analysis, deterministic per job."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown object kinds {sorted(unknown)}; expected {KINDS}")
+    result = output.result
+    if result.status != "analysed":
+        log.info("export_skipped_not_analysable", series_uid=result.series_instance_uid,
+                 reason=result.reason)
+        return []
+    volume, _header = require_source(output.volume)
+    settings = ExportSettings(uids=UidFactory(job_key, uid_root),
+                              institution_name=institution_name)
+    model = result.model
+    algo_name = model.name if model else settings.model_name
+    algo_version = model.version if model else settings.software_version
+    objects: list[ExportedObject] = []
+    seg_ds: Dataset | None = None
+    segment_map: SegmentMap | None = None
+    labels = output.labels
+    if labels is not None and labels.array.shape == volume.array.shape and labelled_levels(labels):
+        seg_ds, segment_map = VertebraSegmentation(volume, labels, settings, algo_name,
+                                                   algo_version).build()
+        if "seg" in kinds:
+            objects.append(ExportedObject("seg", seg_ds))
+    elif labels is not None:
+        log.warning("export_no_seg", series_uid=result.series_instance_uid,
+                    reason="label map missing, empty or on another grid")
+    seg_ref = seg_ds if "seg" in kinds else None
+    if "sr" in kinds and result.vertebrae:
+        sr = MeasurementReportSR(result, settings, volume,
+                                 segment_map=segment_map if seg_ref is not None else None,
+                                 seg_dataset=seg_ref,
+                                 level_slices=segment_map.slices if segment_map else {}).build()
+        objects.append(ExportedObject("sr", sr))
+    if "sc" in kinds:
+        rgb, spacing = _render(volume, labels, result, settings, render)
+        sc = SagittalSecondaryCapture(rgb, volume, settings, pixel_spacing_mm=spacing).build()
+        objects.append(ExportedObject("sc", sc))
+    if "kos" in kinds and is_flagged(result, kos_min_grade):
+        others = [o.dataset for o in objects]
+        kos = KeyImagesKOS(result, volume, settings, others=others,
+                           min_grade=kos_min_grade).build()
+        objects.append(ExportedObject("kos", kos))
+    log.info("export_built", series_uid=result.series_instance_uid,
+             study_uid=volume.study_instance_uid,
+             objects=[(o.kind, o.sop_instance_uid) for o in objects])
+    return objects
+
+
+def select(objects: Sequence[ExportedObject], kinds: Collection[str]) -> list[ExportedObject]:
+    """The objects of the given kinds (per-destination routing)."""
+    return [o for o in objects if o.kind in kinds]
+
+
+def write_objects(objects: Sequence[ExportedObject], directory: Path) -> list[Path]:
+    """Write Part-10 files ``<kind>_<SOPInstanceUID>.dcm``; returns the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for obj in objects:
+        path = directory / obj.filename
+        obj.dataset.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def describe(objects: Sequence[ExportedObject]) -> list[dict[str, Any]]:
+    return [{"kind": o.kind, "sop_class_uid": o.sop_class_uid,
+             "sop_instance_uid": o.sop_instance_uid} for o in objects]
