@@ -27,7 +27,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 from sqlalchemy import Engine
@@ -206,12 +206,21 @@ class OutboxSender:
         ae.dimse_timeout = self.timeouts.dimse
         ae.network_timeout = self.timeouts.network
         contexts = presentation_contexts(items)
+        connected = threading.Event()
+        handlers: list[evt.EventHandlerType] = [
+            (evt.EVT_CONN_OPEN, lambda _event: connected.set())
+        ]
         try:
             tls_args = None
             if dest.tls is not None:
                 tls_args = (dest.tls.ssl_context(), dest.tls.server_hostname or dest.host)
             assoc = ae.associate(
-                dest.host, dest.port, contexts=contexts, ae_title=dest.ae_title, tls_args=tls_args
+                dest.host,
+                dest.port,
+                contexts=contexts,
+                ae_title=dest.ae_title,
+                tls_args=tls_args,
+                evt_handlers=handlers,
             )
         except (OSError, ValueError, RuntimeError) as exc:
             return f"association failed: {type(exc).__name__}: {exc}"
@@ -223,11 +232,16 @@ class OutboxSender:
                 accepted=len(assoc.accepted_contexts),
             )
             return assoc
+        if not connected.is_set():
+            return f"could not connect to {dest.host}:{dest.port} (refused or timed out)"
         if assoc.is_rejected:
             return "association rejected by the peer"
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            classes = sorted({str(cx.abstract_syntax) for cx in contexts})
+            return f"peer accepted no presentation context for SOP class(es) {', '.join(classes)}"
         if assoc.is_aborted:
             return "association aborted by the peer"
-        return f"could not connect to {dest.host}:{dest.port} (connection refused or timed out)"
+        return "no association (no answer to the association request)"
 
     def _store(self, assoc: Association, it: store.ClaimedItem, msg_id: int) -> _Outcome:
         accepted = {
@@ -247,7 +261,8 @@ class OutboxSender:
                         f"peer accepted no presentation context for SOP class {it.sop_class_uid}",
                     )
                 if ts.is_compressed:
-                    ds.decompress()  # the peer takes only uncompressed: send it decoded
+                    # The peer takes only uncompressed: send it decoded, keeping its UID.
+                    ds.decompress(generate_instance_uid=False)
             status = assoc.send_c_store(ds, msg_id=msg_id)
         except (OSError, InvalidDicomError) as exc:
             return _Outcome(False, None, f"cannot read outbox file: {exc}", permanent=True)
