@@ -77,6 +77,7 @@ class DicomSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     spool_dir: Path = Path("var/spool")
+    outbox_dir: Path = Path("var/outbox")
     database_url: str = "sqlite:///var/osteo_node.db"
 
 
@@ -107,7 +108,7 @@ class Settings:
     #: (site-specific analysers, tests). Empty: the registry decides.
     analysers: Mapping[str, str] = field(default_factory=dict)
     #: "module:callable" turning an AnalysisOutput into DICOM datasets (the exporters).
-    publisher: str = "osteo_node.exporters:build_objects"
+    publisher: str = "osteo_node.worker.publish:exporters_publisher"
     source: str = ""
 
 
@@ -405,6 +406,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base: Path, source: str = "") 
     s = top.section("storage")
     storage = StorageSettings(
         spool_dir=s.get("spool_dir", _path(base)("var/spool"), _path(base)),
+        outbox_dir=s.get("outbox_dir", _path(base)("var/outbox"), _path(base)),
         database_url=s.get("database_url", _db_url(base)("sqlite:///var/osteo_node.db"),
                            _db_url(base)),
     )

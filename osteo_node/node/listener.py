@@ -14,8 +14,8 @@ from osteo_node.config import DicomSettings, ListenerTls, Settings
 from osteo_node.node.handlers import AssociationPolicy, StoreHandler, handle_echo
 from osteo_node.node.sop_classes import TRANSFER_SYNTAXES, storage_sop_classes
 from osteo_node.store.db import make_engine
-from osteo_node.store.index import create_tables
 from osteo_node.store.reconcile import reconcile_spool
+from osteo_node.store.schema import create_node_tables
 from osteo_node.store.spool import Spool
 
 log = structlog.get_logger(__name__)
@@ -58,7 +58,7 @@ class Listener:
 
     def prepare(self) -> None:
         """Create tables, remove crash leftovers and index spooled files the index lacks."""
-        create_tables(self.engine)
+        create_node_tables(self.engine)
         self.spool.root.mkdir(parents=True, exist_ok=True)
         removed = self.spool.remove_stale_temp_files()
         added = reconcile_spool(self.engine, self.spool)

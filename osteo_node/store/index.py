@@ -84,7 +84,8 @@ class InstanceRecord:
 
 
 def create_tables(engine: Engine) -> None:
-    METADATA.create_all(engine)
+    """Create the index tables if missing (see also :func:`osteo_node.store.schema`)."""
+    METADATA.create_all(engine, tables=[studies, series, instances], checkfirst=True)
 
 
 def record_instance(conn: Connection, rec: InstanceRecord, now: float | None = None) -> bool:

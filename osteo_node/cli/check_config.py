@@ -1,0 +1,32 @@
+"""``osteo-node check-config --config FILE``: validate a configuration without starting."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("check-config", help="validate a configuration file and exit")
+    p.add_argument("--config", required=True, help="YAML configuration file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from osteo_node.config import ConfigError, load_settings
+
+    try:
+        s = load_settings(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    d = s.dicom
+    print(f"configuration OK: {args.config}")
+    print(f"  AE {d.ae_title} on {d.bind_address}:{d.port} (TLS {'on' if d.tls else 'off'}), "
+          f"callers {[c.ae_title for c in d.allowed_callers]}, "
+          f"modalities {list(d.accepted_modalities)}")
+    print(f"  spool {s.storage.spool_dir}, database {s.storage.database_url}")
+    print(f"  series quiet {s.queue.series_quiet_seconds:g} s, workers {s.queue.workers}")
+    print(f"  destinations {[f'{x.name}={x.ae_title}@{x.host}:{x.port}' for x in s.destinations]}")
+    return 0

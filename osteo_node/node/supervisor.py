@@ -1,0 +1,194 @@
+"""``osteo-node serve``: one child process per concern, restarted when it dies.
+
+Children (multiprocessing, spawn): ``listener`` (DICOM AE: C-ECHO, C-STORE -> spool + index),
+``assembler`` (quiet series -> jobs), ``worker-N`` (analysis), ``outbox`` (C-STORE of results,
+only when destinations are configured). The supervisor re-queues jobs left running by a
+previous run before starting workers, restarts a crashed child with backoff, and on SIGTERM or
+SIGINT stops all children (SIGTERM, then SIGKILL after a grace period). Children die with the
+supervisor (Linux parent-death signal), so a kill -9 of the supervisor leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+import structlog
+
+from osteo_node.config import Settings
+
+log = structlog.get_logger(__name__)
+
+PR_SET_PDEATHSIG = 1
+STOP_GRACE_SECONDS = 10.0
+MAX_RESTART_DELAY = 30.0
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:
+        log.warning("could not set parent-death signal")
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def child_main(role: str, settings: Settings, index: int = 0) -> None:
+    """Entry point of a child process."""
+    _die_with_parent()
+    from osteo_node import logging_setup
+
+    json = {"auto": None, "json": True, "console": False}[settings.logging.format]
+    logging_setup.configure(settings.logging.level, json=json)
+    structlog.contextvars.bind_contextvars(process=role if role != "worker" else f"worker-{index}")
+    stop = _stop_on_signals()
+    if role == "listener":
+        from osteo_node.node.listener import run_listener
+
+        run_listener(settings, stop)
+    elif role == "assembler":
+        from osteo_node.queue.assembler import run_assembler
+
+        run_assembler(settings, stop)
+    elif role == "worker":
+        from osteo_node.worker.runner import run_worker
+
+        run_worker(settings, stop, index)
+    elif role == "outbox":
+        from osteo_node.outbox.sender import run_sender
+
+        run_sender(settings.storage.database_url, settings.storage.outbox_dir,
+                   settings.destinations, settings.retry, stop_event=stop,
+                   poll_interval_s=settings.queue.poll_seconds)
+    else:
+        raise ValueError(f"unknown role {role}")
+
+
+@dataclass
+class Child:
+    role: str
+    index: int = 0
+    process: BaseProcess | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}-{self.index}" if self.role == "worker" else self.role
+
+
+def plan_children(settings: Settings) -> list[Child]:
+    children = [Child("listener"), Child("assembler")]
+    children += [Child("worker", i) for i in range(settings.queue.workers)]
+    if settings.destinations:
+        children.append(Child("outbox"))
+    return children
+
+
+def prepare_database(settings: Settings) -> None:
+    """Create tables and re-queue jobs interrupted by a previous stop (no worker runs yet)."""
+    from osteo_node.queue.jobs import recover_interrupted
+    from osteo_node.store.db import make_engine
+    from osteo_node.store.schema import create_node_tables
+
+    engine = make_engine(settings.storage.database_url)
+    try:
+        create_node_tables(engine)
+        requeued, failed = recover_interrupted(engine, settings.queue.max_job_attempts)
+        if requeued or failed:
+            log.warning("interrupted jobs recovered", requeued=requeued, failed=failed)
+    finally:
+        engine.dispose()
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ctx = mp.get_context("spawn")
+        self.children = plan_children(settings)
+        self.stop = threading.Event()
+
+    def _start(self, child: Child) -> None:
+        p = self.ctx.Process(target=child_main, name=f"osteo-node:{child.name}",
+                             args=(child.role, self.settings, child.index), daemon=False)
+        p.start()
+        child.process = p
+        child.started_at = time.monotonic()
+        log.info("child started", child=child.name, pid=p.pid)
+
+    def _check(self, child: Child, now: float) -> None:
+        p = child.process
+        if p is not None and p.is_alive():
+            if now - child.started_at > 60:
+                child.restarts = 0  # ran a while: reset the backoff
+            return
+        if p is not None:
+            log.error("child exited; restarting", child=child.name, exitcode=p.exitcode,
+                      restarts=child.restarts)
+            p.join(0)
+            child.process = None
+            delay = min(MAX_RESTART_DELAY, 0.5 * 2 ** child.restarts)
+            child.restarts += 1
+            child.next_start = now + delay
+        if now >= child.next_start:
+            self._start(child)
+
+    def run(self) -> int:
+        prepare_database(self.settings)
+        for child in self.children:
+            self._start(child)
+        try:
+            while not self.stop.wait(0.5):
+                now = time.monotonic()
+                for child in self.children:
+                    self._check(child, now)
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        procs = [c.process for c in self.children if c.process is not None]
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                p.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                log.warning("child did not stop in time; killing", pid=p.pid)
+                p.kill()
+                p.join()
+        log.info("all children stopped")
+
+
+def serve(settings: Settings) -> int:
+    sup = Supervisor(settings)
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        sup.stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return sup.run()

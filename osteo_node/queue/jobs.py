@@ -1,0 +1,244 @@
+"""The job queue (table ``jobs``): one analysis job per (series, generation).
+
+States::
+
+    queued --claim--> running --> done | failed | no_analyser
+       ^                 |
+       '--- error with attempts left, or lease expired / node restarted (recover) ---'
+
+* A series is complete after ``series_quiet_seconds`` without a new instance; the assembler
+  then queues exactly one job for its current generation (unique (series_id, generation)).
+* An instance arriving after a job was queued starts a new generation of the series
+  (:func:`osteo_node.store.index.record_instance`), so the series is analysed again with all its
+  instances once it is quiet again; the later job's results supersede the earlier ones.
+* Claiming is ``UPDATE ... WHERE id = :id AND state = 'queued'`` with a rowcount check, so any
+  number of workers (processes or hosts on PostgreSQL) can claim safely. A running job carries
+  a claim token and a lease extended by heart-beats; only the holder of the current token can
+  finish it, so a job is completed at most once even if a stalled worker wakes up late.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from osteo_node.store.db import METADATA
+from osteo_node.store.index import series, studies
+
+QUEUED = "queued"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+NO_ANALYSER = "no_analyser"
+STATES = (QUEUED, RUNNING, DONE, FAILED, NO_ANALYSER)
+
+jobs = Table(
+    "jobs", METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("series_id", Integer, ForeignKey("series.id"), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("analyser", String(128), nullable=True),
+    Column("objects", Integer, nullable=False, default=0),
+    Column("instance_count", Integer, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("heartbeat_at", Float, nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("claim_token", String(36), nullable=True),
+    Column("worker", String(64), nullable=True),
+    UniqueConstraint("series_id", "generation", name="uq_jobs_series_generation"),
+)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    series_id: int
+    generation: int
+    attempts: int
+    claim_token: str
+    series_uid: str
+    study_uid: str
+    modality: str
+
+    @property
+    def key(self) -> str:
+        """Stable per (series, generation): a re-run produces the same result UIDs."""
+        return f"{self.series_uid}/g{self.generation}"
+
+
+def queue_complete_series(engine: Engine, quiet_seconds: float, now: float | None = None
+                          ) -> list[int]:
+    """Queue a job for every series quiet for ``quiet_seconds`` whose current generation has
+    none yet. Returns the new job ids. Safe to run concurrently (conditional update + unique
+    constraint)."""
+    t = time.time() if now is None else now
+    cutoff = t - quiet_seconds
+    created: list[int] = []
+    with engine.connect() as conn:
+        due = conn.execute(
+            select(series.c.id, series.c.generation, series.c.instance_count)
+            .where(series.c.generation > series.c.job_generation,
+                   series.c.last_received_at <= cutoff)
+            .order_by(series.c.last_received_at)
+        ).all()
+    for row in due:
+        with engine.begin() as conn:
+            claimed = conn.execute(
+                update(series)
+                .where(series.c.id == row.id, series.c.generation == row.generation,
+                       series.c.job_generation < row.generation,
+                       series.c.last_received_at <= cutoff)
+                .values(job_generation=row.generation)
+            ).rowcount
+            if claimed != 1:
+                continue  # a new instance arrived meanwhile, or another assembler won
+            job_id = conn.execute(
+                insert(jobs).values(series_id=row.id, generation=row.generation, state=QUEUED,
+                                    attempts=0, objects=0, instance_count=row.instance_count,
+                                    created_at=t)
+                .returning(jobs.c.id)
+            ).scalar_one()
+            created.append(int(job_id))
+    return created
+
+
+def claim_next(engine: Engine, worker: str, lease_seconds: float, now: float | None = None
+               ) -> ClaimedJob | None:
+    """Atomically take the oldest queued job (or a running one whose lease expired)."""
+    t = time.time() if now is None else now
+    claimable = or_(jobs.c.state == QUEUED,
+                    and_(jobs.c.state == RUNNING, jobs.c.lease_until < t))
+    with engine.connect() as conn:
+        candidates = conn.execute(
+            select(jobs.c.id).where(claimable).order_by(jobs.c.id).limit(8)
+        ).scalars().all()
+    for job_id in candidates:
+        token = str(uuid.uuid4())
+        with engine.begin() as conn:
+            n = conn.execute(
+                update(jobs).where(jobs.c.id == job_id, claimable).values(
+                    state=RUNNING, claim_token=token, worker=worker[:64],
+                    attempts=jobs.c.attempts + 1, started_at=t, heartbeat_at=t,
+                    lease_until=t + lease_seconds, finished_at=None)
+            ).rowcount
+            if n != 1:
+                continue  # another worker got it first
+            row = conn.execute(
+                select(jobs.c.id, jobs.c.series_id, jobs.c.generation, jobs.c.attempts,
+                       series.c.series_instance_uid, series.c.modality,
+                       studies.c.study_instance_uid)
+                .join(series, series.c.id == jobs.c.series_id)
+                .join(studies, studies.c.id == series.c.study_id)
+                .where(jobs.c.id == job_id)
+            ).one()
+        return ClaimedJob(id=row.id, series_id=row.series_id, generation=row.generation,
+                          attempts=row.attempts, claim_token=token,
+                          series_uid=row.series_instance_uid, study_uid=row.study_instance_uid,
+                          modality=row.modality)
+    return None
+
+
+def _owned(job: ClaimedJob) -> Any:
+    return and_(jobs.c.id == job.id, jobs.c.claim_token == job.claim_token,
+                jobs.c.state == RUNNING)
+
+
+def heartbeat(engine: Engine, job: ClaimedJob, lease_seconds: float,
+              now: float | None = None) -> bool:
+    """Extend the lease; False when the job is no longer ours."""
+    t = time.time() if now is None else now
+    with engine.begin() as conn:
+        return bool(conn.execute(
+            update(jobs).where(_owned(job)).values(heartbeat_at=t, lease_until=t + lease_seconds)
+        ).rowcount == 1)
+
+
+def finish(engine: Engine, job: ClaimedJob, state: str, *, error: str | None = None,
+           analyser: str | None = None, objects: int = 0, now: float | None = None) -> bool:
+    """Move a claimed job to a final state (done/failed/no_analyser). False: not ours any more
+    (its lease expired and it was re-claimed), so the caller must discard its result."""
+    if state not in (DONE, FAILED, NO_ANALYSER):
+        raise ValueError(f"not a final state: {state}")
+    t = time.time() if now is None else now
+    with engine.begin() as conn:
+        return bool(conn.execute(
+            update(jobs).where(_owned(job)).values(
+                state=state, finished_at=t, last_error=error, analyser=analyser,
+                objects=objects, lease_until=None)
+        ).rowcount == 1)
+
+
+def retry_or_fail(engine: Engine, job: ClaimedJob, error: str, max_attempts: int,
+                  now: float | None = None) -> str:
+    """After an error: back to ``queued`` while attempts are left, else ``failed``."""
+    t = time.time() if now is None else now
+    state = FAILED if job.attempts >= max_attempts else QUEUED
+    with engine.begin() as conn:
+        conn.execute(update(jobs).where(_owned(job)).values(
+            state=state, last_error=error[:4000], lease_until=None,
+            finished_at=t if state == FAILED else None))
+    return state
+
+
+def recover_interrupted(engine: Engine, max_attempts: int) -> tuple[int, int]:
+    """At start-up, before any worker runs: jobs left ``running`` by a dead node go back to
+    ``queued`` (or ``failed`` when they already used all attempts). Returns (requeued, failed)."""
+    with engine.begin() as conn:
+        failed = conn.execute(
+            update(jobs).where(jobs.c.state == RUNNING, jobs.c.attempts >= max_attempts)
+            .values(state=FAILED, last_error="interrupted too often (node stopped during job)",
+                    lease_until=None, finished_at=time.time())
+        ).rowcount
+        requeued = conn.execute(
+            update(jobs).where(jobs.c.state == RUNNING)
+            .values(state=QUEUED, lease_until=None, claim_token=None,
+                    last_error="interrupted (node stopped during job); re-queued")
+        ).rowcount
+    return int(requeued), int(failed)
+
+
+def state_counts(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
+    out = dict.fromkeys(STATES, 0)
+    out.update({r[0]: int(r[1]) for r in rows})
+    return out
+
+
+def recent_jobs(conn: Connection, limit: int = 20, states: tuple[str, ...] = STATES
+                ) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.state, jobs.c.generation, jobs.c.attempts, jobs.c.last_error,
+               jobs.c.analyser, jobs.c.objects, jobs.c.instance_count, jobs.c.created_at,
+               jobs.c.started_at, jobs.c.finished_at, series.c.series_instance_uid,
+               series.c.modality)
+        .join(series, series.c.id == jobs.c.series_id)
+        .where(jobs.c.state.in_(states))
+        .order_by(jobs.c.id.desc()).limit(limit)
+    ).all()
+    return [dict(r._mapping) for r in rows]

@@ -1,0 +1,16 @@
+"""Create every table the node's processes use (index, jobs, outbox), idempotently."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+
+def create_node_tables(engine: Engine) -> None:
+    from osteo_node.outbox.tables import create_tables as create_outbox_tables
+    from osteo_node.queue.jobs import jobs
+    from osteo_node.store.db import METADATA
+    from osteo_node.store.index import create_tables as create_index_tables
+
+    create_index_tables(engine)
+    METADATA.create_all(engine, tables=[jobs], checkfirst=True)
+    create_outbox_tables(engine)

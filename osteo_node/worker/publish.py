@@ -1,0 +1,53 @@
+"""From an analysis output to queued outbox items (the seam between worker and exporters).
+
+A :data:`Publisher` turns an :class:`AnalysisOutput` into ``(kind, Dataset)`` pairs; ``job_key``
+is stable per job so a re-run yields the same SOP Instance UIDs (and the outbox, idempotent per
+UID, sends nothing twice). :func:`enqueue_objects` hands them to the outbox.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from sqlalchemy import Engine
+
+from osteo_node.outbox.policy import Destination
+from osteo_node.pipeline.results import AnalysisOutput
+
+KindedObject = tuple[str, Dataset]
+Publisher = Callable[[AnalysisOutput, str], Sequence[KindedObject]]
+
+
+def exporters_publisher(output: AnalysisOutput, job_key: str) -> list[KindedObject]:
+    """The built-in exporters (SR, SEG, SC, KOS as applicable)."""
+    from osteo_node.exporters.publish import build_objects
+
+    return [(o.kind, o.dataset) for o in build_objects(output, uid_root=None, job_key=job_key)]
+
+
+def resolve_publisher(spec: str) -> Publisher:
+    """Import a ``"module:callable"`` publisher."""
+    module_name, _, attr = spec.partition(":")
+    fn = getattr(importlib.import_module(module_name), attr)
+    if not callable(fn):
+        raise TypeError(f"publisher {spec} is not callable")
+    publisher: Publisher = fn
+    return publisher
+
+
+def enqueue_objects(engine: Engine, outbox_dir: Path, destinations: Sequence[Destination],
+                    objects: Sequence[KindedObject], job_id: int) -> int:
+    """Put the objects into the persisted outbox for every destination taking their kind."""
+    if not objects or not destinations:
+        return 0
+    from osteo_node.outbox.store import enqueue
+
+    n = 0
+    for kind in sorted({k for k, _ in objects}):
+        batch = [ds for k, ds in objects if k == kind]
+        enqueue(engine, outbox_dir, batch, destinations, job_id=job_id, kind=kind)
+        n += len(batch)
+    return n

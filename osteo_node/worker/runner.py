@@ -1,0 +1,144 @@
+"""The worker process: claim a job, run the modality's analyser, publish, finish.
+
+One job at a time per process; run several processes for parallelism (``queue.workers``).
+A heart-beat thread extends the job's lease while the analyser runs. Analysis never runs in
+the listener.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import Engine
+
+from osteo_node.config import Settings
+from osteo_node.pipeline.registry import Analyser, analyser_for
+from osteo_node.queue import jobs as jq
+from osteo_node.store.db import make_engine
+from osteo_node.store.index import series_paths
+from osteo_node.store.schema import create_node_tables
+from osteo_node.worker.publish import Publisher, enqueue_objects, resolve_publisher
+
+log = structlog.get_logger(__name__)
+
+AnalyserLookup = Callable[[str], Analyser | None]
+
+
+def lookup_from_settings(settings: Settings) -> AnalyserLookup:
+    """Analysers from ``settings.analysers`` (explicit overrides) else the registry."""
+    overrides = dict(settings.analysers)
+
+    def lookup(modality: str) -> Analyser | None:
+        spec = overrides.get(modality.upper())
+        if spec is None:
+            return analyser_for(modality)
+        module_name, _, attr = spec.partition(":")
+        factory = getattr(importlib.import_module(module_name), attr)
+        analyser: Analyser = factory()
+        return analyser
+
+    return lookup
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    settings: Settings
+    engine: Engine
+    lookup: AnalyserLookup
+    publish: Publisher
+    name: str
+
+
+class _Heartbeat:
+    def __init__(self, ctx: WorkerContext, job: jq.ClaimedJob) -> None:
+        self.ctx, self.job = ctx, job
+        self.stop = threading.Event()
+        self.lost = False
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
+
+    def _run(self) -> None:
+        lease = self.ctx.settings.queue.job_lease_seconds
+        while not self.stop.wait(max(0.5, lease / 3)):
+            if not jq.heartbeat(self.ctx.engine, self.job, lease):
+                self.lost = True
+                log.warning("job lease lost", job_id=self.job.id)
+                return
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def process_job(ctx: WorkerContext, job: jq.ClaimedJob) -> str:
+    """Run one claimed job to a final (or re-queued) state; returns that state. Never raises
+    for an analysis error: the error is recorded in the job."""
+    s = ctx.settings
+    bound = log.bind(job_id=job.id, series_instance_uid=job.series_uid, modality=job.modality,
+                     generation=job.generation, attempt=job.attempts)
+    try:
+        analyser = ctx.lookup(job.modality)
+    except Exception as exc:  # noqa: BLE001 - a broken analyser import fails the job, not us
+        bound.exception("analyser could not be loaded")
+        return jq.retry_or_fail(ctx.engine, job, f"analyser load failed: {exc}",
+                                s.queue.max_job_attempts)
+    if analyser is None:
+        jq.finish(ctx.engine, job, jq.NO_ANALYSER,
+                  error=f"no analyser registered for modality {job.modality}")
+        bound.info("job finished: no analyser for this modality")
+        return jq.NO_ANALYSER
+    with ctx.engine.connect() as conn:
+        paths = series_paths(conn, job.series_id, s.storage.spool_dir)
+    t0 = time.perf_counter()
+    try:
+        with _Heartbeat(ctx, job) as hb:
+            bound.info("analysis started", analyser=analyser.name, instances=len(paths))
+            output = analyser.analyse(paths)
+            objects = ctx.publish(output, job.key)
+            if hb.lost:
+                bound.warning("job was taken over by another worker; result discarded")
+                return "lost"
+            n = enqueue_objects(ctx.engine, s.storage.outbox_dir, s.destinations, objects,
+                                job.id)
+    except Exception as exc:  # noqa: BLE001 - record any analysis failure in the job
+        bound.exception("analysis failed")
+        return jq.retry_or_fail(ctx.engine, job, f"{type(exc).__name__}: {exc}",
+                                s.queue.max_job_attempts)
+    if not jq.finish(ctx.engine, job, jq.DONE, analyser=analyser.name, objects=n):
+        bound.warning("job was taken over by another worker; result discarded")
+        return "lost"
+    bound.info("job done", analyser=analyser.name, status=output.result.status,
+               objects=n, seconds=round(time.perf_counter() - t0, 2))
+    return jq.DONE
+
+
+def run_worker(settings: Settings, stop: threading.Event, index: int = 0,
+               lookup: AnalyserLookup | None = None, publish: Publisher | None = None) -> None:
+    """Claim and process jobs until ``stop`` is set."""
+    engine = make_engine(settings.storage.database_url)
+    create_node_tables(engine)
+    ctx = WorkerContext(
+        settings=settings, engine=engine, lookup=lookup or lookup_from_settings(settings),
+        publish=publish or resolve_publisher(settings.publisher),
+        name=f"{socket.gethostname()}:{os.getpid()}:w{index}",
+    )
+    log.info("worker started", worker=ctx.name)
+    try:
+        while not stop.is_set():
+            job = jq.claim_next(engine, ctx.name, settings.queue.job_lease_seconds)
+            if job is None:
+                stop.wait(settings.queue.poll_seconds)
+                continue
+            process_job(ctx, job)
+    finally:
+        engine.dispose()
