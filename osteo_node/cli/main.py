@@ -14,7 +14,11 @@ from collections.abc import Sequence
 from osteo_node import __version__
 
 # name -> module under osteo_node.cli. Add a line here when a sub-command lands.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "serve": "serve",
+    "check-config": "check_config",
+    "status": "status",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
