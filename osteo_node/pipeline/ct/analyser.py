@@ -73,7 +73,7 @@ ProgressFn = Callable[[str, str], None]
 def default_segment_fn() -> SegmentFn:
     """The project's segmentation model (CTMODEL's ``segment`` stage)."""
     try:
-        from osteo_node.pipeline.stages import segment as segment_stage  # type: ignore[attr-defined]
+        from osteo_node.pipeline.stages import segment as segment_stage
     except ImportError as exc:
         missing = str(exc)
 

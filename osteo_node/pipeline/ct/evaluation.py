@@ -123,3 +123,156 @@ def nearest_level(point: NDArray[np.float64], refs: dict[str, NDArray[np.float64
 
 def levels_in(names: Sequence[str]) -> list[str]:
     return [n for n in names if n in VERSE_NAMES.values()]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    input: Path
+    reference: ReferenceSpec
+    note: str = ""
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], root: Path) -> Case:
+        ref = data["reference"]
+        return cls(
+            name=str(data["name"]),
+            input=root / data["input"],
+            reference=ReferenceSpec(
+                vertebrae=root / ref["vertebrae"],
+                numbering=str(ref.get("numbering", "verse")),
+                bodies=root / ref["bodies"] if ref.get("bodies") else None,
+                body_values=tuple(int(v) for v in ref.get("body_values", [1])),
+            ),
+            note=str(data.get("note", "")),
+        )
+
+
+def load_cases(path: Path, root: Path) -> list[Case]:
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return [Case.from_mapping(c, root) for c in data["cases"]]
+
+
+class CapturingSegment:
+    """Wraps a segment function and keeps its last output (to score body masks)."""
+
+    def __init__(self, fn: SegmentFn) -> None:
+        self.fn = fn
+        self.last: Segmentation | None = None
+
+    def __call__(self, volume: Volume) -> Segmentation:
+        self.last = self.fn(volume)
+        return self.last
+
+
+@dataclass
+class LevelScore:
+    level: str
+    found: bool
+    centroid_error_mm: float | None
+    correct: bool
+    dice: float | None
+    hu: float | None
+    hu_reference: float | None
+    grade: int | None
+    grade_reference: int | None
+
+
+@dataclass
+class CaseScore:
+    name: str
+    status: str
+    reason: str | None
+    dice_kind: str  # "body" or "vertebra"
+    levels: list[LevelScore]
+    extra_levels: list[str]
+    timings_s: dict[str, float]
+
+    @property
+    def level_accuracy(self) -> float | None:
+        return sum(s.correct for s in self.levels) / len(self.levels) if self.levels else None
+
+    @property
+    def mean_dice(self) -> float | None:
+        d = [s.dice for s in self.levels if s.dice is not None]
+        return float(np.mean(d)) if d else None
+
+    @property
+    def mean_centroid_error(self) -> float | None:
+        e = [s.centroid_error_mm for s in self.levels if s.centroid_error_mm is not None]
+        return float(np.mean(e)) if e else None
+
+    @property
+    def grade_agreement(self) -> float | None:
+        pairs = [(s.grade, s.grade_reference) for s in self.levels
+                 if s.grade is not None and s.grade_reference is not None]
+        return sum(a == b for a, b in pairs) / len(pairs) if pairs else None
+
+    def hu_difference(self, level: str = "L1") -> float | None:
+        for s in self.levels:
+            if s.level == level and s.hu is not None and s.hu_reference is not None:
+                return s.hu - s.hu_reference
+        return None
+
+    @property
+    def mean_abs_hu_difference(self) -> float | None:
+        d = [abs(s.hu - s.hu_reference) for s in self.levels
+             if s.hu is not None and s.hu_reference is not None]
+        return float(np.mean(d)) if d else None
+
+
+def score_case(
+    case: Case, segment: SegmentFn, *, centroid_tolerance_mm: float = 10.0,
+    roi_margin_mm: float = 3.0,
+) -> CaseScore:
+    """Run the analyser with ``segment`` and with the reference labels; compare."""
+    from osteo_node.pipeline.ct.analyser import CTAnalyser
+    from osteo_node.pipeline.stages.measure import eroded_mean_hu
+
+    capture = CapturingSegment(segment)
+    out = CTAnalyser(segment=capture).analyse([case.input])
+    ref_out = CTAnalyser(segment=reference_segment_fn(case.reference)).analyse([case.input])
+    res = out.result
+    if out.volume is None or res.status != "analysed" or capture.last is None:
+        return CaseScore(case.name, res.status, res.reason, "-", [], [], res.timings_s)
+    vol, pred = out.volume, capture.last
+    shape, geo = vol.array.shape, vol.geometry
+    ref_labels = reference_label_volume(case.reference.vertebrae, case.reference.numbering,
+                                        geo, shape)
+    ref_bodies = reference_bodies(case.reference, geo, shape)
+    dice_kind = "body" if ref_bodies is not None and pred.bodies is not None else "vertebra"
+    by_level = {v.level: v for v in res.vertebrae}
+    ref_by_level = {v.level: v for v in ref_out.result.vertebrae}
+    scores: list[LevelScore] = []
+    for level, value in ref_labels.levels.items():
+        ref_mask = ref_labels.array == value
+        ref_c = centroid_lps(ref_mask, geo)
+        found = level in pred.labels.levels
+        pred_mask = pred.labels.array == pred.labels.levels[level] if found else None
+        err = None
+        if pred_mask is not None and ref_c is not None:
+            pc = centroid_lps(pred_mask, geo)
+            err = None if pc is None else float(np.linalg.norm(pc - ref_c))
+        d = None
+        if pred_mask is not None:
+            if dice_kind == "body":
+                assert ref_bodies is not None and pred.bodies is not None
+                pb = pred_mask & (pred.bodies > 0) if pred.bodies.dtype == bool or \
+                    int(pred.bodies.max()) <= 1 else pred.bodies == pred.labels.levels[level]
+                d = dice(pb, ref_mask & ref_bodies)
+            else:
+                d = dice(pred_mask, ref_mask)
+        hu_ref = None
+        if ref_bodies is not None and np.any(ref_mask & ref_bodies):
+            hu_ref = eroded_mean_hu(vol.array, geo, ref_mask & ref_bodies, roi_margin_mm)
+        v, rv = by_level.get(level), ref_by_level.get(level)
+        scores.append(LevelScore(
+            level=level, found=found, centroid_error_mm=err,
+            correct=err is not None and err <= centroid_tolerance_mm, dice=d,
+            hu=v.trabecular_hu.mean if v and v.trabecular_hu else None, hu_reference=hu_ref,
+            grade=v.genant_grade if v else None, grade_reference=rv.genant_grade if rv else None,
+        ))
+    extra = [lv for lv in pred.labels.levels if lv not in ref_labels.levels]
+    return CaseScore(case.name, res.status, res.reason, dice_kind, scores, extra, res.timings_s)

@@ -278,9 +278,40 @@ def is_nifti(path: Path) -> bool:
     return path.is_file() and (name.endswith(".nii") or name.endswith(".nii.gz"))
 
 
+def _check_nifti_complete(path: Path) -> None:
+    """Refuse truncated files (SimpleITK silently fills a truncated .nii.gz with garbage)."""
+    import gzip
+    import struct
+
+    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(352)
+            if len(head) < 348:
+                raise VolumeError(f"{path.name}: not a NIfTI file (header too short)")
+            endian = "<" if struct.unpack("<i", head[:4])[0] == 348 else ">"
+            if struct.unpack(endian + "i", head[:4])[0] != 348:
+                raise VolumeError(f"{path.name}: not a NIfTI-1 file")
+            dims = struct.unpack(endian + "8h", head[40:56])
+            bitpix = struct.unpack(endian + "h", head[72:74])[0]
+            vox_offset = struct.unpack(endian + "f", head[108:112])[0]
+            expected = int(vox_offset) + int(np.prod(dims[1:1 + dims[0]])) * bitpix // 8
+            size = len(head)
+            while chunk := f.read(1 << 24):
+                size += len(chunk)
+    except (EOFError, OSError) as exc:
+        raise VolumeError(f"cannot read NIfTI {path.name}: {exc}") from exc
+    if size < expected:
+        raise VolumeError(
+            f"cannot read NIfTI {path.name}: truncated ({size} of {expected} bytes)"
+        )
+
+
 def load_nifti(path: Path, modality: str = "CT") -> LoadedVolume:
     """NIfTI for research use. SimpleITK reports NIfTI geometry already in LPS."""
     import SimpleITK as sitk
+
+    _check_nifti_complete(path)
 
     try:
         image = sitk.ReadImage(str(path), sitk.sitkFloat32)

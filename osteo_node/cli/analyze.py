@@ -1,0 +1,117 @@
+"""``osteo-node analyze PATH [--json OUT] [--png OUT] [--seg OUT.nii.gz]``.
+
+PATH is a DICOM folder (any file names; the CT series is selected by the rules in
+``config/series_selection.yaml``), one DICOM file, or a NIfTI file (research use). Progress goes
+to stderr stage by stage; the JSON (``AnalysisResult.to_json()``) goes to ``--json`` or stdout.
+``--seg`` writes the vertebra label map on the input grid; the JSON ``label_map`` says which
+value is which level. Exit status: 0 analysed, 3 not analysable, 2 usage error.
+
+``--dicom-out DIR`` is the hook for the DICOM exporters (SR/SEG/SC): :func:`export_dicom` is the
+one function to wire them in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from osteo_node.pipeline.results import AnalysisOutput
+
+
+class ExportUnavailable(RuntimeError):
+    """DICOM export is not wired into ``analyze``."""
+
+
+def export_dicom(output: AnalysisOutput, directory: Path) -> list[Path]:
+    """Write the DICOM results (SR/SEG/SC) of ``output`` into ``directory``; return the files.
+
+    Hook for the exporters (issue: DICOM outputs); until they are wired this refuses clearly.
+    """
+    raise ExportUnavailable("--dicom-out: the DICOM exporters are not wired into analyze yet")
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "analyze", help="analyse one CT series (DICOM folder or NIfTI) and print the JSON result",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("path", type=Path, help="DICOM folder / file, or NIfTI (.nii, .nii.gz)")
+    p.add_argument("--json", type=Path, dest="json_out", help="write the JSON result here")
+    p.add_argument("--png", type=Path, help="write the mid-sagittal overlay PNG here")
+    p.add_argument("--seg", type=Path, help="write the label map (NIfTI) on the input grid here")
+    p.add_argument("--dicom-out", type=Path, help="write DICOM SR/SEG/SC here (when wired)")
+    p.add_argument("--rules", type=Path, help="series selection rules YAML (default: config/)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+
+
+def _progress(stage: str, message: str) -> None:
+    print(f"[{stage}] {message}", file=sys.stderr, flush=True)
+
+
+def write_seg(output: AnalysisOutput, path: Path) -> None:
+    import numpy as np
+    import SimpleITK as sitk
+
+    labels = output.labels
+    if labels is None:
+        raise ValueError("no label map (analysis did not reach segmentation)")
+    image = sitk.GetImageFromArray(np.asarray(labels.array, dtype=np.uint8))
+    image.SetOrigin(tuple(labels.geometry.origin))
+    image.SetSpacing(tuple(labels.geometry.spacing))
+    image.SetDirection(tuple(labels.geometry.direction))
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def write_png(output: AnalysisOutput, path: Path) -> None:
+    from PIL import Image
+
+    from osteo_node.render.sagittal import render_sagittal_overlay
+
+    if output.volume is None:
+        raise ValueError("no image (analysis did not load a volume)")
+    rgb = render_sagittal_overlay(output.volume, output.labels, output.result)
+    Image.fromarray(rgb).save(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from osteo_node.pipeline.ct.analyser import CTAnalyser
+    from osteo_node.pipeline.stages.select import SelectionRules
+
+    path: Path = args.path
+    if not path.exists():
+        print(f"error: {path} does not exist", file=sys.stderr)
+        return 2
+    analyser = CTAnalyser(
+        selection_rules=SelectionRules.load(args.rules) if args.rules else None,
+        progress=None if args.quiet else _progress,
+    )
+    output = analyser.analyse([path])
+    result = output.result
+    status = 0 if result.status == "analysed" else 3
+    for flag, target, writer in (("--seg", args.seg, write_seg), ("--png", args.png, write_png)):
+        if target is None:
+            continue
+        try:
+            writer(output, target)
+            _progress("write", f"{flag} {target}")
+        except (ValueError, OSError, RuntimeError) as exc:
+            print(f"warning: {flag} not written: {exc}", file=sys.stderr)
+    if args.dicom_out is not None:
+        try:
+            args.dicom_out.mkdir(parents=True, exist_ok=True)
+            for f in export_dicom(output, args.dicom_out):
+                _progress("write", f"--dicom-out {f}")
+        except (ExportUnavailable, ValueError, OSError) as exc:
+            print(f"warning: --dicom-out not written: {exc}", file=sys.stderr)
+    text = json.dumps(result.to_json(), indent=2)
+    if args.json_out is not None:
+        args.json_out.write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    if result.status != "analysed":
+        print(f"not analysable: {result.reason}", file=sys.stderr)
+    return status

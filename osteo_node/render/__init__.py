@@ -1,0 +1,1 @@
+"""Images for people: overlays of analysis results (decision support, not a diagnosis)."""

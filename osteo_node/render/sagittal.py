@@ -1,0 +1,180 @@
+"""Mid-sagittal overlay of a CT analysis: reformat through the spine with labels, HU and grades.
+
+:func:`render_sagittal_overlay` is a pure function (volume, labels, result) -> RGB uint8 array;
+the CLI writes it as PNG and the exporters wrap it in a DICOM Secondary Capture. The reformat
+follows the spine: for every feet-head row the left-right position is interpolated between the
+vertebra centroids (a curved mid-sagittal plane) and a thin left-right slab is averaged.
+Every image carries the "DECISION SUPPORT - NOT A DIAGNOSIS" banner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageDraw, ImageFont
+
+from osteo_node.pipeline.results import AnalysisResult, level_index
+from osteo_node.pipeline.types import LabelVolume, Volume
+
+BANNER = "DECISION SUPPORT - NOT A DIAGNOSIS"
+WINDOW = (-250.0, 1250.0)  # HU shown from black to white (bone and soft tissue)
+SLAB_MM = 3.0  # left-right half width averaged around the curved mid-plane
+PANEL_PX = 300
+PALETTE = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
+    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128),
+]
+GRADE_COLOURS = {0: (120, 220, 120), 1: (255, 220, 80), 2: (255, 150, 40), 3: (255, 60, 60)}
+
+
+def _canonical(
+    array: NDArray[Any], direction: NDArray[np.float64], spacing: tuple[float, ...]
+) -> tuple[NDArray[Any], tuple[float, float, float]]:
+    """View of a [k, j, i] array as [S->I, A->P, R->L] with the spacing of those axes."""
+    # array axis a (0=k, 1=j, 2=i) runs along direction column (2 - a)
+    cols = {0: direction[:, 2], 1: direction[:, 1], 2: direction[:, 0]}
+    sp = {0: spacing[2], 1: spacing[1], 2: spacing[0]}
+    patient_axis = {a: int(np.argmax(np.abs(cols[a]))) for a in cols}  # 0 x(L), 1 y(P), 2 z(S)
+    if sorted(patient_axis.values()) != [0, 1, 2]:
+        raise ValueError("volume axes are too oblique for a sagittal reformat")
+    by_patient = {p: a for a, p in patient_axis.items()}
+    order = (by_patient[2], by_patient[1], by_patient[0])  # S, P, L
+    view = np.transpose(array, order)
+    # want increasing index = inferior, posterior, left
+    wanted_sign = {2: -1.0, 1: 1.0, 0: 1.0}
+    slices = []
+    for p, a in zip((2, 1, 0), order, strict=True):
+        sign = float(np.sign(cols[a][p])) * wanted_sign[p]
+        slices.append(slice(None, None, -1) if sign < 0 else slice(None))
+    return view[tuple(slices)], (sp[order[0]], sp[order[1]], sp[order[2]])
+
+
+def _midline(labels_c: NDArray[Any] | None, n_rows: int, n_lr: int) -> NDArray[np.int64]:
+    """Left-right index of the spine per feet-head row, interpolated between vertebrae."""
+    if labels_c is None or not labels_c.any():
+        return np.full(n_rows, n_lr // 2, dtype=np.int64)
+    rows, lrs = [], []
+    for value in np.unique(labels_c[labels_c > 0]):
+        idx = np.argwhere(labels_c == value)
+        rows.append(idx[:, 0].mean())
+        lrs.append(np.median(idx[:, 2]))
+    order = np.argsort(rows)
+    lr = np.interp(np.arange(n_rows), np.asarray(rows)[order], np.asarray(lrs)[order])
+    return np.clip(np.round(lr), 0, n_lr - 1).astype(np.int64)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def _summary(result: AnalysisResult) -> str:
+    f = result.findings
+    if result.status != "analysed" or f is None:
+        return f"NOT ANALYSABLE: {result.reason or ''}"[:120]
+    parts = []
+    if f.l1_hu is not None:
+        parts.append(f"{f.density_level} {f.l1_hu:.0f} HU ({result.contrast_phase}): "
+                     f"{(f.density_category or '').replace('_', ' ')}")
+    else:
+        parts.append("density: not assessable")
+    grade = f.max_genant_grade if f.max_genant_grade is not None else "-"
+    parts.append(f"max Genant grade {grade}")
+    parts.append("VCF: " + (", ".join(f.vcf_levels) if f.vcf_levels else "none"))
+    return "   ".join(parts)
+
+
+def render_sagittal_overlay(
+    volume: Volume, labels: LabelVolume | None, result: AnalysisResult
+) -> NDArray[np.uint8]:
+    """Curved mid-sagittal reformat with colour labels, level names, HU and grades burned in."""
+    m = volume.geometry.matrix
+    img_c, (s_si, s_ap, s_lr) = _canonical(volume.array, m, volume.geometry.spacing)
+    lab_c = None
+    if labels is not None and labels.array.shape == volume.array.shape:
+        lab_c, _ = _canonical(labels.array, m, volume.geometry.spacing)
+    n_si, n_ap, n_lr = img_c.shape
+    mid = _midline(lab_c, n_si, n_lr)
+    half = max(0, int(SLAB_MM / s_lr))
+    offsets = np.arange(-half, half + 1)
+    lr_idx = np.clip(mid[:, None] + offsets[None, :], 0, n_lr - 1)  # (S, slab)
+    rows = np.arange(n_si)[:, None, None]
+    aps = np.arange(n_ap)[None, :, None]
+    plane = img_c[rows, aps, lr_idx[:, None, :]].mean(axis=2)
+    lo, hi = WINDOW
+    grey = np.clip((plane - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2).astype(np.float32)
+    lab_plane = None
+    value_to_level = {v: k for k, v in (labels.levels.items() if labels else [])}
+    if lab_c is not None:
+        lab_plane = np.asarray(
+            lab_c[np.arange(n_si)[:, None], np.arange(n_ap)[None, :], mid[:, None]]
+        )
+        for value in np.unique(lab_plane[lab_plane > 0]):
+            level = value_to_level.get(int(value))
+            colour = np.asarray(
+                PALETTE[(level_index(level) if level else int(value)) % len(PALETTE)],
+                dtype=np.float32,
+            )
+            sel = lab_plane == value
+            rgb[sel] = 0.6 * rgb[sel] + 0.4 * colour
+    # physical aspect ratio: resample to square pixels of the finer in-plane spacing
+    px = min(s_si, s_ap)
+    h_px, w_px = n_si * s_si / px, n_ap * s_ap / px
+    scale = min(max(1.0, 700.0 / h_px), max(1.0, 1000.0 / w_px))  # ~700 px tall, <= 1000 wide
+    out_h = round(n_si * s_si / px * scale)
+    out_w = round(n_ap * s_ap / px * scale)
+    base = Image.fromarray(rgb.astype(np.uint8)).resize((out_w, out_h), Image.Resampling.BILINEAR)
+    banner_h, footer_h = 34, 30
+    canvas = Image.new("RGB", (out_w + PANEL_PX, out_h + banner_h + footer_h), (0, 0, 0))
+    canvas.paste(base, (0, banner_h))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle([0, 0, canvas.width, banner_h - 1], fill=(200, 0, 0))
+    draw.text((8, 7), BANNER, fill=(255, 255, 255), font=_font(20))
+    draw.text((8, out_h + banner_h + 7), _summary(result), fill=(255, 255, 255), font=_font(14))
+    if lab_plane is not None:
+        _draw_levels(draw, result, lab_c, value_to_level, origin=(out_w, banner_h),
+                     scale=(out_h / n_si, out_w / n_ap))
+    draw.text((4, banner_h + 2), "A", fill=(255, 255, 0), font=_font(16))
+    draw.text((out_w - 14, banner_h + 2), "P", fill=(255, 255, 0), font=_font(16))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def _draw_levels(
+    draw: ImageDraw.ImageDraw, result: AnalysisResult, lab_c: NDArray[Any] | None,
+    value_to_level: dict[int, str], *, origin: tuple[int, int], scale: tuple[float, float],
+) -> None:
+    out_w, top = origin
+    row_scale, col_scale = scale
+    if lab_c is None:
+        return
+    measured = {v.level: v for v in result.vertebrae}
+    font = _font(15)
+    placed: list[float] = []
+    entries = []
+    for value, level in value_to_level.items():
+        idx = np.argwhere(lab_c == value)
+        if idx.size == 0:
+            continue
+        entries.append((float(idx[:, 0].mean()), level, float(idx[:, 1].min())))
+    small = _font(13)
+    for row, level, ant in sorted(entries):
+        y = top + row * row_scale
+        y_text = max([y, *(p + 18 for p in placed if p + 18 > y)], default=y)
+        placed.append(y_text)
+        v = measured.get(level)
+        text = level
+        colour: tuple[int, int, int] = (200, 200, 200)
+        if v is not None:
+            hu = f"{v.trabecular_hu.mean:.0f} HU" if v.trabecular_hu else "- HU"
+            grade = f"G{v.genant_grade}" if v.genant_grade is not None else "G?"
+            morph = "" if v.morphology in ("normal", "indeterminate") else f" {v.morphology}"
+            text = f"{level:>4}  {hu:>7}  {grade}{morph}"
+            colour = GRADE_COLOURS.get(v.genant_grade, (200, 200, 200)) \
+                if v.genant_grade is not None else (200, 200, 200)
+        draw.text((max(2, ant * col_scale - 34), y - 7), level, fill=colour, font=small)
+        draw.line([(out_w - 12, y), (out_w + 4, y_text)], fill=colour, width=2)
+        draw.text((out_w + 8, y_text - 8), text, fill=colour, font=font)
