@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "check-config": "check_config",
     "status": "status",
+    "analyze": "analyze",
+    "evaluate": "evaluate",
 }
 
 
