@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "status": "status",
     "analyze": "analyze",
     "evaluate": "evaluate",
+    "worklist": "worklist",
+    "assess": "assess",
 }
 
 

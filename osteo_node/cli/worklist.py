@@ -1,0 +1,105 @@
+"""``osteo-node worklist``: the fracture liaison service (FLS) worklist.
+
+- ``worklist export --format csv|fhir [--since YYYY-MM-DD] [--status S ...] [--out FILE]``
+- ``worklist set-status ROW_ID STATUS --by NAME [--note TEXT]``
+
+The database comes from ``--config FILE`` (storage.database_url) or ``--db URL``. Exports hold
+patient data by design (the FLS must contact the patient): write them with ``--out`` to a
+protected place; nothing of it is logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+def _db_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--config", help="node YAML configuration (uses storage.database_url)")
+    g.add_argument("--db", help="SQLAlchemy database URL, e.g. sqlite:///var/osteo_node.db")
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("worklist", help="FLS worklist: export (CSV / FHIR), set status")
+    sub = p.add_subparsers(dest="worklist_command", metavar="ACTION", required=True)
+    exp = sub.add_parser("export", help="export worklist rows as CSV or a FHIR R4 Bundle")
+    exp.add_argument("--format", choices=("csv", "fhir"), default="csv")
+    exp.add_argument("--since", type=date.fromisoformat, default=None,
+                     help="only rows created/updated on or after this date (YYYY-MM-DD, UTC)")
+    exp.add_argument("--status", action="append", default=None,
+                     help="only rows with this status (repeatable)")
+    exp.add_argument("--out", type=Path, default=None, help="output file (default stdout)")
+    _db_args(exp)
+    st = sub.add_parser("set-status", help="change the FLS status of a row")
+    st.add_argument("row_id", type=int)
+    st.add_argument("status", help="new, contacted, referred or not_indicated")
+    st.add_argument("--by", required=True, help="who made the change (user name)")
+    st.add_argument("--note", default=None)
+    _db_args(st)
+    p.set_defaults(func=run)
+
+
+def _database_url(args: argparse.Namespace) -> str | None:
+    if args.db:
+        return str(args.db)
+    from osteo_node.config import ConfigError, load_settings
+
+    try:
+        return load_settings(args.config).storage.database_url
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
+def _export(engine: Any, args: argparse.Namespace) -> int:
+    from osteo_node.worklist import export_csv, fhir, store
+
+    rows = store.list_rows(engine, since=args.since, statuses=args.status)
+    text = export_csv.to_csv(rows) if args.format == "csv" else fhir.bundle_json(rows) + "\n"
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    log.info("worklist_exported", rows=len(rows), format=args.format,
+             out=str(args.out) if args.out else "stdout")
+    return 0
+
+
+def _set_status(engine: Any, args: argparse.Namespace) -> int:
+    from osteo_node.worklist import store
+
+    try:
+        row = store.set_status(engine, args.row_id, args.status, changed_by=args.by,
+                               note=args.note)
+    except store.WorklistError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"row {row.id}: status {row.status} (by {row.status_changed_by} at "
+          f"{row.status_changed_at.isoformat() if row.status_changed_at else '?'})")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from osteo_node.store.db import make_engine
+    from osteo_node.worklist import store
+
+    url = _database_url(args)
+    if url is None:
+        return 1
+    engine = make_engine(url)
+    try:
+        store.create_tables(engine)
+        if args.worklist_command == "export":
+            return _export(engine, args)
+        return _set_status(engine, args)
+    finally:
+        engine.dispose()

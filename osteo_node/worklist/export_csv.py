@@ -1,0 +1,58 @@
+"""CSV export of the FLS worklist (one line per row, all columns, UTF-8, RFC 4180 quoting)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from osteo_node.worklist.store import FIELDS, WorklistRow
+
+COLUMNS = FIELDS
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def to_csv(rows: Sequence[WorklistRow]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(getattr(row, c)) for c in COLUMNS])
+    return buf.getvalue()
+
+
+def _parse(column: str, text: str) -> Any:
+    if text == "" and column not in ("patient_id", "patient_name", "patient_birth_date",
+                                     "patient_sex", "study_date", "accession_number",
+                                     "vcf_levels", "findings_summary", "modality"):
+        return None
+    if column in ("id", "max_genant_grade"):
+        return int(text)
+    if column == "density_hu":
+        return float(text)
+    if column == "osteoporosis_suspected":
+        return {"true": True, "false": False}[text]
+    if column in ("created_at", "updated_at", "status_changed_at"):
+        return datetime.fromisoformat(text)
+    return text
+
+
+def parse_csv(text: str) -> list[WorklistRow]:
+    """Read a CSV written by :func:`to_csv` back into rows (round trip)."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader)
+    if tuple(header) != COLUMNS:
+        raise ValueError(f"unexpected CSV columns {header}")
+    return [WorklistRow(**{c: _parse(c, v) for c, v in zip(COLUMNS, line, strict=True)})
+            for line in reader]

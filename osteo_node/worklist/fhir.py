@@ -1,0 +1,179 @@
+"""FHIR export of the FLS worklist: a ``collection`` Bundle validated with fhir.resources.
+
+fhir.resources 8.3 ships FHIR R5 (default), R4B and STU3 models; R4B (4.3) is used, whose
+Patient, ImagingStudy, DiagnosticReport and Observation are the R4 resources for what is written
+here. Per worklist row:
+
+- Patient (identifier = PACS patient ID, name, birth date, gender),
+- ImagingStudy (identifier ``urn:dicom:uid`` / ``urn:oid:<Study Instance UID>``, subject),
+- DiagnosticReport (LOINC 18748-4, category RAD, status preliminary, conclusion with the
+  decision-support disclaimer, imagingStudy, result -> Observations),
+- Observations: density (DCM 112031 Attenuation Coefficient, UCUM [hnsf'U], bodySite = SNOMED
+  vertebra), osteoporosis suspected (private code, boolean), and one Genant grade per graded
+  vertebra (private code, integer, bodySite).
+Codes are data: ``dicom_sr_templates/fhir_codes.yaml``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fhir.resources.R4B.bundle import Bundle
+
+from osteo_node import DISCLAIMER
+from osteo_node.exporters import codes as dicom_codes
+from osteo_node.exporters.codes import templates_dir
+from osteo_node.worklist.store import WorklistRow
+
+NAMESPACE = uuid.UUID("6f1c1c0e-5d2a-4f55-9b8e-0e57e0f5a0b1")  # fullUrl namespace (UUID5)
+GENDER = {"M": "male", "F": "female", "O": "other"}
+
+
+@cache
+def load_codes(path: Path | None = None) -> dict[str, Any]:
+    data = yaml.safe_load((path or templates_dir() / "fhir_codes.yaml").read_text("utf-8"))
+    if not isinstance(data, dict) or "systems" not in data or "codes" not in data:
+        raise ValueError("fhir_codes.yaml needs systems and codes")
+    return data
+
+
+def coding(key: str, section: str = "codes") -> dict[str, str]:
+    data = load_codes()
+    entry = data[section][key]
+    return {"system": data["systems"][entry["system"]], "code": str(entry["code"]),
+            "display": str(entry["display"])}
+
+
+def _vertebra(level: str) -> dict[str, Any]:
+    c = dicom_codes.load().get("vertebrae", level)
+    return {"coding": [{"system": load_codes()["systems"]["snomed"], "code": c.value,
+                        "display": c.meaning}], "text": level}
+
+
+def _urn(row: WorklistRow, kind: str) -> str:
+    key = f"{row.study_instance_uid}/{row.series_instance_uid}/{kind}"
+    return f"urn:uuid:{uuid.uuid5(NAMESPACE, key)}"
+
+
+def _date(da: str) -> str | None:
+    """DICOM DA (YYYYMMDD) -> FHIR date, None when empty or malformed."""
+    if len(da) != 8 or not da.isdigit():
+        return None
+    return f"{da[:4]}-{da[4:6]}-{da[6:]}"
+
+
+def _name(pn: str) -> list[dict[str, Any]]:
+    if not pn:
+        return []
+    parts = pn.split("=", maxsplit=1)[0].split("^")
+    name: dict[str, Any] = {"text": " ".join(p for p in (parts[1:2] + parts[:1]) if p)}
+    if parts[0]:
+        name["family"] = parts[0]
+    given = [p for p in parts[1:3] if p]
+    if given:
+        name["given"] = given
+    return [name]
+
+
+def _patient(row: WorklistRow) -> dict[str, Any]:
+    res: dict[str, Any] = {"resourceType": "Patient", "name": _name(row.patient_name)}
+    if row.patient_id:
+        res["identifier"] = [{"value": row.patient_id}]
+    if _date(row.patient_birth_date):
+        res["birthDate"] = _date(row.patient_birth_date)
+    if row.patient_sex in GENDER:
+        res["gender"] = GENDER[row.patient_sex]
+    return res
+
+
+def _study(row: WorklistRow, patient_ref: str) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "ImagingStudy", "status": "available",
+        "identifier": [{"system": load_codes()["systems"]["dicom_uid"],
+                        "value": f"urn:oid:{row.study_instance_uid}"}],
+        "subject": {"reference": patient_ref},
+    }
+    if row.accession_number:
+        res["identifier"].append({"type": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
+            "value": row.accession_number})
+    if _date(row.study_date):
+        res["started"] = f"{_date(row.study_date)}T00:00:00Z"
+    return res
+
+
+def _observation(row: WorklistRow, patient_ref: str, code: dict[str, str],
+                 value: dict[str, Any], body_site: str | None) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "Observation", "status": "preliminary",
+        "category": [{"coding": [coding("observation_category")]}],
+        "code": {"coding": [code], "text": code["display"]},
+        "subject": {"reference": patient_ref},
+        "issued": row.updated_at.astimezone(UTC).isoformat(),
+        "note": [{"text": DISCLAIMER}],
+        **value,
+    }
+    if body_site:
+        res["bodySite"] = _vertebra(body_site)
+    return res
+
+
+def row_resources(row: WorklistRow) -> list[tuple[str, dict[str, Any]]]:
+    """(fullUrl, resource) of one worklist row."""
+    patient_ref, study_ref = _urn(row, "patient"), _urn(row, "study")
+    out: list[tuple[str, dict[str, Any]]] = [(patient_ref, _patient(row)),
+                                              (study_ref, _study(row, patient_ref))]
+    observations: list[tuple[str, dict[str, Any]]] = []
+    if row.density_hu is not None:
+        hu = load_codes()["units"]["hu"]
+        observations.append((_urn(row, "density"), _observation(
+            row, patient_ref, coding("attenuation"),
+            {"valueQuantity": {"value": round(float(row.density_hu), 2), "unit": hu["display"],
+                               "system": load_codes()["systems"][hu["system"]],
+                               "code": hu["code"]}}, row.density_level)))
+    if row.osteoporosis_suspected is not None:
+        observations.append((_urn(row, "opsusp"), _observation(
+            row, patient_ref, coding("osteoporosis_suspected"),
+            {"valueBoolean": bool(row.osteoporosis_suspected)}, None)))
+    for v in row.vertebrae:
+        if v.get("genant_grade"):
+            observations.append((_urn(row, f"genant-{v['level']}"), _observation(
+                row, patient_ref, coding("genant_grade"),
+                {"valueInteger": int(v["genant_grade"])}, str(v["level"]))))
+    report = {
+        "resourceType": "DiagnosticReport", "status": "preliminary",
+        "identifier": [{"system": "urn:osteo-node:fls-worklist", "value": str(row.id)}],
+        "category": [{"coding": [coding("report_category")]}],
+        "code": {"coding": [coding("report")], "text": "Opportunistic osteoporosis screening"},
+        "subject": {"reference": patient_ref},
+        "imagingStudy": [{"reference": study_ref}],
+        "issued": row.updated_at.astimezone(UTC).isoformat(),
+        "result": [{"reference": url} for url, _ in observations],
+        "conclusion": f"{row.findings_summary}. FLS status: {row.status}. {DISCLAIMER}",
+    }
+    out.extend(observations)
+    out.append((_urn(row, "report"), report))
+    return out
+
+
+def to_bundle(rows: Sequence[WorklistRow], *, now: datetime | None = None) -> Bundle:
+    """Validated FHIR Bundle (type collection) of the rows."""
+    entries = [{"fullUrl": url, "resource": res}
+               for row in rows for url, res in row_resources(row)]
+    data = {"resourceType": "Bundle", "type": "collection",
+            "timestamp": (now or datetime.now(UTC)).isoformat(), "entry": entries}
+    return Bundle.model_validate(data)
+
+
+def bundle_json(rows: Sequence[WorklistRow], *, now: datetime | None = None) -> str:
+    return to_bundle(rows, now=now).model_dump_json(indent=2)
+
+
+def parse_bundle(text: str) -> Bundle:
+    return Bundle.model_validate_json(text)

@@ -1,0 +1,80 @@
+"""Which analysis results put a patient on the FLS worklist (rules in
+``dicom_sr_templates/fls_worklist.yaml``, with their sources)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from osteo_node.exporters.codes import templates_dir
+from osteo_node.pipeline.results import AnalysisResult
+
+Trigger = Literal["positive", "review"]
+
+
+@dataclass(frozen=True)
+class FlsRules:
+    positive_min_grade: int
+    review_grade: int | None
+    statuses: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.positive_min_grade <= 3:
+            raise ValueError("positive_min_grade must be 1..3")
+        if self.review_grade is not None and not 1 <= self.review_grade < self.positive_min_grade:
+            raise ValueError("review_grade must be below positive_min_grade")
+        if not self.statuses or self.statuses[0] != "new":
+            raise ValueError("statuses must start with 'new'")
+
+
+@cache
+def load_rules(path: Path | None = None) -> FlsRules:
+    data = yaml.safe_load((path or templates_dir() / "fls_worklist.yaml").read_text("utf-8"))
+    review = data.get("review_grade")
+    return FlsRules(positive_min_grade=int(data["positive_min_grade"]),
+                    review_grade=None if review is None else int(review),
+                    statuses=tuple(str(s) for s in data["statuses"]))
+
+
+def max_grade(result: AnalysisResult) -> int | None:
+    grades = [v.genant_grade for v in result.vertebrae if v.genant_grade is not None]
+    if result.findings is not None and result.findings.max_genant_grade is not None:
+        grades.append(result.findings.max_genant_grade)
+    return max(grades) if grades else None
+
+
+def classify(result: AnalysisResult, rules: FlsRules | None = None) -> Trigger | None:
+    """"positive", "review" or None (no row) for an analysis result."""
+    rules = rules or load_rules()
+    if result.status != "analysed":
+        return None
+    grade = max_grade(result)
+    suspected = bool(result.findings and result.findings.osteoporosis_suspected)
+    if suspected or (grade is not None and grade >= rules.positive_min_grade):
+        return "positive"
+    if rules.review_grade is not None and grade is not None and grade >= rules.review_grade:
+        return "review"
+    return None
+
+
+def summary(result: AnalysisResult, rules: FlsRules | None = None) -> str:
+    """One line for a person: levels with their grade, density call; no patient data."""
+    rules = rules or load_rules()
+    parts = []
+    graded = [v for v in result.vertebrae
+              if v.genant_grade is not None and v.genant_grade >= (rules.review_grade or
+                                                                   rules.positive_min_grade)]
+    if graded:
+        parts.append("vertebral deformity " + ", ".join(
+            f"{v.level} grade {v.genant_grade} {v.morphology}" for v in graded))
+    f = result.findings
+    if f is not None and f.l1_hu is not None and f.density_level:
+        call = "osteoporosis suspected" if f.osteoporosis_suspected else "density not low"
+        parts.append(f"{call} ({f.density_level} {f.l1_hu:.0f} HU)")
+    elif f is not None and f.osteoporosis_suspected:
+        parts.append("osteoporosis suspected")
+    return "; ".join(parts) or "no finding"
