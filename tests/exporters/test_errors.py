@@ -1,0 +1,73 @@
+"""Bad input to the exporters gets a clear ExportError (never a half-built object)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from osteo_node.exporters.common import ExportError, ExportSettings
+from osteo_node.exporters.publish import build_objects, default_job_key, export_to_dir
+from osteo_node.exporters.sc import SagittalSecondaryCapture
+from osteo_node.exporters.seg import VertebraSegmentation
+from osteo_node.exporters.uids import UidFactory
+from osteo_node.pipeline.results import AnalysisOutput
+from osteo_node.pipeline.types import LabelVolume
+
+pytestmark = pytest.mark.shared_data
+
+
+def _settings() -> ExportSettings:
+    return ExportSettings(uids=UidFactory("errors"))
+
+
+def test_nifti_input_is_refused(ct20_output: AnalysisOutput) -> None:
+    assert ct20_output.volume is not None
+    nifti_like = dataclasses.replace(ct20_output.volume, header=None, sources=[])
+    with pytest.raises(ExportError, match="NIfTI"):
+        build_objects(AnalysisOutput(ct20_output.result, nifti_like, ct20_output.labels),
+                      uid_root=None, job_key="x")
+
+
+def test_missing_sources_refused(ct20_output: AnalysisOutput) -> None:
+    assert ct20_output.volume is not None
+    vol = dataclasses.replace(ct20_output.volume, sources=ct20_output.volume.sources[:-1])
+    with pytest.raises(ExportError, match="source instances"):
+        build_objects(AnalysisOutput(ct20_output.result, vol, ct20_output.labels),
+                      uid_root=None, job_key="x")
+
+
+def test_label_grid_mismatch_refused(ct20_output: AnalysisOutput) -> None:
+    assert ct20_output.volume is not None and ct20_output.labels is not None
+    small = LabelVolume(ct20_output.labels.array[:, :100], ct20_output.labels.geometry,
+                        dict(ct20_output.labels.levels))
+    with pytest.raises(ExportError, match="shape"):
+        VertebraSegmentation(ct20_output.volume, small, _settings(), "a", "1")
+    empty = LabelVolume(np.zeros_like(ct20_output.labels.array), ct20_output.labels.geometry,
+                        dict(ct20_output.labels.levels))
+    with pytest.raises(ExportError, match="no labelled vertebra"):
+        VertebraSegmentation(ct20_output.volume, empty, _settings(), "a", "1")
+
+
+def test_sc_needs_rgb_uint8(ct20_output: AnalysisOutput) -> None:
+    assert ct20_output.volume is not None
+    with pytest.raises(ExportError, match="RGB uint8"):
+        SagittalSecondaryCapture(np.zeros((64, 64), np.uint8), ct20_output.volume, _settings())
+    with pytest.raises(ExportError, match="RGB uint8"):
+        SagittalSecondaryCapture(np.zeros((64, 64, 3), np.float32), ct20_output.volume,
+                                 _settings())
+
+
+def test_unknown_kind_refused(ct20_output: AnalysisOutput) -> None:
+    with pytest.raises(ValueError, match="unknown object kinds"):
+        build_objects(ct20_output, uid_root=None, job_key="x", kinds=("sr", "pdf"))
+
+
+def test_export_to_dir_uses_stable_key(ct20_output: AnalysisOutput, tmp_path: Path) -> None:
+    first = export_to_dir(ct20_output, tmp_path / "a")
+    second = export_to_dir(ct20_output, tmp_path / "b")
+    assert sorted(p.name for p in first) == sorted(p.name for p in second)
+    assert len(first) == 4
+    assert ct20_output.result.series_instance_uid in default_job_key(ct20_output.result)
