@@ -144,6 +144,15 @@ def _interpret_spine(
             f" T-score from adjacent levels): {', '.join(outliers)}"
         )
     excluded += outliers
+    limit = float(cfg["exclude_if_t_differs_from_adjacent_by_more_than"])
+    pair = [lv.t_score for lv in site.levels if lv.level in used and lv.t_score is not None]
+    if len(pair) == 2 and abs(pair[0] - pair[1]) > limit:
+        notes.append(
+            f"the two remaining levels ({'-'.join(used)}) differ by more than {limit} T-score: "
+            "the anomalous one cannot be identified; spine not used for classification"
+        )
+        return SiteInterpretation(site.site, None, None, None, tuple(used), tuple(excluded),
+                                  tuple(notes))
     if len(used) < int(cfg["minimum_evaluable_levels"]):
         notes.append(
             f"only {len(used)} evaluable level(s): spine not used for classification (ISCD: at "

@@ -1,0 +1,174 @@
+"""Realistic FHIR R4 resources for the clinical tests (shapes as US Core / Synthea emit them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SNOMED = "http://snomed.info/sct"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+UCUM = "http://unitsofmeasure.org"
+
+TODAY = "2026-11-22"
+
+
+def patient(pid: str, gender: str, birth: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient", "id": pid,
+        "meta": {"profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"]},
+        "identifier": [{"system": "urn:oid:2.16.840.1.113883.19.5", "value": f"MRN-{pid}"}],
+        "name": [{"family": "Test", "given": ["Case"]}],
+        "gender": gender, "birthDate": birth,
+    }
+
+
+def condition(cid: str, pid: str, system: str, code: str, display: str,  # noqa: PLR0917
+              onset: str = "2019-03-01") -> dict[str, Any]:
+    return {
+        "resourceType": "Condition", "id": cid,
+        "clinicalStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+            "code": "active"}]},
+        "verificationStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+            "code": "confirmed"}]},
+        "category": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+            "code": "problem-list-item"}]}],
+        "code": {"coding": [{"system": system, "code": code, "display": display}],
+                 "text": display},
+        "subject": {"reference": f"Patient/{pid}"},
+        "onsetDateTime": onset,
+    }
+
+
+def quantity_obs(oid: str, pid: str, loinc: str, display: str, value: float, unit: str,  # noqa: PLR0917
+                 when: str = "2026-10-01T09:00:00Z", ref_high: float | None = None,
+                 category: str = "laboratory") -> dict[str, Any]:
+    obs: dict[str, Any] = {
+        "resourceType": "Observation", "id": oid, "status": "final",
+        "category": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": category}]}],
+        "code": {"coding": [{"system": LOINC, "code": loinc, "display": display}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": when,
+        "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit},
+    }
+    if ref_high is not None:
+        obs["referenceRange"] = [{"high": {"value": ref_high, "unit": unit, "system": UCUM,
+                                           "code": unit}}]
+    return obs
+
+
+def smoking_obs(oid: str, pid: str, snomed: str, display: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation", "id": oid, "status": "final",
+        "category": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": "social-history"}]}],
+        "code": {"coding": [{"system": LOINC, "code": "72166-2",
+                             "display": "Tobacco smoking status"}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": "2026-10-01T09:00:00Z",
+        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": snomed,
+                                             "display": display}]},
+    }
+
+
+def med_statement(mid: str, pid: str, system: str, code: str, display: str, *,
+                  dose_mg: float | None, per_day: int = 1, start: str = "2025-01-10",
+                  end: str | None = None, status: str = "active") -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "MedicationStatement", "id": mid, "status": status,
+        "medicationCodeableConcept": {"coding": [{"system": system, "code": code,
+                                                  "display": display}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectivePeriod": {"start": start, **({"end": end} if end else {})},
+    }
+    if dose_mg is not None:
+        res["dosage"] = [{
+            "text": f"{dose_mg:g} mg {per_day} times daily",
+            "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}},
+            "doseAndRate": [{"doseQuantity": {"value": dose_mg, "unit": "mg", "system": UCUM,
+                                              "code": "mg"}}],
+        }]
+    return res
+
+
+def med_request(mid: str, pid: str, rxnorm: str, display: str, *, dose_mg: float,
+                authored: str, supply_days: int) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest", "id": mid, "status": "active", "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": rxnorm,
+                                                  "display": display}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "authoredOn": authored,
+        "dosageInstruction": [{
+            "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+            "doseAndRate": [{"doseQuantity": {"value": dose_mg, "unit": "mg", "system": UCUM,
+                                              "code": "mg"}}],
+        }],
+        "dispenseRequest": {"expectedSupplyDuration": {"value": supply_days, "unit": "days",
+                                                       "system": UCUM, "code": "d"}},
+    }
+
+
+def bundle(resources: list[dict[str, Any]], btype: str = "collection") -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle", "type": btype,
+        "entry": [{"fullUrl": f"urn:uuid:{r['resourceType'].lower()}-{r['id']}", "resource": r}
+                  for r in resources],
+    }
+
+
+def steroid_user() -> list[dict[str, Any]]:
+    """68-year-old woman with rheumatoid arthritis on prednisolone 10 mg/day since 2025-01."""
+    pid = "steroid"
+    return [
+        patient(pid, "female", "1958-05-14"),
+        condition("ra", pid, SNOMED, "69896004", "Rheumatoid arthritis"),
+        med_statement("pred", pid, ATC, "H02AB06", "prednisolone", dose_mg=5, per_day=2,
+                      start="2025-01-10"),
+        quantity_obs("bmi", pid, "39156-5", "Body mass index (BMI) [Ratio]", 22.4, "kg/m2",
+                     category="vital-signs"),
+        smoking_obs("smk", pid, "8517006", "Ex-smoker"),
+        quantity_obs("hb", pid, "718-7", "Hemoglobin [Mass/volume] in Blood", 12.9, "g/dL"),
+        quantity_obs("alp", pid, "6768-6", "Alkaline phosphatase", 88, "U/L", ref_high=130),
+    ]
+
+
+def myeloma_patient() -> list[dict[str, Any]]:
+    """71-year-old man with multiple myeloma, M-protein, anaemia, hypercalcaemia."""
+    pid = "myeloma"
+    return [
+        patient(pid, "male", "1955-02-03"),
+        condition("mm", pid, ICD10, "C90.0", "Multiple myeloma"),
+        quantity_obs("wt", pid, "29463-7", "Body weight", 74.0, "kg", category="vital-signs"),
+        quantity_obs("ht", pid, "8302-2", "Body height", 176.0, "cm", category="vital-signs"),
+        quantity_obs("mp", pid, "33358-3", "Protein.monoclonal [Mass/volume] in Serum",
+                     28.0, "g/L"),
+        quantity_obs("hb", pid, "718-7", "Hemoglobin [Mass/volume] in Blood", 94, "g/L"),
+        quantity_obs("ca", pid, "17861-6", "Calcium [Mass/volume] in Serum or Plasma", 11.6,
+                     "mg/dL"),
+        quantity_obs("alp", pid, "6768-6", "Alkaline phosphatase", 210, "U/L", ref_high=129),
+        quantity_obs("cr", pid, "2160-0", "Creatinine", 1.4, "mg/dL"),
+    ]
+
+
+def premenopausal_woman() -> list[dict[str, Any]]:
+    """45-year-old woman (born 1981-06-01) with DXA Observations (US Core style)."""
+    pid = "young"
+    obs = [
+        ("38267-1", "DXA Lumbar spine [T-score] Bone density", -2.7),
+        ("85394-5", "DXA Lumbar spine [Z-score] Bone density", -1.6),
+        ("38263-0", "DXA Femur [T-score] Bone density", -2.1),
+        ("80934-3", "DXA Femur [Z-score] Bone density", -1.2),
+    ]
+    return [patient(pid, "female", "1981-06-01")] + [
+        quantity_obs(f"dxa{i}", pid, code, display, value, "{T-score}" if "T-" in display
+                     else "{Z-score}", category="imaging")
+        for i, (code, display, value) in enumerate(obs)
+    ]
