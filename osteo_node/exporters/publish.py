@@ -19,7 +19,7 @@ Decisions:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +29,14 @@ import structlog
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
-from osteo_node.exporters.common import KINDS, ExportError, ExportSettings, require_source
+from osteo_node.exporters.common import (
+    DEFAULT_DESCRIPTIONS,
+    DEFAULT_SERIES_NUMBERS,
+    KINDS,
+    ExportError,
+    ExportSettings,
+    require_source,
+)
 from osteo_node.exporters.kos import DEFAULT_MIN_GRADE, KeyImagesKOS, is_flagged
 from osteo_node.exporters.sc import SagittalSecondaryCapture, render_overview
 from osteo_node.exporters.seg import SegmentMap, VertebraSegmentation, labelled_levels
@@ -93,8 +100,14 @@ def build_objects(
     institution_name: str | None = None,
     kos_min_grade: int = DEFAULT_MIN_GRADE,
     render: Renderer | None = None,
+    series_numbers: Mapping[str, int] | None = None,
+    descriptions: Mapping[str, str] | None = None,
 ) -> list[ExportedObject]:
-    """DICOM objects (SEG, SR, SC, KOS as applicable) for one analysis, deterministic per job."""
+    """DICOM objects (SEG, SR, SC, KOS as applicable) for one analysis, deterministic per job.
+
+    ``series_numbers`` / ``descriptions`` override the defaults per kind (see
+    :data:`osteo_node.exporters.common.DEFAULT_SERIES_NUMBERS`).
+    """
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown object kinds {sorted(unknown)}; expected {KINDS}")
@@ -104,8 +117,10 @@ def build_objects(
                  reason=result.reason)
         return []
     volume, _header = require_source(output.volume)
-    settings = ExportSettings(uids=UidFactory(job_key, uid_root),
-                              institution_name=institution_name)
+    settings = ExportSettings(
+        uids=UidFactory(job_key, uid_root), institution_name=institution_name,
+        series_numbers={**DEFAULT_SERIES_NUMBERS, **(series_numbers or {})},
+        descriptions={**DEFAULT_DESCRIPTIONS, **(descriptions or {})})
     model = result.model
     algo_name = model.name if model else settings.model_name
     algo_version = model.version if model else settings.software_version

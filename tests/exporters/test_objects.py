@@ -5,6 +5,7 @@ back, SR values equal the result, everything lands in the original study."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from osteo_node import DISCLAIMER
+from osteo_node import DISCLAIMER, logging_setup
 from osteo_node.exporters.kos import referenced_instance_uids
 from osteo_node.exporters.publish import ExportedObject, build_objects, select, write_objects
 from osteo_node.exporters.sc import render_overview
@@ -208,6 +209,27 @@ def test_not_analysable_sends_nothing(ct20_output: AnalysisOutput) -> None:
                             reason="no spine in field of view", vertebrae=[], findings=None)
     out = AnalysisOutput(r, ct20_output.volume, ct20_output.labels)
     assert build_objects(out, uid_root=UID_ROOT, job_key="na") == []
+
+
+def test_series_overrides(ct20_output: AnalysisOutput) -> None:
+    objs = build_objects(ct20_output, uid_root=None, job_key="over", kinds=("sr",),
+                         series_numbers={"sr": 77}, descriptions={"sr": "Osteo SR"})
+    assert objs[0].dataset.SeriesNumber == 77
+    assert objs[0].dataset.SeriesDescription == "Osteo SR"
+
+
+def test_no_phi_in_logs_while_exporting(ct20_output: AnalysisOutput, tmp_path: Path) -> None:
+    stream = io.StringIO()
+    logging_setup.configure("DEBUG", json=True, stream=stream)
+    try:
+        objs = build_objects(ct20_output, uid_root=None, job_key="phi-check")
+        write_objects(objs, tmp_path)
+    finally:
+        logging_setup.configure("INFO", json=True)
+    logs = stream.getvalue()
+    assert "export_built" in logs
+    for phi in (PATIENT_NAME, PATIENT_ID, "Fixturesson", "19480312"):
+        assert phi not in logs
 
 
 def test_select_by_destination(objects: dict[str, ExportedObject]) -> None:
