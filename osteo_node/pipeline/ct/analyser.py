@@ -356,12 +356,11 @@ class CTAnalyser:
         warnings.extend(call.notes)
         warnings.append(f"contrast phase {phase.phase} ({phase.source}: "
                         f"{'; '.join(phase.evidence)})")
-        truncated = [r.level for r in records
-                     if r.measurement.heights is not None and r.measurement.heights.truncated]
+        truncated = [r.level for r in records if r.measurement.truncated]
         if truncated:
             warnings.append(
                 "partial coverage: " + ", ".join(truncated)
-                + " cut by the scan boundary (heights and grades not assessed)"
+                + " cut by the edge of the scanned volume (heights and grades not assessed)"
             )
         missing = [lv for lv in rules.levels_measured if lv not in labels.levels]
         if missing:

@@ -40,6 +40,7 @@ class GradingRules:
     fallback_levels: tuple[str, ...]
     categories: tuple[tuple[str, float], ...]
     suspected_at_or_below_hu: float
+    exclude_min_grade: int
     min_roi_voxels: int
     contrast_adjustment_hu: dict[str, float]
 
@@ -57,6 +58,7 @@ class GradingRules:
                 (str(c["name"]), float(c["max_hu"])) for c in _value(d["categories"])
             ),
             suspected_at_or_below_hu=float(_value(d["suspected_at_or_below_hu"])),
+            exclude_min_grade=int(_value(d["exclude_min_grade"])),
             min_roi_voxels=int(_value(d["min_roi_voxels"])),
             contrast_adjustment_hu={
                 k: float(_value(v)) for k, v in data["contrast_adjustment_hu"].items()
@@ -182,10 +184,12 @@ def density_call(
         if t is None or t.voxels < rules.min_roi_voxels:
             notes.append(f"{level}: {'absent' if level not in trabecular else 'no usable ROI'}")
             continue
-        if g is not None and g.genant_grade is not None and \
-                g.genant_grade >= rules.fracture_min_grade:
-            notes.append(f"{level}: fractured (Genant {g.genant_grade}), not used for density")
+        grade = g.genant_grade if g is not None else None
+        if grade is not None and grade >= rules.exclude_min_grade:
+            notes.append(f"{level}: deformed (Genant {grade}), not used for density")
             continue
+        if grade is not None and grade >= rules.fracture_min_grade:
+            notes.append(f"{level}: mild deformity (Genant {grade}); density still measured here")
         adjustment = contrast_adjustment(phase, contrast_given, rules)
         adjusted = t.mean - adjustment
         if adjustment:

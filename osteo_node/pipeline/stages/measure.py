@@ -32,6 +32,9 @@ from osteo_node.pipeline.types import Geometry
 Vec = NDArray[np.float64]
 SUPERIOR: Vec = np.array([0.0, 0.0, 1.0])  # LPS
 ANTERIOR: Vec = np.array([0.0, -1.0, 0.0])  # LPS
+MAX_PCA_TILT_COS = float(np.cos(np.radians(25.0)))  # trust a body's own PCA axis up to 25 deg
+MAX_ENDPLATE_TILT_COS = float(np.cos(np.radians(35.0)))  # endplate alignment: at most 35 deg
+TILT_TOLERANCE = float(np.tan(np.radians(1.0)))  # endplates aligned within 1 deg: done
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class VertebraMeasurement:
     trabecular: TrabecularHU | None
     heights: HeightMeasurement | None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    truncated: bool = False  # the vertebra touches the edge of the scanned volume
 
 
 def _crop(mask: NDArray[Any], pad: int = 2) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
@@ -141,7 +145,10 @@ def body_frame(
         if si @ SUPERIOR < 0:
             si = -si
     else:
-        si = _unit(_closest_axis(axes, SUPERIOR))
+        # smallest-variance axis (bodies are flatter than wide or deep) when it is plausibly
+        # the feet-head axis, else the patient's feet-head axis
+        thinnest = axes[:, 0] * (1.0 if axes[2, 0] >= 0 else -1.0)
+        si = _unit(thinnest) if thinnest @ SUPERIOR >= MAX_PCA_TILT_COS else SUPERIOR.copy()
     if ap_hint is not None and np.linalg.norm(ap_hint) > 0:
         ap = np.asarray(ap_hint, dtype=np.float64)
     else:
@@ -169,19 +176,38 @@ def _run_through(column: NDArray[np.bool_], centre: int) -> int:
     return hi - lo + 1
 
 
-def measure_heights(
-    body_mask: NDArray[Any],
-    geometry: Geometry,
-    si_hint: Vec | None = None,
-    ap_hint: Vec | None = None,
-    params: MeasureParams | None = None,
-) -> HeightMeasurement:
-    """Anterior, middle and posterior heights (mm) of one vertebral body mask ([k, j, i])."""
-    params = params or MeasureParams()
-    truncated = touches_border(body_mask)
-    crop, offset = _crop(np.asarray(body_mask, dtype=bool))
-    points = geometry.index_to_lps((np.argwhere(crop) + offset)[:, ::-1].astype(np.float64))
-    frame = body_frame(points, si_hint, ap_hint)
+def _robust_edges(section: NDArray[np.bool_]) -> tuple[int, int]:
+    """Posterior/anterior edge columns of a sagittal section [v, u] from its central rows.
+
+    Median of the per-row extremes over the central half of the body height, so osteophytes and
+    rounded or lipped endplate corners do not move the edges (a wedged body keeps its anterior
+    wall at mid-height).
+    """
+    rows = np.flatnonzero(section.any(axis=1))
+    lo, hi = int(rows.min()), int(rows.max())
+    quarter = (hi - lo) / 4.0
+    central = [r for r in rows if lo + quarter <= r <= hi - quarter] or list(rows)
+    posts = [int(np.flatnonzero(section[r]).min()) for r in central]
+    ants = [int(np.flatnonzero(section[r]).max()) for r in central]
+    return round(float(np.median(posts))), round(float(np.median(ants)))
+
+
+@dataclass(frozen=True)
+class _Section:
+    sampled: NDArray[np.bool_]  # (w, v, u) mask samples on the slab around the mid-plane
+    u: Vec
+    v: Vec
+    n_w: int
+
+    @property
+    def mid(self) -> NDArray[np.bool_]:
+        return self.sampled[self.n_w]
+
+
+def _sample_section(
+    crop: NDArray[np.bool_], offset: NDArray[np.int64], geometry: Geometry, frame: BodyFrame,
+    *, points: Vec, params: MeasureParams,
+) -> _Section:
     rel = points - frame.centre
     u_all, v_all = rel @ frame.ap, rel @ frame.si
     step = params.sample_step_mm
@@ -200,13 +226,68 @@ def measure_heights(
     sampled = ndimage.map_coordinates(
         crop.astype(np.float32), ijk[:, ::-1].T, order=1, mode="constant", cval=0.0
     ).reshape(len(w), len(v), len(u)) >= 0.5
-    mid = sampled[n_w]
-    cols = np.flatnonzero(mid.any(axis=0))
-    notes: list[str] = []
-    if cols.size == 0:
-        return HeightMeasurement(Heights(None, None, None), frame, 0.0, truncated,
-                                 ("mid-sagittal section empty",))
-    post_edge, ant_edge = int(cols.min()), int(cols.max())
+    return _Section(sampled, u, v, n_w)
+
+
+def _endplate_slope(section: _Section, post_edge: int, ant_edge: int) -> float | None:
+    """Mean slope dv/du of the upper and lower endplates over the central 70% of the depth."""
+    mid = section.mid
+    centre_row = int(np.argmin(np.abs(section.v)))
+    span = ant_edge - post_edge
+    cols = range(post_edge + int(0.15 * span), ant_edge - int(0.15 * span) + 1)
+    us, tops, bottoms = [], [], []
+    for c in cols:
+        on = np.flatnonzero(mid[:, c])
+        if on.size == 0:
+            continue
+        start = int(on[np.argmin(np.abs(on - centre_row))])
+        lo = hi = start
+        while lo > 0 and mid[lo - 1, c]:
+            lo -= 1
+        while hi < mid.shape[0] - 1 and mid[hi + 1, c]:
+            hi += 1
+        us.append(section.u[c])
+        tops.append(section.v[hi])
+        bottoms.append(section.v[lo])
+    if len(us) < 4:
+        return None
+    return float((np.polyfit(us, tops, 1)[0] + np.polyfit(us, bottoms, 1)[0]) / 2.0)
+
+
+def measure_heights(
+    body_mask: NDArray[Any],
+    geometry: Geometry,
+    si_hint: Vec | None = None,
+    ap_hint: Vec | None = None,
+    params: MeasureParams | None = None,
+) -> HeightMeasurement:
+    """Anterior, middle and posterior heights (mm) of one vertebral body mask ([k, j, i]).
+
+    The SI axis starts from the hint (or PCA / patient axis) and is then aligned with the body's
+    own endplates: it is tilted in the mid-sagittal plane until the mean slope of the upper and
+    lower endplates is zero (at most ``MAX_ENDPLATE_TILT_DEG`` away from the start).
+    """
+    params = params or MeasureParams()
+    truncated = touches_border(body_mask)
+    crop, offset = _crop(np.asarray(body_mask, dtype=bool))
+    points = geometry.index_to_lps((np.argwhere(crop) + offset)[:, ::-1].astype(np.float64))
+    frame = body_frame(points, si_hint, ap_hint)
+    start_si = frame.si
+    for _ in range(3):
+        section = _sample_section(crop, offset, geometry, frame, points=points, params=params)
+        if not section.mid.any():
+            return HeightMeasurement(Heights(None, None, None), frame, 0.0, truncated,
+                                     ("mid-sagittal section empty",))
+        post_edge, ant_edge = _robust_edges(section.mid)
+        slope = _endplate_slope(section, post_edge, ant_edge)
+        if slope is None or abs(slope) < TILT_TOLERANCE:
+            break
+        si = _unit(frame.si - slope * frame.ap)
+        if si @ start_si < MAX_ENDPLATE_TILT_COS:
+            break
+        ap = _unit(frame.ap - (frame.ap @ si) * si)
+        frame = BodyFrame(frame.centre, si, ap, np.cross(si, ap))
+    step = params.sample_step_mm
     depth = (ant_edge - post_edge + 1) * step
     inset = round(params.height_inset_fraction * (ant_edge - post_edge))
     positions = {
@@ -214,17 +295,19 @@ def measure_heights(
         "middle": (ant_edge + post_edge) // 2,
         "posterior": post_edge + inset,
     }
-    centre_row = int(np.argmin(np.abs(v)))
+    centre_row = int(np.argmin(np.abs(section.v)))
     half_line = round(params.line_half_width_mm / step)
     heights: dict[str, float | None] = {}
+    n_u = len(section.u)
     for name, col in positions.items():
         runs = [
-            _run_through(sampled[s, :, c], centre_row)
-            for s in range(len(w))
-            for c in range(max(0, col - half_line), min(len(u), col + half_line + 1))
+            _run_through(section.sampled[s, :, c], centre_row)
+            for s in range(section.sampled.shape[0])
+            for c in range(max(0, col - half_line), min(n_u, col + half_line + 1))
         ]
         runs = [r for r in runs if r > 0]
         heights[name] = float(np.median(runs)) * step if runs else None
+    notes: list[str] = []
     if truncated:
         notes.append("body touches the edge of the scanned volume: heights unreliable")
     return HeightMeasurement(
@@ -303,9 +386,12 @@ def measure_vertebra(
     """Centroid (whole vertebra), trabecular HU (when ``image`` given) and heights of one level."""
     params = params or MeasureParams()
     centroid = centroid_mm(vertebra_mask, geometry)
+    cut = touches_border(vertebra_mask)
     if body_mask is None or not np.any(body_mask):
-        return VertebraMeasurement(tuple(float(c) for c in centroid), None, None,  # type: ignore[arg-type]
-                                   ("no vertebral body mask: density and heights not measured",))
+        return VertebraMeasurement(
+            tuple(float(c) for c in centroid), None, None,  # type: ignore[arg-type]
+            ("no vertebral body mask: density and heights not measured",), truncated=cut,
+        )
     body_c = centroid_mm(body_mask, geometry)
     ap_hint: Vec | None = body_c - centroid
     if ap_hint is None or np.linalg.norm(ap_hint) < 2.0 or ap_hint @ ANTERIOR <= 0:
@@ -321,7 +407,8 @@ def measure_vertebra(
         elif margin < params.roi_margin_mm:
             notes.append(f"small body: ROI margin relaxed to {margin:g} mm")
     return VertebraMeasurement(
-        tuple(float(c) for c in centroid), trab, hm, tuple(notes)  # type: ignore[arg-type]
+        tuple(float(c) for c in centroid), trab, hm, tuple(notes),  # type: ignore[arg-type]
+        truncated=cut or hm.truncated,
     )
 
 

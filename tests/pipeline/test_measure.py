@@ -1,0 +1,116 @@
+"""Measurement golden tests on REAL masks (reference labels as input; not about segmentation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from osteo_node.pipeline.stages.measure import (
+    MeasureParams,
+    centroid_mm,
+    measure_heights,
+    measure_vertebra,
+    trabecular_roi,
+)
+from tests.pipeline.real_masks import TOTALSEG, ExampleCT, example_ct, read, resample_mask
+
+# TotalSegmentator measured its heights on the same 3 mm masks with its own method (unknown
+# line placement): we require every height within 6 mm (2 voxels) and a mean within 3 mm.
+HEIGHT_TOLERANCE_MM = 6.0
+MEAN_HEIGHT_TOLERANCE_MM = 3.0
+
+
+@pytest.fixture(scope="module")
+def ct(shared_data: Path) -> ExampleCT:
+    return example_ct(shared_data)
+
+
+def _hint(ct: ExampleCT, level: str) -> np.ndarray:
+    order = ["T12", "L1", "L2", "L3", "L4", "L5"]
+    i = order.index(level)
+    up = centroid_mm(ct.body(order[i - 1]), ct.geometry) if i > 0 else None
+    down = centroid_mm(ct.body(order[i + 1]), ct.geometry) if i < len(order) - 1 else None
+    c = centroid_mm(ct.body(level), ct.geometry)
+    return (up if up is not None else c) - (down if down is not None else c)
+
+
+def test_heights_match_totalsegmentator_report(ct: ExampleCT, shared_data: Path) -> None:
+    report = json.loads((shared_data / TOTALSEG / "spine_report.json").read_text())["results"]
+    diffs = []
+    for level in ("L1", "L2", "L3", "L4", "L5"):
+        hm = measure_heights(ct.body(level), ct.geometry, si_hint=_hint(ct, level))
+        assert not hm.truncated
+        for part in ("anterior", "middle", "posterior"):
+            ours = getattr(hm.heights, part)
+            ref = report[f"vertebrae_{level}_height_{part}_mm"]
+            assert ours is not None
+            assert abs(ours - ref) <= HEIGHT_TOLERANCE_MM, (level, part, ours, ref)
+            diffs.append(abs(ours - ref))
+    assert float(np.mean(diffs)) <= MEAN_HEIGHT_TOLERANCE_MM
+
+
+def test_heights_independent_of_voxel_size(ct: ExampleCT) -> None:
+    for level in ("L2", "L3"):
+        native = measure_heights(ct.body(level), ct.geometry, si_hint=_hint(ct, level))
+        mask1, geo1 = resample_mask(ct.body(level), ct.geometry, 1.0)
+        fine = measure_heights(mask1, geo1, si_hint=_hint(ct, level))
+        for part in ("anterior", "middle", "posterior"):
+            a, b = getattr(native.heights, part), getattr(fine.heights, part)
+            assert abs(a - b) <= 2.0, (level, part, a, b)
+
+
+def test_truncated_body_flagged(ct: ExampleCT) -> None:
+    hm = measure_heights(ct.body("T12"), ct.geometry)  # T12 runs out of the scan
+    assert hm.truncated and "edge of the scanned volume" in hm.notes[0]
+
+
+def test_trabecular_roi_is_inside_and_away_from_cortex(ct: ExampleCT) -> None:
+    params = MeasureParams.default()
+    body = ct.body("L1")
+    hm = measure_heights(body, ct.geometry, si_hint=_hint(ct, "L1"))
+    roi, offset, margin = trabecular_roi(body, ct.geometry, hm.frame, params)
+    kji = np.argwhere(roi) + offset
+    assert body[tuple(kji.T)].all()
+    dist = ndimage.distance_transform_edt(body, sampling=ct.geometry.spacing[::-1])
+    assert dist[tuple(kji.T)].min() > margin >= params.roi_min_margin_mm
+    # posterior-central (basivertebral) region excluded: ROI centroid lies anterior of the body's
+    pts = ct.geometry.index_to_lps(kji[:, ::-1].astype(float))
+    assert float((pts.mean(axis=0) - hm.frame.centre) @ hm.frame.ap) > 1.0
+    m = measure_vertebra(ct.image, ct.geometry, ct.vertebra("L1"), body,
+                         si_hint=_hint(ct, "L1"), params=params)
+    assert m.trabecular is not None and m.trabecular.voxels == roi.sum()
+    assert m.trabecular.volume_mm3 == pytest.approx(roi.sum() * 27.0)
+    # trabecular bone of a 55-year-old: well below cortex, well above fat
+    assert 80 < m.trabecular.mean < 160
+    # the whole-body mean includes the dense cortex and endplates: the ROI must be lower
+    assert m.trabecular.mean < float(ct.image[body].mean()) - 10
+
+
+def test_tptbox_low_density_l3(shared_data: Path) -> None:
+    """TPTBox: L3 trabecular corpus (subregion 50) mean about 54 HU; our ROI agrees."""
+    d = shared_data / "ct/tptbox_sample"
+    image, geo = read(d / "sub-ct_label-22_ct.nii.gz")
+    vert, _ = read(d / "sub-ct_seg-vert_label-22_msk.nii.gz", np.int32)
+    sub, _ = read(d / "sub-ct_seg-subreg_label-22_msk.nii.gz", np.int32)
+    body = (vert == 22) & np.isin(sub, (49, 50))
+    reference = float(image[(vert == 22) & (sub == 50)].mean())
+    assert reference == pytest.approx(54, abs=3)
+    m = measure_vertebra(image, geo, vert == 22, body)
+    assert m.trabecular is not None and m.trabecular.voxels > 1000
+    assert abs(m.trabecular.mean - reference) <= 5.0
+    h = m.heights.heights if m.heights else None
+    assert h is not None and all(20 <= x <= 35 for x in (h.anterior, h.middle, h.posterior))
+
+
+def test_heights_on_real_mr_masks(shared_data: Path) -> None:
+    """The heights code is image-free: real manual MR body masks (vb3: 1..5 = L1..L5)."""
+    mask, geo = read(shared_data / "mr/vertebral_bodies/vb3_01_label.nii.gz", np.int32)
+    for value in range(1, 6):
+        hm = measure_heights(mask == value, geo)
+        h = hm.heights
+        assert all(h_ is not None and 18 <= h_ <= 40 for h_ in (h.anterior, h.middle, h.posterior))
+        assert 0.75 <= h.anterior / h.posterior <= 1.35  # type: ignore[operator]
