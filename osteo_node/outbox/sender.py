@@ -65,6 +65,7 @@ class SendReport:
     failed: int = 0
     associations: int = 0
     per_destination: dict[str, dict[str, int]] = field(default_factory=dict)
+    claimed_per_destination: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count(self, destination: str, outcome: str) -> None:
@@ -129,26 +130,28 @@ class OutboxSender:
 
     # -- one pass -------------------------------------------------------------------------
     def run_once(self) -> SendReport:
-        """Claim due items (at most ``batch_size``), send them, record the outcomes."""
+        """Claim the due items of each destination (at most ``batch_size`` each, so a dead
+        destination with a long backlog cannot starve the others), send them, record outcomes."""
         report = SendReport()
-        items = store.claim_due(
-            self.engine,
-            self.outbox_dir,
-            self.destinations,
-            self.clock(),
-            limit=self.batch_size,
-            lease_s=self.lease_s,
-        )
-        report.claimed = len(items)
+        now = self.clock()
         groups: dict[str, list[store.ClaimedItem]] = {}
-        for it in items:
-            groups.setdefault(it.destination, []).append(it)
-        if not groups:
-            return report
+        for name in self.destinations:
+            items = store.claim_due(
+                self.engine,
+                self.outbox_dir,
+                [name],
+                now,
+                limit=self.batch_size,
+                lease_s=self.lease_s,
+            )
+            if items:
+                groups[name] = items
+                report.claimed += len(items)
+                report.claimed_per_destination[name] = len(items)
         if len(groups) == 1:
             for name, group in groups.items():
                 self._deliver(self.destinations[name], group, report)
-        else:  # destinations are independent: a slow or dead one must not delay the others
+        elif groups:  # destinations are independent: a slow or dead one must not delay others
             with ThreadPoolExecutor(max_workers=min(len(groups), 8)) as pool:
                 futures = [
                     pool.submit(self._deliver, self.destinations[name], group, report)
@@ -330,7 +333,8 @@ class OutboxSender:
         while not stop_event.is_set():
             try:
                 report = self.run_once()
-                delay = 0.0 if report.claimed >= self.batch_size else self._idle_delay()
+                busy = any(n >= self.batch_size for n in report.claimed_per_destination.values())
+                delay = 0.0 if busy else self._idle_delay()
             except SQLAlchemyError as exc:
                 log.error("outbox.database_error", error=f"{type(exc).__name__}: {exc}")
                 delay = max(self.poll_interval_s, 2.0)

@@ -269,3 +269,29 @@ def test_run_sender_as_own_process_stops_cleanly_on_sigterm(
         if proc.is_alive():
             proc.kill()
             proc.join()
+
+
+def test_dead_destination_backlog_does_not_starve_a_live_one(
+    engine: Engine,
+    outbox_dir: Path,
+    ct_small: Dataset,
+    fake_pacs: Callable[..., FakePacs],
+    closed_port: int,
+) -> None:
+    live = fake_pacs()
+    dead = Destination("dead", "NOBODY", "127.0.0.1", closed_port)
+    series = generate_uid()
+    objs = [secondary_capture(ct_small, series, i) for i in range(1, 5)]
+    store.enqueue(engine, outbox_dir, objs, [dead, _dest(live, "live")])
+    sender = OutboxSender(
+        engine,
+        outbox_dir,
+        [dead, _dest(live, "live")],
+        RetryPolicy(),
+        batch_size=2,
+        timeouts=FAST,
+    )
+    report = sender.run_once()
+    assert report.claimed_per_destination == {"dead": 2, "live": 2}
+    assert report.per_destination == {"dead": {"retrying": 2}, "live": {"sent": 2}}
+    assert len(live.received) == 2
