@@ -181,15 +181,18 @@ def _glucocorticoid_factor(rec: ClinicalRecord) -> RiskFactor:
     bits = []
     if gc.max_daily_prednisolone_mg is not None:
         bits.append(f"prednisolone-equivalent {gc.max_daily_prednisolone_mg:.1f} mg/day")
+    else:
+        bits.append("dose not recorded")
     if gc.duration_months is not None:
         bits.append(f"for {gc.duration_months:.0f} months")
+    else:
+        bits.append("duration not recorded")
     if gc.high_dose:
         bits.append("high dose")
     if gc.long_term:
         return RiskFactor("glucocorticoids_long_term", "long-term glucocorticoid therapy",
                           "fhir", ", ".join(bits))
-    detail = ", ".join(bits) or "dose/duration not recorded"
-    return RiskFactor("glucocorticoids", "glucocorticoid therapy", "fhir", detail)
+    return RiskFactor("glucocorticoids", "glucocorticoid therapy", "fhir", ", ".join(bits))
 
 
 def build_assessment(

@@ -170,9 +170,11 @@ def _condition(res: Resource, rec: ClinicalRecord) -> None:
     if _is_refuted(res):
         return
     concept = res.get("code")
+    if concept is not None and not isinstance(concept, Mapping):
+        raise TypeError("code is not a CodeableConcept")
     found = codes.concepts_for(_codings(concept), "conditions")
     if not found and not _codings(concept):
-        rec.messages.append(f"Condition {res.get('id', '?')}: no coded diagnosis; ignored")
+        rec.messages.append(f"Condition/{res.get('id', '?')}: no coded diagnosis; ignored")
     for name in found:
         rec.conditions.setdefault(name, []).append(_display(concept))
         if name == "falls":

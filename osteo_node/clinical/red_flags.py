@@ -233,6 +233,10 @@ def clinical_flags(rec: ClinicalRecord) -> list[RedFlag]:
     ca = labs.get("calcium")
     if ca is not None and ca.value is not None and ca.value > float(cfg["calcium_high_mmol_l"]):
         myeloma_signs.append(f"hypercalcaemia {ca.value:.2f} mmol/L")
+    hb = labs.get("haemoglobin")
+    if hb is not None and hb.value is not None and myeloma_signs \
+            and hb.value < float(cfg["myeloma_haemoglobin_low_g_l"]):
+        myeloma_signs.append(f"haemoglobin {hb.value:g} g/L")
     if myeloma_signs:
         flags.append(RedFlag("myeloma_labs", "; ".join(myeloma_signs), "clinical"))
     alp = labs.get("alp")
@@ -241,7 +245,6 @@ def clinical_flags(rec: ClinicalRecord) -> list[RedFlag]:
         flags.append(RedFlag("high_alp",
                              f"alkaline phosphatase {alp.value:g} U/L above {limit:g} U/L",
                              "clinical"))
-    hb = labs.get("haemoglobin")
     if hb is not None and hb.value is not None and rec.sex in ("female", "male"):
         limit = float(cfg["anaemia_hb_g_l"][rec.sex])
         explained = [n for n in cond if codes_explain_anaemia(n)]
