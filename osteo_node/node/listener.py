@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from typing import Any
 
 import structlog
@@ -25,6 +26,9 @@ def build_ae(settings: DicomSettings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_pdu_size = settings.max_pdu
     ae.maximum_associations = settings.max_associations
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 60
+    ae.network_timeout = 120
     ae.add_supported_context(Verification)
     for uid in storage_sop_classes(settings.accepted_modalities):
         ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
@@ -77,10 +81,20 @@ class Listener:
         log.info("listening", ae_title=d.ae_title, address=d.bind_address, port=d.port,
                  tls=ssl_ctx is not None, modalities=list(d.accepted_modalities))
 
-    def stop(self) -> None:
+    def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stop accepting, let running associations finish for ``grace_seconds``, abort the
+        rest (their unacknowledged instances are the sender's to retry), release resources."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+            server, self._server = self._server, None
+            # Do not block on request threads (e.g. a TCP probe that never sends an
+            # A-ASSOCIATE-RQ would hold shutdown for the ACSE timeout).
+            server.block_on_close = False
+            server.shutdown()
+            deadline = time.monotonic() + grace_seconds
+            while self.ae.active_associations and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for assoc in self.ae.active_associations:
+                assoc.abort()
         self.engine.dispose()
 
 

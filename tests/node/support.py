@@ -46,9 +46,13 @@ def wait_until(pred: Callable[[], Any], timeout: float = 30.0, interval: float =
 
 
 def port_open(port: int) -> bool:
+    """Something listens on ``port`` (a TCP self-connect, possible on an ephemeral port nobody
+    listens on, does not count)."""
     with socket.socket() as s:
         s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        if s.connect_ex(("127.0.0.1", port)) != 0:
+            return False
+        return bool(s.getsockname() != s.getpeername())
 
 
 def node_config(tmp: Path, port: int, **sections: dict[str, Any]) -> dict[str, Any]:
