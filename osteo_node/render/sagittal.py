@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
 
 from osteo_node.pipeline.results import AnalysisResult, level_index
 from osteo_node.pipeline.types import LabelVolume, Volume
@@ -53,13 +54,23 @@ def _canonical(
     return view[tuple(slices)], (sp[order[0]], sp[order[1]], sp[order[2]])
 
 
+def _label_points(labels_c: NDArray[Any]) -> list[tuple[int, NDArray[np.int64]]]:
+    """(value, voxel indices) of every label, found via bounding boxes (no full-size masks)."""
+    out = []
+    for n, box in enumerate(ndimage.find_objects(labels_c), start=1):
+        if box is None:
+            continue
+        idx = np.argwhere(labels_c[box] == n)
+        out.append((n, idx + np.array([s.start for s in box])))
+    return out
+
+
 def _midline(labels_c: NDArray[Any] | None, n_rows: int, n_lr: int) -> NDArray[np.int64]:
     """Left-right index of the spine per feet-head row, interpolated between vertebrae."""
     if labels_c is None or not labels_c.any():
         return np.full(n_rows, n_lr // 2, dtype=np.int64)
     rows, lrs = [], []
-    for value in np.unique(labels_c[labels_c > 0]):
-        idx = np.argwhere(labels_c == value)
+    for _value, idx in _label_points(labels_c):
         rows.append(idx[:, 0].mean())
         lrs.append(np.median(idx[:, 2]))
     order = np.argsort(rows)
@@ -155,9 +166,9 @@ def _draw_levels(
     font = _font(15)
     placed: list[float] = []
     entries = []
-    for value, level in value_to_level.items():
-        idx = np.argwhere(lab_c == value)
-        if idx.size == 0:
+    for value, idx in _label_points(lab_c):
+        level = value_to_level.get(value)
+        if level is None:
             continue
         entries.append((float(idx[:, 0].mean()), level, float(idx[:, 1].min())))
     small = _font(13)

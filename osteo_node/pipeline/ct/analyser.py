@@ -153,9 +153,9 @@ def measure_stage(
     if not value_to_level:
         return []
     max_value = int(max(value_to_level))
-    objects = ndimage.find_objects(
-        np.asarray(arr).astype(np.int32, copy=False), max_label=max_value
-    )
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise NotAnalysable(f"label map has non-integer type {arr.dtype}")
+    objects = ndimage.find_objects(arr, max_label=max_value)  # no full-size copy
     binary = seg.bodies is not None and (
         seg.bodies.dtype == bool or int(np.max(seg.bodies)) <= 1
     )

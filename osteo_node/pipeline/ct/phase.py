@@ -110,19 +110,24 @@ def enhanced_vessel_hu(
     yy, xx = np.mgrid[-radius_px:radius_px + 1, -radius_px:radius_px + 1]
     disk = (xx * sx) ** 2 + (yy * sy) ** 2 <= (rules.vessel_min_diameter_mm / 2) ** 2
     best: tuple[int, float] | None = None
+    ii = np.arange(image.shape[2], dtype=np.float64) * sx
+    jj = np.arange(image.shape[1], dtype=np.float64) * sy
     for c in body_centroids:
         k = round(float(geometry.lps_to_index(c)[2]))
         if not 0 <= k < image.shape[0]:
             continue
-        sl = image[k]
-        jj, ii = np.mgrid[0:sl.shape[0], 0:sl.shape[1]]
-        ijk = np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k)], axis=1)
-        rel = geometry.index_to_lps(ijk.astype(np.float64)) - c
-        ant = (-rel[:, 1]).reshape(sl.shape)  # LPS: anterior is -y
-        lat = rel[:, 0].reshape(sl.shape)
+        base = geometry.index_to_lps((0.0, 0.0, float(k))) - c
+        # LPS x (left) and -y (anterior) of every pixel of slice k, relative to the centroid
+        lat = base[0] + ii[None, :] * m[0, 0] + jj[:, None] * m[0, 1]
+        ant = -(base[1] + ii[None, :] * m[1, 0] + jj[:, None] * m[1, 1])
         box = (ant > 10) & (ant < 90) & (np.abs(lat) < 60)
-        bone = ndimage.binary_dilation(bone_labels[k] > 0, iterations=3)
-        cand = box & ~bone & (sl >= rules.vessel_min_hu) & (sl < 600)
+        rows, cols = np.flatnonzero(box.any(axis=1)), np.flatnonzero(box.any(axis=0))
+        if rows.size == 0:
+            continue
+        win = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        sl = image[k][win]
+        bone = ndimage.binary_dilation(bone_labels[k][win] > 0, iterations=3)
+        cand = box[win] & ~bone & (sl >= rules.vessel_min_hu) & (sl < 600)
         core = ndimage.binary_erosion(cand, structure=disk)
         if not core.any():
             continue
