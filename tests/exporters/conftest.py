@@ -150,10 +150,16 @@ def fixture_result(volume: Volume, labels: LabelVolume) -> AnalysisResult:
 
 
 @pytest.fixture(scope="session")
-def ct20_output(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> AnalysisOutput:
+def ct20_files(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The 20 real CT slices with Study/Series/SOP UIDs and a test patient filled in."""
     base = shared_data / "ct" / "totalseg_example"
-    paths = _fill_uids(base / "dicom", tmp_path_factory.mktemp("ct20"))
-    volume = load_volume(paths)
+    return _fill_uids(base / "dicom", tmp_path_factory.mktemp("ct20"))
+
+
+@pytest.fixture(scope="session")
+def ct20_output(shared_data: Path, ct20_files: list[Path]) -> AnalysisOutput:
+    base = shared_data / "ct" / "totalseg_example"
+    volume = load_volume(ct20_files)
     labels = labels_on_grid(base / "dicom_seg_reference.nii.gz", volume)
     assert set(np.unique(labels.array)) == {0, 32, 33}, "reference labels did not land on grid"
     return AnalysisOutput(result=fixture_result(volume, labels), volume=volume, labels=labels)
