@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from sqlalchemy import Engine, select
+
+from osteo_node.store.db import make_engine
+from osteo_node.store.index import InstanceRecord, counts, record_instance, series
+from osteo_node.store.reconcile import reconcile_spool
+from osteo_node.store.schema import create_node_tables
+from osteo_node.store.spool import Spool, SpoolKey, valid_uid
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    e = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    create_node_tables(e)
+    return e
+
+
+def _record(study: str, ser: str, sop: str) -> InstanceRecord:
+    return InstanceRecord(study, ser, sop, CTImageStorage, ExplicitVRLittleEndian, "CT", 1,
+                          f"{study}/{ser}/{sop}.dcm", 10)
+
+
+def test_uids_are_checked_before_they_become_paths() -> None:
+    assert valid_uid("1.2.840.10008.1.2")
+    for bad in ("", "../etc", "1.2/3", "1." * 40, "1.2.a", "1..2"):
+        assert not valid_uid(bad)
+        with pytest.raises(ValueError):
+            SpoolKey(bad, "1.2", "1.3")
+
+
+def test_spool_store_is_atomic_and_keeps_first_copy(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    key = SpoolKey("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    first = spool.store(key, (b"abc", b"def"))
+    assert first.created and first.size == 6
+    assert first.path.read_bytes() == b"abcdef"
+    second = spool.store(key, (b"other",))
+    assert not second.created and first.path.read_bytes() == b"abcdef"
+    assert [p.name for p in first.path.parent.iterdir()] == ["1.2.3.4.5.dcm"]
+    (first.path.parent / ".incoming-dead").write_bytes(b"x")
+    assert spool.remove_stale_temp_files() == 1
+    assert [k for k, _ in spool.iter_instances()] == [key]
+
+
+def test_record_instance_is_idempotent_and_bumps_generation(engine: Engine) -> None:
+    st, se = generate_uid(), generate_uid()
+    with engine.begin() as conn:
+        assert record_instance(conn, _record(st, se, "1.1"), 100.0)
+        assert not record_instance(conn, _record(st, se, "1.1"), 101.0)  # duplicate
+        assert record_instance(conn, _record(st, se, "1.2"), 102.0)
+    with engine.begin() as conn:
+        row = conn.execute(select(series)).one()
+        assert (row.instance_count, row.generation, row.job_generation,
+                row.last_received_at) == (2, 1, 0, 102.0)
+        conn.execute(series.update().values(job_generation=1))  # a job was queued
+        assert record_instance(conn, _record(st, se, "1.3"), 103.0)
+        row = conn.execute(select(series)).one()
+        assert (row.instance_count, row.generation) == (3, 2)
+        assert record_instance(conn, _record(st, se, "1.4"), 104.0)
+        assert conn.execute(select(series.c.generation)).scalar_one() == 2  # no double bump
+    with engine.connect() as conn:
+        assert counts(conn) == {"studies": 1, "series": 1, "instances": 4}
+
+
+def test_reconcile_indexes_spooled_files_missing_from_index(tmp_path: Path, engine: Engine
+                                                            ) -> None:
+    spool = Spool(tmp_path / "spool")
+    st, se, sop = generate_uid(), generate_uid(), generate_uid()
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.InstanceNumber = st, se, "CT", 7
+    ds.Rows = ds.Columns = 1
+    ds.BitsAllocated, ds.PixelData = 16, b"\x00\x00"
+    ds.file_meta = Dataset()  # type: ignore[assignment]
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = spool.path_for(SpoolKey(st, se, sop))
+    path.parent.mkdir(parents=True)
+    ds.save_as(path, enforce_file_format=True)
+    (path.parent / "junk.dcm").write_bytes(b"not dicom")  # not a UID name: ignored
+    assert reconcile_spool(engine, spool) == 1
+    assert reconcile_spool(engine, spool) == 0
+    with engine.connect() as conn:
+        assert counts(conn)["instances"] == 1
+    assert os.path.exists(path)

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from sqlalchemy import Engine, select
+
+from osteo_node.config import settings_from_mapping
+from osteo_node.config.settings import Settings
+from osteo_node.outbox.tables import outbox_items
+from osteo_node.pipeline.registry import Analyser
+from osteo_node.pipeline.results import AnalysisOutput, AnalysisResult
+from osteo_node.queue import jobs as jq
+from osteo_node.store.db import make_engine
+from osteo_node.store.index import InstanceRecord, record_instance
+from osteo_node.store.schema import create_node_tables
+from osteo_node.worker.publish import exporters_publisher, resolve_publisher
+from osteo_node.worker.runner import WorkerContext, lookup_from_settings, process_job
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return settings_from_mapping({
+        "dicom": {"allowed_callers": ["X"]},
+        "storage": {"spool_dir": str(tmp_path / "spool"), "outbox_dir": str(tmp_path / "out"),
+                    "database_url": f"sqlite:///{tmp_path / 'db.sqlite'}"},
+        "queue": {"max_job_attempts": 2},
+        "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1",
+                          "port": 104, "send": ["sc"]}],
+    }, tmp_path)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Engine:
+    e = make_engine(settings.storage.database_url)
+    create_node_tables(e)
+    return e
+
+
+def _job(engine: Engine, modality: str = "CT", n: int = 3) -> jq.ClaimedJob:
+    series_uid = generate_uid()
+    with engine.begin() as conn:
+        for i in range(n):
+            sop = generate_uid()
+            record_instance(conn, InstanceRecord("1.2.3", series_uid, sop, CTImageStorage,
+                                                 ExplicitVRLittleEndian, modality, n - i,
+                                                 f"1.2.3/{series_uid}/{sop}.dcm", 1), 100.0)
+    jq.queue_complete_series(engine, 1, now=200.0)
+    job = jq.claim_next(engine, "test", 60)
+    assert job is not None
+    return job
+
+
+def _state(engine: Engine, job: jq.ClaimedJob) -> tuple[str, str | None, int]:
+    with engine.connect() as conn:
+        r = conn.execute(select(jq.jobs).where(jq.jobs.c.id == job.id)).one()
+    return r.state, r.last_error, r.objects
+
+
+def _sc(series_uid: str) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3", generate_uid()
+    ds.Modality = "OT"
+    return ds
+
+
+class FakeAnalyser:
+    name = "fake"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.seen: list[Path] = []
+
+    def analyse(self, paths: Sequence[Path]) -> AnalysisOutput:
+        if self.fail:
+            raise RuntimeError("model exploded")
+        self.seen = list(paths)
+        return AnalysisOutput(AnalysisResult("analysed", None, "CT", "1.2.3", "4.5", None, None))
+
+
+def _ctx(settings: Settings, engine: Engine, analyser: Analyser | None) -> WorkerContext:
+    return WorkerContext(settings, engine, lambda _m: analyser,
+                         lambda out, key: [("sc", _sc("1.2.3"))], "test")
+
+
+def test_no_analyser_ends_job_without_result(settings: Settings, engine: Engine) -> None:
+    job = _job(engine, modality="CR")
+    assert process_job(_ctx(settings, engine, None), job) == jq.NO_ANALYSER
+    state, error, objects = _state(engine, job)
+    assert state == "no_analyser" and "no analyser registered for modality CR" in str(error)
+    assert objects == 0
+    with engine.connect() as conn:
+        assert conn.execute(select(outbox_items)).all() == []
+
+
+def test_done_job_enqueues_objects_in_outbox(settings: Settings, engine: Engine) -> None:
+    analyser = FakeAnalyser()
+    job = _job(engine)
+    assert process_job(_ctx(settings, engine, analyser), job) == jq.DONE
+    assert _state(engine, job) == ("done", None, 1)
+    # Paths in instance-number order, inside the spool.
+    assert [p.parent.name for p in analyser.seen] == [job.series_uid] * 3
+    with engine.connect() as conn:
+        items = conn.execute(select(outbox_items)).all()
+    assert [(i.destination, i.state) for i in items] == [("pacs", "pending")]
+
+
+def test_failing_analysis_is_retried_then_failed(settings: Settings, engine: Engine) -> None:
+    job = _job(engine)
+    ctx = _ctx(settings, engine, FakeAnalyser(fail=True))
+    assert process_job(ctx, job) == jq.QUEUED
+    again = jq.claim_next(engine, "test", 60)
+    assert again is not None and again.attempts == 2
+    assert process_job(ctx, again) == jq.FAILED
+    state, error, _ = _state(engine, job)
+    assert state == "failed" and error == "RuntimeError: model exploded"
+
+
+def test_lookup_uses_explicit_overrides_then_registry(tmp_path: Path) -> None:
+    s = settings_from_mapping({"dicom": {"allowed_callers": ["X"]},
+                               "analysers": {"CR": "tests.node.fake_analysers:recording"}},
+                              tmp_path)
+    lookup = lookup_from_settings(s)
+    found = lookup("cr")
+    assert found is not None and found.name == "test-recording"
+    assert lookup("SEG") is None  # nothing registered for SEG
+
+
+def test_default_publisher_is_the_exporters() -> None:
+    assert resolve_publisher(Settings().publisher) is exporters_publisher
+    out = AnalysisOutput(AnalysisResult("not_analysable", "too few slices", "CT", None, None,
+                                        None, None))
+    assert exporters_publisher(out, "k") == []  # nothing to export for a non-result
