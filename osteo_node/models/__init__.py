@@ -1,1 +1,28 @@
+"""Shipped ONNX models: manifest (model.json), checksum verification, ONNX Runtime sessions."""
 
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from osteo_node.models.manifest import ModelError, ModelManifest, load_manifest, verify_checksum
+from osteo_node.models.runtime import OnnxModel, available_cores, load_model
+
+__all__ = [
+    "ModelError",
+    "ModelManifest",
+    "OnnxModel",
+    "available_cores",
+    "default_ct_model_dir",
+    "load_manifest",
+    "load_model",
+    "verify_checksum",
+]
+
+
+def default_ct_model_dir() -> Path:
+    """``$OSTEO_CT_MODEL_DIR`` or the repository's ``ai_models/ct_vertebrae``."""
+    env = os.environ.get("OSTEO_CT_MODEL_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "ai_models" / "ct_vertebrae"

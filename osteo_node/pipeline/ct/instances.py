@@ -1,0 +1,199 @@
+"""Split the level-agnostic network output into individual vertebrae (on the canonical grid).
+
+Bodies are connected components of the *vertebral body* class (discs separate them). A component
+much taller than a typical body (two bodies fused through a thin disc at 3 mm) is cut along the
+spine axis at the slices where the disc probability is highest. Components far from the spine
+line are discarded. Posterior elements are attached to the body they grow from (geodesic
+propagation inside the vertebra mask, so each pedicle reaches its own body first). The sacrum
+is the largest sacrum-class component, when big enough.
+
+The canonical grid's k axis points superior, so a larger k is more cranial.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+MIN_BODY_ML = 1.0  # smaller body fragments are noise (unless cut by the field of view)
+MIN_SACRUM_ML = 10.0
+DEFAULT_BODY_HEIGHT_MM = 24.0
+SPLIT_FACTOR = 1.55  # a component taller than this x typical body height holds >1 body
+MAX_OFF_AXIS_MM = 35.0
+GROW_STEPS_MM = 45.0
+
+
+@dataclass(frozen=True)
+class BodyInstance:
+    """One vertebral body on the canonical grid (``label`` = its value in the instance map)."""
+
+    label: int
+    centroid_kji: tuple[float, float, float]
+    k_range: tuple[int, int]  # inclusive
+    volume_ml: float
+    touches_fov: bool  # cut by the top/bottom of the field of view (partial vertebra)
+
+
+@dataclass
+class Instances:
+    """Bodies ordered cranial -> caudal, their label maps, and the sacrum mask."""
+
+    bodies: list[BodyInstance]
+    body_map: NDArray[np.int16]  # body voxels labelled with BodyInstance.label
+    vertebra_map: NDArray[np.int16]  # body + posterior elements
+    sacrum: NDArray[np.bool_] | None
+
+
+def _components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
+    lab, n = ndimage.label(mask)
+    return lab.astype(np.int32), int(n)
+
+
+def _heights(lab: NDArray[np.int32], n: int, spacing: float) -> NDArray[np.float64]:
+    out = np.zeros(n + 1)
+    for idx, sl in enumerate(ndimage.find_objects(lab), start=1):
+        if sl is not None:
+            out[idx] = (sl[0].stop - sl[0].start) * spacing
+    return out
+
+
+def _split_component(
+    comp: NDArray[np.bool_], disc_prob: NDArray[np.float32], n_pieces: int, min_gap: int
+) -> list[int]:
+    """Cut slices (k) that split one fused component into ``n_pieces`` bodies."""
+    ks = np.nonzero(comp.any(axis=(1, 2)))[0]
+    k0, k1 = int(ks.min()), int(ks.max())
+    area = comp[k0 : k1 + 1].sum(axis=(1, 2)).astype(np.float64)
+    foot = np.asarray(comp.any(axis=0), dtype=np.float32)
+    disc = (disc_prob[k0 : k1 + 1] * foot[None]).sum(axis=(1, 2)).astype(np.float64)
+    score = disc / max(disc.max(), 1e-6) - area / max(area.max(), 1e-6)
+    cuts: list[int] = []
+    for idx in np.argsort(-score):
+        k = int(idx) + k0
+        if k - k0 < min_gap or k1 - k < min_gap:
+            continue
+        if all(abs(k - c) >= min_gap for c in cuts):
+            cuts.append(k)
+        if len(cuts) == n_pieces - 1:
+            break
+    return sorted(cuts)
+
+
+def _off_axis(centroids: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Distance (voxels) of each centroid (k, j, i) from a robust quadratic spine line j,i(k)."""
+    if len(centroids) < 4:
+        med = np.median(centroids[:, 1:], axis=0)
+        return np.asarray(np.linalg.norm(centroids[:, 1:] - med, axis=1))
+    keep = np.ones(len(centroids), dtype=bool)
+    dist = np.zeros(len(centroids))
+    for _ in range(3):
+        k = centroids[keep, 0]
+        deg = 2 if keep.sum() >= 5 else 1
+        fits = [np.polyfit(k, centroids[keep, a], deg, w=np.sqrt(weights[keep])) for a in (1, 2)]
+        pred = np.stack([np.polyval(f, centroids[:, 0]) for f in fits], axis=1)
+        dist = np.linalg.norm(centroids[:, 1:] - pred, axis=1)
+        new_keep = dist <= max(np.median(dist[keep]) * 3, 4.0)
+        if (new_keep == keep).all():
+            break
+        keep = new_keep
+    return np.asarray(dist)
+
+
+def separate(
+    classes: NDArray[np.uint8],
+    disc_prob: NDArray[np.float32],
+    spacing: float,
+    *,
+    body_value: int,
+    posterior_value: int,
+    sacrum_value: int,
+) -> Instances:
+    """Vertebra instances from the class map of the network (all on the canonical grid)."""
+    voxel_ml = spacing**3 / 1000.0
+    lab, n = _components(classes == body_value)
+    heights = _heights(lab, n, spacing)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1) * voxel_ml
+    big = [h for h, s in zip(heights[1:], sizes[1:], strict=True) if s >= 3 * MIN_BODY_ML]
+    typical = float(np.clip(np.median(big), 15.0, 32.0)) if big else DEFAULT_BODY_HEIGHT_MM
+
+    # cut fused components
+    next_label = n + 1
+    for idx in range(1, n + 1):
+        if heights[idx] <= SPLIT_FACTOR * typical:
+            continue
+        comp = lab == idx
+        pieces = max(2, round(heights[idx] / (typical * 1.15)))
+        cuts = _split_component(comp, disc_prob, pieces, max(2, int(0.55 * typical / spacing)))
+        bounds = [0, *cuts, classes.shape[0]]
+        for lo, hi in itertools.pairwise(bounds):
+            part = comp.copy()
+            part[:lo] = False
+            part[hi:] = False
+            lab[part] = next_label
+            next_label += 1
+        for k in cuts:  # the cut slice itself belongs to neither body (it is the disc)
+            lab[k][comp[k]] = 0
+
+    # per-component properties
+    objs = ndimage.find_objects(lab)
+    cands: list[tuple[int, NDArray[np.float64], float, tuple[int, int], bool]] = []
+    top = classes.shape[0] - 1
+    for idx, sl in enumerate(objs, start=1):
+        if sl is None:
+            continue
+        m = lab[sl] == idx
+        vol = float(m.sum()) * voxel_ml
+        touches = sl[0].start == 0 or sl[0].stop - 1 == top
+        if vol < MIN_BODY_ML and not touches:
+            continue
+        c = np.array(ndimage.center_of_mass(m)) + [s.start for s in sl]
+        cands.append((idx, c, vol, (sl[0].start, sl[0].stop - 1), touches))
+    if cands:
+        cents = np.array([c[1] for c in cands])
+        vols = np.array([c[2] for c in cands])
+        off = _off_axis(cents, vols) * spacing
+        cands = [c for c, d in zip(cands, off, strict=True) if d <= MAX_OFF_AXIS_MM]
+        med_vol = float(np.median([c[2] for c in cands])) if cands else 0.0
+        cands = [c for c in cands if c[2] >= 0.2 * med_vol or c[4]]
+    cands.sort(key=lambda c: -c[1][0])  # cranial first
+
+    body_map = np.zeros(classes.shape, dtype=np.int16)
+    bodies: list[BodyInstance] = []
+    for new, (idx, c, vol, kr, touches) in enumerate(cands, start=1):
+        body_map[lab == idx] = new
+        bodies.append(BodyInstance(new, (float(c[0]), float(c[1]), float(c[2])), kr, vol, touches))
+
+    vertebra_map = _grow(body_map, classes == posterior_value, int(GROW_STEPS_MM / spacing))
+    sacrum = _sacrum(classes == sacrum_value, voxel_ml)
+    return Instances(bodies=bodies, body_map=body_map, vertebra_map=vertebra_map, sacrum=sacrum)
+
+
+def _grow(seeds: NDArray[np.int16], allowed: NDArray[np.bool_], steps: int) -> NDArray[np.int16]:
+    """Geodesic growth of labelled seeds into ``allowed`` voxels (6-connected, ``steps`` rings)."""
+    out = seeds.copy()
+    free = allowed & (out == 0)
+    cross = ndimage.generate_binary_structure(3, 1)
+    for _ in range(steps):
+        grown = ndimage.grey_dilation(out, footprint=cross)
+        new = free & (grown > 0)
+        if not new.any():
+            break
+        out[new] = grown[new]
+        free &= ~new
+    return out
+
+
+def _sacrum(mask: NDArray[np.bool_], voxel_ml: float) -> NDArray[np.bool_] | None:
+    lab, n = _components(mask)
+    if n == 0:
+        return None
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    best = int(np.argmax(sizes))
+    if sizes[best] * voxel_ml < MIN_SACRUM_ML:
+        return None
+    return np.asarray(lab == best)

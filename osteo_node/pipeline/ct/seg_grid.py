@@ -1,0 +1,109 @@
+"""Resampling between an input grid and the segmentation model's canonical grid.
+
+The model works on a *canonical* grid: isotropic spacing (``model.json`` ``spacing_mm``), axes
+aligned with the patient (LPS) axes, array ``[k, j, i]`` = ``[S, P, L]`` increasing. Any input
+orientation (including small gantry tilts and NIfTI RAS files) is brought onto it by SimpleITK,
+so the network always sees the same anatomy layout. The same functions are used by the training
+data preparation (``ai_models/ct_vertebrae/prepare_data.py``) and at run time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import SimpleITK as sitk
+from numpy.typing import NDArray
+
+from osteo_node.pipeline.types import Geometry
+
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def to_sitk(array: NDArray[np.generic], geometry: Geometry) -> sitk.Image:
+    """Wrap a ``[k, j, i]`` array with its geometry (no copy of the geometry semantics lost)."""
+    img = sitk.GetImageFromArray(array)
+    img.SetOrigin(tuple(float(v) for v in geometry.origin))
+    img.SetSpacing(tuple(float(v) for v in geometry.spacing))
+    img.SetDirection(tuple(float(v) for v in geometry.direction))
+    return img
+
+
+def geometry_of(img: sitk.Image) -> Geometry:
+    return Geometry(
+        origin=tuple(float(v) for v in img.GetOrigin()),  # type: ignore[arg-type]
+        spacing=tuple(float(v) for v in img.GetSpacing()),  # type: ignore[arg-type]
+        direction=tuple(float(v) for v in img.GetDirection()),
+    )
+
+
+def canonical_geometry(geometry: Geometry, shape_kji: tuple[int, ...], spacing: float) -> tuple[
+    Geometry, tuple[int, int, int]
+]:
+    """Axis-aligned LPS grid at ``spacing`` mm covering the physical extent of the input grid.
+
+    Returns the geometry and the array shape ``(k, j, i)``.
+    """
+    nk, nj, ni = shape_kji
+    corners = np.array(
+        [[i, j, k] for i in (-0.5, ni - 0.5) for j in (-0.5, nj - 0.5) for k in (-0.5, nk - 0.5)],
+        dtype=np.float64,
+    )
+    lps = geometry.index_to_lps(corners)
+    lo, hi = lps.min(axis=0), lps.max(axis=0)
+    size = [max(1, math.ceil((hi[a] - lo[a]) / spacing)) for a in range(3)]
+    origin = lo + spacing / 2.0
+    geo = Geometry(
+        origin=(float(origin[0]), float(origin[1]), float(origin[2])),
+        spacing=(spacing, spacing, spacing),
+        direction=IDENTITY,
+    )
+    return geo, (size[2], size[1], size[0])
+
+
+def _reference(geo: Geometry, shape_kji: tuple[int, int, int]) -> sitk.Image:
+    ref = sitk.Image([shape_kji[2], shape_kji[1], shape_kji[0]], sitk.sitkUInt8)
+    ref.SetOrigin(geo.origin)
+    ref.SetSpacing(geo.spacing)
+    ref.SetDirection(geo.direction)
+    return ref
+
+
+def _antialias_sigmas(spacing_in: tuple[float, ...], spacing_out: tuple[float, ...]) -> list[float]:
+    """Gaussian sigma (mm) per axis so that a fine grid resembles a scan reconstructed coarser."""
+    sig = []
+    for s_in, s_out in zip(spacing_in, spacing_out, strict=True):
+        extra = s_out * s_out - s_in * s_in
+        sig.append(math.sqrt(extra) / 2.355 if extra > 0 and s_out > 1.5 * s_in else 0.0)
+    return sig
+
+
+def resample_image(
+    img: sitk.Image,
+    geo: Geometry,
+    shape_kji: tuple[int, int, int],
+    *,
+    default: float,
+    antialias: bool = True,
+) -> NDArray[np.float32]:
+    """Linear resampling of an intensity image onto ``geo`` (float32 ``[k, j, i]``)."""
+    if antialias:
+        sig = _antialias_sigmas(img.GetSpacing(), geo.spacing)
+        if max(sig) > 0:
+            img = sitk.SmoothingRecursiveGaussian(sitk.Cast(img, sitk.sitkFloat32), sig)
+    out = sitk.Resample(
+        img, _reference(geo, shape_kji), sitk.Transform(), sitk.sitkLinear, default,
+        sitk.sitkFloat32,
+    )
+    return sitk.GetArrayFromImage(out)
+
+
+def resample_labels(
+    img: sitk.Image, geo: Geometry, shape_kji: tuple[int, int, int]
+) -> NDArray[np.generic]:
+    """Nearest-neighbour resampling of a label image onto ``geo``."""
+    out = sitk.Resample(
+        img, _reference(geo, shape_kji), sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+        img.GetPixelID(),
+    )
+    return sitk.GetArrayFromImage(out)

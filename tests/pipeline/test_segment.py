@@ -1,0 +1,89 @@
+"""Segment stage on real CT: canonical grid, block averaging, sliding window, probabilities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from osteo_node.models import default_ct_model_dir, load_model
+from osteo_node.pipeline.stages.segment import (
+    block_mean,
+    body_box,
+    run_model,
+    sliding_window,
+    to_model_grid,
+)
+from osteo_node.pipeline.stages.volume import load_dicom_series, load_nifti
+
+EX = "ct/totalseg_example/example_ct.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def model():  # type: ignore[no-untyped-def]
+    return load_model(default_ct_model_dir(), threads=2)
+
+
+def test_canonical_grid_of_a_ras_nifti_is_an_exact_flip(shared_data: Path) -> None:
+    """example_ct is RAS at 3 mm: on the 3 mm LPS-aligned grid it is the same voxels, flipped."""
+    vol = load_nifti(shared_data / EX).volume
+    hu, geo = to_model_grid(vol, 3.0)
+    assert geo.direction == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    assert hu.shape == vol.array.shape
+    # input direction is diag(-1, -1, 1) in LPS: i and j are reversed on the canonical grid
+    assert np.allclose(np.diag(vol.geometry.matrix), (-1.0, -1.0, 1.0))
+    np.testing.assert_allclose(hu, vol.array[:, ::-1, ::-1], atol=1e-3)
+    # the same physical point has the same HU on both grids
+    ijk = np.array([40.0, 50.0, 60.0])
+    lps = vol.geometry.index_to_lps(ijk)
+    c = np.rint(geo.lps_to_index(lps)).astype(int)
+    assert hu[c[2], c[1], c[0]] == pytest.approx(vol.array[60, 50, 40], abs=1e-3)
+
+
+def test_block_mean_matches_simpleitk_binshrink(shared_data: Path) -> None:
+    vol = load_dicom_series(shared_data / "ct/totalseg_example/dicom").volume
+    arr, geo = block_mean(vol, (3, 3, 1))
+    img = sitk.GetImageFromArray(vol.array)
+    img.SetSpacing(vol.geometry.spacing)
+    img.SetOrigin(vol.geometry.origin)
+    img.SetDirection(vol.geometry.direction)
+    ref = sitk.BinShrink(img, [3, 3, 1])
+    np.testing.assert_allclose(arr, sitk.GetArrayFromImage(ref), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(geo.origin, ref.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(geo.spacing, ref.GetSpacing(), atol=1e-6)
+
+
+def test_body_box_keeps_the_spine_and_drops_air(shared_data: Path) -> None:
+    vol = load_nifti(shared_data / EX).volume
+    hu, geo = to_model_grid(vol, 3.0)
+    box = body_box(hu)
+    inside = np.zeros(hu.shape, dtype=bool)
+    inside[box] = True
+    ref = sitk.ReadImage(str(shared_data / "ct/totalseg_example/example_ct_vertebrae.nii.gz"))
+    from osteo_node.pipeline.ct.seg_grid import resample_labels
+
+    spine = resample_labels(ref, geo, hu.shape) > 0  # type: ignore[arg-type]
+    assert spine.sum() > 1000
+    assert inside[spine].all()
+    assert inside.sum() < inside.size  # some air was cropped
+    assert (hu[~inside] > -400).mean() < 0.05  # what is left out is (nearly) all air / table
+
+
+def test_sliding_window_probabilities(model, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    vol = load_nifti(shared_data / EX).volume
+    hu, _ = to_model_grid(vol, model.manifest.spacing_mm)
+    x = (np.clip(hu, -1000, 2000) / 1000.0).astype(np.float32)[:70, :60, :50]
+    p = sliding_window(model, x, (32, 32, 32), 0.25)
+    assert p.shape == (len(model.manifest.labels), *x.shape)
+    np.testing.assert_allclose(p.sum(axis=0), 1.0, atol=1e-4)
+    assert p.min() >= 0
+
+
+def test_run_model_on_a_volume_smaller_than_a_patch(model, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    vol = load_nifti(shared_data / "ct/tptbox_sample/sub-ct_label-22_ct.nii.gz").volume
+    mg = run_model(vol, model)
+    assert mg.probs.shape[1:] == mg.hu.shape
+    body = mg.classes == mg.channel("vertebral_body")
+    assert body.sum() * 27.0 / 1000.0 > 10.0  # at least one whole body (L3 is complete), ml
