@@ -11,16 +11,25 @@ from typing import Any
 from osteo_node.worklist.store import FIELDS, WorklistRow
 
 COLUMNS = FIELDS
+# Free-text columns that may carry text from DICOM headers or users: a leading = + - @ TAB CR
+# would be run as a formula by spreadsheet programs (CSV injection); such cells are written
+# with a leading apostrophe, which parse_csv removes again.
+TEXT_COLUMNS = frozenset({"patient_id", "patient_name", "accession_number", "findings_summary",
+                          "status_changed_by", "status_note", "vcf_levels"})
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: Any) -> str:
+def _cell(column: str, value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    text = str(value)
+    if column in TEXT_COLUMNS and (text.startswith(FORMULA_START) or text.startswith("'")):
+        return "'" + text
+    return text
 
 
 def to_csv(rows: Sequence[WorklistRow]) -> str:
@@ -28,11 +37,13 @@ def to_csv(rows: Sequence[WorklistRow]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow([_cell(getattr(row, c)) for c in COLUMNS])
+        writer.writerow([_cell(c, getattr(row, c)) for c in COLUMNS])
     return buf.getvalue()
 
 
 def _parse(column: str, text: str) -> Any:
+    if column in TEXT_COLUMNS and text.startswith("'"):
+        return text[1:]
     if text == "" and column not in ("patient_id", "patient_name", "patient_birth_date",
                                      "patient_sex", "study_date", "accession_number",
                                      "vcf_levels", "findings_summary", "modality"):

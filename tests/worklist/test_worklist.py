@@ -119,6 +119,13 @@ def test_csv_round_trip(db: tuple[str, Engine], ct20_output: AnalysisOutput) -> 
     store.set_status(engine, row_id, "referred", changed_by="dr.who", note='said "yes", ok')
     rows = store.list_rows(engine)
     assert export_csv.parse_csv(export_csv.to_csv(rows)) == rows
+    # CSV injection: a formula-like text cell is neutralised and still round-trips
+    store.set_status(engine, row_id, "referred", changed_by="@evil",
+                     note="=HYPERLINK(\"http://x\")")
+    rows = store.list_rows(engine)
+    text = export_csv.to_csv(rows)
+    assert "'=HYPERLINK" in text and ",'@evil," in text
+    assert export_csv.parse_csv(text) == rows
 
 
 def test_fhir_bundle_validates_and_round_trips(db: tuple[str, Engine],
