@@ -23,8 +23,10 @@ from pydicom.uid import (
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from sqlalchemy import Engine
 
-from osteo_node.outbox.tables import create_tables
-from osteo_node.store.db import make_engine
+from osteo_node.outbox.tables import TABLES, create_tables
+from osteo_node.store.db import METADATA, make_engine
+from tests.outbox.postgres import TempPostgres
+from tests.outbox.postgres import unavailable_reason as pg_unavailable_reason
 
 UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 ALL_SYNTAXES = [*UNCOMPRESSED, JPEG2000Lossless, RLELossless]
@@ -110,9 +112,25 @@ def closed_port() -> Iterator[int]:
     s.close()
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path / 'db' / 'node.db'}")
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[TempPostgres]:
+    reason = pg_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = TempPostgres.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """The outbox database: every test using it runs on SQLite (WAL file) and on PostgreSQL."""
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path / 'db' / 'node.db'}")
+    else:
+        server: TempPostgres = request.getfixturevalue("postgres")
+        eng = make_engine(server.url)
+        METADATA.drop_all(eng, tables=list(TABLES), checkfirst=True)
     create_tables(eng)
     yield eng
     eng.dispose()

@@ -3,6 +3,7 @@ machine, against a real SQLite database."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -214,3 +215,28 @@ def test_purge_sent_keeps_rows_and_rewrites_file_for_new_destination(
     assert again.new_destinations == () and not r.path.exists()  # sent: nothing to do
     (more,) = store.enqueue(engine, outbox_dir, [sc], [PACS, VIEWER], now=T0)
     assert more.new_destinations == ("viewer",) and r.path.is_file()
+
+
+def test_concurrent_claimers_never_take_the_same_item(
+    engine: Engine, outbox_dir: Path, ct_small: Dataset
+) -> None:
+    series = generate_uid()
+    store.enqueue(
+        engine,
+        outbox_dir,
+        [secondary_capture(ct_small, series, i) for i in range(1, 31)],
+        [PACS, VIEWER],
+        now=T0,
+    )
+
+    def claimer() -> list[int]:
+        got: list[int] = []
+        while batch := store.claim_due(engine, outbox_dir, ["pacs", "viewer"], T0, limit=4):
+            got += [b.id for b in batch]
+        return got
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = [f.result() for f in [pool.submit(claimer) for _ in range(3)]]
+    claimed = [i for r in results for i in r]
+    assert len(claimed) == 60 and len(set(claimed)) == 60
+    assert store.counts(engine) == {"pacs": {"sending": 30}, "viewer": {"sending": 30}}
