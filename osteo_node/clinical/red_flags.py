@@ -49,7 +49,7 @@ class BodyTexture:
     """HU texture of one vertebral body (trabecular compartment)."""
 
     reference_hu: float  # median HU of the eroded body
-    spread_hu: float  # 1.4826 * MAD
+    spread_hu: float  # 1.4826 * MAD of the 3x3x3-median-filtered HU
     lytic_cluster_mm3: float  # largest focal low-attenuation cluster
     sclerotic_cluster_mm3: float  # largest focal high-attenuation cluster
     voxels: int
@@ -109,8 +109,9 @@ def body_texture(
         return None
     values = np.asarray(hu, dtype=np.float32)[inner]
     ref = float(np.median(values))
-    spread = float(1.4826 * np.median(np.abs(values - ref)))
     filtered = _masked_median3(np.asarray(hu, dtype=np.float32), inner)
+    smooth = filtered[inner]
+    spread = float(1.4826 * np.median(np.abs(smooth - np.median(smooth))))
     voxel_mm3 = float(np.prod(np.asarray(spacing_mm, dtype=np.float64)))
     with np.errstate(invalid="ignore"):
         low = inner & (filtered < ref - float(cfg["lytic_delta_hu"]))

@@ -140,6 +140,14 @@ def test_fhir_dxa_observations_us_core_codes():
     assert rec.dxa.sites["lumbar_spine"].t_score == -2.7
     assert rec.dxa.sites["lumbar_spine"].z_score == -1.6
     assert rec.dxa.sites["femoral_neck"].z_score == -1.2
+    from osteo_node.clinical.assessment import build_assessment
+
+    doc = build_assessment(rec).to_json()["dxa"]
+    assert doc["basis"] == "z_score"
+    assert doc["category"] == "within_expected_range_for_age"
+    assert doc["sites"]["lumbar_spine"] == {
+        "t_score": -2.7, "z_score": -1.6, "category": "within_expected_range_for_age",
+        "used_levels": [], "excluded_levels": [], "notes": []}
     broken = fd.quantity_obs("x", "young", "38264-8", "DXA Hip [T-score]", 0, "{T-score}")
     del broken["valueQuantity"]
     exam = from_fhir_resources([broken], "t")

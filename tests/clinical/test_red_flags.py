@@ -132,3 +132,24 @@ def test_clinical_red_flags_cancer_alp_anaemia():
     ], today=date(2026, 11, 22))
     codes2 = {f.code for f in build_assessment(rec2).red_flags}
     assert codes2 == {"unexplained_anaemia", "high_alp"}  # lab's own ULN (104) used
+
+
+@pytest.mark.shared_data
+def test_tptbox_l3_at_1_5_mm_untouched_clean_and_lytic_flagged(shared_data: Path):
+    """Second real CT at another resolution (TPTBox crop, 1.5 mm, low-density L3 with the
+    dataset's own trabecular-body subregion mask)."""
+    d = shared_data / "ct" / "tptbox_sample"
+    img = sitk.ReadImage(str(d / "sub-ct_label-22_ct.nii.gz"))
+    ct = sitk.GetArrayFromImage(img).astype(np.float32)
+    vert = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "sub-ct_seg-vert_label-22_msk.nii.gz")))
+    sub = sitk.GetArrayFromImage(
+        sitk.ReadImage(str(d / "sub-ct_seg-subreg_label-22_msk.nii.gz")))
+    for label, name in ((21, "L2"), (22, "L3"), (23, "L4")):
+        body = (vert == label) & np.isin(sub, [49, 50])  # corpus border + trabecular corpus
+        tex = body_texture(ct, body, img.GetSpacing())
+        assert tex is not None and texture_flags(name, tex) == [], (name, tex)
+    l3 = (vert == 22) & np.isin(sub, [49, 50])
+    lesioned, _ = _insert_lytic_sphere(img, ct, l3, radius_mm=9.0, lesion_hu=0.0)
+    tex = body_texture(lesioned, l3, img.GetSpacing())
+    assert tex is not None
+    assert [f.code for f in texture_flags("L3", tex)] == ["focal_lytic_area"]
