@@ -141,11 +141,16 @@ def risk_factors(rec: ClinicalRecord | None, imaging: ImagingEvidence | None) ->
     codes = load("clinical_codes")
     out: list[RiskFactor] = []
     if rec is not None:
+        specific = set(rec.conditions.get("myeloma", [])) | set(
+            rec.conditions.get("bone_metastasis", []))
         for name, displays in rec.conditions.items():
             entry = codes["conditions"].get(name, {})
+            shown = set(displays) - specific if name == "cancer" else set(displays)
+            if not shown:  # the same Condition already listed under a specific concept
+                continue
             if entry.get("qfracture") or entry.get("secondary_cause") or entry.get("red_flag"):
                 out.append(RiskFactor(name, str(entry.get("label", name)), "fhir",
-                                      "; ".join(sorted(set(displays)))))
+                                      "; ".join(sorted(shown))))
         for name, exposures in rec.medications.items():
             entry = codes["medications"].get(name, {})
             if name == "anti_osteoporosis":
@@ -219,6 +224,11 @@ def build_assessment(
         flags.extend(rf.imaging_flags(analysis))
     if rec is not None:
         flags.extend(rf.clinical_flags(rec))
+    if flags and imaging is not None and imaging.vertebral_fracture_levels:
+        risk.notes.append(
+            "the imaging vertebral fracture was counted as a fragility fracture, but red flags "
+            "suggest it may be pathological: the osteoporotic risk may be overstated"
+        )
     on_treatment = bool(rec and any(e.active for e in rec.medications.get("anti_osteoporosis", [])))
     return PatientAssessment(
         age=rec.age if rec else None, sex=rec.sex if rec else None, dxa=dxa,
