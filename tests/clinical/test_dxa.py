@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from datetime import date
 from pathlib import Path
 
@@ -214,6 +216,11 @@ def test_dicom_sr_vendor_export_is_parsed(tmp_path: Path):
     )
     path = tmp_path / "dxa_sr.dcm"
     sr.save_as(path)
+    if shutil.which("dciodvfy"):  # the test input itself is a valid Comprehensive SR
+        out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True,
+                             check=False, timeout=60)
+        errors = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
+        assert errors == []
     exam = read_dxa(path)
     assert exam.sites["lumbar_spine"].t_score == -2.5
     assert exam.sites["lumbar_spine"].z_score == -0.9
