@@ -44,8 +44,9 @@ from osteo_node.exporters.common import (
     source_datasets,
 )
 from osteo_node.exporters.seg import SegmentMap
+from osteo_node.exporters.uids import deterministic_uid
 from osteo_node.pipeline.results import AnalysisResult, VertebraResult
-from osteo_node.pipeline.types import SourceInstance
+from osteo_node.pipeline.types import SourceInstance, Volume
 
 log = structlog.get_logger(__name__)
 
@@ -206,7 +207,7 @@ class MeasurementReportSR:
 
     result: AnalysisResult
     settings: ExportSettings
-    volume: Any  # Volume with DICOM header
+    volume: Volume  # with a DICOM header (checked)
     segment_map: SegmentMap | None = None
     seg_dataset: Dataset | None = None
     level_slices: dict[str, list[int]] = field(default_factory=dict)
@@ -245,18 +246,20 @@ class MeasurementReportSR:
         observer = hd.sr.ObserverContext(
             observer_type=book.concept("device_observer"),
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=s.uids.uid("device"), name=s.model_name, manufacturer_name=s.manufacturer,
+                uid=deterministic_uid("osteo-node device", "device", s.uids.root),
+                name=s.model_name, manufacturer_name=s.manufacturer,
                 model_name=s.software_version))
         procedure = "procedure_mr" if volume.modality == "MR" else "procedure_ct"
+        slice_datasets = source_datasets(volume, header)
         report = hd.sr.MeasurementReport(
             observation_context=hd.sr.ObservationContext(observer_device_context=observer),
             procedure_reported=book.concept(procedure),
             imaging_measurements=groups,
             title=book.concept("report_title"),
-            referenced_images=source_datasets(volume, header),
+            referenced_images=slice_datasets,
         )
         report[0].ContentSequence.append(disclaimer_container(s.disclaimer, book))
-        evidence = source_datasets(volume, header)
+        evidence = list(slice_datasets)
         if self.seg_dataset is not None:
             evidence.append(self.seg_dataset)
         sr = hd.sr.Comprehensive3DSR(

@@ -211,6 +211,16 @@ def test_not_analysable_sends_nothing(ct20_output: AnalysisOutput) -> None:
     assert build_objects(out, uid_root=UID_ROOT, job_key="na") == []
 
 
+def test_sr_without_seg_uses_tid1501_groups(ct20_output: AnalysisOutput) -> None:
+    objs = build_objects(ct20_output, uid_root=None, job_key="no-seg", kinds=("sr",))
+    assert [o.kind for o in objs] == ["sr"]
+    parsed = read_report(objs[0].dataset)
+    assert sorted(parsed.vertebrae) == ["T11", "T12"]
+    assert all(p.segment_number is None for p in parsed.vertebrae.values())
+    t12 = next(v for v in ct20_output.result.vertebrae if v.level == "T12")
+    assert parsed.vertebrae["T12"].genant_grade == t12.genant_grade
+
+
 def test_series_overrides(ct20_output: AnalysisOutput) -> None:
     objs = build_objects(ct20_output, uid_root=None, job_key="over", kinds=("sr",),
                          series_numbers={"sr": 77}, descriptions={"sr": "Osteo SR"})
