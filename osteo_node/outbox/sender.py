@@ -236,7 +236,10 @@ class OutboxSender:
             )
             return assoc
         if not connected.is_set():
-            return f"could not connect to {dest.host}:{dest.port} (refused or timed out)"
+            why = "refused or timed out"
+            if tls_args:
+                why = "refused, timed out or TLS handshake failed"
+            return f"could not connect to {dest.host}:{dest.port} ({why})"
         if assoc.is_rejected:
             return "association rejected by the peer"
         if assoc.rejected_contexts and not assoc.accepted_contexts:

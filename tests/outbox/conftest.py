@@ -3,7 +3,10 @@ acting as the PACS (a fake peer is fine here: these tests are about the outbox).
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +48,7 @@ class FakePacs:
     received: list[tuple[str, str, str]] = field(default_factory=list)  # (sop uid, ts, calling)
     associations: list[list[tuple[str, tuple[str, ...]]]] = field(default_factory=list)
     port: int = 0
+    ssl_context: ssl.SSLContext | None = None
     _server: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,7 +58,9 @@ class FakePacs:
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, self.transfer_syntaxes)
         handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)]
-        self._server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        self._server = ae.start_server(
+            ("127.0.0.1", 0), block=False, evt_handlers=handlers, ssl_context=self.ssl_context
+        )
         self.port = int(self._server.server_address[1])
         return self
 
@@ -145,3 +151,67 @@ def outbox_dir(tmp_path: Path) -> Path:
 def ct_small() -> Dataset:
     """A real CT slice shipped with pydicom (128x128, explicit VR little endian)."""
     return dcmread(get_testdata_file("CT_small.dcm"))
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> dict[str, Path]:
+    """A test CA, a PACS server certificate for 127.0.0.1 and a client certificate (openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    d = tmp_path / "tls"
+    d.mkdir()
+    for ca in ("ca", "other_ca"):
+        _openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN=osteo test {ca}",
+            "-keyout",
+            f"{ca}.key",
+            "-out",
+            f"{ca}.crt",
+            cwd=d,
+        )
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            cwd=d,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            f"{name}.crt",
+            cwd=d,
+        )
+    return {p.stem + "_" + p.suffix[1:]: p for p in d.iterdir()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from pydicom.uid import (
 from sqlalchemy import Engine
 
 from osteo_node.outbox import store
-from osteo_node.outbox.policy import Destination, RetryPolicy
+from osteo_node.outbox.policy import Destination, RetryPolicy, TlsSettings
 from osteo_node.outbox.sender import OutboxSender, Timeouts, presentation_contexts, run_sender
 from osteo_node.store.db import make_engine
 from tests.outbox.conftest import UNCOMPRESSED, FakePacs
@@ -295,3 +296,40 @@ def test_dead_destination_backlog_does_not_starve_a_live_one(
     assert report.claimed_per_destination == {"dead": 2, "live": 2}
     assert report.per_destination == {"dead": {"retrying": 2}, "live": {"sent": 2}}
     assert len(live.received) == 2
+
+
+def test_tls_destination_mutual_auth_and_wrong_ca_is_retried(
+    engine: Engine,
+    outbox_dir: Path,
+    ct_small: Dataset,
+    fake_pacs: Callable[..., FakePacs],
+    tls_files: dict[str, Path],
+) -> None:
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls_files["ca_crt"])
+    server_ctx.verify_mode = ssl.CERT_REQUIRED  # the PACS wants our client certificate
+    server_ctx.load_cert_chain(tls_files["server_crt"], tls_files["server_key"])
+    pacs = fake_pacs(ssl_context=server_ctx)
+    good = TlsSettings(
+        ca_file=tls_files["ca_crt"],
+        cert_file=tls_files["client_crt"],
+        key_file=tls_files["client_key"],
+    )
+    wrong_ca = TlsSettings(
+        ca_file=tls_files["other_ca_crt"],
+        cert_file=tls_files["client_crt"],
+        key_file=tls_files["client_key"],
+    )
+    secure = _dest(pacs, "secure", tls=good)
+    mistrusted = _dest(pacs, "mistrusted", tls=wrong_ca)
+    sc = secondary_capture(ct_small, generate_uid(), 1)
+    store.enqueue(engine, outbox_dir, [sc], [secure, mistrusted])
+
+    sender = OutboxSender(engine, outbox_dir, [secure, mistrusted], RetryPolicy(), timeouts=FAST)
+    report = sender.run_once()
+
+    assert report.per_destination == {"secure": {"sent": 1}, "mistrusted": {"retrying": 1}}
+    assert pacs.received_uids == [sc.SOPInstanceUID]  # exactly once, over TLS
+    (bad,) = store.list_items(engine, state="pending")
+    assert bad.destination == "mistrusted"
+    why = "refused, timed out or TLS handshake failed"
+    assert bad.last_error == f"could not connect to 127.0.0.1:{pacs.port} ({why})"
