@@ -306,7 +306,12 @@ def _observation(res: Resource, rec: ClinicalRecord, latest: dict[str, str]) -> 
     if res.get("status") in ("entered-in-error", "cancelled"):
         return
     codings = _codings(res.get("code"))
-    for name in codes.concepts_for(codings, "conditions"):  # e.g. SNOMED "history of falls"
+    negated = res.get("valueBoolean") is False or any(
+        str(c.get("code")) in ("373067005", "N", "LA32-8")  # SNOMED No, HL7 N, LOINC No
+        for c in _codings(res.get("valueCodeableConcept"))
+    )
+    for name in [] if negated else codes.concepts_for(codings, "conditions"):
+        # e.g. an Observation coded SNOMED "history of falls" with no negative value
         rec.conditions.setdefault(name, []).append(_display(res.get("code")))
         if name == "falls":
             rec.falls = True

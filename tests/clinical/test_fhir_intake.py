@@ -151,6 +151,9 @@ def test_medication_request_supply_duration_and_patient_selection():
         fd.med_request("r2", pid, "84857", "anastrozole 1 MG Oral Tablet", dose_mg=1,
                        authored="2026-05-01", supply_days=90),
         fd.smoking_obs("s", pid, "428071000124103", "Heavy tobacco smoker"),
+        {"resourceType": "Observation", "id": "falls-no", "status": "final",
+         "code": {"coding": [{"system": fd.SNOMED, "code": "161898004", "display": "Falls"}]},
+         "subject": {"reference": f"Patient/{pid}"}, "valueBoolean": False},
     ]
     rec = record_from_resources(resources, patient_id=pid, today=TODAY)
     assert rec.sex == "female" and rec.age == 76
@@ -159,3 +162,9 @@ def test_medication_request_supply_duration_and_patient_selection():
     assert gc.duration_months == pytest.approx(180 / 30.4375, abs=0.05)
     assert "aromatase_inhibitor" in rec.medications
     assert rec.smoking_category == 4
+    assert rec.falls is None and "falls" not in rec.conditions  # a negative answer is no fall
+    falls_yes = {"resourceType": "Observation", "id": "falls-yes", "status": "final",
+                 "code": {"coding": [{"system": fd.SNOMED, "code": "161898004"}]},
+                 "subject": {"reference": f"Patient/{pid}"}, "valueBoolean": True}
+    rec2 = record_from_resources([*resources, falls_yes], patient_id=pid, today=TODAY)
+    assert rec2.falls is True
