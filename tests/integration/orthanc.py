@@ -292,6 +292,11 @@ class OrthancServer:
             proc.wait(timeout=10)
 
     @property
+    def pid(self) -> int | None:
+        """PID of the Orthanc process (``ip netns exec`` execs into it), if running."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -240,3 +240,26 @@ def _claimed_at(engine: Engine, item_id: int) -> object:
         return conn.execute(
             select(outbox_items.c.claimed_at).where(outbox_items.c.id == item_id)
         ).scalar_one()
+
+
+def test_orthanc_listens_only_inside_its_private_namespace(orthanc: OrthancServer) -> None:
+    assert orthanc.link is not None and orthanc.pid is not None
+    ns = orthanc.link.ns
+
+    def ss(*prefix: str) -> str:
+        return subprocess.run(
+            [*prefix, "ss", "-ltnpH"], capture_output=True, text=True, check=True
+        ).stdout
+
+    inside = [
+        ln for ln in ss("ip", "netns", "exec", ns).splitlines() if f"pid={orthanc.pid}," in ln
+    ]
+    ports = {ln.split()[3].rsplit(":", 1)[1] for ln in inside}
+    assert ports == {str(orthanc.dicom_port), str(orthanc.http_port)}
+    assert not [ln for ln in ss().splitlines() if f"pid={orthanc.pid}," in ln]  # none on the host
+    routes = subprocess.run(
+        ["ip", "netns", "exec", ns, "ip", "-4", "route"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    # Only the /30 to the host: no default route, so nothing beyond the host gets an answer.
+    assert len(routes) == 1 and routes[0].startswith(f"{orthanc.link.ns_ip.rsplit('.', 1)[0]}.")
+    assert "default" not in " ".join(routes)
