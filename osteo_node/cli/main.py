@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "worklist": "worklist",
     "assess": "assess",
+    "outbox": "outbox",
 }
 
 
