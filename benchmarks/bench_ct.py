@@ -89,6 +89,15 @@ def build_series(out: Path, n_slices: int) -> float:
     return dz
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM; unlike ru_maxrss it is not inherited from the
+    parent across fork/exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def child(mode: str, folder: Path, reference: bool) -> None:
     """Runs in a fresh process: read only, or the whole analysis; prints JSON."""
     t0 = time.perf_counter()
@@ -110,7 +119,7 @@ def child(mode: str, folder: Path, reference: bool) -> None:
                 "levels": [v.level for v in r.vertebrae],
                 "model": None if r.model is None else r.model.execution_provider}
     elapsed = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss_mb = peak_rss_mb()
     print(json.dumps({"seconds": elapsed, "peak_rss_mb": rss_mb, **info}))
 
 

@@ -38,17 +38,16 @@ def totalseg_to_verse(value: int) -> int | None:
     return None
 
 
-def resample_to_grid(path: Path, geometry: Geometry, shape: tuple[int, ...]) -> NDArray[np.int32]:
-    """Nearest-neighbour resampling of a label NIfTI onto a [k, j, i] grid."""
+def resample_to_grid(
+    path: Path, geometry: Geometry, shape: tuple[int, ...]
+) -> NDArray[np.uint8]:
+    """Nearest-neighbour resampling of a label NIfTI (values < 256) onto a [k, j, i] grid."""
     import SimpleITK as sitk
 
     moving = sitk.ReadImage(str(path))
-    ref = sitk.Image(int(shape[2]), int(shape[1]), int(shape[0]), sitk.sitkUInt8)
-    ref.SetOrigin(tuple(geometry.origin))
-    ref.SetSpacing(tuple(geometry.spacing))
-    ref.SetDirection(tuple(geometry.direction))
-    out = sitk.Resample(moving, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-                        sitk.sitkInt32)
+    out = sitk.Resample(moving, [int(shape[2]), int(shape[1]), int(shape[0])],
+                        sitk.Transform(), sitk.sitkNearestNeighbor, tuple(geometry.origin),
+                        tuple(geometry.spacing), tuple(geometry.direction), 0, sitk.sitkUInt8)
     return sitk.GetArrayFromImage(out)
 
 
@@ -56,15 +55,17 @@ def reference_label_volume(
     path: Path, numbering: str, geometry: Geometry, shape: tuple[int, ...]
 ) -> LabelVolume:
     raw = resample_to_grid(path, geometry, shape)
-    out = np.zeros(shape, dtype=np.uint8)
+    lut = np.zeros(256, dtype=np.uint8)
     levels: dict[str, int] = {}
-    for value in np.unique(raw):
+    for value in np.flatnonzero(np.bincount(raw.ravel(), minlength=256)):
         v = int(value)
         verse = v if numbering == "verse" else totalseg_to_verse(v)
         if v == 0 or verse is None or verse not in VERSE_NAMES:
             continue
-        out[raw == v] = verse
+        lut[v] = verse
         levels[VERSE_NAMES[verse]] = verse
+    out = lut[raw]
+    del raw
     return LabelVolume(out, geometry, levels, {k: 1.0 for k in levels}, ["reference labels"])
 
 
