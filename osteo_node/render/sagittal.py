@@ -23,6 +23,8 @@ BANNER = "DECISION SUPPORT - NOT A DIAGNOSIS"
 WINDOW = (-250.0, 1250.0)  # HU shown from black to white (bone and soft tissue)
 SLAB_MM = 3.0  # left-right half width averaged around the curved mid-plane
 PANEL_PX = 300
+CROP_ANTERIOR_MM = 110.0  # shown in front of the vertebral bodies (aorta, context)
+CROP_POSTERIOR_MM = 60.0  # shown behind the posterior elements
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
     (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
@@ -132,6 +134,15 @@ def render_sagittal_overlay(
             )
             sel = lab_plane == value
             rgb[sel] = 0.6 * rgb[sel] + 0.4 * colour
+    points = _label_points(lab_c) if lab_c is not None else []
+    ap0 = 0
+    if points:  # crop anterior-posterior to the spine with context (aorta in front)
+        ap_lo = min(int(idx[:, 1].min()) for _, idx in points)
+        ap_hi = max(int(idx[:, 1].max()) for _, idx in points)
+        ap0 = max(0, ap_lo - int(CROP_ANTERIOR_MM / s_ap))
+        ap1 = min(n_ap, ap_hi + int(CROP_POSTERIOR_MM / s_ap) + 1)
+        rgb = rgb[:, ap0:ap1]
+        n_ap = ap1 - ap0
     # physical aspect ratio: resample to square pixels of the finer in-plane spacing
     px = min(s_si, s_ap)
     h_px, w_px = n_si * s_si / px, n_ap * s_ap / px
@@ -147,7 +158,7 @@ def render_sagittal_overlay(
     draw.text((8, 7), BANNER, fill=(255, 255, 255), font=_font(20))
     draw.text((8, out_h + banner_h + 7), _summary(result), fill=(255, 255, 255), font=_font(14))
     if lab_plane is not None:
-        _draw_levels(draw, result, lab_c, value_to_level, origin=(out_w, banner_h),
+        _draw_levels(draw, result, points, value_to_level, origin=(out_w, banner_h, ap0),
                      scale=(out_h / n_si, out_w / n_ap))
     draw.text((4, banner_h + 2), "A", fill=(255, 255, 0), font=_font(16))
     draw.text((out_w - 14, banner_h + 2), "P", fill=(255, 255, 0), font=_font(16))
@@ -155,22 +166,21 @@ def render_sagittal_overlay(
 
 
 def _draw_levels(
-    draw: ImageDraw.ImageDraw, result: AnalysisResult, lab_c: NDArray[Any] | None,
-    value_to_level: dict[int, str], *, origin: tuple[int, int], scale: tuple[float, float],
+    draw: ImageDraw.ImageDraw, result: AnalysisResult,
+    points: list[tuple[int, NDArray[np.int64]]], value_to_level: dict[int, str], *,
+    origin: tuple[int, int, int], scale: tuple[float, float],
 ) -> None:
-    out_w, top = origin
+    out_w, top, ap0 = origin
     row_scale, col_scale = scale
-    if lab_c is None:
-        return
     measured = {v.level: v for v in result.vertebrae}
     font = _font(15)
     placed: list[float] = []
     entries = []
-    for value, idx in _label_points(lab_c):
+    for value, idx in points:
         level = value_to_level.get(value)
         if level is None:
             continue
-        entries.append((float(idx[:, 0].mean()), level, float(idx[:, 1].min())))
+        entries.append((float(idx[:, 0].mean()), level, float(idx[:, 1].min()) - ap0))
     small = _font(13)
     for row, level, ant in sorted(entries):
         y = top + row * row_scale

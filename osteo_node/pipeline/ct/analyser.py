@@ -362,6 +362,9 @@ class CTAnalyser:
                 "partial coverage: " + ", ".join(truncated)
                 + " cut by the edge of the scanned volume (heights and grades not assessed)"
             )
+        if call.level in truncated:
+            warnings.append(f"density level {call.level} is cut by the edge of the scanned "
+                            "volume: its ROI covers only part of the body")
         missing = [lv for lv in rules.levels_measured if lv not in labels.levels]
         if missing:
             warnings.append(f"levels not in view: {', '.join(missing)}")
