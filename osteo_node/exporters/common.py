@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import structlog
 from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException
 
 from osteo_node import DISCLAIMER, __version__
 from osteo_node.exporters.uids import UidFactory
 from osteo_node.pipeline.types import Volume
+
+log = structlog.get_logger(__name__)
 
 MANUFACTURER = "osteo-node"
 KINDS = ("sr", "seg", "sc", "kos")
@@ -94,11 +98,32 @@ def require_source(volume: Volume | None) -> tuple[Volume, Dataset]:
 
 def _copy(dst: Dataset, src: Dataset, keywords: tuple[str, ...], *, type2: bool) -> None:
     for kw in keywords:
-        value = src.get(kw)
+        try:
+            value = src.get(kw)
+        except (ValueError, TypeError, BytesLengthException):
+            log.warning("export_header_element_dropped", keyword=kw)
+            value = None
         if value is not None and value != "":
             setattr(dst, kw, value)
         elif type2:
             setattr(dst, kw, "")
+
+
+def public_attributes(header: Dataset) -> Dataset:
+    """Deep copy of the header's public, non-pixel attributes. Private elements are skipped
+    WITHOUT decoding them (vendors' private tags are often malformed) and a public element
+    that cannot be decoded is dropped with a warning instead of failing the export."""
+    base = Dataset()
+    for tag in list(header.keys()):
+        if tag.is_private or tag.group in (0x7FE0, 0x0002):
+            continue
+        try:
+            elem = header[tag]
+        except (ValueError, TypeError, BytesLengthException) as exc:
+            log.warning("export_header_element_dropped", tag=str(tag), error=type(exc).__name__)
+            continue
+        base.add(copy.deepcopy(elem))
+    return base
 
 
 def source_datasets(volume: Volume, header: Dataset) -> list[Dataset]:
@@ -107,10 +132,7 @@ def source_datasets(volume: Volume, header: Dataset) -> list[Dataset]:
     m = geo.matrix
     iop = [float(v) for v in (*m[:, 0], *m[:, 1])]
     _nk, nj, ni = volume.array.shape
-    base = Dataset()
-    for elem in header:
-        if elem.tag.group != 0x7FE0 and not elem.tag.is_private:
-            base.add(copy.deepcopy(elem))
+    base = public_attributes(header)
     out: list[Dataset] = []
     for k, src in enumerate(volume.sources):
         ds = copy.deepcopy(base)
@@ -122,6 +144,8 @@ def source_datasets(volume: Volume, header: Dataset) -> list[Dataset]:
         ds.ImageOrientationPatient = [round(v, 8) for v in iop]
         ds.PixelSpacing = [round(geo.spacing[1], 8), round(geo.spacing[0], 8)]
         ds.Rows, ds.Columns = nj, ni
+        # spacing from the positions, never the header's (some scanners write it negative)
+        ds.SpacingBetweenSlices = round(float(geo.spacing[2]), 6)
         ds.InstanceNumber = k + 1
         out.append(ds)
     return out
