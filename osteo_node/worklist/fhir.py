@@ -8,6 +8,8 @@ here. Per worklist row:
 - ImagingStudy (identifier ``urn:dicom:uid`` / ``urn:oid:<Study Instance UID>``, subject),
 - DiagnosticReport (LOINC 18748-4, category RAD, status preliminary, conclusion with the
   decision-support disclaimer, imagingStudy, result -> Observations),
+- Task: the FLS follow-up (status mapped to FHIR task status, worklist status as
+  businessStatus, who / when),
 - Observations: density (DCM 112031 Attenuation Coefficient, UCUM [hnsf'U], bodySite = SNOMED
   vertebra), osteoporosis suspected (private code, boolean), and one Genant grade per graded
   vertebra (private code, integer, bodySite).
@@ -158,8 +160,30 @@ def row_resources(row: WorklistRow) -> list[tuple[str, dict[str, Any]]]:
         "conclusion": f"{row.findings_summary}. FLS status: {row.status}. {DISCLAIMER}",
     }
     out.extend(observations)
-    out.append((_urn(row, "report"), report))
+    report_ref = _urn(row, "report")
+    out.append((report_ref, report))
+    out.append((_urn(row, "task"), _task(row, patient_ref, report_ref)))
     return out
+
+
+def _task(row: WorklistRow, patient_ref: str, report_ref: str) -> dict[str, Any]:
+    """The FLS follow-up of the row: status, who changed it and when."""
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "identifier": [{"system": "urn:osteo-node:fls-worklist", "value": str(row.id)}],
+        "status": load_codes()["task_status"][row.status],
+        "businessStatus": {"text": row.status},
+        "intent": "proposal",
+        "description": "Fracture liaison service follow-up (decision support, not a diagnosis)",
+        "focus": {"reference": report_ref},
+        "for": {"reference": patient_ref},
+        "authoredOn": row.created_at.astimezone(UTC).isoformat(),
+        "lastModified": (row.status_changed_at or row.updated_at).astimezone(UTC).isoformat(),
+    }
+    if row.status_changed_by:
+        task["note"] = [{"text": f"status set by {row.status_changed_by}"
+                                 + (f": {row.status_note}" if row.status_note else "")}]
+    return task
 
 
 def to_bundle(rows: Sequence[WorklistRow], *, now: datetime | None = None) -> Bundle:

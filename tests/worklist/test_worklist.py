@@ -131,7 +131,9 @@ def test_csv_round_trip(db: tuple[str, Engine], ct20_output: AnalysisOutput) -> 
 def test_fhir_bundle_validates_and_round_trips(db: tuple[str, Engine],
                                                ct20_output: AnalysisOutput) -> None:
     _, engine = db
-    store.add_from_result(engine, ct20_output)
+    row_id = store.add_from_result(engine, ct20_output)
+    assert row_id is not None
+    store.set_status(engine, row_id, "contacted", changed_by="fls.nurse")
     rows = store.list_rows(engine)
     text = fhir.bundle_json(rows)
     bundle = fhir.parse_bundle(text)
@@ -140,7 +142,10 @@ def test_fhir_bundle_validates_and_round_trips(db: tuple[str, Engine],
     for e in bundle.entry:
         by_type.setdefault(e.resource.get_resource_type(), []).append(e.resource)
     assert {k: len(v) for k, v in by_type.items()} == {
-        "Patient": 1, "ImagingStudy": 1, "Observation": 3, "DiagnosticReport": 1}
+        "Patient": 1, "ImagingStudy": 1, "Observation": 3, "DiagnosticReport": 1, "Task": 1}
+    task = by_type["Task"][0]
+    assert task.status == "in-progress" and task.businessStatus.text == "contacted"  # type: ignore[attr-defined]
+    assert task.for_fhir.reference == by_type_url(bundle, "Patient")  # type: ignore[attr-defined]
     study = by_type["ImagingStudy"][0]
     assert study.identifier[0].value == f"urn:oid:{rows[0].study_instance_uid}"  # type: ignore[attr-defined]
     patient = by_type["Patient"][0]
@@ -159,6 +164,11 @@ def test_fhir_bundle_validates_and_round_trips(db: tuple[str, Engine],
     assert density.bodySite.coding[0].code == "23215003"  # type: ignore[attr-defined]
     # re-serialising the parsed bundle gives the same JSON (round trip)
     assert json.loads(bundle.model_dump_json()) == json.loads(text)
+
+
+def by_type_url(bundle: object, resource_type: str) -> str:
+    return next(e.fullUrl for e in bundle.entry  # type: ignore[attr-defined]
+                if e.resource.get_resource_type() == resource_type)
 
 
 def test_cli_export_and_set_status_without_phi_in_logs(
