@@ -204,6 +204,24 @@ def test_no_kos_when_not_flagged(ct20_output: AnalysisOutput) -> None:
     assert kinds == ["seg", "sr", "sc"]
 
 
+def test_kos_for_osteoporosis_only(ct20_output: AnalysisOutput) -> None:
+    r = ct20_output.result
+    assert r.findings is not None and ct20_output.volume is not None
+    density_only = dataclasses.replace(
+        r, vertebrae=[dataclasses.replace(v, genant_grade=0) for v in r.vertebrae],
+        findings=dataclasses.replace(r.findings, max_genant_grade=0))
+    objs = {o.kind: o for o in build_objects(
+        AnalysisOutput(density_only, ct20_output.volume, ct20_output.labels),
+        uid_root=UID_ROOT, job_key="density-only")}
+    kos = objs["kos"].dataset
+    level = r.findings.density_level
+    v = next(v for v in r.vertebrae if v.level == level)
+    k = round(float(ct20_output.volume.geometry.lps_to_index(v.centroid_mm)[2]))
+    assert ct20_output.volume.sources[k].sop_instance_uid in referenced_instance_uids(kos)
+    text = " ".join(str(i.get("TextValue", "")) for i in kos.ContentSequence)
+    assert "osteoporosis suspected" in text and "Genant" not in text
+
+
 def test_not_analysable_sends_nothing(ct20_output: AnalysisOutput) -> None:
     r = dataclasses.replace(ct20_output.result, status="not_analysable",
                             reason="no spine in field of view", vertebrae=[], findings=None)
