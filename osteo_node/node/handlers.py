@@ -113,7 +113,7 @@ class StoreHandler:
         meta = evt.file_meta
         meta.SourceApplicationEntityTitle = calling or "UNKNOWN"
         try:
-            stored = self.spool.store(key, (_encode_preamble_and_meta(meta), encoded))
+            stored = self.spool.store(key, (_encode_meta(meta), encoded))
         except SpoolFullError as exc:
             log.error("C-STORE refused: spool disk full", sop_instance_uid=key.sop_uid,
                       spool=str(self.spool.root), error=str(exc))
@@ -138,9 +138,10 @@ class StoreHandler:
         return status(STATUS_SUCCESS)
 
 
-def _encode_preamble_and_meta(meta: Dataset) -> bytes:
+def _encode_meta(meta: Dataset) -> bytes:
+    """``DICM`` + the encoded file meta group (the spool adds the 128-byte preamble)."""
     fp = DicomBytesIO()
-    fp.write(b"\x00" * 128 + b"DICM")
+    fp.write(b"DICM")
     write_file_meta_info(fp, meta, enforce_standard=True)  # type: ignore[arg-type]
     return fp.getvalue()
 

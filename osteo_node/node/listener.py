@@ -18,6 +18,7 @@ from osteo_node.store.db import make_engine
 from osteo_node.store.reconcile import reconcile_spool
 from osteo_node.store.schema import create_node_tables
 from osteo_node.store.spool import Spool
+from osteo_node.store.sql import relax_commit_durability
 
 log = structlog.get_logger(__name__)
 
@@ -56,17 +57,26 @@ class Listener:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = make_engine(settings.storage.database_url)
+        relax_commit_durability(self.engine)
         self.spool = Spool(settings.storage.spool_dir)
         self.ae = build_ae(settings.dicom)
         self._server: Any = None
+        self._upkeep_stop = threading.Event()
+        self._upkeep = threading.Thread(target=self._upkeep_loop, name="spool-upkeep",
+                                        daemon=True)
+
+    def _upkeep_loop(self) -> None:
+        while not self._upkeep_stop.wait(0.5):
+            self.spool.maintain()
 
     def prepare(self) -> None:
         """Create tables, remove crash leftovers and index spooled files the index lacks."""
         create_node_tables(self.engine)
         self.spool.root.mkdir(parents=True, exist_ok=True)
-        removed = self.spool.remove_stale_temp_files()
+        filed, discarded = self.spool.recover()
         added = reconcile_spool(self.engine, self.spool)
-        log.info("spool checked", stale_temp_files_removed=removed, instances_reindexed=added)
+        log.info("spool checked", slots_recovered=filed, torn_slots_discarded=discarded,
+                 instances_reindexed=added)
 
     def start(self) -> None:
         d = self.settings.dicom
@@ -76,6 +86,7 @@ class Listener:
             (evt.EVT_C_STORE, StoreHandler(self.spool, self.engine, d.accepted_modalities)),
         ]
         ssl_ctx = server_ssl_context(d.tls) if d.tls else None
+        self._upkeep.start()
         self._server = self.ae.start_server(
             (d.bind_address, d.port), block=False, evt_handlers=handlers, ssl_context=ssl_ctx)
         log.info("listening", ae_title=d.ae_title, address=d.bind_address, port=d.port,
@@ -95,6 +106,10 @@ class Listener:
                 time.sleep(0.05)
             for assoc in self.ae.active_associations:
                 assoc.abort()
+        if self._upkeep.is_alive():
+            self._upkeep_stop.set()
+            self._upkeep.join()
+        self.spool.sync_dirty()
         self.engine.dispose()
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    bindparam,
     case,
     func,
     select,
@@ -88,6 +89,22 @@ def create_tables(engine: Engine) -> None:
     METADATA.create_all(engine, tables=[studies, series, instances], checkfirst=True)
 
 
+# Statements used per received instance, built once (statement construction dominates the
+# cost of these tiny queries).
+_SERIES_ID = select(series.c.id).where(series.c.series_instance_uid == bindparam("uid"))
+_SERIES_TOUCH = (
+    update(series).where(series.c.id == bindparam("sid")).values(
+        last_received_at=bindparam("t"),
+        instance_count=series.c.instance_count + 1,
+        # A job was already queued for the current generation: this instance starts the next.
+        generation=case(
+            (series.c.job_generation >= series.c.generation, series.c.generation + 1),
+            else_=series.c.generation,
+        ),
+    )
+)
+
+
 def record_instance(conn: Connection, rec: InstanceRecord, now: float | None = None) -> bool:
     """Index one instance (idempotent). Returns True when it was new.
 
@@ -95,19 +112,19 @@ def record_instance(conn: Connection, rec: InstanceRecord, now: float | None = N
     queued for the current generation, starts a new generation.
     """
     t = time.time() if now is None else now
-    insert_ignore(conn, studies, {"study_instance_uid": rec.study_uid, "created_at": t},
-                  ("study_instance_uid",))
-    study_id = conn.execute(
-        select(studies.c.id).where(studies.c.study_instance_uid == rec.study_uid)
-    ).scalar_one()
-    insert_ignore(conn, series, {
-        "study_id": study_id, "series_instance_uid": rec.series_uid, "modality": rec.modality,
-        "first_received_at": t, "last_received_at": t, "instance_count": 0, "generation": 1,
-        "job_generation": 0,
-    }, ("series_instance_uid",))
-    series_id = conn.execute(
-        select(series.c.id).where(series.c.series_instance_uid == rec.series_uid)
-    ).scalar_one()
+    series_id = conn.execute(_SERIES_ID, {"uid": rec.series_uid}).scalar()
+    if series_id is None:
+        insert_ignore(conn, studies, {"study_instance_uid": rec.study_uid, "created_at": t},
+                      ("study_instance_uid",))
+        study_id = conn.execute(
+            select(studies.c.id).where(studies.c.study_instance_uid == rec.study_uid)
+        ).scalar_one()
+        insert_ignore(conn, series, {
+            "study_id": study_id, "series_instance_uid": rec.series_uid,
+            "modality": rec.modality, "first_received_at": t, "last_received_at": t,
+            "instance_count": 0, "generation": 1, "job_generation": 0,
+        }, ("series_instance_uid",))
+        series_id = conn.execute(_SERIES_ID, {"uid": rec.series_uid}).scalar_one()
     inserted = insert_ignore(conn, instances, {
         "series_id": series_id, "sop_instance_uid": rec.sop_uid,
         "sop_class_uid": rec.sop_class_uid, "transfer_syntax_uid": rec.transfer_syntax_uid,
@@ -115,16 +132,7 @@ def record_instance(conn: Connection, rec: InstanceRecord, now: float | None = N
         "calling_ae": rec.calling_ae, "received_at": t,
     }, ("sop_instance_uid",))
     if inserted:
-        conn.execute(
-            update(series).where(series.c.id == series_id).values(
-                last_received_at=t,
-                instance_count=series.c.instance_count + 1,
-                generation=case(
-                    (series.c.job_generation >= series.c.generation, series.c.generation + 1),
-                    else_=series.c.generation,
-                ),
-            )
-        )
+        conn.execute(_SERIES_TOUCH, {"sid": series_id, "t": t})
     return inserted
 
 

@@ -1,26 +1,47 @@
-"""The spool: received instances as DICOM files, written durably.
+"""The spool: received instances as DICOM files, written durably with one fsync each.
 
-Layout: ``<spool>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``. A file is
-written as a hidden temp file in its series folder, fsync'ed, renamed atomically to its final
-name and the folder is fsync'ed, so after :meth:`Spool.store` returns the instance survives a
-crash or power loss (as far as fsync guarantees). A failed write (e.g. ENOSPC) removes the temp
-file: nothing half-written remains. Leftover temp files of a crash are removed by
-:meth:`Spool.remove_stale_temp_files`.
+Layout: ``<spool>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
+
+Durability with a single fsync per instance (the C-STORE is acknowledged after
+:meth:`Spool.store` returns):
+
+1. Each instance is written into a *slot*: an empty file pre-created in ``<spool>/.slots``
+   whose directory entry was already made durable (slots are created in batches, one directory
+   fsync per batch, ahead of need). Writing and fsync'ing the slot makes the content durable
+   under a name that is already durable, so no directory fsync is needed before the ack.
+2. The slot is then renamed to its final name (atomic; the rename itself becomes durable with
+   the next journal commit or the background :meth:`Spool.sync_dirty`). After a crash the
+   complete content is under one of the two names.
+3. The 128-byte File Preamble (free for implementation use, PS3.10 7.1) carries a marker, the
+   length and a CRC-32 of the rest of the file, so :meth:`Spool.recover` can tell a complete
+   slot (acknowledged, or about to be) from one torn by a crash (never acknowledged): complete
+   slots are filed under their final name, torn ones are emptied for reuse.
+
+A failed write (e.g. ENOSPC) empties the slot again: nothing half-written remains.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
+import struct
+import threading
 import uuid
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-TEMP_PREFIX = ".incoming-"
+SLOTS_DIR = ".slots"
+SLOT_BATCH = 64
+PREAMBLE_MAGIC = b"OSTEONODE-SPOOL1"
+_PREAMBLE = struct.Struct("<16sQI")  # magic, length of the rest of the file, CRC-32 of it
 
 
 def valid_uid(uid: str) -> bool:
@@ -54,6 +75,34 @@ class StoredFile:
     created: bool  # False: the same SOP instance was already in the spool (kept as it was)
 
 
+def preamble_for(body: Sequence[bytes]) -> bytes:
+    """The 128-byte preamble sealing ``body`` (the file after the preamble)."""
+    crc = 0
+    length = 0
+    for chunk in body:
+        crc = zlib.crc32(chunk, crc)
+        length += len(chunk)
+    return _PREAMBLE.pack(PREAMBLE_MAGIC, length, crc).ljust(128, b"\x00")
+
+
+def sealed_complete(path: Path) -> bool:
+    """True when ``path`` starts with our preamble and the rest matches its length and CRC."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(128)
+            if len(head) < 128:
+                return False
+            magic, length, crc = _PREAMBLE.unpack_from(head)
+            if magic != PREAMBLE_MAGIC or os.fstat(f.fileno()).st_size != 128 + length:
+                return False
+            actual = 0
+            while chunk := f.read(1 << 20):
+                actual = zlib.crc32(chunk, actual)
+            return actual == crc
+    except OSError:
+        return False
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -62,29 +111,85 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _classify(exc: OSError) -> OSError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SpoolFullError(exc.errno, f"spool is full: {exc.strerror}")
+    return exc
+
+
 class Spool:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, slot_batch: int = SLOT_BATCH) -> None:
         self.root = root
+        self.slots_dir = root / SLOTS_DIR
+        self.slot_batch = slot_batch
+        self._free: list[Path] = []
+        self._dirty: set[Path] = set()
+        self._lock = threading.Lock()
 
     def path_for(self, key: SpoolKey) -> Path:
         return self.root / key.relpath()
 
-    def _ensure_dir(self, folder: Path) -> None:
-        """Create ``folder`` (and parents) durably: each new directory entry is fsync'ed."""
+    # ------------------------------------------------------------------ slots
+
+    def _create_slots(self, n: int) -> None:
+        """Create ``n`` empty slot files and make their names durable (one directory fsync)."""
+        created = []
+        try:
+            for _ in range(n):
+                p = self.slots_dir / f"slot-{uuid.uuid4().hex}"
+                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+                created.append(p)
+        finally:
+            if created:
+                _fsync_dir(self.slots_dir)
+                with self._lock:
+                    self._free.extend(created)
+
+    def _take_slot(self) -> Path:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        self._create_slots(self.slot_batch)
+        with self._lock:
+            return self._free.pop()
+
+    def _return_slot(self, slot: Path) -> None:
+        with self._lock:
+            self._free.append(slot)
+
+    def maintain(self) -> None:
+        """Background upkeep: refill the slot pool, fsync directories touched by renames."""
+        with self._lock:
+            missing = self.slot_batch - len(self._free)
+        if missing > self.slot_batch // 2:
+            try:
+                self._create_slots(missing)
+            except OSError as exc:
+                log.warning("cannot pre-create spool slots", error=str(exc))
+        self.sync_dirty()
+
+    def sync_dirty(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        for d in sorted(dirty, key=lambda p: len(p.parts), reverse=True):
+            try:
+                _fsync_dir(d)
+            except OSError as exc:
+                log.warning("directory fsync failed", directory=str(d), error=str(exc))
+
+    # ------------------------------------------------------------------ store
+
+    def _make_parent(self, final: Path) -> None:
+        folder = final.parent
         if folder.is_dir():
             return
-        missing: list[Path] = []
-        p = folder
-        while not p.exists():
-            missing.append(p)
-            p = p.parent
-        for d in reversed(missing):
-            with contextlib.suppress(FileExistsError):
-                d.mkdir()
-            _fsync_dir(d.parent)
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._dirty.update({folder.parent, folder.parent.parent})
 
-    def store(self, key: SpoolKey, chunks: tuple[bytes, ...]) -> StoredFile:
-        """Write ``chunks`` as the file of ``key`` unless it is already there.
+    def store(self, key: SpoolKey, body: Sequence[bytes]) -> StoredFile:
+        """Store ``body`` (``b"DICM"`` + file meta + data set, in chunks) as the file of
+        ``key`` unless it is already there. Durable when this returns.
 
         Raises :class:`SpoolFullError` when the disk is full, ``OSError`` otherwise; in both
         cases no partial file is left behind.
@@ -92,34 +197,88 @@ class Spool:
         final = self.path_for(key)
         if final.is_file():
             return StoredFile(final, final.stat().st_size, created=False)
-        folder = final.parent
+        chunks = [preamble_for(body), *body]
+        size = sum(len(c) for c in chunks)
+        slot = self._take_slot()
         try:
-            self._ensure_dir(folder)
-        except OSError as exc:
-            raise _classify(exc) from exc
-        tmp = folder / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-        size = 0
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = os.open(slot, os.O_WRONLY)
             try:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
-                        size += n
+                written = os.writev(fd, chunks)
+                if written != size:  # short write: finish it chunk by chunk
+                    data = memoryview(b"".join(chunks))[written:]
+                    while data:
+                        data = data[os.write(fd, data):]
                 os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, 0)
+                raise
             finally:
                 os.close(fd)
-            os.rename(tmp, final)
-            _fsync_dir(folder)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            self._return_slot(slot)
             raise _classify(exc) from exc
+        try:
+            self._make_parent(final)
+            os.rename(slot, final)
+        except OSError as exc:
+            # The content is durable in the slot; recovery files it at the next start.
+            log.error("cannot file a spooled instance; it stays in its slot",
+                      sop_instance_uid=key.sop_uid, slot=slot.name, error=str(exc))
+            raise _classify(exc) from exc
+        with self._lock:
+            self._dirty.update({final.parent, self.slots_dir})
         return StoredFile(final, size, created=True)
 
+    # ------------------------------------------------------------------ start-up
+
+    def recover(self) -> tuple[int, int]:
+        """At start-up (nothing receiving): file complete slots under their final names, empty
+        torn ones. Returns (filed, discarded)."""
+        from pydicom import dcmread
+        from pydicom.errors import InvalidDicomError
+
+        self.slots_dir.mkdir(parents=True, exist_ok=True)
+        filed = discarded = 0
+        free: list[Path] = []
+        for slot in sorted(self.slots_dir.iterdir()):
+            if not slot.is_file():
+                continue
+            if slot.stat().st_size == 0:
+                free.append(slot)
+                continue
+            key: SpoolKey | None = None
+            if sealed_complete(slot):
+                try:
+                    ds = dcmread(slot, stop_before_pixels=True)
+                    key = SpoolKey(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                   str(ds.SOPInstanceUID))
+                except (InvalidDicomError, AttributeError, ValueError, OSError) as exc:
+                    log.error("complete slot is not a usable instance", slot=slot.name,
+                              error=str(exc))
+            if key is None:
+                with slot.open("r+b") as f:
+                    f.truncate(0)
+                free.append(slot)
+                discarded += 1
+                log.warning("torn spool slot emptied (never acknowledged)", slot=slot.name)
+                continue
+            final = self.path_for(key)
+            if final.exists():
+                slot.unlink()
+            else:
+                self._make_parent(final)
+                os.rename(slot, final)
+                self._dirty.add(final.parent)
+            filed += 1
+            log.warning("spooled instance recovered from its slot", sop_instance_uid=key.sop_uid)
+        self._dirty.add(self.slots_dir)
+        self.sync_dirty()
+        with self._lock:
+            self._free = free
+        return filed, discarded
+
     def iter_instances(self) -> Iterator[tuple[SpoolKey, Path]]:
-        """All complete instance files (temp files are skipped)."""
+        """All filed instance files (slots are skipped)."""
         if not self.root.is_dir():
             return
         for study in sorted(self.root.iterdir()):
@@ -131,19 +290,3 @@ class Spool:
                 for f in sorted(series.iterdir()):
                     if f.suffix == ".dcm" and valid_uid(f.stem):
                         yield SpoolKey(study.name, series.name, f.stem), f
-
-    def remove_stale_temp_files(self) -> int:
-        """Remove temp files left by a crash (call only while nothing is receiving)."""
-        n = 0
-        if not self.root.is_dir():
-            return 0
-        for tmp in self.root.glob(f"*/*/{TEMP_PREFIX}*"):
-            tmp.unlink(missing_ok=True)
-            n += 1
-        return n
-
-
-def _classify(exc: OSError) -> OSError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return SpoolFullError(exc.errno, f"spool is full: {exc.strerror}")
-    return exc

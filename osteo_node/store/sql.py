@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Engine, Table, event
+
+
+@functools.cache
+def insert_ignore_statement(dialect: str, table: Table, conflict_columns: tuple[str, ...]
+                            ) -> Any:
+    """A reusable ``INSERT ... ON CONFLICT (cols) DO NOTHING`` (values given at execution)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+    raise NotImplementedError(f"database {dialect!r} is not supported (use SQLite or PostgreSQL)")
 
 
 def insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any],
@@ -13,19 +29,27 @@ def insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any],
     """``INSERT ... ON CONFLICT (cols) DO NOTHING`` (SQLite >= 3.24 and PostgreSQL).
 
     Returns True when a row was inserted. Unlike catching IntegrityError, this does not abort a
-    PostgreSQL transaction.
+    PostgreSQL transaction. The statement is built once per table (cheap per call).
     """
-    name = conn.dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    stmt = insert_ignore_statement(conn.dialect.name, table, tuple(conflict_columns))
+    return bool(conn.execute(stmt, dict(values)).rowcount == 1)
 
-        stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing(
-            index_elements=list(conflict_columns))
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing(
-            index_elements=list(conflict_columns))
-    else:
-        raise NotImplementedError(f"database {name!r} is not supported (use SQLite or PostgreSQL)")
-    return bool(conn.execute(stmt).rowcount == 1)
+def relax_commit_durability(engine: Engine) -> None:
+    """Commits on this engine are durable against a crash of the process but not of the
+    machine: SQLite ``synchronous=NORMAL`` in WAL mode (no fsync per commit), PostgreSQL
+    ``synchronous_commit=off``.
+
+    Only for the listener's index writes, whose source of truth is the fsync'ed spool: rows a
+    power loss takes back are re-created from the spool at the next start
+    (:func:`osteo_node.store.reconcile.reconcile_spool`).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _relax(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        if engine.dialect.name == "sqlite":
+            cur.execute("PRAGMA synchronous=NORMAL")
+        elif engine.dialect.name == "postgresql":
+            cur.execute("SET synchronous_commit TO OFF")
+        cur.close()

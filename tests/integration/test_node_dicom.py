@@ -62,7 +62,11 @@ def _count(listener: Any, table: Any) -> int:
 
 
 def _spool_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """Filed instances; asserts that the pre-created slots hold nothing (no partial file)."""
+    slots = root / ".slots"
+    if slots.is_dir():
+        assert all(p.stat().st_size == 0 for p in slots.iterdir()), "a slot holds data"
+    return sorted(p for p in root.rglob("*.dcm") if p.is_file() and slots not in p.parents)
 
 
 @needs_dcmtk

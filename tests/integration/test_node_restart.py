@@ -133,7 +133,8 @@ def test_kill9_during_300_slice_transfer(tmp_path: Path, chest_files: list[Path]
     node.proc.start(node.port)
     try:
         spool = tmp_path / "node" / "spool"
-        assert not list(spool.rglob(".incoming-*"))  # crash leftovers removed at start
+        # Start-up recovery filed or emptied every slot: no partial file anywhere.
+        assert all(p.stat().st_size == 0 for p in (spool / ".slots").iterdir())
         indexed = {r[0] for r in node.rows(select(instances.c.sop_instance_uid))}
         for f in acked:
             ds = dcmread(f, stop_before_pixels=True)

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import pytest
 from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import Engine, select
 
@@ -12,7 +14,7 @@ from osteo_node.store.db import make_engine
 from osteo_node.store.index import InstanceRecord, counts, record_instance, series
 from osteo_node.store.reconcile import reconcile_spool
 from osteo_node.store.schema import create_node_tables
-from osteo_node.store.spool import Spool, SpoolKey, valid_uid
+from osteo_node.store.spool import Spool, SpoolKey, preamble_for, sealed_complete, valid_uid
 
 
 @pytest.fixture
@@ -20,6 +22,19 @@ def engine(tmp_path: Path) -> Engine:
     e = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     create_node_tables(e)
     return e
+
+
+def _tiny_ct(st: str, se: str, sop: str) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.InstanceNumber = st, se, "CT", 7
+    ds.Rows = ds.Columns = 1
+    ds.BitsAllocated, ds.PixelData = 16, b"\x00\x00"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
 
 
 def _record(study: str, ser: str, sop: str) -> InstanceRecord:
@@ -35,18 +50,49 @@ def test_uids_are_checked_before_they_become_paths() -> None:
             SpoolKey(bad, "1.2", "1.3")
 
 
-def test_spool_store_is_atomic_and_keeps_first_copy(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
+def _dicom_body(st: str, se: str, sop: str) -> bytes:
+    """``DICM`` + file meta + data set of a tiny CT instance."""
+    ds = _tiny_ct(st, se, sop)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()[128:]
+
+
+def test_spool_store_is_sealed_durable_and_keeps_first_copy(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", slot_batch=4)
+    spool.recover()
     key = SpoolKey("1.2.3", "1.2.3.4", "1.2.3.4.5")
-    first = spool.store(key, (b"abc", b"def"))
-    assert first.created and first.size == 6
-    assert first.path.read_bytes() == b"abcdef"
-    second = spool.store(key, (b"other",))
-    assert not second.created and first.path.read_bytes() == b"abcdef"
-    assert [p.name for p in first.path.parent.iterdir()] == ["1.2.3.4.5.dcm"]
-    (first.path.parent / ".incoming-dead").write_bytes(b"x")
-    assert spool.remove_stale_temp_files() == 1
+    first = spool.store(key, (b"DICM", b"abc", b"def"))
+    assert first.created and first.size == 128 + 10
+    raw = first.path.read_bytes()
+    assert raw[128:] == b"DICMabcdef" and raw[:16] == b"OSTEONODE-SPOOL1"
+    assert sealed_complete(first.path)
+    first.path.write_bytes(raw[:-1] + b"X")  # a flipped byte breaks the seal
+    assert not sealed_complete(first.path)
+    first.path.write_bytes(raw)
+    second = spool.store(key, (b"DICM", b"other"))
+    assert not second.created and first.path.read_bytes() == raw
     assert [k for k, _ in spool.iter_instances()] == [key]
+    # Only empty slots remain besides the filed instance.
+    assert all(p.stat().st_size == 0 for p in (tmp_path / "spool" / ".slots").iterdir())
+
+
+def test_recover_files_complete_slots_and_empties_torn_ones(tmp_path: Path) -> None:
+    """What a crash between the slot fsync and the rename (or during the write) leaves."""
+    spool = Spool(tmp_path / "spool", slot_batch=4)
+    spool.recover()
+    st, se, sop, sop2 = (generate_uid() for _ in range(4))
+    body = _dicom_body(st, se, sop)
+    slots = tmp_path / "spool" / ".slots"
+    complete, torn = slots / "slot-a", slots / "slot-b"
+    complete.write_bytes(preamble_for([body]) + body)
+    body2 = _dicom_body(st, se, sop2)
+    torn.write_bytes((preamble_for([body2]) + body2)[:-10])
+    again = Spool(tmp_path / "spool", slot_batch=4)
+    assert again.recover() == (1, 1)
+    assert again.path_for(SpoolKey(st, se, sop)).read_bytes()[128:] == body
+    assert torn.stat().st_size == 0
+    assert not again.path_for(SpoolKey(st, se, sop2)).exists()
 
 
 def test_record_instance_is_idempotent_and_bumps_generation(engine: Engine) -> None:
@@ -73,15 +119,7 @@ def test_reconcile_indexes_spooled_files_missing_from_index(tmp_path: Path, engi
                                                             ) -> None:
     spool = Spool(tmp_path / "spool")
     st, se, sop = generate_uid(), generate_uid(), generate_uid()
-    ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.InstanceNumber = st, se, "CT", 7
-    ds.Rows = ds.Columns = 1
-    ds.BitsAllocated, ds.PixelData = 16, b"\x00\x00"
-    ds.file_meta = Dataset()  # type: ignore[assignment]
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = _tiny_ct(st, se, sop)
     path = spool.path_for(SpoolKey(st, se, sop))
     path.parent.mkdir(parents=True)
     ds.save_as(path, enforce_file_format=True)
