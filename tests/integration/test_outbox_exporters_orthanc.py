@@ -9,6 +9,7 @@ import io
 import logging
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,15 @@ from tests.exporters.conftest import (  # noqa: F401  (fixtures)
 from tests.integration.orthanc import OrthancServer, orthanc_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.shared_data]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """A CLI test run earlier in the session may have pointed structlog at its (now closed)
+    captured stderr: start from structlog's defaults."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless, generate_uid
@@ -32,6 +33,15 @@ from tests.integration.orthanc import OrthancServer, orthanc_fixture  # noqa: F4
 from tests.outbox.objects import key_object_selection, secondary_capture
 
 pytestmark = [pytest.mark.integration, pytest.mark.shared_data]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """A CLI test run earlier in the session may have pointed structlog at its (now closed)
+    captured stderr: start from structlog's defaults."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 TIMEOUTS = Timeouts(connect=5, acse=10, dimse=30, network=30)
 

@@ -3,6 +3,7 @@ acting as the PACS (a fake peer is fine here: these tests are about the outbox).
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 import ssl
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
@@ -93,6 +95,18 @@ class FakePacs:
     @property
     def received_uids(self) -> list[str]:
         return [r[0] for r in self.received]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_logging() -> Iterator[None]:
+    """CLI tests call ``main()``, which configures logging onto that test's captured stderr;
+    restore the previous configuration so later tests do not log into a closed stream."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger("pynetdicom").level)
+    yield
+    structlog.reset_defaults()
+    root.handlers[:], root.level = saved[0], saved[1]
+    logging.getLogger("pynetdicom").setLevel(saved[2])
 
 
 @pytest.fixture
