@@ -5,10 +5,13 @@ Tests that need it skip with a reason when it is absent (a user's clone will not
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,3 +34,14 @@ def artifacts_dir() -> Path:
     d = REPO / "test-artifacts"
     d.mkdir(exist_ok=True)
     return d
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """Tests that run ``cli.main()`` point structlog at their captured stderr; reset it after
+    each test so later tests never log to a closed stream."""
+    yield
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
