@@ -87,3 +87,18 @@ def test_run_model_on_a_volume_smaller_than_a_patch(model, shared_data: Path) ->
     assert mg.probs.shape[1:] == mg.hu.shape
     body = mg.classes == mg.channel("vertebral_body")
     assert body.sum() * 27.0 / 1000.0 > 10.0  # at least one whole body (L3 is complete), ml
+
+
+def test_segment_for_analysis_returns_the_analyser_contract(shared_data: Path) -> None:
+    from osteo_node.pipeline.ct.analyser import Segmentation
+    from osteo_node.pipeline.stages.segment import segment_for_analysis
+
+    vol = load_nifti(shared_data / "ct/tptbox_sample/sub-ct_label-22_ct.nii.gz").volume
+    seg = segment_for_analysis(vol)
+    assert isinstance(seg, Segmentation)
+    assert seg.model is not None
+    assert seg.model.execution_provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    assert seg.labels.array.shape == vol.array.shape
+    assert seg.bodies is not None
+    assert seg.bodies.shape == vol.array.shape
+    assert set(np.unique(seg.bodies)) - {0} <= set(seg.labels.levels.values())

@@ -22,7 +22,8 @@ from scipy import ndimage
 MIN_BODY_ML = 1.0  # smaller body fragments are noise (unless cut by the field of view)
 MIN_SACRUM_ML = 10.0
 DEFAULT_BODY_HEIGHT_MM = 24.0
-SPLIT_FACTOR = 1.55  # a component taller than this x typical body height holds >1 body
+SPLIT_FACTOR = 1.55  # a component taller than this x the vertebral pitch holds >1 body
+MIN_FUSED_MM = 36.0  # shorter components are single bodies
 MAX_OFF_AXIS_MM = 35.0
 GROW_STEPS_MM = 45.0
 
@@ -61,26 +62,54 @@ def _heights(lab: NDArray[np.int32], n: int, spacing: float) -> NDArray[np.float
     return out
 
 
-def _split_component(
-    comp: NDArray[np.bool_], disc_prob: NDArray[np.float32], n_pieces: int, min_gap: int
-) -> list[int]:
-    """Cut slices (k) that split one fused component into ``n_pieces`` bodies."""
+def _profile(
+    comp: NDArray[np.bool_], hu: NDArray[np.float32], disc_prob: NDArray[np.float32]
+) -> tuple[int, NDArray[np.float64]]:
+    """Disc-likeness along k of one component: low = disc (darker, disc-probable) slice."""
     ks = np.nonzero(comp.any(axis=(1, 2)))[0]
     k0, k1 = int(ks.min()), int(ks.max())
-    area = comp[k0 : k1 + 1].sum(axis=(1, 2)).astype(np.float64)
-    foot = np.asarray(comp.any(axis=0), dtype=np.float32)
-    disc = (disc_prob[k0 : k1 + 1] * foot[None]).sum(axis=(1, 2)).astype(np.float64)
-    score = disc / max(disc.max(), 1e-6) - area / max(area.max(), 1e-6)
+    hu_mean = np.zeros(k1 - k0 + 1)
+    disc = np.zeros(k1 - k0 + 1)
+    for n, k in enumerate(range(k0, k1 + 1)):
+        m = comp[k]
+        if m.any():
+            hu_mean[n] = float(hu[k][m].mean())
+            disc[n] = float(disc_prob[k][m].mean())
+    hu_mean = ndimage.gaussian_filter1d(hu_mean, 0.6, mode="nearest")
+    med = float(np.median(hu_mean))
+    mad = float(np.median(np.abs(hu_mean - med))) * 1.4826 + 20.0
+    return k0, (hu_mean - med) / mad - 3.0 * disc
+
+
+def _period(score: NDArray[np.float64], lo: int, hi: int) -> int | None:
+    """Dominant repeat length (slices) of the profile, from its autocorrelation."""
+    x = score - score.mean()
+    if len(x) < 2 * lo + 2 or not x.any():
+        return None
+    ac = np.correlate(x, x, mode="full")[len(x) - 1 :]
+    ac = ac / ac[0]
+    best, best_val = None, 0.15
+    for lag in range(lo, min(hi, len(x) // 2) + 1):
+        if ac[lag] >= ac[lag - 1] and ac[lag] >= ac[min(lag + 1, len(ac) - 1)] and \
+                ac[lag] > best_val:
+            best, best_val = lag, float(ac[lag])
+    return best
+
+
+def _cuts(k0: int, score: NDArray[np.float64], n_cuts: int, min_gap: int) -> list[int]:
+    """The ``n_cuts`` deepest local minima, ``min_gap`` apart and away from the ends."""
+    n = len(score)
+    minima = [i for i in range(1, n - 1) if score[i] <= score[i - 1] and score[i] <= score[i + 1]]
+    edge = max(2, int(0.6 * min_gap))
     cuts: list[int] = []
-    for idx in np.argsort(-score):
-        k = int(idx) + k0
-        if k - k0 < min_gap or k1 - k < min_gap:
+    for i in sorted(minima, key=lambda i: score[i]):
+        if i < edge or n - 1 - i < edge:
             continue
-        if all(abs(k - c) >= min_gap for c in cuts):
-            cuts.append(k)
-        if len(cuts) == n_pieces - 1:
+        if all(abs(i - c) >= min_gap for c in cuts):
+            cuts.append(i)
+        if len(cuts) == n_cuts:
             break
-    return sorted(cuts)
+    return sorted(c + k0 for c in cuts)
 
 
 def _off_axis(centroids: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -105,6 +134,7 @@ def _off_axis(centroids: NDArray[np.float64], weights: NDArray[np.float64]) -> N
 
 def separate(
     classes: NDArray[np.uint8],
+    hu: NDArray[np.float32],
     disc_prob: NDArray[np.float32],
     spacing: float,
     *,
@@ -120,14 +150,22 @@ def separate(
     big = [h for h, s in zip(heights[1:], sizes[1:], strict=True) if s >= 3 * MIN_BODY_ML]
     typical = float(np.clip(np.median(big), 15.0, 32.0)) if big else DEFAULT_BODY_HEIGHT_MM
 
-    # cut fused components
+    # cut fused components (thin discs are often not resolved at the coarse spacing)
+    pitch_lo, pitch_hi = int(np.ceil(14.0 / spacing)), int(45.0 / spacing)
     next_label = n + 1
     for idx in range(1, n + 1):
-        if heights[idx] <= SPLIT_FACTOR * typical:
+        if heights[idx] < MIN_FUSED_MM:
             continue
         comp = lab == idx
-        pieces = max(2, round(heights[idx] / (typical * 1.15)))
-        cuts = _split_component(comp, disc_prob, pieces, max(2, int(0.55 * typical / spacing)))
+        k0, score = _profile(comp, hu, disc_prob)
+        period = _period(score, pitch_lo, pitch_hi)
+        pitch = period * spacing if period is not None else typical * 1.15
+        if heights[idx] < SPLIT_FACTOR * pitch:
+            continue
+        n_cuts = max(1, round(heights[idx] / pitch) - 1)
+        cuts = _cuts(k0, score, n_cuts, max(2, int(0.6 * pitch / spacing)))
+        if not cuts:
+            continue
         bounds = [0, *cuts, classes.shape[0]]
         for lo, hi in itertools.pairwise(bounds):
             part = comp.copy()
@@ -174,6 +212,18 @@ def separate(
 
 def _grow(seeds: NDArray[np.int16], allowed: NDArray[np.bool_], steps: int) -> NDArray[np.int16]:
     """Geodesic growth of labelled seeds into ``allowed`` voxels (6-connected, ``steps`` rings)."""
+    objs = ndimage.find_objects((allowed | (seeds > 0)).astype(np.uint8))
+    if not objs or objs[0] is None:
+        return seeds.copy()
+    box = objs[0]
+    grown_box = _grow_in_box(seeds[box], allowed[box], steps)
+    out = seeds.copy()
+    out[box] = grown_box
+    return out
+
+
+def _grow_in_box(seeds: NDArray[np.int16], allowed: NDArray[np.bool_], steps: int
+                 ) -> NDArray[np.int16]:
     out = seeds.copy()
     free = allowed & (out == 0)
     cross = ndimage.generate_binary_structure(3, 1)

@@ -110,6 +110,10 @@ def assign_levels(ribs: list[bool], sacrum: bool) -> LevelAssignment:
     if t12 is not None:
         names, conf = _from_anchor(n, t12, "T12", CONF_RIB_ONLY)
         notes.append("levels counted from the last rib-bearing vertebra (T12); sacrum not in view")
+        if t1 is not None and t12 - t1 != 11:
+            conf = [min(c, CONF_TRANSITIONAL) for c in conf]
+            notes.append(f"{t12 - t1 + 1} rib-bearing vertebrae between the first and the last "
+                         "rib (expected 12): a rib was missed or transitional anatomy; uncertain")
         return LevelAssignment(names, conf, notes, "rib")
     if sacrum:
         names, conf = _from_anchor(n, n - 1, "L5", CONF_SACRUM_ONLY)
@@ -194,9 +198,10 @@ def to_input_grid(
 ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
     """Whole-vertebra and body label maps on the input grid.
 
-    Class boundaries come from the linearly interpolated probabilities (smooth at fine input
-    spacing); the vertebra identity from the nearest coarse instance label (expanded by two
-    voxels so that every fine boundary voxel finds one). Done in slabs to bound memory.
+    Boundaries come from linearly interpolated probabilities (smooth at fine input spacing):
+    vertebra = P(body) + P(posterior) + P(sacrum) >= 0.5, body = vertebra voxels where P(body)
+    is at least half of that. The vertebra identity comes from the nearest coarse instance label
+    (expanded by two voxels so that every fine boundary voxel finds one). Done in slabs.
     """
     labels = np.zeros(in_shape, dtype=np.uint8)
     bodies = np.zeros(in_shape, dtype=np.uint8)
@@ -207,9 +212,9 @@ def to_input_grid(
     box = _input_box(expanded > 0, mg.geometry, in_geo, in_shape)
     if box is None:
         return labels, bodies
-    body_c, post_c, sac_c = (mg.channel("vertebral_body"), mg.channel("posterior_elements"),
-                             mg.channel("sacrum"))
-    probs_img = sitk.GetImageFromArray(np.moveaxis(mg.probs, 0, -1), isVector=True)
+    body_p = mg.probs[mg.channel("vertebral_body")]
+    vert_p = body_p + mg.probs[mg.channel("posterior_elements")] + mg.probs[mg.channel("sacrum")]
+    probs_img = sitk.GetImageFromArray(np.stack([vert_p, body_p], axis=-1), isVector=True)
     inst_img = sitk.GetImageFromArray(expanded)
     for img in (probs_img, inst_img):
         img.SetOrigin(mg.geometry.origin)
@@ -228,11 +233,11 @@ def to_input_grid(
                                                  sitk.sitkLinear, 0.0))
         inst = sitk.GetArrayFromImage(sitk.Resample(inst_img, ref, sitk.Transform(),
                                                     sitk.sitkNearestNeighbor, 0))
-        cls = np.argmax(p, axis=-1)
-        bone = (cls == body_c) | (cls == post_c) | (cls == sac_c)
+        bone = p[..., 0] >= 0.5
+        body = bone & (p[..., 1] >= 0.5 * p[..., 0])  # body outweighs the rest of the bone
         sub = (slice(k0, k1), js, is_)
         labels[sub] = np.where(bone, inst, 0)
-        bodies[sub] = np.where(cls == body_c, inst, 0)
+        bodies[sub] = np.where(body, inst, 0)
     bodies[bodies == VERSE_VALUES["S1"]] = 0
     return labels, bodies
 
@@ -245,7 +250,7 @@ def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
     spacing = float(mg.geometry.spacing[0])
     classes = mg.classes
     inst = separate(
-        classes, mg.probs[mg.channel("intervertebral_disc")], spacing,
+        classes, mg.hu, mg.probs[mg.channel("intervertebral_disc")], spacing,
         body_value=mg.channel("vertebral_body"), posterior_value=mg.channel("posterior_elements"),
         sacrum_value=mg.channel("sacrum"),
     )

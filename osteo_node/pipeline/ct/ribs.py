@@ -84,12 +84,18 @@ def rib_evidence(
     ribs = rib_like[lab]
     if not ribs.any():
         return out
-    dist, nearest = ndimage.distance_transform_edt(
-        vertebra_map == 0, sampling=spacing, return_indices=True
-    )
-    contact = ribs & (dist <= CONTACT_MM)
+    margin = int(np.ceil(CONTACT_MM / spacing)) + 1
+    vbox = ndimage.find_objects((vertebra_map > 0).astype(np.uint8))[0]
+    box = tuple(slice(max(0, s.start - margin), min(n_, s.stop + margin))
+                for s, n_ in zip(vbox, vertebra_map.shape, strict=True))
+    vm = vertebra_map[box]
+    dist, nearest = ndimage.distance_transform_edt(vm == 0, sampling=spacing,
+                                                   return_indices=True)
+    contact = ribs[box] & (dist <= CONTACT_MM)
     kk, _jj, ii = np.nonzero(contact)
-    owner = vertebra_map[nearest[0][contact], nearest[1][contact], nearest[2][contact]]
+    owner = vm[nearest[0][contact], nearest[1][contact], nearest[2][contact]]
+    kk = kk + box[0].start
+    ii = ii + box[2].start
     side = (ii - mid[kk]) * spacing
     counts: dict[int, list[int]] = {v: [0, 0] for v in labels}
     for v, s in zip(owner.tolist(), side.tolist(), strict=True):

@@ -1,0 +1,92 @@
+"""Level naming from anatomical anchors (pure logic: rib flags + sacrum, cranial -> caudal)."""
+
+from __future__ import annotations
+
+from osteo_node.pipeline.ct.levels import VERSE_VALUES, assign_levels
+
+
+def test_verse_numbering() -> None:
+    assert VERSE_VALUES["C1"] == 1
+    assert VERSE_VALUES["C7"] == 7
+    assert VERSE_VALUES["T1"] == 8
+    assert VERSE_VALUES["T12"] == 19
+    assert VERSE_VALUES["L1"] == 20
+    assert VERSE_VALUES["L5"] == 24
+    assert VERSE_VALUES["L6"] == 25
+    assert VERSE_VALUES["S1"] == 26
+
+
+def test_sacrum_and_last_rib_agree() -> None:
+    # T10, T11, T12 bear ribs; five rib-free vertebrae; sacrum below
+    a = assign_levels([True, True, True, False, False, False, False, False], sacrum=True)
+    assert a.names == ["T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"]
+    assert a.anchor == "sacrum+rib"
+    assert min(a.confidence) >= 0.85
+    assert a.confidence[2] >= a.confidence[0]  # closest to the anchor is most certain
+
+
+def test_six_lumbar_type_vertebrae_are_reported_as_transitional() -> None:
+    a = assign_levels([True, True, False, False, False, False, False, False], sacrum=True)
+    assert a.names == ["T11", "T12", "L1", "L2", "L3", "L4", "L5", "L6"]
+    assert max(a.confidence) <= 0.5
+    assert any("transitional" in n for n in a.notes)
+
+
+def test_four_lumbar_type_vertebrae_are_reported_as_transitional() -> None:
+    a = assign_levels([True, True, False, False, False, False], sacrum=True)
+    assert a.names[:3] == ["T11", "T12", "L1"]
+    assert max(a.confidence) <= 0.5
+    assert any("4 rib-free" in n for n in a.notes)
+
+
+def test_last_rib_only() -> None:
+    a = assign_levels([True] * 9 + [False, False], sacrum=False)
+    assert a.names[8] == "T12"
+    assert a.names[0] == "T4"
+    assert a.names[-1] == "L2"
+    assert a.anchor == "rib"
+    assert 0.5 < a.confidence[8] <= 0.85
+
+
+def test_first_and_last_rib_must_span_twelve_vertebrae() -> None:
+    ok = assign_levels([False] + [True] * 12 + [False], sacrum=False)
+    assert ok.names[1] == "T1"
+    assert ok.names[12] == "T12"
+    assert min(ok.confidence) > 0.5
+    short = assign_levels([False] + [True] * 11 + [False], sacrum=False)
+    assert max(short.confidence) <= 0.5
+    assert any("expected 12" in n for n in short.notes)
+
+
+def test_sacrum_only_counts_up_and_flags_missing_t12_rib() -> None:
+    a = assign_levels([False] * 7, sacrum=True)
+    assert a.names == ["T11", "T12", "L1", "L2", "L3", "L4", "L5"]
+    assert a.anchor == "sacrum"
+    assert max(a.confidence) <= 0.5  # no rib at the vertebra counted as T12
+    assert any("no rib" in n for n in a.notes)
+    b = assign_levels([False] * 5, sacrum=True)
+    assert b.names == ["L1", "L2", "L3", "L4", "L5"]
+    assert b.confidence[-1] == 0.8
+
+
+def test_first_rib_gives_t1_when_no_lower_anchor() -> None:
+    # C6, C7 rib-free, then rib-bearing down to the end of the field of view
+    a = assign_levels([False, False, True, True, True, True], sacrum=False)
+    assert a.names == ["C6", "C7", "T1", "T2", "T3", "T4"]
+    assert a.anchor == "t1"
+
+
+def test_no_anchor_is_a_low_confidence_guess() -> None:
+    a = assign_levels([True, True], sacrum=False)
+    assert a.anchor == "none"
+    assert max(a.confidence) < 0.3
+    assert any("guess" in n for n in a.notes)
+    b = assign_levels([False, False, False], sacrum=False)
+    assert b.anchor == "none"
+    assert max(b.confidence) < 0.3
+
+
+def test_nothing_found() -> None:
+    a = assign_levels([], sacrum=False)
+    assert a.names == []
+    assert a.notes
