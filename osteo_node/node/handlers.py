@@ -12,12 +12,11 @@ from typing import Any
 
 import structlog
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 from sqlalchemy import Engine
 
 from osteo_node.config import DicomSettings
+from osteo_node.node.filemeta import encode_file_meta
 from osteo_node.node.validate import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
@@ -110,10 +109,25 @@ class StoreHandler:
             return status(verdict.status, verdict.reason)
 
         key = SpoolKey(verdict.study_uid, verdict.series_uid, verdict.sop_uid)
-        meta = evt.file_meta
-        meta.SourceApplicationEntityTitle = calling or "UNKNOWN"
+        meta = encode_file_meta(str(req.AffectedSOPClassUID), affected_uid, str(tsyntax),
+                                calling or "UNKNOWN")
+        body = (meta, encoded)
+        record = InstanceRecord(
+            study_uid=key.study_uid, series_uid=key.series_uid, sop_uid=key.sop_uid,
+            sop_class_uid=verdict.sop_class_uid, transfer_syntax_uid=str(tsyntax),
+            modality=verdict.modality, instance_number=verdict.instance_number,
+            relpath=str(key.relpath()), size=128 + sum(len(b) for b in body),
+            calling_ae=calling,
+        )
+        indexed: list[bool] = []
         try:
-            stored = self.spool.store(key, (_encode_meta(meta), encoded))
+            # The index row is written while the spool file is fsync'ed and committed only
+            # when the file is durable (the transaction rolls back if storing fails).
+            with self.engine.begin() as conn:
+                stored = self.spool.store(key, body, concurrently=lambda: indexed.append(
+                    record_instance(conn, record, time.time())))
+                if not indexed:  # already in the spool: make sure it is indexed too
+                    indexed.append(record_instance(conn, record, time.time()))
         except SpoolFullError as exc:
             log.error("C-STORE refused: spool disk full", sop_instance_uid=key.sop_uid,
                       spool=str(self.spool.root), error=str(exc))
@@ -122,28 +136,12 @@ class StoreHandler:
             log.error("C-STORE refused: cannot write to spool", sop_instance_uid=key.sop_uid,
                       error=str(exc))
             return status(STATUS_OUT_OF_RESOURCES, "out of resources: spool write failed")
-
-        record = InstanceRecord(
-            study_uid=key.study_uid, series_uid=key.series_uid, sop_uid=key.sop_uid,
-            sop_class_uid=verdict.sop_class_uid, transfer_syntax_uid=str(tsyntax),
-            modality=verdict.modality, instance_number=verdict.instance_number,
-            relpath=str(key.relpath()), size=stored.size, calling_ae=calling,
-        )
-        with self.engine.begin() as conn:
-            new = record_instance(conn, record, time.time())
+        new = stored.created and indexed[0]
         log.info("instance stored" if new else "duplicate instance (kept the first copy)",
                  sop_instance_uid=key.sop_uid, series_instance_uid=key.series_uid,
                  study_instance_uid=key.study_uid, modality=verdict.modality,
                  transfer_syntax=str(tsyntax), bytes=stored.size, calling_ae=calling)
         return status(STATUS_SUCCESS)
-
-
-def _encode_meta(meta: Dataset) -> bytes:
-    """``DICM`` + the encoded file meta group (the spool adds the 128-byte preamble)."""
-    fp = DicomBytesIO()
-    fp.write(b"DICM")
-    write_file_meta_info(fp, meta, enforce_standard=True)  # type: ignore[arg-type]
-    return fp.getvalue()
 
 
 def _request_uid(evt: Any) -> str:

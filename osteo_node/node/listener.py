@@ -66,6 +66,8 @@ class Listener:
                                         daemon=True)
 
     def _upkeep_loop(self) -> None:
+        # Slot refills are needed promptly; directory fsyncs only bound how long recovery may
+        # have to look at slots (every rename is already safe), so they can be infrequent.
         while not self._upkeep_stop.wait(0.5):
             self.spool.maintain()
 
@@ -110,6 +112,7 @@ class Listener:
             self._upkeep_stop.set()
             self._upkeep.join()
         self.spool.sync_dirty()
+        self.spool.close()
         self.engine.dispose()
 
 

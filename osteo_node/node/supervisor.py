@@ -106,15 +106,24 @@ def plan_children(settings: Settings) -> list[Child]:
     return children
 
 
-def prepare_database(settings: Settings) -> None:
-    """Create tables and re-queue jobs interrupted by a previous stop (no worker runs yet)."""
+def prepare_state(settings: Settings) -> None:
+    """Before any child runs: create tables, file spool slots left by a crash and index what
+    the index lacks (so the assembler never sees a series before its recovered instances),
+    re-queue jobs interrupted by a previous stop."""
     from osteo_node.queue.jobs import recover_interrupted
     from osteo_node.store.db import make_engine
+    from osteo_node.store.reconcile import reconcile_spool
     from osteo_node.store.schema import create_node_tables
+    from osteo_node.store.spool import Spool
 
     engine = make_engine(settings.storage.database_url)
     try:
         create_node_tables(engine)
+        spool = Spool(settings.storage.spool_dir)
+        filed, discarded = spool.recover()
+        added = reconcile_spool(engine, spool)
+        log.info("spool checked", slots_recovered=filed, torn_slots_discarded=discarded,
+                 instances_reindexed=added)
         requeued, failed = recover_interrupted(engine, settings.queue.max_job_attempts)
         if requeued or failed:
             log.warning("interrupted jobs recovered", requeued=requeued, failed=failed)
@@ -155,7 +164,7 @@ class Supervisor:
             self._start(child)
 
     def run(self) -> int:
-        prepare_database(self.settings)
+        prepare_state(self.settings)
         for child in self.children:
             self._start(child)
         try:

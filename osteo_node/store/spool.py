@@ -27,9 +27,11 @@ import os
 import re
 import struct
 import threading
+import time
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +127,8 @@ class Spool:
         self._free: list[Path] = []
         self._dirty: set[Path] = set()
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._last_sync = time.monotonic()
 
     def path_for(self, key: SpoolKey) -> Path:
         return self.root / key.relpath()
@@ -157,8 +161,9 @@ class Spool:
         with self._lock:
             self._free.append(slot)
 
-    def maintain(self) -> None:
-        """Background upkeep: refill the slot pool, fsync directories touched by renames."""
+    def maintain(self, sync_interval: float = 5.0) -> None:
+        """Background upkeep: refill the slot pool; every ``sync_interval`` seconds fsync the
+        directories touched by renames (not needed for durability, see the module doc)."""
         with self._lock:
             missing = self.slot_batch - len(self._free)
         if missing > self.slot_batch // 2:
@@ -166,7 +171,10 @@ class Spool:
                 self._create_slots(missing)
             except OSError as exc:
                 log.warning("cannot pre-create spool slots", error=str(exc))
-        self.sync_dirty()
+        now = time.monotonic()
+        if now - self._last_sync >= sync_interval:
+            self._last_sync = now
+            self.sync_dirty()
 
     def sync_dirty(self) -> None:
         with self._lock:
@@ -179,6 +187,28 @@ class Spool:
 
     # ------------------------------------------------------------------ store
 
+    def _fsync_while(self, fd: int, concurrently: Callable[[], None] | None) -> None:
+        """fsync ``fd``; run ``concurrently`` meanwhile (fsync releases the GIL)."""
+        if concurrently is None:
+            os.fsync(fd)
+            return
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-fsync")
+            pool = self._pool
+        pending = pool.submit(os.fsync, fd)
+        try:
+            concurrently()
+        finally:
+            pending.result()  # waits; re-raises an fsync error
+
+    def close(self) -> None:
+        """Stop the fsync helper threads (after the last :meth:`store`)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
     def _make_parent(self, final: Path) -> None:
         folder = final.parent
         if folder.is_dir():
@@ -187,12 +217,15 @@ class Spool:
         with self._lock:
             self._dirty.update({folder.parent, folder.parent.parent})
 
-    def store(self, key: SpoolKey, body: Sequence[bytes]) -> StoredFile:
+    def store(self, key: SpoolKey, body: Sequence[bytes],
+              concurrently: Callable[[], None] | None = None) -> StoredFile:
         """Store ``body`` (``b"DICM"`` + file meta + data set, in chunks) as the file of
         ``key`` unless it is already there. Durable when this returns.
 
-        Raises :class:`SpoolFullError` when the disk is full, ``OSError`` otherwise; in both
-        cases no partial file is left behind.
+        ``concurrently`` (e.g. the index insert, in a transaction the caller commits only if
+        this returns) runs in the calling thread while the fsync is in flight; it is not called
+        when the instance is already stored. Raises :class:`SpoolFullError` when the disk is
+        full, ``OSError`` otherwise; in both cases no partial file is left behind.
         """
         final = self.path_for(key)
         if final.is_file():
@@ -208,8 +241,8 @@ class Spool:
                     data = memoryview(b"".join(chunks))[written:]
                     while data:
                         data = data[os.write(fd, data):]
-                os.fsync(fd)
-            except OSError:
+                self._fsync_while(fd, concurrently)
+            except BaseException:
                 os.ftruncate(fd, 0)
                 raise
             finally:
@@ -217,6 +250,9 @@ class Spool:
         except OSError as exc:
             self._return_slot(slot)
             raise _classify(exc) from exc
+        except BaseException:
+            self._return_slot(slot)
+            raise
         try:
             self._make_parent(final)
             os.rename(slot, final)
