@@ -51,5 +51,6 @@ def relax_commit_durability(engine: Engine) -> None:
         if engine.dialect.name == "sqlite":
             cur.execute("PRAGMA synchronous=NORMAL")
         elif engine.dialect.name == "postgresql":
-            cur.execute("SET synchronous_commit TO OFF")
+            cur.execute("SET SESSION synchronous_commit TO OFF")
+            dbapi_conn.commit()  # a SET inside a transaction that is rolled back is undone
         cur.close()

@@ -8,7 +8,10 @@ marker files.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from tests.node.support import (
     CALLER,
     NodeProcess,
     StoreOutcome,
+    echoscu,
     fill_uids,
     free_port,
     node_config,
@@ -204,3 +208,22 @@ def test_sigterm_stops_all_children(tmp_path: Path) -> None:
     wait_until(group_empty, 15, what="all node processes gone")
     assert "all children stopped" in node.log()
     assert "did not stop in time" not in node.log()
+
+
+def test_crashed_child_is_restarted(tmp_path: Path) -> None:
+    """kill -9 of the listener child alone: the supervisor starts a new one, which serves."""
+    node = Node(tmp_path, "recording")
+    node.proc.start(node.port)
+    try:
+        def listener_pids() -> list[int]:
+            return [json.loads(line)["pid"] for line in node.log().splitlines()
+                    if '"child started"' in line and '"listener"' in line]
+
+        first = listener_pids()
+        assert len(first) == 1
+        os.kill(first[0], signal.SIGKILL)
+        wait_until(lambda: len(listener_pids()) == 2, 30, what="listener restarted")
+        wait_until(lambda: echoscu(node.port).returncode == 0, 60, what="echo after restart")
+        assert "child exited; restarting" in node.log()
+    finally:
+        assert node.proc.stop() == 0
