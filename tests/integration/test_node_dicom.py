@@ -335,3 +335,18 @@ def test_unknown_modality_refused(tmp_path: Path, chest_files: list[Path],
     with running_listener(node_config(tmp_path, port), tmp_path) as listener:
         assert _pynetdicom_send_raw(port, f, monkeypatch) == 0xC000
         assert _count(listener, instances) == 0
+
+
+@needs_dcmtk
+def test_four_concurrent_senders_lose_nothing(tmp_path: Path, chest_files: list[Path]) -> None:
+    files = fill_uids(chest_files[:40], tmp_path / "sent")
+    port = free_port()
+    with running_listener(node_config(tmp_path, port), tmp_path) as listener:
+        procs = [subprocess.Popen(["storescu", "-aet", "STORESCU", "-aec", "OSTEO_NODE",
+                                   "127.0.0.1", str(port), *map(str, files[i::4])],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for i in range(4)]
+        assert [p.wait(120) for p in procs] == [0, 0, 0, 0]
+        assert _count(listener, instances) == 40
+        assert _count(listener, series) == 1
+        assert len(_spool_files(tmp_path / "spool")) == 40
