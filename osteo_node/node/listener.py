@@ -18,7 +18,7 @@ from osteo_node.store.db import make_engine
 from osteo_node.store.reconcile import reconcile_spool
 from osteo_node.store.schema import create_node_tables
 from osteo_node.store.spool import Spool
-from osteo_node.store.sql import relax_commit_durability
+from osteo_node.store.sql import immediate_transactions, relax_commit_durability
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +58,7 @@ class Listener:
         self.settings = settings
         self.engine = make_engine(settings.storage.database_url)
         relax_commit_durability(self.engine)
+        immediate_transactions(self.engine)
         self.spool = Spool(settings.storage.spool_dir)
         self.ae = build_ae(settings.dicom)
         self._server: Any = None

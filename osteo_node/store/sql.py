@@ -54,3 +54,23 @@ def relax_commit_durability(engine: Engine) -> None:
             cur.execute("SET SESSION synchronous_commit TO OFF")
             dbapi_conn.commit()  # a SET inside a transaction that is rolled back is undone
         cur.close()
+
+
+def immediate_transactions(engine: Engine) -> None:
+    """SQLite: start every transaction with ``BEGIN IMMEDIATE`` (take the write lock first).
+
+    A deferred transaction that reads before it writes cannot upgrade to a writer once another
+    connection committed meanwhile (SQLITE_BUSY_SNAPSHOT in WAL mode, not retried by the busy
+    timeout); concurrent associations indexing instances would then fail. No-op elsewhere
+    (PostgreSQL's row locks handle this).
+    """
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # pysqlite must not emit its own BEGIN
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
