@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from osteo_node.pipeline.results import AnalysisResult, level_index
+from osteo_node.pipeline.results import LEVELS, AnalysisResult, level_index
 from osteo_node.pipeline.types import LabelVolume, Volume
 
 BANNER = "DECISION SUPPORT - NOT A DIAGNOSIS"
@@ -129,7 +129,7 @@ def render_sagittal_overlay(
         for value in np.unique(lab_plane[lab_plane > 0]):
             level = value_to_level.get(int(value))
             colour = np.asarray(
-                PALETTE[(level_index(level) if level else int(value)) % len(PALETTE)],
+                PALETTE[(level_index(level) if level in LEVELS else int(value)) % len(PALETTE)],
                 dtype=np.float32,
             )
             sel = lab_plane == value

@@ -43,3 +43,18 @@ def test_overlay_without_labels_still_has_banner(shared_data: Path) -> None:
     assert out.volume is not None
     rgb = render_sagittal_overlay(out.volume, None, out.result)
     assert (rgb[5, :200] == (200, 0, 0)).all()
+
+
+def test_overlay_with_names_outside_levels(shared_data: Path) -> None:
+    """Transitional anatomy gives names such as L6 / T13 (VerSe 25 / 28): still rendered."""
+    from osteo_node.pipeline.types import LabelVolume
+
+    spec = ReferenceSpec(shared_data / TS / "vertebrae_pp_refined.nii.gz", "verse")
+    out = CTAnalyser(segment=reference_segment_fn(spec)).analyse(
+        [shared_data / TS / "example_ct.nii.gz"])
+    assert out.volume is not None and out.labels is not None
+    arr = np.where(out.labels.array == 24, 25, out.labels.array).astype(np.uint8)
+    levels = {**{k: v for k, v in out.labels.levels.items() if k != "L5"}, "L6": 25}
+    rgb = render_sagittal_overlay(out.volume, LabelVolume(arr, out.labels.geometry, levels),
+                                  out.result)
+    assert rgb.shape[2] == 3
