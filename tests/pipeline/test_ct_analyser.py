@@ -197,3 +197,21 @@ def test_centroid_helper_matches_geometry(shared_data: Path) -> None:
     c = centroid_lps(out.labels.array == 21, out.labels.geometry)
     l2 = next(v for v in out.result.vertebrae if v.level == "L2")
     np.testing.assert_allclose(c, l2.centroid_mm, atol=0.01)
+
+
+def test_soft_tissue_labelled_as_vertebra_is_rejected(shared_data: Path) -> None:
+    """A segmentation false positive (the real L1 shape moved 60 mm forward into soft tissue)."""
+    def false_positive(volume: Volume) -> Segmentation:
+        seg = reference_segment_fn(example_spec(shared_data))(volume)
+        l1 = seg.labels.array == 20
+        j_axis = int(np.argmax(np.abs(volume.geometry.matrix[1])))  # array axis 2 - j_axis
+        shift = int(60 / volume.geometry.spacing[1])
+        moved = np.roll(l1, shift if volume.geometry.matrix[1, 1] < 0 else -shift,
+                        axis=2 - j_axis)
+        arr = np.where(moved, 20, 0).astype(np.uint8)
+        return Segmentation(LabelVolume(arr, volume.geometry, {"L1": 20}), None, None)
+
+    r = CTAnalyser(segment=false_positive).analyse([shared_data / TS / "example_ct.nii.gz"]).result
+    assert r.status == "not_analysable"
+    assert r.reason is not None and "no vertebra found" in r.reason
+    assert "segmented L1 rejected as implausible" in r.reason

@@ -187,6 +187,46 @@ def measure_stage(
     return records
 
 
+@dataclass(frozen=True)
+class QualityRules:
+    min_vertebra_p95_hu: float
+    min_vertebra_volume_ml: float
+
+    @classmethod
+    def default(cls) -> QualityRules:
+        from osteo_node.clinical_data import load
+
+        q = load("ct_screening")["quality"]
+        return cls(float(q["min_vertebra_p95_hu"]["value"]),
+                   float(q["min_vertebra_volume_ml"]["value"]))
+
+
+def drop_implausible(volume: Volume, labels: LabelVolume, rules: QualityRules) -> list[str]:
+    """Remove labelled 'vertebrae' that hold no cortical bone or are too small; say which."""
+    arr = labels.array
+    if not labels.levels or not np.issubdtype(arr.dtype, np.integer):
+        return []
+    voxel_ml = float(np.prod(volume.geometry.spacing)) / 1000.0
+    objects = ndimage.find_objects(arr, max_label=int(max(labels.levels.values())))
+    out: list[str] = []
+    for level, value in list(labels.levels.items()):
+        box = objects[value - 1] if value - 1 < len(objects) else None
+        if box is None:
+            del labels.levels[level]
+            continue
+        mask = arr[box] == value
+        hu = volume.array[box][mask]
+        volume_ml = mask.sum() * voxel_ml
+        p95 = float(np.percentile(hu, 95)) if volume.modality == "CT" else float("inf")
+        if volume_ml < rules.min_vertebra_volume_ml or p95 < rules.min_vertebra_p95_hu:
+            arr[box][mask] = 0
+            del labels.levels[level]
+            labels.confidence.pop(level, None)
+            out.append(f"segmented {level} rejected as implausible ({volume_ml:.1f} ml, 95th "
+                       f"percentile {p95:.0f} HU: no cortical bone)")
+    return out
+
+
 def result_for_refusal(
     reason: str, ctx: AnalysisContext, modality: str = "CT"
 ) -> AnalysisResult:
@@ -210,6 +250,7 @@ class CTAnalyser:
         grading_rules: GradingRules | None = None,
         measure_params: MeasureParams | None = None,
         phase_rules: PhaseRules | None = None,
+        quality: QualityRules | None = None,
         progress: ProgressFn | None = None,
     ) -> None:
         self.segment = segment or default_segment_fn()
@@ -217,6 +258,7 @@ class CTAnalyser:
         self.grading_rules = grading_rules or GradingRules.default()
         self.measure_params = measure_params or MeasureParams.default()
         self.phase_rules = phase_rules or PhaseRules.default()
+        self.quality = quality or QualityRules.default()
         self.progress = progress
 
     # -- plumbing -------------------------------------------------------------------------
@@ -286,11 +328,15 @@ class CTAnalyser:
         with self._stage(ctx, "segment", "vertebra segmentation"):
             seg = self.segment(volume)
         labels = seg.labels
+        rejected = drop_implausible(volume, labels, self.quality)
         present = [lv for lv in labels.levels if lv in LEVELS]
         if not present or not np.any(labels.array):
+            extra = f" ({'; '.join(rejected)})" if rejected else ""
             raise NotAnalysable(
                 "no vertebra found in the field of view (spine not in the scanned region?)"
+                + extra
             )
+        ctx.warnings.extend(rejected)
         wanted = set(self.grading_rules.levels_measured)
         in_range = [lv for lv in present if lv in wanted]
         if not in_range:
