@@ -105,7 +105,10 @@ class Listener:
             server.block_on_close = False
             server.shutdown()
             deadline = time.monotonic() + grace_seconds
-            while self.ae.active_associations and time.monotonic() < deadline:
+            # Only established associations may be mid-transfer; a connection still waiting
+            # for its A-ASSOCIATE-RQ (e.g. a port probe) is aborted at once.
+            while (any(a.is_established for a in self.ae.active_associations)
+                   and time.monotonic() < deadline):
                 time.sleep(0.05)
             for assoc in self.ae.active_associations:
                 assoc.abort()
