@@ -35,6 +35,7 @@ class RegistryEntry:
 # modality -> analyser factory. Filled as analysers land (CT: issue 2, MR: issue 4).
 REGISTRY: dict[str, RegistryEntry] = {
     "CT": RegistryEntry("CT", "osteo_node.pipeline.ct.analyser:create"),
+    "MR": RegistryEntry("MR", "osteo_node.pipeline.mr.analyser:create"),
 }
 
 

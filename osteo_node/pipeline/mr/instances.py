@@ -25,6 +25,7 @@ class InstanceParams:
     min_volume_mm3: float = 2500.0
     typical_height_mm: float = 28.0  # used only when no body gives a reference height
     split_factor: float = 1.6  # a component taller than this x reference height is split
+    edge_split_factor: float = 1.25  # same, for a component cut by the cranio-caudal FOV edge
     max_erosion_mm: float = 6.0
     regrow_mm: float = 4.0
     small_fraction: float = 0.35  # parts under this x median body volume are fragments
@@ -101,9 +102,10 @@ def _split_component(
     spacing: tuple[float, float, float],
     ref_height_mm: float,
     params: InstanceParams,
+    factor: float,
 ) -> list[NDArray[np.bool_]]:
     """Recursively split a too-tall component into body-sized parts (works in its bounding box)."""
-    if _si_extent_mm(comp, spacing[1]) <= params.split_factor * ref_height_mm:
+    if _si_extent_mm(comp, spacing[1]) <= factor * ref_height_mm:
         return [comp]
     idx = np.argwhere(comp)
     lo = np.maximum(idx.min(axis=0) - 1, 0)
@@ -120,7 +122,7 @@ def _split_component(
         part = np.zeros_like(comp)
         part[box] = parts == v
         if part.any():
-            out.extend(_split_component(part, spacing, ref_height_mm, params))
+            out.extend(_split_component(part, spacing, ref_height_mm, params, factor))
     return out
 
 
@@ -187,8 +189,12 @@ def separate_bodies(
     ref = float(np.median(plausible)) if plausible else params.typical_height_mm
     parts: list[NDArray[np.bool_]] = []
     n_split = 0
+    n_rows = mask.shape[1]
     for c in comp_masks:
-        pieces = _split_component(c, spacing, ref, params)
+        rows = np.flatnonzero(c.any(axis=(0, 2))) + lo[1]
+        at_edge = rows[0] == 0 or rows[-1] == n_rows - 1
+        factor = params.edge_split_factor if at_edge else params.split_factor
+        pieces = _split_component(c, spacing, ref, params, factor)
         n_split += len(pieces) > 1
         parts.extend(p for p in pieces if p.sum() * voxel >= params.min_volume_mm3 * 0.5)
     parts, merged, small_dropped = _absorb_fragments(parts, spacing, params)
