@@ -232,7 +232,10 @@ class Spool:
             return StoredFile(final, final.stat().st_size, created=False)
         chunks = [preamble_for(body), *body]
         size = sum(len(c) for c in chunks)
-        slot = self._take_slot()
+        try:
+            slot = self._take_slot()
+        except OSError as exc:  # no room even for an empty slot file
+            raise _classify(exc) from exc
         try:
             fd = os.open(slot, os.O_WRONLY)
             try:
