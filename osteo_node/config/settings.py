@@ -18,7 +18,13 @@ from typing import Any, TypeVar
 
 import yaml
 
-from osteo_node.outbox.policy import ALL_KINDS, Destination, RetryPolicy, validate_ae_title
+from osteo_node.outbox.policy import (
+    ALL_KINDS,
+    Destination,
+    RetryPolicy,
+    TlsSettings,
+    validate_ae_title,
+)
 
 ENV_PREFIX = "OSTEO_NODE__"
 
@@ -347,7 +353,31 @@ def _tls(r: _Reader, base: Path) -> ListenerTls | None:
     return ListenerTls(cert, key, ca, require)
 
 
-def _destinations(r: _Reader, calling_ae: str) -> tuple[Destination, ...]:
+def _destination_tls(sub: _Reader, base: Path) -> TlsSettings | None:
+    """Optional outgoing TLS of a destination (the PACS certificate is verified)."""
+    if "tls" not in sub.data:
+        sub.used.add("tls")
+        return None
+    t = sub.section("tls")
+    enabled = t.get("enabled", True, _bool)
+    args = {
+        "ca_file": t.get("ca_file", None, _existing_file(base)),
+        "cert_file": t.get("cert_file", None, _existing_file(base)),
+        "key_file": t.get("key_file", None, _existing_file(base)),
+        "server_hostname": t.get("server_hostname", None, _str),
+        "check_hostname": t.get("check_hostname", True, _bool),
+    }
+    t.finish()
+    if not enabled:
+        return None
+    try:
+        return TlsSettings(**args)  # type: ignore[arg-type]
+    except ValueError as exc:
+        t.problems.append(f"{t.path}: {exc}")
+        return None
+
+
+def _destinations(r: _Reader, calling_ae: str, base: Path) -> tuple[Destination, ...]:
     r.used.add("destinations")
     raw = r.data.get("destinations") or []
     if not isinstance(raw, list):
@@ -365,6 +395,7 @@ def _destinations(r: _Reader, calling_ae: str) -> tuple[Destination, ...]:
         host = sub.get("host", "", _str)
         port = sub.get("port", 0, _int_in(1, 65535))
         kinds = sub.get("send", sorted(ALL_KINDS), _kinds)
+        tls = _destination_tls(sub, base)
         sub.finish()
         for key in ("name", "ae_title", "host", "port"):
             if key not in item:
@@ -373,7 +404,8 @@ def _destinations(r: _Reader, calling_ae: str) -> tuple[Destination, ...]:
             continue
         try:
             out.append(Destination(name=name, ae_title=ae, host=host, port=port,
-                                   kinds=frozenset(kinds), calling_ae_title=calling_ae))
+                                   kinds=frozenset(kinds), tls=tls,
+                                   calling_ae_title=calling_ae))
         except ValueError as exc:
             r.problems.append(f"{where}: {exc}")
     names = [d.name for d in out]
@@ -422,7 +454,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base: Path, source: str = "") 
     )
     q.finish()
 
-    destinations = _destinations(top, dicom.ae_title)
+    destinations = _destinations(top, dicom.ae_title, base)
 
     rt = top.section("retry")
     retry_args = {

@@ -92,3 +92,20 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "dicom.port: must be in 1..65535 (got 0)" in capsys.readouterr().err
     assert main(["check-config", "--config", str(tmp_path / "nope.yaml")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_destination_tls(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("x")
+    raw = {"dicom": {"allowed_callers": ["A"]},
+           "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "pacs.local",
+                             "port": 2762, "tls": {"ca_file": "ca.crt",
+                                                   "server_hostname": "pacs.example.org"}}]}
+    d = settings_from_mapping(raw, tmp_path).destinations[0]
+    assert d.tls is not None and d.tls.ca_file == ca
+    assert d.tls.server_hostname == "pacs.example.org" and d.tls.check_hostname
+    raw["destinations"][0]["tls"] = {"cert_file": "ca.crt"}  # key missing
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping(raw, tmp_path)
+    assert "destinations[0].tls: TLS cert_file and key_file must be given together" in \
+        err.value.problems
