@@ -20,6 +20,7 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import func, select
 
+from osteo_node.outbox.tables import outbox_items
 from osteo_node.queue.jobs import jobs
 from osteo_node.store.db import make_engine
 from osteo_node.store.index import instances, series
@@ -46,13 +47,14 @@ pytestmark = [
 
 
 class Node:
-    def __init__(self, tmp: Path, analyser: str) -> None:
+    def __init__(self, tmp: Path, analyser: str, publisher: str = "no_objects",
+                 **sections: Any) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.markers = tmp / "markers"
         self.markers.mkdir(parents=True)
         cfg = node_config(tmp, self.port, analysers={"CT": f"tests.node.fake_analysers:{analyser}"},
-                          publisher="tests.node.fake_analysers:no_objects")
+                          publisher=f"tests.node.fake_analysers:{publisher}", **sections)
         self.proc = NodeProcess(write_config(tmp, cfg), tmp / "node.log",
                                 env={"OSTEO_TEST_ANALYSER_DIR": str(self.markers)})
         self.engine = make_engine(f"sqlite:///{tmp / 'node.db'}")
@@ -227,3 +229,35 @@ def test_crashed_child_is_restarted(tmp_path: Path) -> None:
         assert "child exited; restarting" in node.log()
     finally:
         assert node.proc.stop() == 0
+
+
+def test_results_reach_a_dicom_destination(tmp_path: Path, shared_data: Path) -> None:
+    """storescu -> node -> job -> publisher -> outbox process -> dcmtk storescp: the wiring of
+    ``serve`` end to end (the analysis and the objects are test fakes; the real exporters and
+    Orthanc are covered by the outbox and end-to-end tests)."""
+    received = tmp_path / "pacs"
+    received.mkdir()
+    pacs_port = free_port()
+    pacs = subprocess.Popen(["storescp", "-aet", "PACS", "-od", str(received), str(pacs_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    files = fill_uids(sorted((shared_data / "ct/totalseg_example/dicom").iterdir()),
+                      tmp_path / "sent")
+    node = Node(tmp_path / "node", "recording", publisher="secondary_capture",
+                destinations=[{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1",
+                               "port": pacs_port, "send": ["sc"]}],
+                retry={"max_attempts": 5, "base_delay_seconds": 0.2, "max_delay_seconds": 1})
+    node.proc.start(node.port)
+    try:
+        assert len(storescu(node.port, files, "-xv").acknowledged) == 20
+        got = wait_until(lambda: list(received.iterdir()), 90, what="result at the PACS")
+        ds = dcmread(got[0])
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+        assert ds.StudyInstanceUID == dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+        assert [r.state for r in node.job_rows()] == ["done"]
+        wait_until(lambda: node.rows(select(outbox_items.c.state)) == [("sent",)], 30,
+                   what="outbox item marked sent")
+        assert len(list(received.iterdir())) == 1  # sent once
+    finally:
+        assert node.proc.stop() == 0
+        pacs.terminate()
+        pacs.wait(10)

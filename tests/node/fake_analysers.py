@@ -57,3 +57,24 @@ def blocking() -> BlockingAnalyser:
 
 def no_objects(output: AnalysisOutput, job_key: str) -> list[tuple[str, object]]:
     return []
+
+
+def secondary_capture(output: AnalysisOutput, job_key: str) -> list[tuple[str, object]]:
+    """One small Secondary Capture in the analysed study, UIDs derived from the job key (a
+    re-run yields the same object)."""
+    import numpy as np
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+
+    r = output.result
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[job_key, "sop"])
+    ds.StudyInstanceUID = r.study_instance_uid
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[job_key, "series"])
+    ds.Modality, ds.ConversionType, ds.SeriesNumber, ds.InstanceNumber = "OT", "WSD", 999, 1
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.arange(64, dtype=np.uint8).tobytes()
+    return [("sc", ds)]
