@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "worklist": "worklist",
     "assess": "assess",
     "outbox": "outbox",
+    "evaluate-mr": "evaluate_mr",
 }
 
 

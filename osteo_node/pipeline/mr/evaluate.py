@@ -205,3 +205,40 @@ def evaluate_nifti_case(analyser: Any, case: str, image: Path, label: Path) -> C
     score.seconds = round(seconds, 2)
     score.level_note = "; ".join(w for w in out.result.warnings if "level" in w)
     return score
+
+
+def thick_slab_copy(image: Path, label: Path, thick: int, out_dir: Path) -> tuple[Path, Path]:
+    """Write NIfTI copies with ``thick`` sagittal slices averaged into one slab.
+
+    The reference keeps the central slice of each slab. For the 1 mm vertebral_bodies volumes
+    this mimics a clinical sagittal series of ``thick`` mm slices.
+    """
+    import SimpleITK as sitk
+
+    img, lab = sitk.ReadImage(str(image), sitk.sitkFloat32), sitk.ReadImage(str(label))
+    a, b = sitk.GetArrayFromImage(img), sitk.GetArrayFromImage(lab)
+    direction = np.asarray(img.GetDirection()).reshape(3, 3)
+    spacing = np.asarray(img.GetSpacing())
+    lr_axis = int(np.argmax(np.abs(direction[0])))  # i, j or k most along LPS x
+    arr_axis = 2 - lr_axis
+    n = a.shape[arr_axis] // thick
+    a = np.moveaxis(a, arr_axis, 0)[: n * thick]
+    b = np.moveaxis(b, arr_axis, 0)[: n * thick]
+    a_t = a.reshape(n, thick, *a.shape[1:]).mean(axis=1)
+    b_t = b[thick // 2 :: thick][:n]
+    a_t, b_t = np.moveaxis(a_t, 0, arr_axis), np.moveaxis(b_t, 0, arr_axis)
+    new_spacing = spacing.copy()
+    new_spacing[lr_axis] *= thick
+    origin = (
+        np.asarray(img.GetOrigin()) + direction[:, lr_axis] * spacing[lr_axis] * (thick - 1) / 2
+    )
+    paths = []
+    for arr, name in ((a_t.astype(np.float32), "image"), (b_t, "label")):
+        out = sitk.GetImageFromArray(np.ascontiguousarray(arr))
+        out.SetSpacing(tuple(float(v) for v in new_spacing))
+        out.SetOrigin(tuple(float(v) for v in origin))
+        out.SetDirection(img.GetDirection())
+        p = out_dir / f"{image.name.split('_image')[0]}_{name}_thick{thick}.nii.gz"
+        sitk.WriteImage(out, str(p))
+        paths.append(p)
+    return paths[0], paths[1]

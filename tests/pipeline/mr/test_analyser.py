@@ -24,7 +24,7 @@ from tests.pipeline.mr.dicom_series import reference_for_volume, sagittal_case, 
 
 SPLIT = Path(__file__).resolve().parents[3] / "ai_models" / "mr_vertebral_bodies" / "split.json"
 # Thresholds the shipped model reaches on these held-out cases (see the model card for all 15).
-MIN_MEAN_DICE = 0.85
+MIN_MEAN_DICE = 0.90  # reached: vb2_09 0.93, vb3_25 0.91 (NIfTI), 0.91 (DICOM series)
 MIN_FOUND = 1.0
 MAX_MEDIAN_HEIGHT_ERROR_MM = 2.0
 
@@ -105,7 +105,8 @@ def test_real_mri_as_sagittal_dicom_series_end_to_end(
                        ["L1", "L2", "L3", "L4", "L5"])
     summary = summarise([score])
     assert summary["found_fraction"] == 1.0, score
-    assert summary["mean_body_dice"] >= MIN_MEAN_DICE - 0.05, score
+    assert summary["mean_body_dice"] >= MIN_MEAN_DICE - 0.01, score
+    assert summary["height_median_abs_error_mm_all"] <= MAX_MEDIAN_HEIGHT_ERROR_MM, score
     for v in r.vertebrae:
         assert v.heights_mm is not None
         assert v.genant_grade is not None
