@@ -76,8 +76,20 @@ def _axial_copy(case: object) -> object:
     return dataclasses.replace(case, slice_dir_lps=np.array([0.0, 0.0, 1.0]))  # type: ignore[type-var]
 
 
+def _save_overlay(image: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    """Mid-sagittal slice with the bodies tinted (for a person to look at)."""
+    from PIL import Image
+
+    k = image.shape[0] // 2
+    grey = np.clip(image[k] / max(float(np.percentile(image, 99)), 1.0) * 255, 0, 255)
+    rgb = np.stack([grey] * 3, axis=-1)
+    body = labels[k] > 0
+    rgb[body] = rgb[body] * 0.5 + np.array([160.0, 40.0, 40.0])
+    Image.fromarray(rgb.astype(np.uint8)).save(path)
+
+
 def test_real_mri_as_sagittal_dicom_series_end_to_end(
-    shared_data: Path, analyser: MRAnalyser, tmp_path: Path
+    shared_data: Path, analyser: MRAnalyser, tmp_path: Path, artifacts_dir: Path
 ) -> None:
     case = sagittal_case(
         _vb(shared_data) / "vb3_25_image.nii.gz", _vb(shared_data) / "vb3_25_label.nii.gz",
@@ -100,6 +112,8 @@ def test_real_mri_as_sagittal_dicom_series_end_to_end(
     assert out.volume.array.shape == (case.image.shape[0], 512, 512)
     assert len(out.volume.sources) == case.image.shape[0]
     assert [v.level for v in r.vertebrae] == ["L1", "L2", "L3", "L4", "L5"]
+    assert out.labels is not None
+    _save_overlay(out.volume.array, out.labels.array, artifacts_dir / "mr_dicom_vb3_25_overlay.png")
     ref = reference_for_volume(case, out.volume.geometry)
     score = score_case("vb3_25-dicom", out, ref, out.volume.geometry,
                        ["L1", "L2", "L3", "L4", "L5"])
