@@ -1,11 +1,15 @@
 """Train the level-agnostic CT vertebra network (MONAI UNet) on real labelled CT.
 
-Reproducible: fixed seeds, deterministic CPU kernels, a single documented command::
+Reproducible: fixed seeds, deterministic CPU kernels, documented commands (the shipped model)::
 
     .venv/bin/python ai_models/ct_vertebrae/prepare_data.py
-    .venv/bin/python ai_models/ct_vertebrae/train.py --iters 1200 --threads 2
+    # phase 1: strong augmentation (~45 min on 2 shared CPU cores)
+    .venv/bin/python ai_models/ct_vertebrae/train.py --iters 1200 --threads 2 --out runs/p1
+    # phase 2: mild augmentation, lower learning rate (~20 min)
+    .venv/bin/python ai_models/ct_vertebrae/train.py --init runs/p1/model.pt --aug mild \
+        --iters 500 --lr 5e-4 --seed 7 --out runs
 
-(about 35 min on 2 CPU cores). Writes ``ai_models/ct_vertebrae/runs/model.pt`` (git-ignored);
+(paths relative to ai_models/ct_vertebrae). Writes ``runs/model.pt`` (git-ignored);
 ``export.py`` turns it into ``model.onnx`` + ``model.json``.
 
 Labelled CT is scarce (one real volume with per-vertebra references may be used for training;
@@ -58,19 +62,33 @@ def rotation(ax: float, ay: float, az: float) -> torch.Tensor:
     return rz @ ry @ rx
 
 
+STRONG = {
+    "rot": 0.25, "rot_axial": 0.3, "iso": 1.25, "aniso": 0.1, "elastic_p": 0.7,
+    "elastic_min": 0.5, "elastic": 2.5, "contrast_p": 0.4, "scale": 0.1, "shift": 40.0,
+    "blur_p": 0.25, "noise": 35.0,
+}
+MILD = {
+    "rot": 0.08, "rot_axial": 0.1, "iso": 1.07, "aniso": 0.03, "elastic_p": 0.3,
+    "elastic_min": 0.3, "elastic": 1.0, "contrast_p": 0.2, "scale": 0.05, "shift": 20.0,
+    "blur_p": 0.1, "noise": 20.0,
+}
+
+
 class Sampler:
     """Random augmented patches from one volume (image in HU, target classes)."""
 
-    def __init__(self, image: np.ndarray, target: np.ndarray, patch: int, rng: random.Random):
+    def __init__(self, image: np.ndarray, target: np.ndarray, patch: int, rng: random.Random,
+                 aug: dict[str, float] = STRONG):
         self.hu = torch.from_numpy(image.astype(np.float32))[None, None] - AIR_HU  # air -> 0
         self.target = torch.from_numpy(target.astype(np.float32))[None, None]
         self.shape = np.array(image.shape)  # (k, j, i)
         self.fg = np.argwhere(target > 0)
         self.patch = patch
         self.rng = rng
+        self.aug = aug
 
     def _grid(self) -> torch.Tensor:
-        r, p = self.rng, self.patch
+        r, p, a = self.rng, self.patch, self.aug
         if r.random() < 0.8:
             centre = self.fg[r.randrange(len(self.fg))].astype(np.float64)
             centre += np.array([r.uniform(-10, 10) for _ in range(3)])
@@ -79,17 +97,19 @@ class Sampler:
         # grid_sample coordinates are (x, y, z) = (i, j, k), normalised to [-1, 1]
         centre_xyz = centre[::-1].copy()
         size_xyz = self.shape[::-1].astype(np.float64).copy()
-        rot = rotation(r.uniform(-0.25, 0.25), r.uniform(-0.25, 0.25), r.uniform(-0.3, 0.3))
-        iso = math.exp(r.uniform(math.log(0.8), math.log(1.25)))
-        scale = torch.tensor([iso * r.uniform(0.9, 1.1) for _ in range(3)])
+        rot = rotation(r.uniform(-a["rot"], a["rot"]), r.uniform(-a["rot"], a["rot"]),
+                       r.uniform(-a["rot_axial"], a["rot_axial"]))
+        iso = math.exp(r.uniform(-math.log(a["iso"]), math.log(a["iso"])))
+        scale = torch.tensor([iso * r.uniform(1 - a["aniso"], 1 + a["aniso"]) for _ in range(3)])
         flip = -1.0 if r.random() < 0.5 else 1.0  # left-right mirror (i axis)
         lin = torch.arange(p, dtype=torch.float32) - (p - 1) / 2
         zz, yy, xx = torch.meshgrid(lin, lin, lin, indexing="ij")
         pts = torch.stack([xx * flip, yy, zz], dim=-1)  # (p, p, p, 3) voxel offsets (x, y, z)
         pts = (pts * scale) @ rot.T
-        if r.random() < 0.7:  # smooth elastic displacement, a few voxels
+        if r.random() < a["elastic_p"]:  # smooth elastic displacement, a few voxels
             g = torch.Generator().manual_seed(r.randrange(2**31))
-            coarse = torch.randn((1, 3, 4, 4, 4), generator=g) * r.uniform(0.5, 2.5)
+            amp = r.uniform(a["elastic_min"], a["elastic"])
+            coarse = torch.randn((1, 3, 4, 4, 4), generator=g) * amp
             disp = F.interpolate(coarse, size=(p, p, p), mode="trilinear", align_corners=True)
             pts = pts + disp[0].permute(1, 2, 3, 0)
         pts = pts + torch.tensor(centre_xyz, dtype=torch.float32)
@@ -97,16 +117,16 @@ class Sampler:
         return norm[None]
 
     def _intensity(self, hu: torch.Tensor) -> torch.Tensor:
-        r = self.rng
+        r, a = self.rng, self.aug
         g = torch.Generator().manual_seed(r.randrange(2**31))
-        if r.random() < 0.4:  # simulated contrast enhancement of soft tissue (vessels, organs)
+        if r.random() < a["contrast_p"]:  # simulated contrast enhancement of soft tissue
             soft = ((hu > 0) & (hu < 90)).float()
             field = torch.rand((1, 1, 6, 6, 6), generator=g)
             field = F.interpolate(field, size=hu.shape[2:], mode="trilinear", align_corners=True)
             field = (field - 0.5).clamp(min=0) * 2.0
             hu = hu + soft * field * r.uniform(50.0, 300.0)
-        hu = hu * r.uniform(0.9, 1.1) + r.uniform(-40.0, 40.0)
-        if r.random() < 0.25:
+        hu = hu * r.uniform(1 - a["scale"], 1 + a["scale"]) + r.uniform(-a["shift"], a["shift"])
+        if r.random() < a["blur_p"]:
             k = 3
             sigma = r.uniform(0.4, 1.0)
             ax = torch.arange(k, dtype=torch.float32) - 1
@@ -115,7 +135,7 @@ class Sampler:
             ker = (w[:, None, None] * w[None, :, None] * w[None, None, :])[None, None]
             hu = F.conv3d(F.pad(hu, (1, 1, 1, 1, 1, 1), mode="replicate"), ker)
         if r.random() < 0.6:
-            hu = hu + torch.randn(hu.shape, generator=g) * r.uniform(0.0, 35.0)
+            hu = hu + torch.randn(hu.shape, generator=g) * r.uniform(0.0, a["noise"])
         return hu
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,6 +157,9 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=20261122)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this checkpoint (phase 2: fine-tuning)")
+    ap.add_argument("--aug", choices=("strong", "mild"), default="strong")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -147,8 +170,12 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     data = np.load(args.data)
-    sampler = Sampler(data["image"], data["target"], args.patch, rng)
+    sampler = Sampler(data["image"], data["target"], args.patch, rng,
+                      STRONG if args.aug == "strong" else MILD)
     net = build_net()
+    if args.init is not None:
+        ckpt = torch.load(args.init, map_location="cpu", weights_only=False)  # our own file
+        net.load_state_dict(ckpt["state_dict"])
     n_params = sum(p.numel() for p in net.parameters())
     print(f"params {n_params}")
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=False, smooth_nr=1e-4,

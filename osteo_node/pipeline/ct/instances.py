@@ -19,11 +19,16 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-MIN_BODY_ML = 1.0  # smaller body fragments are noise (unless cut by the field of view)
+MIN_BODY_ML = 1.0  # smaller body fragments are noise
+MIN_PARTIAL_ML = 0.3  # ... unless cut by the top/bottom of the field of view
 MIN_SACRUM_ML = 10.0
+SACRUM_CONTACT = 0.08  # a body with this fraction of voxels touching the sacrum is S1
 DEFAULT_BODY_HEIGHT_MM = 24.0
 SPLIT_FACTOR = 1.55  # a component taller than this x the vertebral pitch holds >1 body
 MIN_FUSED_MM = 36.0  # shorter components are single bodies
+# body + disc repeat length searched in a fused column: T1-T4 ~20 mm, lower thoracic ~25-30 mm,
+# lumbar ~35-40 mm (cervical ~16 mm is not resolved: cervical levels are not measured)
+MIN_PITCH_MM, MAX_PITCH_MM = 19.0, 45.0
 MAX_OFF_AXIS_MM = 35.0
 GROW_STEPS_MM = 45.0
 
@@ -65,20 +70,32 @@ def _heights(lab: NDArray[np.int32], n: int, spacing: float) -> NDArray[np.float
 def _profile(
     comp: NDArray[np.bool_], hu: NDArray[np.float32], disc_prob: NDArray[np.float32]
 ) -> tuple[int, NDArray[np.float64]]:
-    """Disc-likeness along k of one component: low = disc (darker, disc-probable) slice."""
+    """Disc-likeness along k of one component (high = disc).
+
+    At a coarse spacing a thin disc is a dip between the two bright endplates that flank it,
+    while the middle of a body is flat; so the feature is the depth of the dip of the mean HU
+    of the eroded cross-section below both flanks (within 2 slices), plus the network's disc
+    probability.
+    """
     ks = np.nonzero(comp.any(axis=(1, 2)))[0]
     k0, k1 = int(ks.min()), int(ks.max())
-    hu_mean = np.zeros(k1 - k0 + 1)
-    disc = np.zeros(k1 - k0 + 1)
-    for n, k in enumerate(range(k0, k1 + 1)):
+    n = k1 - k0 + 1
+    hu_mean = np.zeros(n)
+    disc = np.zeros(n)
+    for idx, k in enumerate(range(k0, k1 + 1)):
         m = comp[k]
-        if m.any():
-            hu_mean[n] = float(hu[k][m].mean())
-            disc[n] = float(disc_prob[k][m].mean())
-    hu_mean = ndimage.gaussian_filter1d(hu_mean, 0.6, mode="nearest")
-    med = float(np.median(hu_mean))
-    mad = float(np.median(np.abs(hu_mean - med))) * 1.4826 + 20.0
-    return k0, (hu_mean - med) / mad - 3.0 * disc
+        core = ndimage.binary_erosion(m, iterations=1)
+        sel = core if core.sum() >= 3 else m
+        if sel.any():
+            hu_mean[idx] = float(hu[k][sel].mean())
+            disc[idx] = float(disc_prob[k][m].mean())
+    dip = np.zeros(n)
+    for idx in range(1, n - 1):
+        left = hu_mean[max(0, idx - 2) : idx].max()
+        right = hu_mean[idx + 1 : idx + 3].max()
+        dip[idx] = max(0.0, min(left, right) - hu_mean[idx])
+    scale = float(np.median(np.abs(hu_mean - np.median(hu_mean)))) * 1.4826 + 20.0
+    return k0, dip / scale + 3.0 * disc
 
 
 def _period(score: NDArray[np.float64], lo: int, hi: int) -> int | None:
@@ -88,7 +105,7 @@ def _period(score: NDArray[np.float64], lo: int, hi: int) -> int | None:
         return None
     ac = np.correlate(x, x, mode="full")[len(x) - 1 :]
     ac = ac / ac[0]
-    best, best_val = None, 0.15
+    best, best_val = None, 0.1
     for lag in range(lo, min(hi, len(x) // 2) + 1):
         if ac[lag] >= ac[lag - 1] and ac[lag] >= ac[min(lag + 1, len(ac) - 1)] and \
                 ac[lag] > best_val:
@@ -96,27 +113,42 @@ def _period(score: NDArray[np.float64], lo: int, hi: int) -> int | None:
     return best
 
 
-def _cuts(k0: int, score: NDArray[np.float64], n_cuts: int, min_gap: int) -> list[int]:
-    """The ``n_cuts`` deepest local minima, ``min_gap`` apart and away from the ends."""
+def _cuts(k0: int, score: NDArray[np.float64], period: float, open_ends: tuple[bool, bool]
+          ) -> list[int]:
+    """Disc slices: the most disc-like sequence with gaps of 0.7-1.35 x ``period`` (DP).
+
+    The end pieces are whole bodies (>= 0.6 period) unless that end of the component is cut by
+    the field of view (``open_ends`` = (bottom, top)).
+    """
     n = len(score)
-    minima = [i for i in range(1, n - 1) if score[i] <= score[i - 1] and score[i] <= score[i + 1]]
-    edge = max(2, int(0.6 * min_gap))
-    cuts: list[int] = []
-    for i in sorted(minima, key=lambda i: score[i]):
-        if i < edge or n - 1 - i < edge:
-            continue
-        if all(abs(i - c) >= min_gap for c in cuts):
-            cuts.append(i)
-        if len(cuts) == n_cuts:
-            break
-    return sorted(c + k0 for c in cuts)
+    gmin, gmax = max(2, round(0.7 * period)), max(3, round(1.35 * period))
+    end_lo = [1 if open_end else max(2, round(0.6 * period)) for open_end in open_ends]
+    best = np.full(n, -np.inf)
+    prev = np.full(n, -1)
+    for i in range(n):
+        if end_lo[0] <= i <= gmax:  # first cut
+            best[i] = score[i]
+        for j in range(max(0, i - gmax), i - gmin + 1):
+            if best[j] > -np.inf and best[j] + score[i] > best[i]:
+                best[i] = best[j] + score[i]
+                prev[i] = j
+    ends = [i for i in range(n) if end_lo[1] <= n - 1 - i <= gmax]
+    ends = [i for i in ends if best[i] > -np.inf]
+    if not ends:
+        return []
+    i = max(ends, key=lambda e: best[e])
+    cuts = []
+    while i >= 0:
+        cuts.append(i + k0)
+        i = int(prev[i])
+    return sorted(cuts)
 
 
 def _off_axis(centroids: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArray[np.float64]:
     """Distance (voxels) of each centroid (k, j, i) from a robust quadratic spine line j,i(k)."""
-    if len(centroids) < 4:
-        med = np.median(centroids[:, 1:], axis=0)
-        return np.asarray(np.linalg.norm(centroids[:, 1:] - med, axis=1))
+    if len(centroids) < 4:  # too few for a line: distance from the biggest body
+        ref = centroids[int(np.argmax(weights)), 1:]
+        return np.asarray(np.linalg.norm(centroids[:, 1:] - ref, axis=1))
     keep = np.ones(len(centroids), dtype=bool)
     dist = np.zeros(len(centroids))
     for _ in range(3):
@@ -151,7 +183,7 @@ def separate(
     typical = float(np.clip(np.median(big), 15.0, 32.0)) if big else DEFAULT_BODY_HEIGHT_MM
 
     # cut fused components (thin discs are often not resolved at the coarse spacing)
-    pitch_lo, pitch_hi = int(np.ceil(14.0 / spacing)), int(45.0 / spacing)
+    pitch_lo, pitch_hi = int(np.ceil(MIN_PITCH_MM / spacing)), int(MAX_PITCH_MM / spacing)
     next_label = n + 1
     for idx in range(1, n + 1):
         if heights[idx] < MIN_FUSED_MM:
@@ -162,8 +194,8 @@ def separate(
         pitch = period * spacing if period is not None else typical * 1.15
         if heights[idx] < SPLIT_FACTOR * pitch:
             continue
-        n_cuts = max(1, round(heights[idx] / pitch) - 1)
-        cuts = _cuts(k0, score, n_cuts, max(2, int(0.6 * pitch / spacing)))
+        k_top = k0 + len(score) - 1
+        cuts = _cuts(k0, score, pitch / spacing, (k0 == 0, k_top == classes.shape[0] - 1))
         if not cuts:
             continue
         bounds = [0, *cuts, classes.shape[0]]
@@ -186,7 +218,7 @@ def separate(
         m = lab[sl] == idx
         vol = float(m.sum()) * voxel_ml
         touches = sl[0].start == 0 or sl[0].stop - 1 == top
-        if vol < MIN_BODY_ML and not touches:
+        if vol < (MIN_PARTIAL_ML if touches else MIN_BODY_ML):
             continue
         c = np.array(ndimage.center_of_mass(m)) + [s.start for s in sl]
         cands.append((idx, c, vol, (sl[0].start, sl[0].stop - 1), touches))
@@ -197,6 +229,22 @@ def separate(
         cands = [c for c, d in zip(cands, off, strict=True) if d <= MAX_OFF_AXIS_MM]
         med_vol = float(np.median([c[2] for c in cands])) if cands else 0.0
         cands = [c for c in cands if c[2] >= 0.2 * med_vol or c[4]]
+    sacrum = _sacrum(classes == sacrum_value, voxel_ml)
+    if sacrum is not None:
+        # nothing below the sacrum is a vertebral body (pelvis, coccyx); a "body" fused with the
+        # sacrum is its S1 body
+        sacrum_k = float(np.nonzero(sacrum)[0].mean())
+        near_sacrum = ndimage.binary_dilation(sacrum, iterations=1)
+        kept = []
+        for c in cands:
+            comp = lab == c[0]
+            if c[1][0] <= sacrum_k:
+                continue
+            if (comp & near_sacrum).sum() >= SACRUM_CONTACT * comp.sum():
+                sacrum |= comp
+                continue
+            kept.append(c)
+        cands = kept
     cands.sort(key=lambda c: -c[1][0])  # cranial first
 
     body_map = np.zeros(classes.shape, dtype=np.int16)
@@ -206,7 +254,6 @@ def separate(
         bodies.append(BodyInstance(new, (float(c[0]), float(c[1]), float(c[2])), kr, vol, touches))
 
     vertebra_map = _grow(body_map, classes == posterior_value, int(GROW_STEPS_MM / spacing))
-    sacrum = _sacrum(classes == sacrum_value, voxel_ml)
     return Instances(bodies=bodies, body_map=body_map, vertebra_map=vertebra_map, sacrum=sacrum)
 
 
