@@ -147,16 +147,15 @@ def sliding_window(
 ) -> NDArray[np.float32]:
     """Softmax probabilities ``[C, k, j, i]`` for a normalised image ``x`` ``[k, j, i]``.
 
-    The image is padded (with the normalised air value) to at least one patch and to a multiple
-    of the network's divisor; windows are blended with a Gaussian weight.
+    The image is edge-padded to at least one patch and to a multiple of the network's divisor;
+    windows are blended with a Gaussian weight.
     """
     div = model.manifest.divisor
-    air = model.manifest.normalisation.hu_min / model.manifest.normalisation.scale
     shape = x.shape
     win = tuple(min(p, math.ceil(s / div) * div) for p, s in zip(patch, shape, strict=True))
     padded_shape = tuple(max(w, math.ceil(s / div) * div) for w, s in zip(win, shape, strict=True))
-    xp = np.full(padded_shape, air, dtype=np.float32)
-    xp[: shape[0], : shape[1], : shape[2]] = x
+    # edge padding: a thin slab continues as itself rather than ending in air
+    xp = np.pad(x, [(0, p - s) for p, s in zip(padded_shape, shape, strict=True)], mode="edge")
     n_cls = len(model.manifest.labels)
     acc = np.zeros((n_cls, *padded_shape), dtype=np.float32)
     norm = np.zeros(padded_shape, dtype=np.float32)
