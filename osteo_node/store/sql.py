@@ -16,12 +16,17 @@ def insert_ignore_statement(dialect: str, table: Table, conflict_columns: tuple[
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
-    if dialect == "sqlite":
+        stmt: Any = pg_insert(table)
+    elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
-    raise NotImplementedError(f"database {dialect!r} is not supported (use SQLite or PostgreSQL)")
+        stmt = sqlite_insert(table)
+    else:
+        raise NotImplementedError(
+            f"database {dialect!r} is not supported (use SQLite or PostgreSQL)")
+    # RETURNING tells reliably whether a row went in (rowcount is -1 with some drivers).
+    return stmt.on_conflict_do_nothing(index_elements=list(conflict_columns)).returning(
+        *table.primary_key.columns)
 
 
 def insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any],
@@ -32,7 +37,7 @@ def insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any],
     PostgreSQL transaction. The statement is built once per table (cheap per call).
     """
     stmt = insert_ignore_statement(conn.dialect.name, table, tuple(conflict_columns))
-    return bool(conn.execute(stmt, dict(values)).rowcount == 1)
+    return conn.execute(stmt, dict(values)).first() is not None
 
 
 def relax_commit_durability(engine: Engine) -> None:

@@ -350,3 +350,32 @@ def test_four_concurrent_senders_lose_nothing(tmp_path: Path, chest_files: list[
         assert _count(listener, instances) == 40
         assert _count(listener, series) == 1
         assert len(_spool_files(tmp_path / "spool")) == 40
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    from tests.outbox.postgres import TempPostgres, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = TempPostgres.start()
+    yield server.url
+    server.stop()
+
+
+@needs_dcmtk
+def test_listener_on_postgresql(tmp_path: Path, totalseg_files: list[Path],
+                                postgres_url: str) -> None:
+    """The same ingest with the index in PostgreSQL instead of SQLite."""
+    sent = fill_uids(totalseg_files, tmp_path / "sent")
+    port = free_port()
+    cfg = node_config(tmp_path, port)
+    cfg["storage"]["database_url"] = postgres_url
+    with running_listener(cfg, tmp_path) as listener:
+        out = storescu(port, sent, "-xv")
+        assert sorted(out.acknowledged) == sorted(sent), out.output[-2000:]
+        again = storescu(port, sent[:3], "-xv")
+        assert sorted(again.acknowledged) == sorted(sent[:3])
+        assert _count(listener, instances) == 20
+        assert _count(listener, series) == 1

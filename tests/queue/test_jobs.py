@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -10,14 +9,6 @@ from sqlalchemy import Engine, select
 from osteo_node.queue import jobs as jq
 from osteo_node.store.db import make_engine
 from osteo_node.store.index import InstanceRecord, record_instance
-from osteo_node.store.schema import create_node_tables
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    create_node_tables(make_engine(url))
-    return url
 
 
 @pytest.fixture

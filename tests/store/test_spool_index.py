@@ -13,15 +13,12 @@ from sqlalchemy import Engine, select
 from osteo_node.store.db import make_engine
 from osteo_node.store.index import InstanceRecord, counts, record_instance, series
 from osteo_node.store.reconcile import reconcile_spool
-from osteo_node.store.schema import create_node_tables
 from osteo_node.store.spool import Spool, SpoolKey, preamble_for, sealed_complete, valid_uid
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    e = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    create_node_tables(e)
-    return e
+def engine(db_url: str) -> Engine:
+    return make_engine(db_url)
 
 
 def _tiny_ct(st: str, se: str, sop: str) -> Dataset:

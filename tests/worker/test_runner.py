@@ -16,17 +16,16 @@ from osteo_node.pipeline.results import AnalysisOutput, AnalysisResult
 from osteo_node.queue import jobs as jq
 from osteo_node.store.db import make_engine
 from osteo_node.store.index import InstanceRecord, record_instance
-from osteo_node.store.schema import create_node_tables
 from osteo_node.worker.publish import exporters_publisher, resolve_publisher
 from osteo_node.worker.runner import WorkerContext, lookup_from_settings, process_job
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, db_url: str) -> Settings:
     return settings_from_mapping({
         "dicom": {"allowed_callers": ["X"]},
         "storage": {"spool_dir": str(tmp_path / "spool"), "outbox_dir": str(tmp_path / "out"),
-                    "database_url": f"sqlite:///{tmp_path / 'db.sqlite'}"},
+                    "database_url": db_url},
         "queue": {"max_job_attempts": 2},
         "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1",
                           "port": 104, "send": ["sc"]}],
@@ -35,9 +34,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def engine(settings: Settings) -> Engine:
-    e = make_engine(settings.storage.database_url)
-    create_node_tables(e)
-    return e
+    return make_engine(settings.storage.database_url)
 
 
 def _job(engine: Engine, modality: str = "CT", n: int = 3) -> jq.ClaimedJob:

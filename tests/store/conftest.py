@@ -1,0 +1,5 @@
+"""Run this package's database tests on SQLite and PostgreSQL (fixture ``db_url``)."""
+
+from tests.node.databases import db_url, node_postgres
+
+__all__ = ["db_url", "node_postgres"]
