@@ -111,7 +111,11 @@ class Listener:
                    and time.monotonic() < deadline):
                 time.sleep(0.05)
             for assoc in self.ae.active_associations:
-                assoc.abort()
+                # pynetdicom's abort() waits for the association's reactor, which a connection
+                # still waiting for its A-ASSOCIATE-RQ never runs: leave those (daemon
+                # threads) to end with the process.
+                if assoc.is_established:
+                    assoc.abort()
         if self._upkeep.is_alive():
             self._upkeep_stop.set()
             self._upkeep.join()
@@ -126,6 +130,10 @@ def run_listener(settings: Settings, stop: threading.Event | None = None) -> Non
     listener.prepare()
     listener.start()
     try:
-        (stop or threading.Event()).wait()
+        event = stop or threading.Event()
+        # Wake up regularly: a signal delivered to another thread only runs its Python
+        # handler (which sets ``stop``) once the main thread gets control again.
+        while not event.wait(0.5):
+            pass
     finally:
         listener.stop()

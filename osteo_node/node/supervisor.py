@@ -11,6 +11,7 @@ supervisor (Linux parent-death signal), so a kill -9 of the supervisor leaves no
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import multiprocessing as mp
 import signal
 import sys
@@ -56,6 +57,7 @@ def _stop_on_signals() -> threading.Event:
 def child_main(role: str, settings: Settings, index: int = 0) -> None:
     """Entry point of a child process."""
     _die_with_parent()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: dump stacks
     from osteo_node import logging_setup
 
     json = {"auto": None, "json": True, "console": False}[settings.logging.format]

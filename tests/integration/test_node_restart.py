@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,10 @@ def test_sigterm_stops_all_children(tmp_path: Path) -> None:
     node = Node(tmp_path, "recording")
     node.proc.start(node.port)
     pgid = node.proc.proc.pid  # type: ignore[union-attr]
+    # A peer that connected but never sent an A-ASSOCIATE-RQ must not hold up the stop.
+    idle = socket.create_connection(("127.0.0.1", node.port))
     assert node.proc.stop() == 0
+    idle.close()
 
     def group_empty() -> bool:  # multiprocessing's resource tracker exits just after us
         r = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True,
