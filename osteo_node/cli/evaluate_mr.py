@@ -4,7 +4,8 @@ Runs the MR analyser on the held-out validation volumes of ``ai_models/mr_verteb
 split.json`` (real sagittal lumbar MRI with manual vertebral-body masks in
 ``<shared data>/mr/vertebral_bodies``) and prints per case and overall: Dice per body, bodies
 found (Dice >= 0.5), heights vs heights measured the same way on the manual masks, level names.
-``--thick 4`` first averages 4 slices into 4 mm sagittal slabs (like a clinical series).
+``--thick 4`` first averages 4 slices into 4 mm sagittal slabs (like a clinical series);
+``--intensity`` applies an intensity stress transform (linear rescale, gamma, inversion).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def add_parser(subparsers: Any) -> None:
                    help="shared data folder (default $OSTEO_SHARED_DATA or ../shared/data)")
     p.add_argument("--cases", nargs="*", default=None, help="case names (default: validation)")
     p.add_argument("--thick", type=int, default=1, help="simulate sagittal slabs of N mm")
+    p.add_argument("--intensity", default=None,
+                   choices=("scale", "gamma0.5", "gamma2", "invert"),
+                   help="stress test: transform the image intensities first")
     p.add_argument("--model-dir", type=Path, default=None)
     p.add_argument("--json", type=Path, dest="json_out", help="also write the scores as JSON")
     p.set_defaults(func=run)
@@ -37,7 +41,12 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from osteo_node.pipeline.mr.analyser import MRAnalyser
-    from osteo_node.pipeline.mr.evaluate import evaluate_nifti_case, summarise, thick_slab_copy
+    from osteo_node.pipeline.mr.evaluate import (
+        evaluate_nifti_case,
+        intensity_copy,
+        summarise,
+        thick_slab_copy,
+    )
 
     root = args.data or Path(os.environ.get("OSTEO_SHARED_DATA", REPO.parent / "shared" / "data"))
     folder = root.resolve() / "mr" / "vertebral_bodies"
@@ -53,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
             if not image.is_file() or not label.is_file():
                 print(f"{case}: image or label missing, skipped", file=sys.stderr)
                 continue
+            if args.intensity:
+                image = intensity_copy(image, args.intensity, Path(tmp))
             if args.thick > 1:
                 image, label = thick_slab_copy(image, label, args.thick, Path(tmp))
             score = evaluate_nifti_case(analyser, case, image, label)
@@ -66,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{score.seconds:.1f}s", flush=True)
     summary = summarise(scores)
     summary["thick_mm"] = args.thick
+    summary["intensity"] = args.intensity
     print(json.dumps(summary, indent=1))
     if args.json_out:
         args.json_out.write_text(json.dumps(

@@ -242,3 +242,25 @@ def thick_slab_copy(image: Path, label: Path, thick: int, out_dir: Path) -> tupl
         sitk.WriteImage(out, str(p))
         paths.append(p)
     return paths[0], paths[1]
+
+
+# Intensity stress tests (scanner/sequence differences): name -> transform of the uint8 image.
+INTENSITY_TRANSFORMS: dict[str, Any] = {
+    "scale": lambda x: x * 7.3 + 120.0,  # linear rescale: must not change anything
+    "gamma0.5": lambda x: 255.0 * (x / 255.0) ** 0.5,
+    "gamma2": lambda x: 255.0 * (x / 255.0) ** 2,
+    "invert": lambda x: (255.0 - x) * (x > 5),  # crude T1-like contrast (air stays dark)
+}
+
+
+def intensity_copy(image: Path, transform: str, out_dir: Path) -> Path:
+    """Write a NIfTI copy of ``image`` with one of :data:`INTENSITY_TRANSFORMS` applied."""
+    import SimpleITK as sitk
+
+    img = sitk.ReadImage(str(image), sitk.sitkFloat32)
+    arr = INTENSITY_TRANSFORMS[transform](sitk.GetArrayFromImage(img)).astype(np.float32)
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(img)
+    path = out_dir / f"{image.name.split('.nii')[0]}_{transform}.nii.gz"
+    sitk.WriteImage(out, str(path))
+    return path

@@ -152,3 +152,18 @@ def test_garbage_input_is_refused_not_raised(analyser: MRAnalyser, tmp_path: Pat
     out = analyser.analyse([tmp_path])
     assert out.result.status == "not_analysable"
     assert out.result.reason == "no DICOM instances found"
+
+
+def test_linear_intensity_rescale_changes_nothing(
+    shared_data: Path, analyser: MRAnalyser, tmp_path: Path
+) -> None:
+    """Per-volume percentile normalisation: a linear rescale gives the same bodies."""
+    from osteo_node.pipeline.mr.evaluate import intensity_copy
+
+    image = _vb(shared_data) / "vb3_25_image.nii.gz"
+    a = analyser.analyse([image])
+    b = analyser.analyse([intensity_copy(image, "scale", tmp_path)])
+    assert a.labels is not None
+    assert b.labels is not None
+    assert np.array_equal(a.labels.array, b.labels.array)
+    assert [v.heights_mm for v in a.result.vertebrae] == [v.heights_mm for v in b.result.vertebrae]
