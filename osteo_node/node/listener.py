@@ -110,12 +110,14 @@ class Listener:
             while (any(a.is_established for a in self.ae.active_associations)
                    and time.monotonic() < deadline):
                 time.sleep(0.05)
-            for assoc in self.ae.active_associations:
-                # pynetdicom's abort() waits for the association's reactor, which a connection
-                # still waiting for its A-ASSOCIATE-RQ never runs: leave those (daemon
-                # threads) to end with the process.
+            for assoc in list(self.ae.active_associations):
                 if assoc.is_established:
                     assoc.abort()
+                else:
+                    # Still negotiating (e.g. a peer that never sent its A-ASSOCIATE-RQ):
+                    # abort() would wait for a reactor that never runs; stop its DUL thread
+                    # (not a daemon thread, it would keep the process alive).
+                    assoc.dul.kill_dul()
         if self._upkeep.is_alive():
             self._upkeep_stop.set()
             self._upkeep.join()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import logging
 import multiprocessing as mp
+import os
 import signal
 import sys
 import threading
@@ -54,6 +56,21 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _exit_despite_stuck_threads(timeout: float = 3.0) -> None:
+    """Leave even if a library thread that is not a daemon (a peer's half-open connection in
+    pynetdicom) would keep the interpreter waiting at exit."""
+    deadline = time.monotonic() + timeout
+    others = [t for t in threading.enumerate()
+              if t is not threading.current_thread() and not t.daemon]
+    for t in others:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in others if t.is_alive()]
+    if stuck:
+        log.warning("threads still running at stop; exiting anyway", threads=stuck)
+        logging.shutdown()
+        os._exit(0)
+
+
 def child_main(role: str, settings: Settings, index: int = 0) -> None:
     """Entry point of a child process."""
     _die_with_parent()
@@ -68,6 +85,7 @@ def child_main(role: str, settings: Settings, index: int = 0) -> None:
         from osteo_node.node.listener import run_listener
 
         run_listener(settings, stop)
+        _exit_despite_stuck_threads()
     elif role == "assembler":
         from osteo_node.queue.assembler import run_assembler
 
@@ -187,7 +205,10 @@ class Supervisor:
         for p in procs:
             p.join(max(0.0, deadline - time.monotonic()))
             if p.is_alive():
-                log.warning("child did not stop in time; killing", pid=p.pid)
+                log.warning("child did not stop in time; killing (stacks dumped)", pid=p.pid)
+                if p.pid is not None:
+                    os.kill(p.pid, signal.SIGUSR1)  # faulthandler: where is it stuck?
+                    p.join(1.0)
                 p.kill()
                 p.join()
         log.info("all children stopped")
