@@ -32,17 +32,28 @@ AnalyserLookup = Callable[[str], Analyser | None]
 
 
 def lookup_from_settings(settings: Settings) -> AnalyserLookup:
-    """Analysers from ``settings.analysers`` (explicit overrides) else the registry."""
-    overrides = dict(settings.analysers)
+    """Analysers from ``settings.analysers`` (explicit overrides) else the registry.
 
-    def lookup(modality: str) -> Analyser | None:
-        spec = overrides.get(modality.upper())
+    One analyser instance per modality and worker process, reused for later jobs (loading a
+    model for every series would dominate short analyses).
+    """
+    overrides = dict(settings.analysers)
+    cache: dict[str, Analyser | None] = {}
+
+    def create(modality: str) -> Analyser | None:
+        spec = overrides.get(modality)
         if spec is None:
             return analyser_for(modality)
         module_name, _, attr = spec.partition(":")
         factory = getattr(importlib.import_module(module_name), attr)
         analyser: Analyser = factory()
         return analyser
+
+    def lookup(modality: str) -> Analyser | None:
+        key = modality.upper()
+        if key not in cache:
+            cache[key] = create(key)
+        return cache[key]
 
     return lookup
 

@@ -125,6 +125,7 @@ def test_lookup_uses_explicit_overrides_then_registry(tmp_path: Path) -> None:
     lookup = lookup_from_settings(s)
     found = lookup("cr")
     assert found is not None and found.name == "test-recording"
+    assert lookup("CR") is found  # one instance per worker process
     assert lookup("SEG") is None  # nothing registered for SEG
 
 
