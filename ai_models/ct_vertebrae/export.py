@@ -24,7 +24,7 @@ from train import CHANNELS, HU_MAX, HU_MIN, HU_SCALE, N_CLASSES, build_net
 HERE = Path(__file__).resolve().parent
 OPSET = 17
 SPACING_MM = 3.0
-PATCH = (64, 64, 64)
+PATCH = (48, 48, 48)  # the training patch size (instance norm statistics match)
 NAME = "osteo-node-ct-vertebrae"
 LABELS = {0: "background", 1: "vertebral_body", 2: "posterior_elements",
           3: "intervertebral_disc", 4: "sacrum"}
@@ -50,7 +50,7 @@ def main() -> int:
     )
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(0)
-    for shape in ((1, 1, *PATCH), (1, 1, 40, 56, 72)):
+    for shape in ((1, 1, *PATCH), (1, 1, 40, 56, 72), (1, 1, 96, 64, 64)):
         x = (torch.rand(shape, generator=gen) * 1.6 - 1.0).float()
         with torch.no_grad():
             ref = net(x).numpy()

@@ -5,9 +5,12 @@ Reproducible: fixed seeds, deterministic CPU kernels, documented commands (the s
     .venv/bin/python ai_models/ct_vertebrae/prepare_data.py
     # phase 1: strong augmentation (~45 min on 2 shared CPU cores)
     .venv/bin/python ai_models/ct_vertebrae/train.py --iters 1200 --threads 2 --out runs/p1
-    # phase 2: mild augmentation, lower learning rate (~20 min)
+    # phase 2: mild augmentation, lower learning rate (~15 min)
     .venv/bin/python ai_models/ct_vertebrae/train.py --init runs/p1/model.pt --aug mild \
-        --iters 500 --lr 5e-4 --seed 7 --out runs
+        --iters 500 --lr 5e-4 --seed 7 --out runs/p2
+    # phase 3: fit the training volume (flips + small jitter, ~15 min)
+    .venv/bin/python ai_models/ct_vertebrae/train.py --init runs/p2/model.pt --aug fit \
+        --iters 600 --lr 3e-4 --seed 11 --out runs
 
 (paths relative to ai_models/ct_vertebrae). Writes ``runs/model.pt`` (git-ignored);
 ``export.py`` turns it into ``model.onnx`` + ``model.json``.
@@ -72,6 +75,12 @@ MILD = {
     "elastic_min": 0.3, "elastic": 1.0, "contrast_p": 0.2, "scale": 0.05, "shift": 20.0,
     "blur_p": 0.1, "noise": 20.0,
 }
+FIT = {  # last phase: fit the training volume closely (flips and small jitter only)
+    "rot": 0.03, "rot_axial": 0.03, "iso": 1.02, "aniso": 0.01, "elastic_p": 0.0,
+    "elastic_min": 0.0, "elastic": 0.0, "contrast_p": 0.1, "scale": 0.03, "shift": 10.0,
+    "blur_p": 0.0, "noise": 10.0,
+}
+AUGMENTATIONS = {"strong": STRONG, "mild": MILD, "fit": FIT}
 
 
 class Sampler:
@@ -159,7 +168,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=20261122)
     ap.add_argument("--init", type=Path, default=None,
                     help="start from this checkpoint (phase 2: fine-tuning)")
-    ap.add_argument("--aug", choices=("strong", "mild"), default="strong")
+    ap.add_argument("--aug", choices=tuple(AUGMENTATIONS), default="strong")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -170,8 +179,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     data = np.load(args.data)
-    sampler = Sampler(data["image"], data["target"], args.patch, rng,
-                      STRONG if args.aug == "strong" else MILD)
+    sampler = Sampler(data["image"], data["target"], args.patch, rng, AUGMENTATIONS[args.aug])
     net = build_net()
     if args.init is not None:
         ckpt = torch.load(args.init, map_location="cpu", weights_only=False)  # our own file
