@@ -97,6 +97,19 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class ResultsSettings:
+    """What the node produces from an analysis (see the exporters and the FLS worklist)."""
+
+    #: UID root for every object the node creates (your organisation's registered root);
+    #: None: UUID-derived ``2.25.`` UIDs. Deterministic per job either way.
+    uid_root: str | None = None
+    #: InstitutionName written into the result objects (None: copied from the source).
+    institution_name: str | None = None
+    #: add analysed patients with a positive finding to the fracture liaison worklist
+    worklist: bool = True
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
     format: str = "auto"  # auto | json | console
@@ -109,6 +122,7 @@ class Settings:
     queue: QueueSettings = field(default_factory=QueueSettings)
     destinations: tuple[Destination, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    results: ResultsSettings = field(default_factory=ResultsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     #: modality -> "module:callable" analyser factory used INSTEAD of the registry entry
     #: (site-specific analysers, tests). Empty: the registry decides.
@@ -232,6 +246,20 @@ def _str(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
         raise TypeError("must be a non-empty string")
     return v
+
+
+_UID_ROOT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def _uid_root(v: Any) -> str | None:
+    root = _str(str(v)).rstrip(".")
+    if not _UID_ROOT.match(root) or len(root) > 40:
+        raise ValueError("must be a dotted numeric DICOM UID root of at most 40 characters")
+    return root
+
+
+def _optional_str(v: Any) -> str | None:
+    return _str(v)
 
 
 def _ae(v: Any) -> str:
@@ -469,6 +497,14 @@ def settings_from_mapping(raw: Mapping[str, Any], base: Path, source: str = "") 
         problems.append(f"retry: {exc}")
         retry = RetryPolicy()
 
+    rs = top.section("results")
+    results = ResultsSettings(
+        uid_root=rs.get("uid_root", None, _uid_root),
+        institution_name=rs.get("institution_name", None, _optional_str),
+        worklist=rs.get("worklist", True, _bool),
+    )
+    rs.finish()
+
     lg = top.section("logging")
     log = LoggingSettings(
         level=lg.get("level", "INFO", lambda v: _choice(v, ("DEBUG", "INFO", "WARNING", "ERROR"))),
@@ -491,8 +527,8 @@ def settings_from_mapping(raw: Mapping[str, Any], base: Path, source: str = "") 
     if problems:
         raise ConfigError(problems, source)
     return Settings(dicom=dicom, storage=storage, queue=queue, destinations=destinations,
-                    retry=retry, logging=log, analysers=analysers, publisher=publisher,
-                    source=source)
+                    retry=retry, results=results, logging=log, analysers=analysers,
+                    publisher=publisher, source=source)
 
 
 def _choice(v: Any, allowed: tuple[str, ...]) -> str:

@@ -14,18 +14,22 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 
+from osteo_node.config.settings import ResultsSettings
 from osteo_node.outbox.policy import Destination
 from osteo_node.pipeline.results import AnalysisOutput
 
 KindedObject = tuple[str, Dataset]
-Publisher = Callable[[AnalysisOutput, str], Sequence[KindedObject]]
+Publisher = Callable[[AnalysisOutput, str, ResultsSettings], Sequence[KindedObject]]
 
 
-def exporters_publisher(output: AnalysisOutput, job_key: str) -> list[KindedObject]:
+def exporters_publisher(output: AnalysisOutput, job_key: str,
+                        settings: ResultsSettings) -> list[KindedObject]:
     """The built-in exporters (SR, SEG, SC, KOS as applicable)."""
     from osteo_node.exporters.publish import build_objects
 
-    return [(o.kind, o.dataset) for o in build_objects(output, uid_root=None, job_key=job_key)]
+    objects = build_objects(output, uid_root=settings.uid_root, job_key=job_key,
+                            institution_name=settings.institution_name)
+    return [(o.kind, o.dataset) for o in objects]
 
 
 def resolve_publisher(spec: str) -> Publisher:

@@ -25,6 +25,7 @@ from osteo_node.store.db import make_engine
 from osteo_node.store.index import series_paths
 from osteo_node.store.schema import create_node_tables
 from osteo_node.worker.publish import Publisher, enqueue_objects, resolve_publisher
+from osteo_node.worklist.store import add_from_result
 
 log = structlog.get_logger(__name__)
 
@@ -115,10 +116,12 @@ def process_job(ctx: WorkerContext, job: jq.ClaimedJob) -> str:
         with _Heartbeat(ctx, job) as hb:
             bound.info("analysis started", analyser=analyser.name, instances=len(paths))
             output = analyser.analyse(paths)
-            objects = ctx.publish(output, job.key)
+            objects = ctx.publish(output, job.key, s.results)
             if hb.lost:
                 bound.warning("job was taken over by another worker; result discarded")
                 return "lost"
+            if s.results.worklist and output.result.status == "analysed":
+                add_from_result(ctx.engine, output)
             n = enqueue_objects(ctx.engine, s.storage.outbox_dir, s.destinations, objects,
                                 job.id)
     except Exception as exc:  # noqa: BLE001 - record any analysis failure in the job

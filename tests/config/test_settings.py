@@ -109,3 +109,15 @@ def test_destination_tls(tmp_path: Path) -> None:
         settings_from_mapping(raw, tmp_path)
     assert "destinations[0].tls: TLS cert_file and key_file must be given together" in \
         err.value.problems
+
+
+def test_results_section_validates_uid_root(tmp_path: Path) -> None:
+    dicom = {"allowed_callers": ["STORESCU"]}
+    ok = settings_from_mapping(
+        {"dicom": dicom, "results": {"uid_root": "1.2.826.0.1.3680043.10.999"}}, tmp_path)
+    assert ok.results.uid_root == "1.2.826.0.1.3680043.10.999" and ok.results.worklist
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping(
+            {"dicom": dicom, "results": {"uid_root": "1.2.x", "worklist": "yes"}}, tmp_path)
+    text = str(err.value)
+    assert "results.uid_root" in text and "results.worklist" in text

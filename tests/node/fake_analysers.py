@@ -55,11 +55,13 @@ def blocking() -> BlockingAnalyser:
     return BlockingAnalyser()
 
 
-def no_objects(output: AnalysisOutput, job_key: str) -> list[tuple[str, object]]:
+def no_objects(output: AnalysisOutput, job_key: str,
+               _settings: object = None) -> list[tuple[str, object]]:
     return []
 
 
-def secondary_capture(output: AnalysisOutput, job_key: str) -> list[tuple[str, object]]:
+def secondary_capture(output: AnalysisOutput, job_key: str,
+                      _settings: object = None) -> list[tuple[str, object]]:
     """One small Secondary Capture in the analysed study, UIDs derived from the job key (a
     re-run yields the same object)."""
     import numpy as np

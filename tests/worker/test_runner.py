@@ -82,7 +82,7 @@ class FakeAnalyser:
 
 def _ctx(settings: Settings, engine: Engine, analyser: Analyser | None) -> WorkerContext:
     return WorkerContext(settings, engine, lambda _m: analyser,
-                         lambda out, key: [("sc", _sc("1.2.3"))], "test")
+                         lambda out, key, _s: [("sc", _sc("1.2.3"))], "test")
 
 
 def test_no_analyser_ends_job_without_result(settings: Settings, engine: Engine) -> None:
@@ -133,4 +133,4 @@ def test_default_publisher_is_the_exporters() -> None:
     assert resolve_publisher(Settings().publisher) is exporters_publisher
     out = AnalysisOutput(AnalysisResult("not_analysable", "too few slices", "CT", None, None,
                                         None, None))
-    assert exporters_publisher(out, "k") == []  # nothing to export for a non-result
+    assert exporters_publisher(out, "k", Settings().results) == []  # nothing for a non-result
