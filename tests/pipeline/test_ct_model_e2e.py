@@ -41,8 +41,9 @@ def save_png(out: AnalysisOutput, path: Path) -> None:
 
 def test_example_ct_acceptance_1(analyser: CTAnalyser, shared_data: Path,
                                  artifacts_dir: Path) -> None:
+    # whole-vertebra reference (vertebrae_pp_refined holds bodies only)
     case = Case("example_ct", shared_data / TS / "example_ct.nii.gz", ReferenceSpec(
-        shared_data / TS / "vertebrae_pp_refined.nii.gz", "verse",
+        shared_data / TS / "example_ct_vertebrae.nii.gz", "totalseg",
         shared_data / TS / "vertebrae_body.nii.gz", (1,)))
     score = score_case(case, analyser.segment)
     print("example_ct", [(s.level, s.correct, s.centroid_error_mm, s.dice, s.hu, s.hu_reference)

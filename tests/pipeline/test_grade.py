@@ -188,3 +188,21 @@ def test_density_call_fallback_and_contrast(rules: GradingRules) -> None:
     assert density_call(t2, {}, "native", False, rules).category == "low_density_indeterminate"
     none = density_call({}, {}, "native", False, rules)
     assert none.level is None and none.osteoporosis_suspected is None
+
+
+def test_fused_body_not_graded_nor_used_as_reference(ct: ExampleCT, rules: GradingRules) -> None:
+    """Two real bodies merged (L2 + L3, as an over-merging segmentation would) are flagged."""
+    heights: dict[str, Heights | None] = {
+        lv: measure_heights(ct.body(lv), ct.geometry, si_hint=spine_hint(ct, lv)).heights
+        for lv in ("L1", "L4", "L5")
+    }
+    fused = ct.body("L2") | ct.body("L3")
+    # close the disc gap between them as a segmentation would
+    fused = ndimage.binary_closing(fused, iterations=3) & ndimage.binary_dilation(
+        ct.body("L2") | ct.body("L3"), iterations=3)
+    heights["L2"] = measure_heights(fused, ct.geometry, si_hint=spine_hint(ct, "L2")).heights
+    assert heights["L2"] is not None and heights["L2"].posterior is not None
+    assert heights["L2"].posterior > 45
+    g = grade_spine(heights, rules)
+    assert g["L2"].genant_grade is None and "fused" in g["L2"].notes[0]
+    assert all(g[lv].genant_grade == 0 for lv in ("L4", "L5"))

@@ -67,6 +67,7 @@ class Segmentation:
 
 
 SegmentFn = Callable[[Volume], Segmentation]
+OUTLINE_HU = -400.0  # patient outline: voxels above this (air is about -1000 HU)
 ProgressFn = Callable[[str, str], None]
 
 
@@ -191,6 +192,7 @@ def measure_stage(
 class QualityRules:
     min_vertebra_p95_hu: float
     min_vertebra_volume_ml: float
+    max_lateral_offset_mm: float
 
     @classmethod
     def default(cls) -> QualityRules:
@@ -198,7 +200,26 @@ class QualityRules:
 
         q = load("ct_screening")["quality"]
         return cls(float(q["min_vertebra_p95_hu"]["value"]),
-                   float(q["min_vertebra_volume_ml"]["value"]))
+                   float(q["min_vertebra_volume_ml"]["value"]),
+                   float(q["max_lateral_offset_mm"]["value"]))
+
+
+def lateral_offset_mm(volume: Volume, centroid_kji: NDArray[np.float64]) -> float | None:
+    """Left-right distance (mm) of a point from the centre of the patient outline in its slice."""
+    m = volume.geometry.matrix
+    if abs(m[2, 2]) < 0.9:  # only for axial stacks
+        return None
+    k = int(np.clip(round(float(centroid_kji[0])), 0, volume.array.shape[0] - 1))
+    body = volume.array[k] > OUTLINE_HU
+    lab, n = ndimage.label(body)
+    if n == 0:
+        return None
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    jj, ii = np.nonzero(lab == int(np.argmax(sizes)))
+    centre = volume.geometry.index_to_lps((float(ii.mean()), float(jj.mean()), float(k)))
+    point = volume.geometry.index_to_lps(centroid_kji[::-1])
+    return abs(float(point[0] - centre[0]))
 
 
 def drop_implausible(volume: Volume, labels: LabelVolume, rules: QualityRules) -> list[str]:
@@ -218,12 +239,19 @@ def drop_implausible(volume: Volume, labels: LabelVolume, rules: QualityRules) -
         hu = volume.array[box][mask]
         volume_ml = mask.sum() * voxel_ml
         p95 = float(np.percentile(hu, 95)) if volume.modality == "CT" else float("inf")
+        why = None
         if volume_ml < rules.min_vertebra_volume_ml or p95 < rules.min_vertebra_p95_hu:
+            why = f"{volume_ml:.1f} ml, 95th percentile {p95:.0f} HU: no cortical bone"
+        else:
+            start = np.array([s.start for s in box], dtype=np.float64)
+            offset = lateral_offset_mm(volume, np.argwhere(mask).mean(axis=0) + start)
+            if offset is not None and offset > rules.max_lateral_offset_mm:
+                why = f"{offset:.0f} mm lateral of the trunk centre: not the spine"
+        if why is not None:
             arr[box][mask] = 0
             del labels.levels[level]
             labels.confidence.pop(level, None)
-            out.append(f"segmented {level} rejected as implausible ({volume_ml:.1f} ml, 95th "
-                       f"percentile {p95:.0f} HU: no cortical bone)")
+            out.append(f"segmented {level} rejected as implausible ({why})")
     return out
 
 
@@ -387,7 +415,9 @@ class CTAnalyser:
                 notes=tuple(notes),
             ))
         trab = {r.level: r.measurement.trabecular for r in records}
-        call = density_call(trab, grades, phase.phase, phase.contrast_given, rules)
+        truncated = [r.level for r in records if r.measurement.truncated]
+        call = density_call(trab, grades, phase.phase, phase.contrast_given, rules,
+                            incomplete=truncated)
         graded = [v for v in vertebrae if v.genant_grade is not None]
         vcf = tuple(v.level for v in graded if v.genant_grade >= rules.fracture_min_grade)  # type: ignore[operator]
         findings = Findings(
@@ -402,7 +432,6 @@ class CTAnalyser:
         warnings.extend(call.notes)
         warnings.append(f"contrast phase {phase.phase} ({phase.source}: "
                         f"{'; '.join(phase.evidence)})")
-        truncated = [r.level for r in records if r.measurement.truncated]
         if truncated:
             warnings.append(
                 "partial coverage: " + ", ".join(truncated)

@@ -17,7 +17,7 @@ no usable ROI), minus the documented contrast-phase adjustment, against Pickhard
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ class GradingRules:
     exclude_min_grade: int
     min_roi_voxels: int
     contrast_adjustment_hu: dict[str, float]
+    max_height_ratio_to_neighbours: float = float("inf")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> GradingRules:
@@ -63,6 +64,9 @@ class GradingRules:
             contrast_adjustment_hu={
                 k: float(_value(v)) for k, v in data["contrast_adjustment_hu"].items()
             },
+            max_height_ratio_to_neighbours=float(_value(
+                data.get("quality", {}).get("max_height_ratio_to_neighbours", float("inf"))
+            )),
         )
 
     @classmethod
@@ -123,16 +127,32 @@ def grade_shape(
 def grade_spine(
     heights: Mapping[str, Heights | None], rules: GradingRules
 ) -> dict[str, ShapeGrade]:
-    """Grade every level, comparing posterior heights with unfractured neighbours."""
+    """Grade every level, comparing posterior heights with unfractured neighbours.
+
+    A body much taller than its neighbours (``max_height_ratio_to_neighbours``) is a
+    segmentation error (fused vertebrae): it is not graded nor used as a reference.
+    """
     lowest = min(rules.grade_min_loss.values())
+    posterior = {lv: h.posterior for lv, h in heights.items() if h is not None and h.posterior}
+    implausible: set[str] = set()
+    for level, hp in posterior.items():
+        near = [p for other, p in posterior.items() if other != level
+                and 0 < abs(level_index(other) - level_index(level)) <= rules.neighbour_levels]
+        if near and hp > rules.max_height_ratio_to_neighbours * float(np.median(near)):
+            implausible.add(level)
     normal_posterior: dict[str, float] = {}
     for level, h in heights.items():
-        if h is not None and h.posterior:
+        if h is not None and h.posterior and level not in implausible:
             own = _own_losses(h)
             if not own or max(own.values()) < lowest:
                 normal_posterior[level] = h.posterior
     out: dict[str, ShapeGrade] = {}
     for level, h in heights.items():
+        if level in implausible:
+            out[level] = ShapeGrade(None, "indeterminate", None, {}, (
+                "body much taller than its neighbours: probably fused vertebrae in the "
+                "segmentation; not graded",))
+            continue
         idx = level_index(level)
         ref = [
             p for other, p in normal_posterior.items()
@@ -175,32 +195,45 @@ def density_call(
     phase: str,
     contrast_given: bool | None,
     rules: GradingRules,
+    *,
+    incomplete: Collection[str] = (),
 ) -> DensityCall:
-    """Pick the density level (L1, fallbacks) and classify its contrast-adjusted mean HU."""
-    notes: list[str] = []
-    for level in (rules.primary_level, *rules.fallback_levels):
-        t = trabecular.get(level)
-        g = grades.get(level)
-        if t is None or t.voxels < rules.min_roi_voxels:
-            notes.append(f"{level}: {'absent' if level not in trabecular else 'no usable ROI'}")
-            continue
-        grade = g.genant_grade if g is not None else None
-        if grade is not None and grade >= rules.exclude_min_grade:
-            notes.append(f"{level}: deformed (Genant {grade}), not used for density")
-            continue
-        if grade is not None and grade >= rules.fracture_min_grade:
-            notes.append(f"{level}: mild deformity (Genant {grade}); density still measured here")
-        adjustment = contrast_adjustment(phase, contrast_given, rules)
-        adjusted = t.mean - adjustment
-        if adjustment:
-            notes.append(
-                f"contrast phase {phase}: {adjustment:g} HU subtracted before thresholds"
+    """Pick the density level (L1, fallbacks) and classify its contrast-adjusted mean HU.
+
+    Levels in ``incomplete`` (body cut by the scan edge) are used only when no complete
+    candidate level is usable.
+    """
+    for allow_incomplete in (False, True):
+        notes: list[str] = []
+        for level in (rules.primary_level, *rules.fallback_levels):
+            t = trabecular.get(level)
+            g = grades.get(level)
+            if t is None or t.voxels < rules.min_roi_voxels:
+                notes.append(
+                    f"{level}: {'absent' if level not in trabecular else 'no usable ROI'}")
+                continue
+            if level in incomplete and not allow_incomplete:
+                notes.append(f"{level}: cut by the scan edge, a complete level is preferred")
+                continue
+            grade = g.genant_grade if g is not None else None
+            if grade is not None and grade >= rules.exclude_min_grade:
+                notes.append(f"{level}: deformed (Genant {grade}), not used for density")
+                continue
+            if grade is not None and grade >= rules.fracture_min_grade:
+                notes.append(
+                    f"{level}: mild deformity (Genant {grade}); density still measured here")
+            adjustment = contrast_adjustment(phase, contrast_given, rules)
+            adjusted = t.mean - adjustment
+            if adjustment:
+                notes.append(
+                    f"contrast phase {phase}: {adjustment:g} HU subtracted before thresholds"
+                )
+            if level != rules.primary_level:
+                notes.append(f"density measured at {level} instead of {rules.primary_level}")
+            return DensityCall(
+                level, t.mean, round(adjusted, 1), adjustment,
+                density_category(adjusted, rules),
+                adjusted <= rules.suspected_at_or_below_hu, tuple(notes),
             )
-        if level != rules.primary_level:
-            notes.append(f"density measured at {level} instead of {rules.primary_level}")
-        return DensityCall(
-            level, t.mean, round(adjusted, 1), adjustment, density_category(adjusted, rules),
-            adjusted <= rules.suspected_at_or_below_hu, tuple(notes),
-        )
     return DensityCall(None, None, None, 0.0, None, None,
                        (*notes, "no level usable for the density call"))

@@ -408,7 +408,7 @@ def measure_vertebra(
             notes.append(f"small body: ROI margin relaxed to {margin:g} mm")
     return VertebraMeasurement(
         tuple(float(c) for c in centroid), trab, hm, tuple(notes),  # type: ignore[arg-type]
-        truncated=cut or hm.truncated,
+        truncated=hm.truncated,  # the body decides (posterior elements may be cut harmlessly)
     )
 
 
