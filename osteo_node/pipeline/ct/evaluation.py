@@ -257,7 +257,8 @@ def score_case(
             pc = centroid_lps(pred_mask, geo)
             err = None if pc is None else float(np.linalg.norm(pc - ref_c))
         d = None
-        if pred_mask is not None:
+        if pred_mask is not None and not (dice_kind == "body" and level == "S1"):
+            # the sacrum has no vertebral-body mask in the pipeline: no body Dice for it
             if dice_kind == "body":
                 assert ref_bodies is not None and pred.bodies is not None
                 pb = pred_mask & (pred.bodies > 0) if pred.bodies.dtype == bool or \
@@ -275,5 +276,13 @@ def score_case(
             hu=v.trabecular_hu.mean if v and v.trabecular_hu else None, hu_reference=hu_ref,
             grade=v.genant_grade if v else None, grade_reference=rv.genant_grade if rv else None,
         ))
-    extra = [lv for lv in pred.labels.levels if lv not in ref_labels.levels]
+    ref_centroids = {lv: c for lv, v in ref_labels.levels.items()
+                     if (c := centroid_lps(ref_labels.array == v, geo)) is not None}
+    extra = []
+    for lv, v in pred.labels.levels.items():
+        if lv in ref_labels.levels:
+            continue
+        pc = centroid_lps(pred.labels.array == v, geo)
+        near, dist = nearest_level(pc, ref_centroids) if pc is not None else (None, 0.0)
+        extra.append(f"{lv} (nearest reference {near}, {dist:.1f} mm)" if near else lv)
     return CaseScore(case.name, res.status, res.reason, dice_kind, scores, extra, res.timings_s)
