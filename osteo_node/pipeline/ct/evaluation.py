@@ -276,13 +276,13 @@ def score_case(
             hu=v.trabecular_hu.mean if v and v.trabecular_hu else None, hu_reference=hu_ref,
             grade=v.genant_grade if v else None, grade_reference=rv.genant_grade if rv else None,
         ))
-    ref_centroids = {lv: c for lv, v in ref_labels.levels.items()
-                     if (c := centroid_lps(ref_labels.array == v, geo)) is not None}
+    ref_centroids = {lv: c for lv, value in ref_labels.levels.items()
+                     if (c := centroid_lps(ref_labels.array == value, geo)) is not None}
     extra = []
-    for lv, v in pred.labels.levels.items():
+    for lv, value in pred.labels.levels.items():
         if lv in ref_labels.levels:
             continue
-        pc = centroid_lps(pred.labels.array == v, geo)
+        pc = centroid_lps(pred.labels.array == value, geo)
         near, dist = nearest_level(pc, ref_centroids) if pc is not None else (None, 0.0)
         extra.append(f"{lv} (nearest reference {near}, {dist:.1f} mm)" if near else lv)
     return CaseScore(case.name, res.status, res.reason, dice_kind, scores, extra, res.timings_s)
