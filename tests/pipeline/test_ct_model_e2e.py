@@ -50,8 +50,11 @@ def test_example_ct_acceptance_1(analyser: CTAnalyser, shared_data: Path,
                          for s in score.levels])
     assert score.status == "analysed", score.reason
     by = {s.level: s for s in score.levels}
-    for level in ("L1", "L2", "L3", "L4", "L5"):  # T12 is cut at the top of the scan
-        assert by[level].correct, by[level]
+    for level in ("T12", "L1", "L2", "L3", "L4", "L5"):
+        assert by[level].correct, by[level]  # named right, centroid within 10 mm
+    # body Dice >= 0.90 holds for L1-L5; T12 (just below the top of the scan, next to the cut
+    # T11) measured 0.85 with model v0.9.0 and is reported, not asserted
+    for level in ("L1", "L2", "L3", "L4", "L5"):
         assert by[level].dice is not None and by[level].dice >= 0.90, by[level]
     l1 = by["L1"]
     assert l1.hu is not None and l1.hu_reference is not None
