@@ -19,6 +19,16 @@ from osteo_node.pipeline.ct.seg_grid import resample_labels
 from osteo_node.pipeline.types import LabelVolume, Volume
 
 TS_TOTAL = {27: "L5", 28: "L4", 29: "L3", 30: "L2", 31: "L1", 32: "T12", 33: "T11", 34: "T10"}
+
+
+def example_body_reference(
+    body: NDArray[np.generic], vert: NDArray[np.generic]
+) -> dict[str, NDArray[np.bool_]]:
+    """example_ct body reference per level: vertebrae_body == 1 inside each reference vertebra
+    (example_ct_vertebrae). vertebrae_pp_refined is a tighter, refined body mask; both are
+    reported by the tests and the model card."""
+    return {name: np.asarray((body == 1) & (vert == v)) for v, name in TS_TOTAL.items()
+            if ((body == 1) & (vert == v)).any()}
 VERSE = {19: "T12", 20: "L1", 21: "L2", 22: "L3", 23: "L4", 24: "L5"}
 
 
