@@ -34,6 +34,8 @@ class BodyScore:
     found: bool
     predicted_level: str | None
     height_errors_mm: dict[str, float] = field(default_factory=dict)  # pred - reference
+    predicted_grade: int | None = None
+    reference_grade: int | None = None  # shared grading on the manual masks' heights
 
 
 @dataclass
@@ -79,8 +81,10 @@ def score_case(
         int(v): name for name, v in (output.labels.levels.items() if output.labels else [])
     }
     pred_heights = {int(v.label_value): v.heights_mm for v in output.result.vertebrae}
+    pred_grades = {int(v.label_value): v.genant_grade for v in output.result.vertebrae}
     view = canonical_view(geometry)
     ref_heights = measure_bodies(reference, ref_values, geometry, view, params)
+    ref_grades = _reference_grades(ref_heights, reference_levels)
     bodies: list[BodyScore] = []
     matched: set[int] = set()
     for n, (rv, rh) in enumerate(zip(ref_values, ref_heights, strict=True), start=1):
@@ -110,6 +114,8 @@ def score_case(
                 found=found,
                 predicted_level=pred_values.get(best_v) if found else None,
                 height_errors_mm=errors,
+                predicted_grade=pred_grades.get(best_v) if found else None,
+                reference_grade=ref_grades[n - 1],
             )
         )
     si_axis = view.perm[1]
@@ -126,6 +132,15 @@ def score_case(
     return CaseScore(case, bodies, len(pred_values), unmatched)
 
 
+def _reference_grades(heights: Sequence[Any], names: Sequence[str] | None) -> list[int | None]:
+    from osteo_node.pipeline.mr.analyser import grade_bodies
+    from osteo_node.pipeline.stages.grade import GradingRules
+
+    labels = list(names) if names else [f"V{i}" for i in range(1, len(heights) + 1)]
+    hs = [None if h.truncated else h.measurement.heights for h in heights]
+    return [g.genant_grade for g in grade_bodies(labels, hs, GradingRules.default())]
+
+
 def summarise(cases: Sequence[CaseScore]) -> dict[str, Any]:
     """Pooled metrics over cases."""
     bodies = [b for c in cases for b in c.bodies]
@@ -140,7 +155,19 @@ def summarise(cases: Sequence[CaseScore]) -> dict[str, Any]:
         for b in levelled
         if b.predicted_level is not None and not b.predicted_level.startswith("V")
     ]
+    graded = [b for b in bodies if b.predicted_grade is not None and b.reference_grade is not None]
+    grades = {
+        "graded_pairs": len(graded),
+        "identical": sum(b.predicted_grade == b.reference_grade for b in graded),
+        "false_positive_grade_ge1": sum(
+            (b.predicted_grade or 0) >= 1 and b.reference_grade == 0 for b in graded
+        ),
+        "false_negative_grade_ge1": sum(
+            b.predicted_grade == 0 and (b.reference_grade or 0) >= 1 for b in graded
+        ),
+    }
     return {
+        "genant_vs_manual_masks": grades,
         "cases": len(cases),
         "bodies": len(bodies),
         "mean_body_dice": round(float(np.mean([b.dice for b in bodies])), 4) if bodies else None,
