@@ -6,8 +6,10 @@ to stderr stage by stage; the JSON (``AnalysisResult.to_json()``) goes to ``--js
 ``--seg`` writes the vertebra label map on the input grid; the JSON ``label_map`` says which
 value is which level. Exit status: 0 analysed, 3 not analysable, 2 usage error.
 
-``--dicom-out DIR`` is the hook for the DICOM exporters (SR/SEG/SC): :func:`export_dicom` is the
-one function to wire them in.
+``--dicom-out DIR`` writes exactly the DICOM objects (SR, SEG, SC and, when flagged, KOS) the
+node would send for this series on its first arrival: same exporters, same job key, same UIDs.
+``--config FILE`` takes the UID root and institution from the node's configuration.
+Exit status 1 when a requested output could not be written.
 """
 
 from __future__ import annotations
@@ -18,19 +20,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from osteo_node.config.settings import ResultsSettings
 from osteo_node.pipeline.results import AnalysisOutput
 
 
-class ExportUnavailable(RuntimeError):
-    """DICOM export is not wired into ``analyze``."""
+def export_dicom(output: AnalysisOutput, directory: Path,
+                 results: ResultsSettings | None = None) -> list[Path]:
+    """Write the DICOM objects the node would send for ``output`` into ``directory``."""
+    from osteo_node.exporters.publish import ExportedObject, write_objects
+    from osteo_node.queue.jobs import job_key
+    from osteo_node.worker.publish import exporters_publisher
 
-
-def export_dicom(output: AnalysisOutput, directory: Path) -> list[Path]:
-    """Write the DICOM results (SR/SEG/SC) of ``output`` into ``directory``; return the files.
-
-    Hook for the exporters (issue: DICOM outputs); until they are wired this refuses clearly.
-    """
-    raise ExportUnavailable("--dicom-out: the DICOM exporters are not wired into analyze yet")
+    series_uid = output.result.series_instance_uid
+    if output.result.status != "analysed" or not series_uid:
+        return []
+    objects = exporters_publisher(output, job_key(series_uid), results or ResultsSettings())
+    return write_objects([ExportedObject(kind, ds) for kind, ds in objects],  # type: ignore[arg-type]
+                         directory)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -42,7 +48,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--json", type=Path, dest="json_out", help="write the JSON result here")
     p.add_argument("--png", type=Path, help="write the mid-sagittal overlay PNG here")
     p.add_argument("--seg", type=Path, help="write the label map (NIfTI) on the input grid here")
-    p.add_argument("--dicom-out", type=Path, help="write DICOM SR/SEG/SC here (when wired)")
+    p.add_argument("--dicom-out", type=Path,
+                   help="write the DICOM objects the node would send (SR, SEG, SC, KOS) here")
+    p.add_argument("--config", type=Path,
+                   help="node configuration (UID root, institution) for --dicom-out")
     p.add_argument("--rules", type=Path, help="series selection rules YAML (default: config/)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
@@ -78,6 +87,7 @@ def write_png(output: AnalysisOutput, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from osteo_node.config import ConfigError, load_settings
     from osteo_node.pipeline.ct.analyser import CTAnalyser
     from osteo_node.pipeline.stages.select import SelectionRules
 
@@ -102,11 +112,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {flag} not written: {exc}", file=sys.stderr)
     if args.dicom_out is not None:
         try:
+            results = load_settings(args.config).results if args.config else None
             args.dicom_out.mkdir(parents=True, exist_ok=True)
-            for f in export_dicom(output, args.dicom_out):
+            written = export_dicom(output, args.dicom_out, results)
+            for f in written:
                 _progress("write", f"--dicom-out {f}")
-        except (ExportUnavailable, ValueError, OSError) as exc:
-            print(f"warning: --dicom-out not written: {exc}", file=sys.stderr)
+            if not written:
+                _progress("write", "--dicom-out: nothing to send (not analysable)")
+        except (ConfigError, ValueError, OSError) as exc:
+            print(f"error: --dicom-out not written: {exc}", file=sys.stderr)
+            status = 1
     text = json.dumps(result.to_json(), indent=2)
     if args.json_out is not None:
         args.json_out.write_text(text + "\n", encoding="utf-8")

@@ -89,7 +89,12 @@ class ClaimedJob:
     @property
     def key(self) -> str:
         """Stable per (series, generation): a re-run produces the same result UIDs."""
-        return f"{self.series_uid}/g{self.generation}"
+        return job_key(self.series_uid, self.generation)
+
+
+def job_key(series_uid: str, generation: int = 1) -> str:
+    """The key from which a job's result UIDs derive (also used by ``analyze --dicom-out``)."""
+    return f"{series_uid}/g{generation}"
 
 
 def queue_complete_series(engine: Engine, quiet_seconds: float, now: float | None = None

@@ -72,9 +72,9 @@ def result_series(orthanc: OrthancServer, study_uid: str) -> dict[str, list[str]
     return out
 
 
-def analyze_json(folder: Path, out: Path) -> dict[str, Any]:
+def analyze_json(folder: Path, out: Path, *extra: str) -> dict[str, Any]:
     r = subprocess.run(
-        [sys.executable, "-m", "osteo_node", "analyze", str(folder), "--json", str(out)],
+        [sys.executable, "-m", "osteo_node", "analyze", str(folder), "--json", str(out), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
     )
     data: dict[str, Any] = json.loads(out.read_text())
@@ -156,9 +156,16 @@ def test_chest_ct_series_to_orthanc(tmp_path: Path, shared_data: Path,
     src = sorted((shared_data / "ct/chest_ct_series/dicom").glob("*.dcm"))
     files = identified_copies(src, tmp_path / "sent")
     study_uid, objects, log = run_series_through_node(tmp_path, orthanc, files)
-    analysis = analyze_json(tmp_path / "sent", tmp_path / "analysis.json")
+    analysis = analyze_json(tmp_path / "sent", tmp_path / "analysis.json",
+                            "--dicom-out", str(tmp_path / "dicom_out"))
     assert analysis["status"] == "analysed"
     assert any(v["level"].startswith("T") for v in analysis["vertebrae"]), "no thoracic level"
+    # analyze --dicom-out writes exactly the objects the node sent (same exporters, same UIDs).
+    offline = {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+               for f in (tmp_path / "dicom_out").iterdir()}
+    sent_uids = {str(orthanc.instance_tags(i)["SOPInstanceUID"])
+                 for m, ids in objects.items() if m != "CT" for i in ids}
+    assert offline == sent_uids
     # Every result object sits in the CT's own study, next to the CT.
     assert "CT" in objects and len(objects["CT"]) == len(files)
     assert len(objects["SR"]) == 1 and len(objects["SEG"]) == 1 and len(objects["OT"]) == 1
