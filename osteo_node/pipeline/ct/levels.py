@@ -58,6 +58,8 @@ CONF_GUESS_RIBS = 0.25
 CONF_GUESS_NONE = 0.15
 CONF_STEP = 0.015  # counting away from the anchor accumulates risk
 CONF_FLOOR = 0.2
+CONF_GAP_FACTOR = 0.8
+GAP_FACTOR = 1.6  # a gap this many times the neighbouring spacing holds a missed vertebra
 CHUNK_SLICES = 64
 
 
@@ -69,25 +71,53 @@ class LevelAssignment:
     anchor: str  # "sacrum+rib", "rib", "sacrum", "t1", "none"
 
 
-def _from_anchor(n: int, anchor_idx: int, anchor_name: str, base: float, lumbar: int = 5
-                 ) -> tuple[list[str | None], list[float]]:
+def _from_anchor(pos: list[int], anchor_idx: int, anchor_name: str, base: float,
+                 lumbar: int = 5) -> tuple[list[str | None], list[float]]:
+    """Names by counting from the anchor; ``pos`` = position of each body along the spine
+    (consecutive unless vertebrae were missed in between)."""
     seq = [*_SPINE[: _SPINE.index("L1")], *(f"L{i}" for i in range(1, lumbar + 1))]
-    pos0 = seq.index(anchor_name) - anchor_idx
+    pos0 = seq.index(anchor_name) - pos[anchor_idx]
     names: list[str | None] = []
     conf: list[float] = []
-    for i in range(n):
-        p = pos0 + i
+    for i, q in enumerate(pos):
+        p = pos0 + q
         names.append(seq[p] if 0 <= p < len(seq) else None)
-        conf.append(max(CONF_FLOOR, base - CONF_STEP * abs(i - anchor_idx)) if base > CONF_FLOOR
-                    else base)
+        c = base - CONF_STEP * abs(q - pos[anchor_idx])
+        if abs(q - pos[anchor_idx]) != abs(i - anchor_idx):
+            c *= CONF_GAP_FACTOR  # counted across a gap (missed vertebra)
+        conf.append(max(CONF_FLOOR, c) if base > CONF_FLOOR else base)
     return names, conf
 
 
-def assign_levels(ribs: list[bool], sacrum: bool) -> LevelAssignment:
-    """Names for bodies ordered cranial -> caudal from rib flags and sacrum presence."""
+def missing_between(centroids_mm: list[float]) -> list[int]:
+    """Vertebrae probably missed between consecutive bodies (cranial -> caudal positions along
+    the spine, mm): a gap of k typical spacings holds k - 1 missed vertebrae."""
+    n = len(centroids_mm)
+    out = [0] * n
+    if n < 3:
+        return out
+    gaps = [abs(centroids_mm[i] - centroids_mm[i - 1]) for i in range(1, n)]
+    for i in range(1, n):
+        near = gaps[max(0, i - 4) : i - 1] + gaps[i : i + 3]  # neighbouring gaps, not this one
+        if not near:
+            continue
+        typical = float(np.median(near))
+        if typical > 0 and gaps[i - 1] > GAP_FACTOR * typical:
+            out[i] = max(0, round(gaps[i - 1] / typical) - 1)
+    return out
+
+
+def assign_levels(ribs: list[bool], sacrum: bool, missing: list[int] | None = None
+                  ) -> LevelAssignment:
+    """Names for bodies ordered cranial -> caudal from rib flags and sacrum presence.
+
+    ``missing[i]``: vertebrae missed between body i-1 and body i (see missing_between).
+    """
     n = len(ribs)
     if n == 0:
         return LevelAssignment([], [], ["no vertebral body found"], "none")
+    missing = missing or [0] * n
+    pos = [i + sum(missing[: i + 1]) for i in range(n)]
     rib_idx = [i for i, r in enumerate(ribs) if r]
     last_rib = rib_idx[-1] if rib_idx else None
     first_rib = rib_idx[0] if rib_idx else None
@@ -95,12 +125,12 @@ def assign_levels(ribs: list[bool], sacrum: bool) -> LevelAssignment:
     t1 = first_rib if first_rib is not None and first_rib > 0 else None
     notes: list[str] = []
     if t12 is not None and sacrum:
-        lumbar = n - 1 - t12
+        lumbar = pos[n - 1] - pos[t12]
         if lumbar == 5:
-            names, conf = _from_anchor(n, t12, "T12", CONF_AGREE)
+            names, conf = _from_anchor(pos, t12, "T12", CONF_AGREE)
             notes.append("levels from the sacrum and the last rib-bearing vertebra (agree)")
             return LevelAssignment(names, conf, notes, "sacrum+rib")
-        names, conf = _from_anchor(n, t12, "T12", CONF_TRANSITIONAL, lumbar=min(lumbar, 6))
+        names, conf = _from_anchor(pos, t12, "T12", CONF_TRANSITIONAL, lumbar=min(lumbar, 6))
         notes.append(
             f"transitional anatomy suspected: {lumbar} rib-free vertebrae between the last "
             "rib-bearing vertebra and the sacrum (expected 5); levels counted from the last rib "
@@ -108,15 +138,16 @@ def assign_levels(ribs: list[bool], sacrum: bool) -> LevelAssignment:
         )
         return LevelAssignment(names, conf, notes, "sacrum+rib")
     if t12 is not None:
-        names, conf = _from_anchor(n, t12, "T12", CONF_RIB_ONLY)
+        names, conf = _from_anchor(pos, t12, "T12", CONF_RIB_ONLY)
         notes.append("levels counted from the last rib-bearing vertebra (T12); sacrum not in view")
-        if t1 is not None and t12 - t1 != 11:
+        if t1 is not None and pos[t12] - pos[t1] != 11:
             conf = [min(c, CONF_TRANSITIONAL) for c in conf]
-            notes.append(f"{t12 - t1 + 1} rib-bearing vertebrae between the first and the last "
-                         "rib (expected 12): a rib was missed or transitional anatomy; uncertain")
+            notes.append(f"{pos[t12] - pos[t1] + 1} rib-bearing vertebrae between the first and "
+                         "the last rib (expected 12): a rib was missed or transitional anatomy; "
+                         "uncertain")
         return LevelAssignment(names, conf, notes, "rib")
     if sacrum:
-        names, conf = _from_anchor(n, n - 1, "L5", CONF_SACRUM_ONLY)
+        names, conf = _from_anchor(pos, n - 1, "L5", CONF_SACRUM_ONLY)
         notes.append("levels counted up from the sacrum (L5 above it), assuming 5 lumbar vertebrae")
         if "T12" in names:
             t12_idx = names.index("T12")
@@ -126,16 +157,16 @@ def assign_levels(ribs: list[bool], sacrum: bool) -> LevelAssignment:
                              "it or transitional anatomy; uncertain")
         return LevelAssignment(names, conf, notes, "sacrum")
     if t1 is not None:
-        names, conf = _from_anchor(n, t1, "T1", CONF_T1_ONLY)
+        names, conf = _from_anchor(pos, t1, "T1", CONF_T1_ONLY)
         notes.append("levels counted down from the first rib-bearing vertebra (T1)")
         return LevelAssignment(names, conf, notes, "t1")
     if last_rib is not None:
-        names, conf = _from_anchor(n, last_rib, "T12", CONF_GUESS_RIBS)
+        names, conf = _from_anchor(pos, last_rib, "T12", CONF_GUESS_RIBS)
         notes.append("no anatomical anchor in view (neither sacrum nor the last rib-bearing "
                      "vertebra nor T1): the lowest rib-bearing vertebra was assumed to be T12; "
                      "levels are a guess")
         return LevelAssignment(names, conf, notes, "none")
-    names, conf = _from_anchor(n, 0, "L1", CONF_GUESS_NONE)
+    names, conf = _from_anchor(pos, 0, "L1", CONF_GUESS_NONE)
     notes.append("no anatomical anchor in view and no ribs: vertebrae assumed lumbar from L1 "
                  "downwards; levels are a guess")
     return LevelAssignment(names, conf, notes, "none")
@@ -257,7 +288,14 @@ def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
     cents = np.array([b.centroid_kji for b in inst.bodies], dtype=np.float64).reshape(-1, 3)
     ribs = rib_evidence(mg.hu, inst.vertebra_map, inst.sacrum, cents, spacing)
     flags = [ribs.get(b.label, RibEvidence(0, 0)).bears_ribs for b in inst.bodies]
-    assignment = assign_levels(flags, inst.sacrum is not None)
+    along = [b.centroid_kji[0] * spacing for b in inst.bodies]
+    missing = missing_between(along)
+    assignment = assign_levels(flags, inst.sacrum is not None, missing)
+    if any(missing):
+        assignment.notes.append(
+            f"{sum(missing)} vertebra(e) apparently not segmented (gap in the column); levels "
+            "counted across the gap by spacing, lower confidence"
+        )
     vert, _bodies_coarse, levels = _canonical_maps(inst, assignment)
     t2 = time.perf_counter()
     labels_arr, bodies_arr = to_input_grid(mg, vert, volume.geometry, volume.array.shape)

@@ -90,3 +90,16 @@ def test_nothing_found() -> None:
     a = assign_levels([], sacrum=False)
     assert a.names == []
     assert a.notes
+
+
+def test_missed_vertebra_is_counted_across_the_gap() -> None:
+    from osteo_node.pipeline.ct.levels import missing_between
+
+    # bodies every 25 mm, one missing between the 2nd and 3rd (a 50 mm gap)
+    along = [300.0, 275.0, 225.0, 200.0, 175.0, 150.0]
+    missing = missing_between(along)
+    assert missing == [0, 0, 1, 0, 0, 0]
+    a = assign_levels([True, True, True, True, True, False], sacrum=False, missing=missing)
+    assert a.names == ["T7", "T8", "T10", "T11", "T12", "L1"]
+    assert a.confidence[0] < a.confidence[2]  # beyond the gap: lower confidence
+    assert missing_between([300.0, 275.0, 250.0, 225.0]) == [0, 0, 0, 0]
