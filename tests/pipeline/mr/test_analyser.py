@@ -167,3 +167,18 @@ def test_linear_intensity_rescale_changes_nothing(
     assert b.labels is not None
     assert np.array_equal(a.labels.array, b.labels.array)
     assert [v.heights_mm for v in a.result.vertebrae] == [v.heights_mm for v in b.result.vertebrae]
+
+
+def test_sequence_from_header_is_reported(
+    shared_data: Path, analyser: MRAnalyser, tmp_path: Path
+) -> None:
+    """A STIR header (TI 150 ms) is recognised and reported (pixels: the same real T2 case)."""
+    case = sagittal_case(
+        _vb(shared_data) / "vb2_09_image.nii.gz", _vb(shared_data) / "vb2_09_label.nii.gz",
+        slab=4,
+    )
+    write_series(case, tmp_path, tr_ms=4000, te_ms=60, ti_ms=150, description="SAG SPINE")
+    out = analyser.analyse([tmp_path])
+    assert out.result.status == "analysed", out.result.reason
+    assert any(w.startswith("series: sagittal STIR (inversion recovery with short TI")
+               for w in out.result.warnings), out.result.warnings
