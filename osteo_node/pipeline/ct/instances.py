@@ -26,6 +26,8 @@ SACRUM_CONTACT = 0.08  # a body with this fraction of voxels touching the sacrum
 DEFAULT_BODY_HEIGHT_MM = 24.0
 SPLIT_FACTOR = 1.55  # a component taller than this x the vertebral pitch holds >1 body
 MIN_FUSED_MM = 36.0  # shorter components are single bodies
+MERGE_FRACTION = 0.65  # two consecutive pieces each smaller than this x the median body...
+MERGE_HEIGHT = 1.25  # ...and together no taller than this x the typical body are one body
 # body + disc repeat length searched in a fused column: T1-T4 ~20 mm, lower thoracic ~25-30 mm,
 # lumbar ~35-40 mm (cervical ~16 mm is not resolved: cervical levels are not measured)
 MIN_PITCH_MM, MAX_PITCH_MM = 19.0, 45.0
@@ -246,6 +248,7 @@ def separate(
             kept.append(c)
         cands = kept
     cands.sort(key=lambda c: -c[1][0])  # cranial first
+    cands = _merge_halves(cands, lab, typical, spacing, voxel_ml)
 
     body_map = np.zeros(classes.shape, dtype=np.int16)
     bodies: list[BodyInstance] = []
@@ -255,6 +258,41 @@ def separate(
 
     vertebra_map = _grow(body_map, classes == posterior_value, int(GROW_STEPS_MM / spacing))
     return Instances(bodies=bodies, body_map=body_map, vertebra_map=vertebra_map, sacrum=sacrum)
+
+
+Cand = tuple[int, NDArray[np.float64], float, tuple[int, int], bool]
+
+
+def _merge_halves(cands: list[Cand], lab: NDArray[np.int32], typical: float, spacing: float,
+                  voxel_ml: float) -> list[Cand]:
+    """Merge two consecutive small pieces that together are one body-sized block (a body cut in
+    two by a spurious disc prediction). ``cands`` are cranial first; ``lab`` is relabelled."""
+    if len(cands) < 3:
+        return cands
+    med = float(np.median([c[2] for c in cands]))
+    out: list[Cand] = []
+    i = 0
+    while i < len(cands):
+        c = cands[i]
+        if i + 1 < len(cands):
+            d = cands[i + 1]  # caudal neighbour
+            height = (c[3][1] - d[3][0] + 1) * spacing
+            around = [(e[3][1] - e[3][0] + 1) * spacing
+                      for e in (cands[i - 1] if i > 0 else None,
+                                cands[i + 2] if i + 2 < len(cands) else None)
+                      if e is not None and not e[4]]
+            local = float(np.median(around)) if around else typical  # bodies vary along spine
+            if (c[2] < MERGE_FRACTION * med and d[2] < MERGE_FRACTION * med
+                    and height <= MERGE_HEIGHT * local and not (c[4] or d[4])):
+                lab[lab == d[0]] = c[0]
+                m = lab == c[0]
+                cen = np.argwhere(m).mean(axis=0)
+                out.append((c[0], cen, float(m.sum()) * voxel_ml, (d[3][0], c[3][1]), False))
+                i += 2
+                continue
+        out.append(c)
+        i += 1
+    return out
 
 
 def _grow(seeds: NDArray[np.int16], allowed: NDArray[np.bool_], steps: int) -> NDArray[np.int16]:
