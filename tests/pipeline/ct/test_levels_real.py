@@ -209,3 +209,26 @@ def test_complete_chest_ct_thoracic_levels(model: Any, shared_data: Path) -> Non
 
 
 CHEST_MIN_THORACIC = 8
+
+
+GOLDEN = Path(__file__).with_name("golden_example_ct.json")
+
+
+def test_example_ct_golden(example: Any) -> None:
+    """Regression guard for the shipped model + runtime + level logic on example_ct: the same
+    levels and label values, centroids within 3 mm, body volumes within 10 %, confidences within
+    0.05 of golden_example_ct.json (regenerate it when the model is retrained on purpose)."""
+    import json
+
+    vol, seg, _ = example
+    golden = json.loads(GOLDEN.read_text())
+    assert set(seg.labels.levels) == set(golden["levels"])
+    voxel_ml = float(np.prod(vol.geometry.spacing)) / 1000.0
+    for level, g in golden["levels"].items():
+        v = seg.labels.levels[level]
+        assert v == g["value"]
+        c = centroid_lps(vol, seg.labels.array == v)
+        assert float(np.linalg.norm(c - np.asarray(g["centroid_lps_mm"]))) <= 3.0, level
+        body_ml = float((seg.bodies.array == v).sum()) * voxel_ml
+        assert abs(body_ml - g["body_ml"]) <= 0.1 * max(g["body_ml"], 5.0), level
+        assert abs(seg.labels.confidence[level] - g["confidence"]) <= 0.05, level
