@@ -1,6 +1,7 @@
 """``osteo-node analyze PATH [--json OUT] [--png OUT] [--seg OUT.nii.gz]``.
 
-PATH is a DICOM folder (any file names; the CT series is selected by the rules in
+PATH is a DICOM folder (any file names; CT or sagittal spine MR, see ``--modality``; the CT
+series is selected by the rules in
 ``config/series_selection.yaml``), one DICOM file, or a NIfTI file (research use). Progress goes
 to stderr stage by stage; the JSON (``AnalysisResult.to_json()``) goes to ``--json`` or stdout.
 ``--seg`` writes the vertebra label map on the input grid; the JSON ``label_map`` says which
@@ -54,6 +55,9 @@ def add_parser(subparsers: Any) -> None:
                    help="node configuration (UID root, institution) for --dicom-out")
     p.add_argument("--rules", type=Path, help="series selection rules YAML (default: config/)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--modality", choices=("auto", "CT", "MR"), default="auto",
+                   help="analyser to use; auto: from the DICOM headers (MR when the input holds "
+                   "MR and no CT), CT for NIfTI")
     p.set_defaults(func=run)
 
 
@@ -86,19 +90,51 @@ def write_png(output: AnalysisOutput, path: Path) -> None:
     Image.fromarray(rgb).save(path)
 
 
+def detect_modality(path: Path) -> str:
+    """CT unless the DICOM input holds MR images and no CT (NIfTI: CT; use --modality MR)."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    seen: set[str] = set()
+    for f in files:
+        if f.name.endswith((".nii", ".nii.gz")):
+            return "CT"
+        try:
+            ds = dcmread(f, stop_before_pixels=True, specific_tags=["Modality"])
+        except (InvalidDicomError, OSError, ValueError):
+            continue
+        seen.add(str(ds.get("Modality", "")).upper())
+        if "CT" in seen:
+            return "CT"
+    return "MR" if "MR" in seen else "CT"
+
+
 def run(args: argparse.Namespace) -> int:
     from osteo_node.config import ConfigError, load_settings
     from osteo_node.pipeline.ct.analyser import CTAnalyser
+    from osteo_node.pipeline.registry import Analyser, analyser_for, supported_modalities
     from osteo_node.pipeline.stages.select import SelectionRules
 
     path: Path = args.path
     if not path.exists():
         print(f"error: {path} does not exist", file=sys.stderr)
         return 2
-    analyser = CTAnalyser(
-        selection_rules=SelectionRules.load(args.rules) if args.rules else None,
-        progress=None if args.quiet else _progress,
-    )
+    modality = args.modality if args.modality != "auto" else detect_modality(path)
+    analyser: Analyser | None
+    if modality == "CT":
+        analyser = CTAnalyser(
+            selection_rules=SelectionRules.load(args.rules) if args.rules else None,
+            progress=None if args.quiet else _progress,
+        )
+    else:
+        analyser = analyser_for(modality)
+    if analyser is None:
+        print(f"error: no analyser for modality {modality} "
+              f"(supported: {', '.join(supported_modalities())})", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        _progress("select", f"modality {modality}: analyser {analyser.name}")
     output = analyser.analyse([path])
     result = output.result
     status = 0 if result.status == "analysed" else 3

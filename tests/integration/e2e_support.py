@@ -1,0 +1,134 @@
+"""Helpers for the end-to-end tests: real storescu -> ``osteo-node serve`` -> Orthanc."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from sqlalchemy import select
+
+from osteo_node.exporters.sr import read_report
+from osteo_node.queue.jobs import jobs
+from osteo_node.store.db import make_engine
+from tests.integration.orthanc import OrthancServer
+from tests.node.support import (
+    REPO,
+    NodeProcess,
+    fill_uids,
+    free_port,
+    node_config,
+    storescu,
+    wait_until,
+    write_config,
+)
+
+# Realistic identifiers that must never appear in the node's log.
+PATIENT_NAME = "Kowalczyk^Henrietta^Maria"
+PATIENT_ID = "MRN-58213-77"
+BIRTH_DATE = "19470312"
+
+
+def identified_copies(src: list[Path], dst: Path) -> list[Path]:
+    """Copies of a real series with new UIDs and a patient name/ID/birth date filled in."""
+    files = fill_uids(src, dst)
+    for f in files:
+        ds = dcmread(f)
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT_NAME, PATIENT_ID, BIRTH_DATE
+        ds.save_as(f, enforce_file_format=True)
+    return files
+
+
+def result_series(orthanc: OrthancServer, study_uid: str) -> dict[str, list[str]]:
+    """Modality -> Orthanc instance IDs of the series Orthanc holds in the study ``study_uid``."""
+    found = [r for r in orthanc.lookup(study_uid) if r.get("Type") == "Study"]
+    if not found:
+        return {}
+    out: dict[str, list[str]] = {}
+    for s in orthanc.series_of(found[0]["ID"]):
+        modality = s["MainDicomTags"].get("Modality", "")
+        out.setdefault(modality, []).extend(s["Instances"])
+    return out
+
+
+def analyze_json(folder: Path, out: Path, *extra: str) -> dict[str, Any]:
+    r = subprocess.run(
+        [sys.executable, "-m", "osteo_node", "analyze", str(folder), "--json", str(out), *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )
+    data: dict[str, Any] = json.loads(out.read_text())
+    # exit status 0: analysed, 3: not analysable (documented in osteo-node analyze --help)
+    assert r.returncode == (0 if data["status"] == "analysed" else 3), r.stderr[-3000:]
+    return data
+
+
+def assert_sr_matches_json(sr_ds: Any, analysis: dict[str, Any]) -> None:
+    report = read_report(sr_ds)
+    by_level = {v["level"]: v for v in analysis["vertebrae"]}
+    assert set(report.vertebrae) == set(by_level)
+    for level, got in report.vertebrae.items():
+        want = by_level[level]
+        if want["trabecular_hu"] is not None:
+            assert got.values["hu_mean"] == pytest.approx(want["trabecular_hu"]["mean"],
+                                                          abs=1e-3), level
+        for key in ("anterior", "middle", "posterior"):
+            w = (want["heights_mm"] or {}).get(key)
+            g = got.values.get(f"{key}_height")
+            if w is None:
+                assert g is None, (level, key)
+            else:
+                assert g == pytest.approx(w, abs=1e-3), (level, key)
+        assert got.genant_grade == want["genant_grade"], level
+
+
+def scanner_sends_to_pacs(orthanc: OrthancServer, files: list[Path], *store_args: str) -> None:
+    """The scanner also sends the CT to PACS (the node's results join it in the same study)."""
+    r = subprocess.run(["storescu", *store_args, "-aec", orthanc.aet, orthanc.host,
+                        str(orthanc.dicom_port), *map(str, files)],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def run_series_through_node(tmp: Path, orthanc: OrthancServer, files: list[Path],
+                            *store_args: str) -> tuple[str, dict[str, list[str]], str]:
+    port = free_port()
+    dest = {"name": "orthanc", "ae_title": orthanc.aet, "host": orthanc.host,
+            "port": orthanc.dicom_port, "send": ["sr", "seg", "sc", "kos"]}
+    cfg = node_config(tmp / "node", port, destinations=[dest],
+                      retry={"max_attempts": 5, "base_delay_seconds": 0.5,
+                             "max_delay_seconds": 2})
+    (tmp / "node").mkdir(parents=True, exist_ok=True)
+    node = NodeProcess(write_config(tmp / "node", cfg), tmp / "node.log").start(port)
+    study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    scanner_sends_to_pacs(orthanc, files, *store_args)
+    try:
+        sent = storescu(port, files, *store_args)
+        assert len(sent.acknowledged) == len(files), sent.output[-2000:]
+        engine = make_engine(f"sqlite:///{tmp / 'node' / 'node.db'}")
+
+        def job_finished() -> list[str]:
+            with engine.connect() as conn:
+                states = [r[0] for r in conn.execute(select(jobs.c.state))]
+            return states if states and all(s in {"done", "failed"} for s in states) else []
+
+        states = wait_until(job_finished, 900, interval=0.5, what="analysis job finished")
+        assert states == ["done"], (states, (tmp / "node.log").read_text()[-4000:])
+
+        def results_arrived() -> dict[str, list[str]] | None:
+            r = result_series(orthanc, study_uid)
+            return r if {"SR", "SEG", "OT"} <= set(r) else None
+
+        objects = wait_until(results_arrived, 120, interval=0.5,
+                             what="SR, SEG and SC in Orthanc")
+    finally:
+        assert node.stop() == 0
+    return study_uid, objects, (tmp / "node.log").read_text(errors="replace")
+
+
+def check_no_phi(log: str) -> None:
+    for secret in (PATIENT_ID, BIRTH_DATE, *PATIENT_NAME.split("^")):
+        assert secret not in log, f"PHI {secret!r} found in the node log"
