@@ -161,13 +161,35 @@ def intensity_augment(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
     return x.clamp(-0.5, 2.0)
 
 
+def fov_cut(
+    img: torch.Tensor, tgt: torch.Tensor, rng: random.Random
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """End the field of view inside the patch (head, feet, front or back side): bodies cut by
+    the edge stay labelled up to it, beyond it image and target are zero (partial coverage)."""
+    p = img.shape[-1]
+    cut = rng.randint(p // 8, p - p // 8)
+    side = rng.choice(("top", "bottom", "top", "bottom", "front", "back"))
+    img, tgt = img.clone(), tgt.clone()
+    region = {
+        "top": (slice(0, cut), slice(None)),
+        "bottom": (slice(cut, None), slice(None)),
+        "front": (slice(None), slice(0, cut // 2)),
+        "back": (slice(None), slice(p - cut // 2, None)),
+    }[side]
+    img[region] = 0.0
+    tgt[region] = 0.0
+    return img, tgt
+
+
 def make_batch(
-    cases: list[Case], batch: int, patch: int, rng: random.Random
+    cases: list[Case], batch: int, patch: int, rng: random.Random, fov_cut_p: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for _ in range(batch):
         case = rng.choice(cases)
         img, tgt = sample_plane(case, patch, rng, augment=True)
+        if fov_cut_p > 0 and rng.random() < fov_cut_p:
+            img, tgt = fov_cut(img, tgt, rng)
         xs.append(intensity_augment(img, rng))
         ys.append(tgt)
     return torch.stack(xs)[:, None], torch.stack(ys)[:, None]
@@ -219,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tune)")
+    ap.add_argument("--fov-cut", type=float, default=0.0,
+                    help="probability of ending the field of view inside a patch (r3: 0.35)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -246,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     running = 0.0
     for step in range(1, args.steps + 1):
-        x, y = make_batch(train_cases, args.batch, args.patch, rng)
+        x, y = make_batch(train_cases, args.batch, args.patch, rng, args.fov_cut)
         loss = masked_loss(net(x), y)
         opt.zero_grad()
         loss.backward()

@@ -3,7 +3,8 @@
 The network segments vertebral bodies but never the sacrum (it was trained with the sacrum as
 background). The lowest body is therefore taken as L5 when the lumbosacral junction is in view:
 the field of view continues at least ``min_caudal_margin_mm`` below the lowest body and little
-body-like (under a quarter of a body volume) was segmented there. Levels are then counted upwards
+body-like (under a quarter of a body volume, and nothing at the lower edge of the field of view)
+was segmented there. Levels are then counted upwards
 (L5, L4, ... L1, T12 ...). Otherwise the bodies get relative labels V1..Vn (head to feet) and a
 note says why. Lumbosacral transitional anatomy (six lumbar or a sacralised L5) cannot be
 recognised this way and would shift all names by one.
@@ -23,6 +24,7 @@ from osteo_node.pipeline.results import LEVELS
 class LevelParams:
     min_caudal_margin_mm: float = 15.0
     max_fragment_below_fraction: float = 0.25  # of the median body volume
+    bottom_edge_mm: float = 2.0  # body voxels this close to the lower FOV edge: a cut body
     anchored_confidence: float = 0.8  # L5 anchor; decreases by step per level upwards
     confidence_step: float = 0.03
     relative_confidence: float = 0.0
@@ -63,7 +65,10 @@ def assign_levels(
             f"field of view ends {margin_mm:.0f} mm below the lowest body "
             f"(< {params.min_caudal_margin_mm:.0f} mm): lumbosacral junction not in view"
         )
-    if int(below.sum()) > params.max_fragment_below_fraction * float(np.median(volumes)):
+    edge_rows = max(1, int(np.ceil(params.bottom_edge_mm / sp_si)))
+    if body_mask[:, -edge_rows:, :].any():
+        reasons.append("a body is cut by the lower edge of the field of view")
+    elif int(below.sum()) > params.max_fragment_below_fraction * float(np.median(volumes)):
         reasons.append("body-like fragments below the lowest body: sacrum not identified")
     if n > l5:
         reasons.append(f"{n} bodies are more than the {l5} bodies C2..L5")

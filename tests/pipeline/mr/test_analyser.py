@@ -182,3 +182,40 @@ def test_sequence_from_header_is_reported(
     assert out.result.status == "analysed", out.result.reason
     assert any(w.startswith("series: sagittal STIR (inversion recovery with short TI")
                for w in out.result.warnings), out.result.warnings
+
+
+def test_partial_coverage_gives_relative_labels_and_flags_cut_bodies(
+    shared_data: Path, analyser: MRAnalyser, tmp_path: Path
+) -> None:
+    """A series that starts inside L2 and ends inside L5: no L5 anchor, cut bodies flagged.
+
+    (The lower half of L5 is only partly segmented and dropped as a fragment; the field of view
+    ending inside it must still prevent naming the lowest whole body "L5".)
+    """
+    case = sagittal_case(
+        _vb(shared_data) / "vb3_25_image.nii.gz", _vb(shared_data) / "vb3_25_label.nii.gz",
+        slab=4,
+    )
+    rows_l2 = np.flatnonzero((case.labels == 2).any(axis=(0, 2)))
+    rows_l5 = np.flatnonzero((case.labels == 5).any(axis=(0, 2)))
+    top = int(rows_l2[len(rows_l2) // 2])
+    bottom = int(rows_l5[len(rows_l5) // 2])
+    cropped = dataclasses.replace(
+        case,
+        image=np.ascontiguousarray(case.image[:, top:bottom]),
+        labels=np.ascontiguousarray(case.labels[:, top:bottom]),
+        first_pixel_lps=case.first_pixel_lps + np.array([0.0, 0.0, -case.pixel_mm[0] * top]),
+    )
+    write_series(cropped, tmp_path)
+    out = analyser.analyse([tmp_path])
+    r = out.result
+    assert r.status == "analysed", r.reason
+    names = [v.level for v in r.vertebrae]
+    assert names[:3] == ["V1", "V2", "V3"], names
+    assert any("relative labels V1..Vn" in w and "lower edge of the field of view" in w
+               for w in r.warnings), r.warnings
+    assert any(w.startswith("partial coverage: V1") for w in r.warnings), r.warnings
+    assert r.vertebrae[0].heights_mm is None  # upper half of L2
+    for v in r.vertebrae[1:3]:  # L3, L4 complete
+        assert v.heights_mm is not None
+        assert v.genant_grade == 0
