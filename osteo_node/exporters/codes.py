@@ -18,6 +18,8 @@ import yaml
 from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 
+from osteo_node.pipeline.results import relative_index
+
 # Repository layout: <root>/osteo_node/exporters/codes.py -> <root>/dicom_sr_templates/
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "dicom_sr_templates"
 ENV_DIR = "OSTEO_SR_TEMPLATES"
@@ -88,6 +90,9 @@ class CodeBook:
         return self.get("units", key).concept()
 
     def vertebra(self, level: str) -> CodedConcept:
+        """SNOMED CT code of a level; the generic "Vertebra" for a relative label (V1..Vn)."""
+        if relative_index(level) is not None:
+            return self.concept("finding_type_vertebra")
         return self.get("vertebrae", level).concept()
 
     def reverse(self, section: str, scheme: str, value: str) -> str:

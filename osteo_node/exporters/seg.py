@@ -23,7 +23,7 @@ from osteo_node.exporters.common import (
     slice_indices,
     source_datasets,
 )
-from osteo_node.pipeline.results import LEVELS, level_index
+from osteo_node.pipeline.results import is_known_level, level_sort_key
 from osteo_node.pipeline.types import LabelVolume, Volume
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -31,7 +31,7 @@ SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
 def level_rgb(level: str) -> tuple[int, int, int]:
     """A stable, distinguishable display colour per level (same in SEG and SC)."""
-    hue = (level_index(level) * 0.618034) % 1.0
+    hue = (level_sort_key(level)[1] * 0.618034) % 1.0
     h6 = hue * 6.0
     x = 1.0 - abs(h6 % 2.0 - 1.0)
     r, g, b = [(1, x, 0), (x, 1, 0), (0, 1, x), (0, x, 1), (x, 0, 1), (1, 0, x)][int(h6) % 6]
@@ -55,10 +55,10 @@ def labelled_levels(labels: LabelVolume) -> list[tuple[str, int]]:
     """(level, label value) of the levels present in the label map, cranio-caudal order."""
     present = set(np.unique(labels.array).tolist())
     levels = [(lv, val) for lv, val in labels.levels.items() if val in present and val != 0]
-    unknown = [lv for lv, _ in levels if lv not in LEVELS]
+    unknown = [lv for lv, _ in levels if not is_known_level(lv)]
     if unknown:
-        raise ExportError(f"label map has levels not in LEVELS: {unknown}")
-    return sorted(levels, key=lambda t: level_index(t[0]))
+        raise ExportError(f"label map has levels that are neither C1..S1 nor V1..Vn: {unknown}")
+    return sorted(levels, key=lambda t: level_sort_key(t[0]))
 
 
 @dataclass(frozen=True)

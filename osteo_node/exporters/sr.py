@@ -45,7 +45,7 @@ from osteo_node.exporters.common import (
 )
 from osteo_node.exporters.seg import SegmentMap
 from osteo_node.exporters.uids import deterministic_uid
-from osteo_node.pipeline.results import AnalysisResult, VertebraResult
+from osteo_node.pipeline.results import AnalysisResult, VertebraResult, relative_index
 from osteo_node.pipeline.types import SourceInstance, Volume
 
 log = structlog.get_logger(__name__)
@@ -391,7 +391,10 @@ def read_report(ds: Dataset) -> ParsedReport:
                 phase = _code_key(book, "contrast_phases", evals["contrast_phase"])
             continue
         site = g.finding_sites[0].value
-        level = _code_key(book, "vertebrae", site)
+        if site == book.concept("finding_type_vertebra") and relative_index(str(ident)):
+            level = str(ident)  # relative label V1..Vn: generic "Vertebra" site, name in the ID
+        else:
+            level = _code_key(book, "vertebrae", site)
         pv = ParsedVertebra(level=level, values=_measurement_values(g, book),
                             tracking_uid=g.tracking_uid)
         if "genant_grade" in evals:

@@ -28,6 +28,25 @@ def level_index(level: str) -> int:
     return LEVELS.index(level)
 
 
+def relative_index(level: str) -> int | None:
+    """n for a relative label "Vn" (vertebrae counted head to feet when no anatomical level could
+    be named, e.g. MR without the lumbosacral junction); None for an anatomical level."""
+    if len(level) > 1 and level[0] == "V" and level[1:].isdigit():
+        return int(level[1:])
+    return None
+
+
+def is_known_level(level: str) -> bool:
+    """An anatomical level (C1..S1) or a relative label V1, V2, ..."""
+    return level in LEVELS or relative_index(level) is not None
+
+
+def level_sort_key(level: str) -> tuple[int, int]:
+    """Head-to-feet order for anatomical levels and relative labels (relative ones after)."""
+    n = relative_index(level)
+    return (1, n) if n is not None else (0, level_index(level))
+
+
 @dataclass(frozen=True)
 class TrabecularHU:
     mean: float
