@@ -10,8 +10,8 @@ that returns reference labels); by default it is the project's ONNX model
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from osteo_node.pipeline.results import (
 from osteo_node.pipeline.stages.grade import GradingRules, density_call, grade_spine
 from osteo_node.pipeline.stages.measure import MeasureParams, VertebraMeasurement, measure_vertebra
 from osteo_node.pipeline.stages.select import SelectionRules, select_series
+from osteo_node.pipeline.stages.timing import timed_stage
 from osteo_node.pipeline.stages.volume import (
     LoadedVolume,
     VolumeError,
@@ -290,15 +291,9 @@ class CTAnalyser:
         self.progress = progress
 
     # -- plumbing -------------------------------------------------------------------------
-    @contextmanager
-    def _stage(self, ctx: AnalysisContext, name: str, message: str = "") -> Iterator[None]:
-        if self.progress is not None:
-            self.progress(name, message)
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            ctx.timings[name] = round(time.perf_counter() - t0, 3)
+    def _stage(self, ctx: AnalysisContext, name: str,
+               message: str = "") -> AbstractContextManager[None]:
+        return timed_stage(ctx.timings, self.progress, name, message)
 
     def analyse(self, paths: Sequence[Path]) -> AnalysisOutput:
         ctx = AnalysisContext()

@@ -8,8 +8,8 @@ units, so ``trabecular_hu`` is None and there is no density call. Every refusal 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from osteo_node.pipeline.results import (
 )
 from osteo_node.pipeline.stages.grade import GradingRules, ShapeGrade, grade_shape, grade_spine
 from osteo_node.pipeline.stages.measure import MeasureParams
+from osteo_node.pipeline.stages.timing import timed_stage
 from osteo_node.pipeline.stages.volume import (
     LoadedVolume,
     VolumeError,
@@ -104,15 +105,8 @@ class MRAnalyser:
             self._model = BodyModel.load(self.model_dir, threads=self.threads)
         return self._model
 
-    @contextmanager
-    def _stage(self, ctx: _Context, name: str, message: str = "") -> Iterator[None]:
-        if self.progress is not None:
-            self.progress(name, message)
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            ctx.timings[name] = round(time.perf_counter() - t0, 3)
+    def _stage(self, ctx: _Context, name: str, message: str = "") -> AbstractContextManager[None]:
+        return timed_stage(ctx.timings, self.progress, name, message)
 
     def analyse(self, paths: Sequence[Path]) -> AnalysisOutput:
         ctx = _Context()
