@@ -8,7 +8,6 @@ Identification Sequence.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,9 +18,8 @@ from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 
 from osteo_node.pipeline.results import relative_index
+from osteo_node.resources import resource_path
 
-# Repository layout: <root>/osteo_node/exporters/codes.py -> <root>/dicom_sr_templates/
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "dicom_sr_templates"
 ENV_DIR = "OSTEO_SR_TEMPLATES"
 SECTIONS = ("vertebrae", "concepts", "units", "genant_grades", "morphologies", "yes_no",
             "contrast_phases")
@@ -125,7 +123,7 @@ def parse(data: dict[str, Any]) -> CodeBook:
 
 
 def templates_dir() -> Path:
-    return Path(os.environ.get(ENV_DIR, DEFAULT_DIR))
+    return resource_path("dicom_sr_templates", ENV_DIR)
 
 
 @cache

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from osteo_node.models.manifest import ModelError, ModelManifest, load_manifest, verify_checksum
 from osteo_node.models.runtime import OnnxModel, available_cores, load_model
+from osteo_node.resources import resource_path
 
 __all__ = [
     "ModelError",
@@ -22,7 +22,4 @@ __all__ = [
 
 def default_ct_model_dir() -> Path:
     """``$OSTEO_CT_MODEL_DIR`` or the repository's ``ai_models/ct_vertebrae``."""
-    env = os.environ.get("OSTEO_CT_MODEL_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "ai_models" / "ct_vertebrae"
+    return resource_path("ai_models/ct_vertebrae", "OSTEO_CT_MODEL_DIR")

@@ -24,13 +24,14 @@ from numpy.typing import NDArray
 from osteo_node.models.manifest import ModelError, sha256_of
 from osteo_node.models.runtime import choose_providers
 from osteo_node.pipeline.results import ModelInfo
+from osteo_node.resources import resource_path
 
 log = structlog.get_logger(__name__)
 
 
 def default_model_dir() -> Path:
-    """``ai_models/mr_vertebral_bodies`` of the source tree."""
-    return Path(__file__).resolve().parents[3] / "ai_models" / "mr_vertebral_bodies"
+    """``ai_models/mr_vertebral_bodies`` (source tree, installed data, $OSTEO_MR_MODEL_DIR)."""
+    return resource_path("ai_models/mr_vertebral_bodies", "OSTEO_MR_MODEL_DIR")
 
 
 @dataclass(frozen=True)

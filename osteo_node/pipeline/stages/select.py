@@ -20,13 +20,14 @@ import yaml
 from pydicom.dataset import Dataset
 
 from osteo_node.pipeline.stages.volume import LoadTolerances, sop_class_of
+from osteo_node.resources import resource_path
 
 NO_UID = "<no SeriesInstanceUID>"
 
 
 def default_rules_path() -> Path:
-    """``config/series_selection.yaml`` of the source tree."""
-    return Path(__file__).resolve().parents[3] / "config" / "series_selection.yaml"
+    """``config/series_selection.yaml`` (source tree, installed data, $OSTEO_SELECTION_RULES)."""
+    return resource_path("config/series_selection.yaml", "OSTEO_SELECTION_RULES")
 
 
 @dataclass(frozen=True)
