@@ -75,6 +75,9 @@ class VertebraResult:
     morphology: Morphology
     genant_grade: int | None  # 0..3, None when heights could not be measured
     notes: tuple[str, ...] = ()
+    #: CT body texture (osteo_node.clinical.red_flags.BodyTexture.to_json): focal lytic /
+    #: sclerotic clusters and heterogeneity, the imaging input of the pathological red flags
+    texture: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

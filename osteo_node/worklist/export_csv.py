@@ -46,7 +46,7 @@ def _parse(column: str, text: str) -> Any:
         return text[1:]
     if text == "" and column not in ("patient_id", "patient_name", "patient_birth_date",
                                      "patient_sex", "study_date", "accession_number",
-                                     "vcf_levels", "findings_summary", "modality"):
+                                     "vcf_levels", "findings_summary", "red_flags", "modality"):
         return None
     if column in ("id", "max_genant_grade"):
         return int(text)

@@ -31,6 +31,8 @@ from sqlalchemy import (
     update,
 )
 
+from osteo_node.clinical.assessment import build_assessment
+from osteo_node.clinical.red_flags import action as red_flag_action
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.store.db import METADATA
 from osteo_node.worklist.rules import FlsRules, classify, load_rules, max_grade, summary
@@ -56,6 +58,7 @@ fls_worklist = Table(
     Column("max_genant_grade", Integer, nullable=True),
     Column("vcf_levels", String(200), nullable=False, default=""),
     Column("findings_summary", Text, nullable=False, default=""),
+    Column("red_flags", Text, nullable=False, default=""),
     Column("vertebrae_json", Text, nullable=False, default="[]"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -90,6 +93,7 @@ class WorklistRow:
     max_genant_grade: int | None
     vcf_levels: str
     findings_summary: str
+    red_flags: str  # imaging red flags for a pathological fracture ("; "-separated reasons)
     vertebrae_json: str
     created_at: datetime
     updated_at: datetime
@@ -138,13 +142,21 @@ def _finding_values(output: AnalysisOutput, rules: FlsRules) -> dict[str, Any]:
                   "height_loss": v.height_loss,
                   "hu_mean": v.trabecular_hu.mean if v.trabecular_hu else None}
                  for v in r.vertebrae]
+    # The patient-level assessment (issue 5) from the imaging alone: the node has no clinical
+    # record; its red flags (fracture above T7, focal lytic/sclerotic areas...) route the patient
+    # to an oncology work-up rather than (only) to osteoporosis care.
+    flags = build_assessment(None, None, r.to_json()).red_flags
+    text = summary(r, rules)
+    if flags:
+        text += f" Red flags: {'; '.join(fl.reason for fl in flags)} - {red_flag_action()}."
     return {
+        "red_flags": "; ".join(fl.reason for fl in flags),
         "osteoporosis_suspected": f.osteoporosis_suspected if f else None,
         "density_level": f.density_level if f else None,
         "density_hu": f.l1_hu if f else None,
         "max_genant_grade": max_grade(r),
         "vcf_levels": ",".join(f.vcf_levels) if f else "",
-        "findings_summary": summary(r, rules),
+        "findings_summary": text,
         "vertebrae_json": json.dumps(vertebrae),
         "modality": r.modality,
     }

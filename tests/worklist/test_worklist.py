@@ -197,3 +197,25 @@ def test_cli_export_and_set_status_without_phi_in_logs(
     for phi in (PATIENT_ID, PATIENT_NAME, "Fixturesson", "Ingrid", "19480312"):
         assert phi not in logs, phi
         assert phi not in captured.out, phi
+
+
+def test_red_flags_from_the_patient_assessment_reach_the_row(
+        db: tuple[str, Engine], ct20_output: AnalysisOutput) -> None:
+    """A focal lytic area in a fractured body (texture as the CT analyser reports it) puts the
+    pathological-fracture red flag and its recommended action on the FLS row; a calm body
+    does not."""
+    _, engine = db
+    r = ct20_output.result
+    lytic = {"reference_hu": 110.0, "spread_hu": 18.0, "lytic_cluster_mm3": 1500.0,
+             "sclerotic_cluster_mm3": 0.0, "voxels": 900, "focal_lytic": True,
+             "focal_sclerotic": False, "heterogeneous": False}
+    flagged = [dataclasses.replace(v, texture=lytic) if v.genant_grade else v
+               for v in r.vertebrae]
+    row_id = store.add_from_result(engine, _with(ct20_output, vertebrae=flagged))
+    row = store.list_rows(engine)[0]
+    assert row.id == row_id
+    assert "focal lytic area" in row.red_flags
+    assert "consider MRI / oncology work-up" in row.findings_summary
+    assert export_csv.parse_csv(export_csv.to_csv([row]))[0].red_flags == row.red_flags
+    store.add_from_result(engine, ct20_output)  # the same series re-analysed: no texture
+    assert store.list_rows(engine)[0].red_flags == ""

@@ -21,6 +21,7 @@ import structlog
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from osteo_node.clinical.red_flags import BodyTexture, body_texture
 from osteo_node.pipeline.ct.phase import PhaseResult, PhaseRules, detect_phase
 from osteo_node.pipeline.results import (
     LEVELS,
@@ -93,6 +94,7 @@ class VertebraRecord:
     value: int
     measurement: VertebraMeasurement
     body_centroid: NDArray[np.float64] | None
+    texture: BodyTexture | None = None
 
 
 @dataclass
@@ -180,12 +182,12 @@ def measure_stage(
         value = lab.levels[level]
         vert = np.asarray(arr[box] == value)
         body = _body_mask(seg.bodies, vert, value, box, binary)
-        m = measure_vertebra(
-            volume.array[box] if volume.modality == "CT" else None,
-            crop_geometry(volume.geometry, box), vert, body, si_hint=hints.get(level),
-            params=params,
-        )
-        records.append(VertebraRecord(level, value, m, body_centroids.get(level)))
+        hu = volume.array[box] if volume.modality == "CT" else None
+        m = measure_vertebra(hu, crop_geometry(volume.geometry, box), vert, body,
+                             si_hint=hints.get(level), params=params)
+        texture = (body_texture(hu, body, volume.geometry.spacing)
+                   if hu is not None and body is not None and body.any() else None)
+        records.append(VertebraRecord(level, value, m, body_centroids.get(level), texture))
     return records
 
 
@@ -408,6 +410,7 @@ class CTAnalyser:
                 morphology=g.morphology,
                 genant_grade=g.genant_grade,
                 notes=tuple(notes),
+                texture=r.texture.to_json() if r.texture is not None else None,
             ))
         trab = {r.level: r.measurement.trabecular for r in records}
         truncated = [r.level for r in records if r.measurement.truncated]

@@ -1,0 +1,46 @@
+"""The CT analyser reports each body's texture, so a lytic lesion in a REAL vertebra reaches
+the pathological-fracture red flags through the real pipeline (model segmentation, not the
+reference masks): issue 5 acceptance 4 end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from osteo_node.clinical.assessment import build_assessment
+from osteo_node.pipeline.ct.analyser import CTAnalyser
+from tests.clinical.test_red_flags import L1_VERSE, _insert_lytic_sphere
+
+pytestmark = pytest.mark.shared_data
+
+
+def _analyse(path: Path) -> dict:  # type: ignore[type-arg]
+    out = CTAnalyser().analyse([path])
+    assert out.result.status == "analysed", out.result.reason
+    return out.result.to_json()
+
+
+def test_lytic_l1_is_flagged_through_the_analyser(shared_data: Path, tmp_path: Path) -> None:
+    d = shared_data / "ct" / "totalseg_example"
+    img = sitk.ReadImage(str(d / "example_ct.nii.gz"))
+    ct = sitk.GetArrayFromImage(img).astype(np.float32)
+    vert = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "vertebrae_pp_refined.nii.gz")))
+    body = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "vertebrae_body.nii.gz")))
+    lesioned, _ = _insert_lytic_sphere(img, ct, (vert == L1_VERSE) & (body == 1),
+                                       radius_mm=9.0, lesion_hu=20.0)
+    out_img = sitk.GetImageFromArray(lesioned.astype(np.int16))
+    out_img.CopyInformation(img)
+    path = tmp_path / "lytic_l1.nii.gz"
+    sitk.WriteImage(out_img, str(path))
+
+    untouched = _analyse(d / "example_ct.nii.gz")
+    lesion = _analyse(path)
+    by_level = {v["level"]: v for v in lesion["vertebrae"]}
+    assert by_level["L1"]["texture"]["focal_lytic"], by_level["L1"]["texture"]
+    flags = build_assessment(None, None, lesion).red_flags
+    assert any(f.code == "focal_lytic_area" and f.level == "L1" for f in flags), flags
+    clean = build_assessment(None, None, untouched).red_flags
+    assert not [f for f in clean if f.code.startswith("focal")], clean
