@@ -173,6 +173,10 @@ class ImageLevelGroup:
         suspected = {True: "yes", False: "no", None: "unknown"}[f.osteoporosis_suspected]
         evaluations = [hd.sr.QualitativeEvaluation(book.concept("osteoporosis_suspected"),
                                                    book.get("yes_no", suspected).concept())]
+        pathological = "yes" if red_flag_reasons(self.result) else "no"
+        evaluations.append(hd.sr.QualitativeEvaluation(
+            book.concept("pathological_fracture_suspected"),
+            book.get("yes_no", pathological).concept()))
         phase = self.result.contrast_phase or "unknown"
         if phase not in book.sections["contrast_phases"]:
             log.warning("sr_unknown_contrast_phase", phase=phase)
@@ -190,14 +194,29 @@ class ImageLevelGroup:
         )
 
 
-def disclaimer_container(text: str, book: CodeBook) -> hd.sr.ContainerContentItem:
+def red_flag_reasons(result: AnalysisResult) -> list[str]:
+    """Pathological-fracture red flags of the patient assessment built from this result (the
+    same assessment the FLS worklist uses; the node has no clinical record of its own)."""
+    from osteo_node.clinical.assessment import build_assessment
+
+    if result.status != "analysed":
+        return []
+    return [f.reason for f in build_assessment(None, None, result.to_json()).red_flags]
+
+
+def disclaimer_container(text: str, book: CodeBook,
+                         red_flags: Sequence[str] = ()) -> hd.sr.ContainerContentItem:
+    """Free-text comments: the decision-support disclaimer, then one line per red flag."""
+    from osteo_node.clinical.red_flags import action
+
     container = hd.sr.ContainerContentItem(
         name=book.concept("qualitative_evaluations"),
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
+    lines = [text, *(f"Red flag: {r} - {action()}." for r in red_flags)]
     container.ContentSequence = DicomSequence([hd.sr.TextContentItem(
-        name=book.concept("comment"), value=text,
-        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)])
+        name=book.concept("comment"), value=line[:1024],
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS) for line in lines])
     return container
 
 
@@ -258,7 +277,8 @@ class MeasurementReportSR:
             title=book.concept("report_title"),
             referenced_images=slice_datasets,
         )
-        report[0].ContentSequence.append(disclaimer_container(s.disclaimer, book))
+        report[0].ContentSequence.append(
+            disclaimer_container(s.disclaimer, book, red_flag_reasons(self.result)))
         evidence = list(slice_datasets)
         if self.seg_dataset is not None:
             evidence.append(self.seg_dataset)
@@ -305,6 +325,7 @@ class ParsedReport:
     algorithm_name: str | None
     algorithm_version: str | None
     algorithm_parameters: list[str]
+    pathological_fracture_suspected: bool | None = None
 
 
 def _code_key(book: CodeBook, section: str, concept: Any) -> str:
@@ -366,7 +387,7 @@ def read_report(ds: Dataset) -> ParsedReport:
     groups = list(content.get_volumetric_roi_measurement_groups()) + list(
         content.get_image_measurement_groups())
     vertebrae: dict[str, ParsedVertebra] = {}
-    density_level = density_hu = suspected = phase = None
+    density_level = density_hu = suspected = phase = pathological = None
     algo_name = algo_version = None
     algo_params: list[str] = []
     for g in groups:
@@ -389,6 +410,10 @@ def read_report(ds: Dataset) -> ParsedReport:
                 suspected = {"yes": True, "no": False}.get(_code_key(book, "yes_no", yn))
             if "contrast_phase" in evals:
                 phase = _code_key(book, "contrast_phases", evals["contrast_phase"])
+            pathological_yn = evals.get("pathological_fracture_suspected")
+            if pathological_yn is not None:
+                pathological = {"yes": True, "no": False}.get(
+                    _code_key(book, "yes_no", pathological_yn))
             continue
         site = g.finding_sites[0].value
         if site == book.concept("finding_type_vertebra") and relative_index(str(ident)):
@@ -410,4 +435,4 @@ def read_report(ds: Dataset) -> ParsedReport:
         osteoporosis_suspected=suspected, contrast_phase=phase,
         disclaimer=_find_text(ds.ContentSequence, book.concept("comment")),
         algorithm_name=algo_name, algorithm_version=algo_version,
-        algorithm_parameters=algo_params)
+        algorithm_parameters=algo_params, pathological_fracture_suspected=pathological)
