@@ -37,15 +37,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from osteo_node.config import ConfigError, load_settings
+    from osteo_node.cli.common import settings_or_report
     from osteo_node.outbox import store
     from osteo_node.outbox.tables import create_tables
     from osteo_node.store.db import make_engine
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    settings = settings_or_report(args.config)
+    if settings is None:
         return 1
     engine = make_engine(settings.storage.database_url)
     try:

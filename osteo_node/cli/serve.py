@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 
@@ -15,13 +14,11 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from osteo_node import logging_setup
-    from osteo_node.config import ConfigError, load_settings
+    from osteo_node.cli.common import settings_or_report
     from osteo_node.node.supervisor import serve
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    settings = settings_or_report(args.config)
+    if settings is None:
         return 1
     json = {"auto": None, "json": True, "console": False}[settings.logging.format]
     logging_setup.configure(settings.logging.level, json=json)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 
@@ -45,12 +44,10 @@ def collect(database_url: str, limit: int) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from osteo_node.config import ConfigError, load_settings
+    from osteo_node.cli.common import settings_or_report
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    settings = settings_or_report(args.config)
+    if settings is None:
         return 1
     info = collect(settings.storage.database_url, args.limit)
     if args.json:

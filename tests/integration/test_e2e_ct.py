@@ -8,7 +8,10 @@ for the whole run); issue 6 acceptance 3 with the real analysis.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,15 @@ def test_chest_ct_series_to_orthanc(tmp_path: Path, shared_data: Path,
     assert ("KO" in objects) == flagged
     assert_sr_matches_json(orthanc.fetch_instance(objects["SR"][0]), analysis)
     check_no_phi(log)
+    # The operator's view of the same run.
+    status = subprocess.run(
+        [sys.executable, "-m", "osteo_node", "status", "--config",
+         str(tmp_path / "node" / "node.yaml"), "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    info = json.loads(status.stdout)
+    assert info["index"] == {"studies": 1, "series": 1, "instances": len(files)}
+    assert info["jobs"]["done"] == 1 and info["queue_depth"] == 0
+    assert info["recent_failures"] == []
     # The fracture liaison worklist got a row when something was flagged.
     engine = make_engine(f"sqlite:///{tmp_path / 'node' / 'node.db'}")
     with engine.connect() as conn:
