@@ -31,7 +31,8 @@ from osteo_node.pipeline.results import (
     TrabecularHU,
     VertebraResult,
 )
-from osteo_node.pipeline.types import Geometry, LabelVolume, SourceInstance, Volume
+from osteo_node.pipeline.stages.volume import load_dicom, read_headers
+from osteo_node.pipeline.types import LabelVolume, Volume
 
 PATIENT_NAME = "Fixturesson^Ingrid"
 PATIENT_ID = "OSTEO-FIX-48213"
@@ -63,33 +64,7 @@ def _fill_uids(src_dir: Path, dst_dir: Path) -> list[Path]:
     return out
 
 
-def _local_load(paths: list[Path]) -> Volume:
-    """Minimal loader (used only if the pipeline's loader is not importable)."""
-    dss = [pydicom.dcmread(p) for p in paths]
-    iop = np.asarray(dss[0].ImageOrientationPatient, dtype=float)
-    normal = np.cross(iop[:3], iop[3:])
-    dss.sort(key=lambda d: float(np.asarray(d.ImagePositionPatient, dtype=float) @ normal))
-    arr = np.stack([d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept)
-                    for d in dss]).astype(np.float32)
-    p0 = np.asarray(dss[0].ImagePositionPatient, dtype=float)
-    p1 = np.asarray(dss[-1].ImagePositionPatient, dtype=float)
-    sk = float(np.linalg.norm(p1 - p0)) / (len(dss) - 1)
-    ps = [float(v) for v in dss[0].PixelSpacing]
-    geo = Geometry(origin=tuple(p0), spacing=(ps[1], ps[0], sk),  # type: ignore[arg-type]
-                   direction=tuple(np.column_stack([iop[:3], iop[3:], normal]).ravel()))
-    header = dss[0].copy()
-    del header.PixelData
-    return Volume(array=arr, geometry=geo, modality="CT", study_instance_uid=STUDY_UID,
-                  series_instance_uid=SERIES_UID,
-                  sources=[SourceInstance(str(d.SOPClassUID), str(d.SOPInstanceUID))
-                           for d in dss], header=header)
-
-
 def load_volume(paths: list[Path]) -> Volume:
-    try:
-        from osteo_node.pipeline.stages.volume import load_dicom, read_headers
-    except ImportError:
-        return _local_load(paths)
     headers, _ = read_headers(paths)
     return load_dicom(headers).volume
 
