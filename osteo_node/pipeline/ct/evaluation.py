@@ -18,16 +18,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from osteo_node.pipeline.ct.analyser import Segmentation, SegmentFn
+from osteo_node.pipeline.ct.levels import VERSE_VALUES
 from osteo_node.pipeline.results import ModelInfo
 from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
 
-VERSE_NAMES: dict[int, str] = {
-    **{v: f"C{v}" for v in range(1, 8)},
-    **{v: f"T{v - 7}" for v in range(8, 20)},
-    **{v: f"L{v - 19}" for v in range(20, 26)},
-    26: "S1",
-    28: "T13",
-}
+# Reference label values -> level names: the node's own VerSe table, plus T13 (28), which
+# VerSe-numbered references may contain and the node never produces.
+VERSE_NAMES: dict[int, str] = {v: name for name, v in VERSE_VALUES.items()} | {28: "T13"}
 
 
 def totalseg_to_verse(value: int) -> int | None:
