@@ -148,12 +148,14 @@ class VertebraGroup:
 
 @dataclass(frozen=True)
 class ImageLevelGroup:
-    """TID 1501 group with the density call, the osteoporosis flag and the contrast phase."""
+    """TID 1501 group with the density call, the osteoporosis flag, the contrast phase and
+    whether red flags suggest a pathological fracture."""
 
     result: AnalysisResult
     sources: Sequence[SourceInstance]
     tracking_uid: str
     algo: hd.sr.AlgorithmIdentification
+    red_flags: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if self.result.findings is None:
@@ -173,7 +175,7 @@ class ImageLevelGroup:
         suspected = {True: "yes", False: "no", None: "unknown"}[f.osteoporosis_suspected]
         evaluations = [hd.sr.QualitativeEvaluation(book.concept("osteoporosis_suspected"),
                                                    book.get("yes_no", suspected).concept())]
-        pathological = "yes" if red_flag_reasons(self.result) else "no"
+        pathological = "yes" if self.red_flags else "no"
         evaluations.append(hd.sr.QualitativeEvaluation(
             book.concept("pathological_fracture_suspected"),
             book.get("yes_no", pathological).concept()))
@@ -252,6 +254,7 @@ class MeasurementReportSR:
         volume, header = require_source(self.volume)
         s = self.settings
         algo = algorithm_id(self.result, s)
+        red_flags = red_flag_reasons(self.result)
         groups: list[Any] = [
             VertebraGroup(v, self._slices(v.level), self.segment_map,
                           s.uids.uid(f"track-{v.level}"), algo).build(book)
@@ -261,7 +264,7 @@ class MeasurementReportSR:
             level = self.result.findings.density_level
             sources = self._slices(level) if level else list(volume.sources)
             groups.append(ImageLevelGroup(self.result, sources, s.uids.uid("track-image"),
-                                          algo).build(book))
+                                          algo, red_flags).build(book))
         observer = hd.sr.ObserverContext(
             observer_type=book.concept("device_observer"),
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -278,7 +281,7 @@ class MeasurementReportSR:
             referenced_images=slice_datasets,
         )
         report[0].ContentSequence.append(
-            disclaimer_container(s.disclaimer, book, red_flag_reasons(self.result)))
+            disclaimer_container(s.disclaimer, book, red_flags))
         evidence = list(slice_datasets)
         if self.seg_dataset is not None:
             evidence.append(self.seg_dataset)
