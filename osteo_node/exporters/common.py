@@ -96,13 +96,19 @@ def require_source(volume: Volume | None) -> tuple[Volume, Dataset]:
     return volume, header
 
 
+def safe_get(header: Dataset, keyword: str) -> Any:
+    """``header.get(keyword)``, or None (with a warning naming only the keyword) when the
+    element is malformed in the source."""
+    try:
+        return header.get(keyword)
+    except (ValueError, TypeError, BytesLengthException):
+        log.warning("export_header_element_dropped", keyword=keyword)
+        return None
+
+
 def _copy(dst: Dataset, src: Dataset, keywords: tuple[str, ...], *, type2: bool) -> None:
     for kw in keywords:
-        try:
-            value = src.get(kw)
-        except (ValueError, TypeError, BytesLengthException):
-            log.warning("export_header_element_dropped", keyword=kw)
-            value = None
+        value = safe_get(src, kw)
         if value is not None and value != "":
             setattr(dst, kw, value)
         elif type2:

@@ -18,7 +18,13 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
-from osteo_node.exporters.common import ExportError, ExportSettings, apply_common, require_source
+from osteo_node.exporters.common import (
+    ExportError,
+    ExportSettings,
+    apply_common,
+    require_source,
+    safe_get,
+)
 from osteo_node.exporters.seg import level_rgb
 from osteo_node.pipeline.results import AnalysisResult
 from osteo_node.pipeline.types import LabelVolume, Volume
@@ -63,15 +69,15 @@ class SagittalSecondaryCapture:
             sop_instance_uid=s.instance_uid("sc"),
             instance_number=1,
             manufacturer=s.manufacturer,
-            patient_id=str(header.get("PatientID", "") or ""),
-            patient_name=header.get("PatientName", "") or "",
-            patient_birth_date=str(header.get("PatientBirthDate", "") or "") or None,
-            patient_sex=str(header.get("PatientSex", "") or "") or None,
-            accession_number=str(header.get("AccessionNumber", "") or ""),
-            study_id=str(header.get("StudyID", "") or ""),
-            study_date=str(header.get("StudyDate", "") or "") or None,
-            study_time=str(header.get("StudyTime", "") or "") or None,
-            referring_physician_name=header.get("ReferringPhysicianName", "") or "",
+            patient_id=str(safe_get(header, "PatientID") or ""),
+            patient_name=safe_get(header, "PatientName") or "",
+            patient_birth_date=str(safe_get(header, "PatientBirthDate") or "") or None,
+            patient_sex=str(safe_get(header, "PatientSex") or "") or None,
+            accession_number=str(safe_get(header, "AccessionNumber") or ""),
+            study_id=str(safe_get(header, "StudyID") or ""),
+            study_date=str(safe_get(header, "StudyDate") or "") or None,
+            study_time=str(safe_get(header, "StudyTime") or "") or None,
+            referring_physician_name=safe_get(header, "ReferringPhysicianName") or "",
             pixel_spacing=self.pixel_spacing_mm,
             patient_orientation=self.patient_orientation,
         )

@@ -15,13 +15,18 @@ METADATA = MetaData()
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine. For SQLite: WAL journal, synchronous=NORMAL... FULL for durability,
-    a busy timeout so several processes can share the file."""
+    """Create an engine. For SQLite: WAL journal, synchronous=FULL for durability, a busy
+    timeout so several processes can share the file.
+
+    ``hide_parameters``: database errors never quote bound values (patient names and IDs are
+    bound into the worklist table; error texts go to logs and job records).
+    """
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if str(path) not in ("", ":memory:"):
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -33,4 +38,4 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)

@@ -33,6 +33,7 @@ from sqlalchemy import (
 
 from osteo_node.clinical.assessment import build_assessment
 from osteo_node.clinical.red_flags import action as red_flag_action
+from osteo_node.exporters.common import safe_get
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.store.db import METADATA
 from osteo_node.worklist.rules import FlsRules, classify, load_rules, max_grade, summary
@@ -131,7 +132,7 @@ def _row(m: Any) -> WorklistRow:
 def _text(header: Any, keyword: str) -> str:
     if header is None:
         return ""
-    value = header.get(keyword)
+    value = safe_get(header, keyword)
     return "" if value is None else str(value)
 
 
@@ -186,14 +187,12 @@ def add_from_result(engine: Engine, output: AnalysisOutput, *, rules: FlsRules |
             conn.execute(update(fls_worklist).where(fls_worklist.c.id == existing).values(values))
             row_id = int(existing)
         else:
-            patient = {
-                "patient_id": _text(header, "PatientID"),
-                "patient_name": _text(header, "PatientName"),
-                "patient_birth_date": _text(header, "PatientBirthDate"),
-                "patient_sex": _text(header, "PatientSex"),
-                "study_date": _text(header, "StudyDate"),
-                "accession_number": _text(header, "AccessionNumber"),
-            }
+            keywords = {"patient_id": "PatientID", "patient_name": "PatientName",
+                        "patient_birth_date": "PatientBirthDate", "patient_sex": "PatientSex",
+                        "study_date": "StudyDate", "accession_number": "AccessionNumber"}
+            # cut to the column width (PostgreSQL refuses longer values; DICOM VRs bound most)
+            patient = {col: _text(header, kw)[: getattr(fls_worklist.c[col].type, "length", None)]
+                       for col, kw in keywords.items()}
             res = conn.execute(insert(fls_worklist).values(
                 study_instance_uid=study, series_instance_uid=series, created_at=now,
                 status=rules.statuses[0], **patient, **values))
