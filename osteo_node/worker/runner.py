@@ -78,7 +78,12 @@ class _Heartbeat:
     def _run(self) -> None:
         lease = self.ctx.settings.queue.job_lease_seconds
         while not self.stop.wait(max(0.5, lease / 3)):
-            if not jq.heartbeat(self.ctx.engine, self.job, lease):
+            try:
+                alive = jq.heartbeat(self.ctx.engine, self.job, lease)
+            except Exception:  # a database hiccup (locked, connection lost): keep beating
+                log.warning("heartbeat failed; retrying", job_id=self.job.id, exc_info=True)
+                continue
+            if not alive:
                 self.lost = True
                 log.warning("job lease lost", job_id=self.job.id)
                 return
@@ -98,6 +103,14 @@ def process_job(ctx: WorkerContext, job: jq.ClaimedJob) -> str:
     s = ctx.settings
     bound = log.bind(job_id=job.id, series_instance_uid=job.series_uid, modality=job.modality,
                      generation=job.generation, attempt=job.attempts)
+    if job.attempts > s.queue.max_job_attempts:
+        # Re-claimed after its lease expired this often: the analysis keeps killing its
+        # worker (crash, out of memory). Stop here instead of killing workers forever.
+        jq.finish(ctx.engine, job, jq.FAILED,
+                  error=f"worker stopped during this job {job.attempts - 1} times "
+                  "(crash or out of memory?)")
+        bound.error("job failed: its worker stopped during it too often")
+        return jq.FAILED
     try:
         analyser = ctx.lookup(job.modality)
     except Exception as exc:  # noqa: BLE001 - a broken analyser import fails the job, not us
@@ -120,10 +133,12 @@ def process_job(ctx: WorkerContext, job: jq.ClaimedJob) -> str:
             if hb.lost:
                 bound.warning("job was taken over by another worker; result discarded")
                 return "lost"
-            if s.results.worklist and output.result.status == "analysed":
-                add_from_result(ctx.engine, output)
             n = enqueue_objects(ctx.engine, s.storage.outbox_dir, s.destinations, objects,
                                 job.id)
+            # After the outbox: a worklist failure must not hold back the results for PACS (a
+            # retry of the job re-enqueues nothing and updates the same worklist row).
+            if s.results.worklist and output.result.status == "analysed":
+                add_from_result(ctx.engine, output)
     except Exception as exc:  # noqa: BLE001 - record any analysis failure in the job
         bound.exception("analysis failed")
         return jq.retry_or_fail(ctx.engine, job, f"{type(exc).__name__}: {exc}",

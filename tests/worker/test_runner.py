@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -134,3 +135,20 @@ def test_default_publisher_is_the_exporters() -> None:
     out = AnalysisOutput(AnalysisResult("not_analysable", "too few slices", "CT", None, None,
                                         None, None))
     assert exporters_publisher(out, "k", Settings().results) == []  # nothing for a non-result
+
+
+def test_job_whose_worker_keeps_dying_ends_failed(settings: Settings, engine: Engine) -> None:
+    """A job re-claimed after lease expiry more often than max_job_attempts (each worker died
+    during it) fails instead of killing workers forever."""
+    job = _job(engine)
+    t = time.time()
+    while job.attempts <= settings.queue.max_job_attempts:
+        t += 61  # the previous worker's 60 s lease expired: it died
+        again = jq.claim_next(engine, "test", 60, now=t)
+        assert again is not None and again.id == job.id
+        job = again
+    analyser = FakeAnalyser()
+    assert process_job(_ctx(settings, engine, analyser), job) == jq.FAILED
+    state, error, _ = _state(engine, job)
+    assert state == "failed" and "stopped during this job" in str(error)
+    assert analyser.seen == []  # not analysed again
