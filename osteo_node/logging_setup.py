@@ -25,6 +25,12 @@ def scrub(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, A
     return event_dict
 
 
+def json_flag(log_format: str) -> bool | None:
+    """The ``json`` argument of :func:`configure` for a ``logging.format`` setting
+    (auto | json | console)."""
+    return {"auto": None, "json": True, "console": False}[log_format]
+
+
 def configure(level: str = "INFO", json: bool | None = None, stream: TextIO | None = None) -> None:
     """Configure structlog and the stdlib root logger (pynetdicom logs through it).
 

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from osteo_node import logging_setup
 
-    json = {"auto": None, "json": True, "console": False}[args.log_format]
+    json = logging_setup.json_flag(args.log_format)
     logging_setup.configure(args.log_level, json=json)
     result: int = args.func(args)
     return result

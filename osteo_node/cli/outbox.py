@@ -16,7 +16,7 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-STATES = ("pending", "sending", "sent", "failed")
+from osteo_node.outbox.tables import STATES
 
 
 def add_parser(subparsers: Any) -> None:

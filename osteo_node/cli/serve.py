@@ -20,6 +20,6 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_or_report(args.config)
     if settings is None:
         return 1
-    json = {"auto": None, "json": True, "console": False}[settings.logging.format]
+    json = logging_setup.json_flag(settings.logging.format)
     logging_setup.configure(settings.logging.level, json=json)
     return serve(settings)

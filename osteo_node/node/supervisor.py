@@ -77,7 +77,7 @@ def child_main(role: str, settings: Settings, index: int = 0) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: dump stacks
     from osteo_node import logging_setup
 
-    json = {"auto": None, "json": True, "console": False}[settings.logging.format]
+    json = logging_setup.json_flag(settings.logging.format)
     logging_setup.configure(settings.logging.level, json=json)
     structlog.contextvars.bind_contextvars(process=role if role != "worker" else f"worker-{index}")
     stop = _stop_on_signals()
