@@ -5,9 +5,13 @@ Source of the expected numbers: ClinRisk Ltd.'s open-source QFracture-2012 C imp
 qfracture), compiled and run at the 10-year survivor index by the maintainers of the
 "endeavourpredict" QFracture port (Baw Medical Ltd., AGPL), who report the C tools' output to six
 decimals for five profiles (BMI derived from height/weight). The QFracture-2012 BMJ paper
-(Hippisley-Cox & Coupland, BMJ 2012;344:e3427) gives no per-patient worked examples; these
-reference-implementation outputs are the closest thing the authors provide. ClinRisk reports
-risks to one decimal place; we reproduce both the 6-decimal values (abs 1e-4) and the rounding.
+(Hippisley-Cox & Coupland, BMJ 2012;344:e3427) and the authors' source distribution give no
+per-patient worked examples or test values, so these are third-party-reported outputs of the
+authors' code, not author-published examples. ClinRisk reports risks to one decimal place; we
+reproduce both the 6-decimal values (abs 1e-4) and the rounding. The same five outputs were also
+obtained by compiling the authors' C functions (github.com/nhsland/clinrisk-modules, qFracture/)
+during development; test_qfracture_clinrisk_source.py runs that comparison on 3000 profiles and
+every horizon when the authors' source is provided (OSTEO_QFRACTURE_SRC).
 """
 
 from __future__ import annotations
