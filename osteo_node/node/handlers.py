@@ -27,6 +27,7 @@ from osteo_node.node.validate import (
     check_dataset,
 )
 from osteo_node.store.index import InstanceRecord, record_instance
+from osteo_node.store.reconcile import record_from_file
 from osteo_node.store.spool import Spool, SpoolFullError, SpoolKey
 
 log = structlog.get_logger(__name__)
@@ -70,7 +71,7 @@ def handle_echo(evt: Any) -> int:
 
 
 class StoreHandler:
-    """EVT_C_STORE: validate, write durably to the spool, index, then answer 0x0000."""
+    """EVT_C_STORE: validate, write durably to the spool, then index, then answer 0x0000."""
 
     def __init__(self, spool: Spool, engine: Engine, accepted_modalities: tuple[str, ...]) -> None:
         self.spool = spool
@@ -111,23 +112,11 @@ class StoreHandler:
         key = SpoolKey(verdict.study_uid, verdict.series_uid, verdict.sop_uid)
         meta = encode_file_meta(str(req.AffectedSOPClassUID), affected_uid, str(tsyntax),
                                 calling or "UNKNOWN")
-        body = (meta, encoded)
-        record = InstanceRecord(
-            study_uid=key.study_uid, series_uid=key.series_uid, sop_uid=key.sop_uid,
-            sop_class_uid=verdict.sop_class_uid, transfer_syntax_uid=str(tsyntax),
-            modality=verdict.modality, instance_number=verdict.instance_number,
-            relpath=str(key.relpath()), size=128 + sum(len(b) for b in body),
-            calling_ae=calling,
-        )
-        indexed: list[bool] = []
+        # The file first (written, fsync'ed, filed), then the index row in a short transaction:
+        # no database write lock is held during the disk flush. A crash in between leaves a
+        # file without a row, which the start-up reconciliation indexes.
         try:
-            # The index row is written while the spool file is fsync'ed and committed only
-            # when the file is durable (the transaction rolls back if storing fails).
-            with self.engine.begin() as conn:
-                stored = self.spool.store(key, body, concurrently=lambda: indexed.append(
-                    record_instance(conn, record, time.time())))
-                if not indexed:  # already in the spool: make sure it is indexed too
-                    indexed.append(record_instance(conn, record, time.time()))
+            stored = self.spool.store(key, (meta, encoded))
         except SpoolFullError as exc:
             log.error("C-STORE refused: spool disk full", sop_instance_uid=key.sop_uid,
                       spool=str(self.spool.root), error=str(exc))
@@ -136,8 +125,19 @@ class StoreHandler:
             log.error("C-STORE refused: cannot write to spool", sop_instance_uid=key.sop_uid,
                       error=str(exc))
             return status(STATUS_OUT_OF_RESOURCES, "out of resources: spool write failed")
-        new = stored.created and indexed[0]
-        log.info("instance stored" if new else "duplicate instance (kept the first copy)",
+        if stored.created:
+            record = InstanceRecord(
+                study_uid=key.study_uid, series_uid=key.series_uid, sop_uid=key.sop_uid,
+                sop_class_uid=verdict.sop_class_uid, transfer_syntax_uid=str(tsyntax),
+                modality=verdict.modality, instance_number=verdict.instance_number,
+                relpath=str(key.relpath()), size=stored.size, calling_ae=calling,
+            )
+        else:  # the first copy stays: index it as spooled (if a crash left it without a row)
+            record = record_from_file(key, stored.path)
+        with self.engine.begin() as conn:
+            record_instance(conn, record, time.time())
+        what = "instance stored" if stored.created else "duplicate instance (kept the first copy)"
+        log.info(what,
                  sop_instance_uid=key.sop_uid, series_instance_uid=key.series_uid,
                  study_instance_uid=key.study_uid, modality=verdict.modality,
                  transfer_syntax=str(tsyntax), bytes=stored.size, calling_ae=calling)

@@ -122,7 +122,6 @@ class Listener:
             self._upkeep_stop.set()
             self._upkeep.join()
         self.spool.sync_dirty()
-        self.spool.close()
         self.engine.dispose()
 
 

@@ -1,10 +1,13 @@
 """Start-up reconciliation: every instance file in the spool is in the index.
 
-The spool is the durable record (files are fsync'ed before the C-STORE is acknowledged); the
-index row is written right after. If the node died in between, this re-creates the row.
+The spool is the durable record: an instance file is written, fsync'ed and filed first, its
+index row is written right after (in a short transaction), then the C-STORE is acknowledged. If
+the node died in between, this re-creates the row.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import structlog
 from pydicom import dcmread
@@ -12,7 +15,7 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy import Engine
 
 from osteo_node.store.index import InstanceRecord, indexed_sop_uids, record_instance
-from osteo_node.store.spool import Spool
+from osteo_node.store.spool import Spool, SpoolKey
 
 log = structlog.get_logger(__name__)
 
@@ -26,16 +29,7 @@ def reconcile_spool(engine: Engine, spool: Spool) -> int:
         if key.sop_uid in known:
             continue
         try:
-            ds = dcmread(path, stop_before_pixels=True)
-            rec = InstanceRecord(
-                study_uid=key.study_uid, series_uid=key.series_uid, sop_uid=key.sop_uid,
-                sop_class_uid=str(ds.file_meta.MediaStorageSOPClassUID),
-                transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-                modality=str(ds.get("Modality", "")).upper(),
-                instance_number=_int_or_none(ds.get("InstanceNumber")),
-                relpath=str(key.relpath()), size=path.stat().st_size,
-                calling_ae=str(ds.file_meta.get("SourceApplicationEntityTitle", "")).strip(),
-            )
+            rec = record_from_file(key, path)
         except (OSError, InvalidDicomError, AttributeError, ValueError) as exc:
             log.error("spooled file unreadable; not indexed", path=str(path), error=str(exc))
             continue
@@ -44,6 +38,23 @@ def reconcile_spool(engine: Engine, spool: Spool) -> int:
                 added += 1
                 log.warning("re-indexed spooled instance", sop_instance_uid=key.sop_uid)
     return added
+
+
+def record_from_file(key: SpoolKey, path: Path) -> InstanceRecord:
+    """The index record of a spooled instance file, from its header (pixel data not read).
+
+    Raises OSError, InvalidDicomError, AttributeError or ValueError for an unusable file.
+    """
+    ds = dcmread(path, stop_before_pixels=True)
+    return InstanceRecord(
+        study_uid=key.study_uid, series_uid=key.series_uid, sop_uid=key.sop_uid,
+        sop_class_uid=str(ds.file_meta.MediaStorageSOPClassUID),
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        modality=str(ds.get("Modality", "")).upper(),
+        instance_number=_int_or_none(ds.get("InstanceNumber")),
+        relpath=str(key.relpath()), size=path.stat().st_size,
+        calling_ae=str(ds.file_meta.get("SourceApplicationEntityTitle", "")).strip(),
+    )
 
 
 def _int_or_none(value: object) -> int | None:

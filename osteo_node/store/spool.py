@@ -9,13 +9,20 @@ Durability with a single fsync per instance (the C-STORE is acknowledged after
    whose directory entry was already made durable (slots are created in batches, one directory
    fsync per batch, ahead of need). Writing and fsync'ing the slot makes the content durable
    under a name that is already durable, so no directory fsync is needed before the ack.
-2. The slot is then renamed to its final name (atomic; the rename itself becomes durable with
-   the next journal commit or the background :meth:`Spool.sync_dirty`). After a crash the
-   complete content is under one of the two names.
+2. The slot is then filed under its final name with ``link(slot, final)`` + ``unlink(slot)``
+   (the link becomes durable with the next journal commit or the background
+   :meth:`Spool.sync_dirty`). ``link`` never replaces an existing file: when two copies of the
+   same SOP instance arrive at once, the first one filed wins and the other slot is emptied.
+   After a crash the complete content is under one of the two names (or both: recovery then
+   drops the slot).
 3. The 128-byte File Preamble (free for implementation use, PS3.10 7.1) carries a marker, the
    length and a CRC-32 of the rest of the file, so :meth:`Spool.recover` can tell a complete
    slot (acknowledged, or about to be) from one torn by a crash (never acknowledged): complete
    slots are filed under their final name, torn ones are emptied for reuse.
+
+The index row is written after :meth:`Spool.store` returns (no database lock is held during
+the fsync); :func:`osteo_node.store.reconcile.reconcile_spool` indexes, at start-up, a file
+whose row a crash prevented.
 
 A failed write (e.g. ENOSPC) empties the slot again: nothing half-written remains.
 """
@@ -30,8 +37,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +119,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_durably(path: Path, chunks: Sequence[bytes], size: int) -> None:
+    """Write ``chunks`` into the (empty) file ``path`` and fsync it; on failure empty it again."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        written = os.writev(fd, chunks)
+        if written != size:  # short write: finish it chunk by chunk
+            data = memoryview(b"".join(chunks))[written:]
+            while data:
+                data = data[os.write(fd, data):]
+        os.fsync(fd)
+    except BaseException:
+        os.ftruncate(fd, 0)
+        raise
+    finally:
+        os.close(fd)
+
+
 def _classify(exc: OSError) -> OSError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return SpoolFullError(exc.errno, f"spool is full: {exc.strerror}")
@@ -127,7 +150,6 @@ class Spool:
         self._free: list[Path] = []
         self._dirty: set[Path] = set()
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
         self._last_sync = time.monotonic()
 
     def path_for(self, key: SpoolKey) -> Path:
@@ -163,7 +185,7 @@ class Spool:
 
     def maintain(self, sync_interval: float = 5.0) -> None:
         """Background upkeep: refill the slot pool; every ``sync_interval`` seconds fsync the
-        directories touched by renames (not needed for durability, see the module doc)."""
+        directories touched by filing (not needed for durability, see the module doc)."""
         with self._lock:
             missing = self.slot_batch - len(self._free)
         if missing > self.slot_batch // 2:
@@ -187,28 +209,6 @@ class Spool:
 
     # ------------------------------------------------------------------ store
 
-    def _fsync_while(self, fd: int, concurrently: Callable[[], None] | None) -> None:
-        """fsync ``fd``; run ``concurrently`` meanwhile (fsync releases the GIL)."""
-        if concurrently is None:
-            os.fsync(fd)
-            return
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-fsync")
-            pool = self._pool
-        pending = pool.submit(os.fsync, fd)
-        try:
-            concurrently()
-        finally:
-            pending.result()  # waits; re-raises an fsync error
-
-    def close(self) -> None:
-        """Stop the fsync helper threads (after the last :meth:`store`)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-
     def _make_parent(self, final: Path) -> None:
         folder = final.parent
         if folder.is_dir():
@@ -217,14 +217,10 @@ class Spool:
         with self._lock:
             self._dirty.update({folder.parent, folder.parent.parent})
 
-    def store(self, key: SpoolKey, body: Sequence[bytes],
-              concurrently: Callable[[], None] | None = None) -> StoredFile:
+    def store(self, key: SpoolKey, body: Sequence[bytes]) -> StoredFile:
         """Store ``body`` (``b"DICM"`` + file meta + data set, in chunks) as the file of
-        ``key`` unless it is already there. Durable when this returns.
-
-        ``concurrently`` (e.g. the index insert, in a transaction the caller commits only if
-        this returns) runs in the calling thread while the fsync is in flight; it is not called
-        when the instance is already stored. Raises :class:`SpoolFullError` when the disk is
+        ``key`` unless it is already there (then the spooled copy is kept and ``created`` is
+        False). Durable when this returns. Raises :class:`SpoolFullError` when the disk is
         full, ``OSError`` otherwise; in both cases no partial file is left behind.
         """
         final = self.path_for(key)
@@ -237,19 +233,7 @@ class Spool:
         except OSError as exc:  # no room even for an empty slot file
             raise _classify(exc) from exc
         try:
-            fd = os.open(slot, os.O_WRONLY)
-            try:
-                written = os.writev(fd, chunks)
-                if written != size:  # short write: finish it chunk by chunk
-                    data = memoryview(b"".join(chunks))[written:]
-                    while data:
-                        data = data[os.write(fd, data):]
-                self._fsync_while(fd, concurrently)
-            except BaseException:
-                os.ftruncate(fd, 0)
-                raise
-            finally:
-                os.close(fd)
+            _write_durably(slot, chunks, size)
         except OSError as exc:
             self._return_slot(slot)
             raise _classify(exc) from exc
@@ -258,15 +242,32 @@ class Spool:
             raise
         try:
             self._make_parent(final)
-            os.rename(slot, final)
+            os.link(slot, final)
+        except FileExistsError:
+            # Another copy of this instance was filed meanwhile: it stays, this one goes.
+            self._empty_slot(slot)
+            return StoredFile(final, final.stat().st_size, created=False)
         except OSError as exc:
             # The content is durable in the slot; recovery files it at the next start.
             log.error("cannot file a spooled instance; it stays in its slot",
                       sop_instance_uid=key.sop_uid, slot=slot.name, error=str(exc))
             raise _classify(exc) from exc
+        try:
+            os.unlink(slot)
+        except OSError as exc:  # filed anyway; recovery drops the slot (its final name exists)
+            log.warning("cannot remove a filed spool slot", slot=slot.name, error=str(exc))
         with self._lock:
             self._dirty.update({final.parent, self.slots_dir})
         return StoredFile(final, size, created=True)
+
+    def _empty_slot(self, slot: Path) -> None:
+        """Empty a slot whose copy was not filed and put it back in the pool."""
+        try:
+            os.truncate(slot, 0)
+        except OSError as exc:  # left as it is: recovery drops it (its final name exists)
+            log.warning("cannot empty a spool slot", slot=slot.name, error=str(exc))
+            return
+        self._return_slot(slot)
 
     # ------------------------------------------------------------------ start-up
 

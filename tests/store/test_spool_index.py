@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,14 @@ from sqlalchemy import Engine, select
 from osteo_node.store.db import make_engine
 from osteo_node.store.index import InstanceRecord, counts, record_instance, series
 from osteo_node.store.reconcile import reconcile_spool
-from osteo_node.store.spool import Spool, SpoolKey, preamble_for, sealed_complete, valid_uid
+from osteo_node.store.spool import (
+    Spool,
+    SpoolKey,
+    StoredFile,
+    preamble_for,
+    sealed_complete,
+    valid_uid,
+)
 
 
 @pytest.fixture
@@ -126,3 +134,38 @@ def test_reconcile_indexes_spooled_files_missing_from_index(tmp_path: Path, engi
     with engine.connect() as conn:
         assert counts(conn)["instances"] == 1
     assert os.path.exists(path)
+
+
+def test_concurrent_copies_of_one_instance_file_one_and_keep_it(tmp_path: Path) -> None:
+    """Copies of the same SOP instance stored at the same moment (two senders): exactly one is
+    filed (created), the others find it and leave it untouched; nothing is left in a slot."""
+    spool = Spool(tmp_path / "spool", slot_batch=8)
+    spool.recover()
+    senders = 4
+    for n in range(1, 16):
+        key = SpoolKey("1.2.3", "1.2.3.4", f"1.2.3.4.{n}")
+        bodies = [(b"DICM", f"copy {i} ".encode() * 4000) for i in range(senders)]
+        start = threading.Barrier(senders)
+        results: list[StoredFile | None] = [None] * senders
+
+        def send(i: int, key: SpoolKey = key, bodies: list[tuple[bytes, bytes]] = bodies,
+                 start: threading.Barrier = start,
+                 results: list[StoredFile | None] = results) -> None:
+            start.wait()
+            results[i] = spool.store(key, bodies[i])
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(senders)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        done = [r for r in results if r is not None]
+        assert len(done) == senders
+        winners = [i for i, r in enumerate(results) if r is not None and r.created]
+        assert len(winners) == 1, f"instance {n}: {len(winners)} copies filed as new"
+        on_disk = spool.path_for(key).read_bytes()
+        assert on_disk[128:] == b"".join(bodies[winners[0]])
+        assert sealed_complete(spool.path_for(key))
+        assert {r.size for r in done} == {len(on_disk)}
+    assert len(list(spool.iter_instances())) == 15
+    assert all(p.stat().st_size == 0 for p in (tmp_path / "spool" / ".slots").iterdir())
