@@ -273,11 +273,20 @@ def to_input_grid(
     return labels, bodies
 
 
-def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
-    """Run the network, separate and name the vertebrae, return label maps on the input grid."""
-    t0 = time.perf_counter()
-    mg = run_model(volume, model)
-    t1 = time.perf_counter()
+@dataclass
+class ModelGridLabels:
+    """Vertebra instances and their level names on the network's canonical grid."""
+
+    instances: Instances
+    ribs: dict[int, RibEvidence]
+    assignment: LevelAssignment
+    vertebrae: NDArray[np.uint8]  # whole vertebrae, VerSe values
+    bodies: NDArray[np.uint8]  # bodies only, VerSe values
+    levels: dict[str, int]
+
+
+def label_model_grid(mg: ModelGridSegmentation) -> ModelGridLabels:
+    """Separate the network's classes into vertebrae and name them (canonical grid)."""
     spacing = float(mg.geometry.spacing[0])
     classes = mg.classes
     inst = separate(
@@ -296,7 +305,19 @@ def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
             f"{sum(missing)} vertebra(e) apparently not segmented (gap in the column); levels "
             "counted across the gap by spacing, lower confidence"
         )
-    vert, _bodies_coarse, levels = _canonical_maps(inst, assignment)
+    vert, bodies, levels = _canonical_maps(inst, assignment)
+    return ModelGridLabels(instances=inst, ribs=ribs, assignment=assignment, vertebrae=vert,
+                           bodies=bodies, levels=levels)
+
+
+def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
+    """Run the network, separate and name the vertebrae, return label maps on the input grid."""
+    t0 = time.perf_counter()
+    mg = run_model(volume, model)
+    t1 = time.perf_counter()
+    grid = label_model_grid(mg)
+    inst, ribs, assignment = grid.instances, grid.ribs, grid.assignment
+    vert, levels = grid.vertebrae, dict(grid.levels)
     t2 = time.perf_counter()
     labels_arr, bodies_arr = to_input_grid(mg, vert, volume.geometry, volume.array.shape)
     t3 = time.perf_counter()

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import SimpleITK as sitk
 from numpy.typing import NDArray
+from scipy import ndimage
 
 from osteo_node.pipeline.types import Geometry
 
@@ -78,6 +79,20 @@ def _antialias_sigmas(spacing_in: tuple[float, ...], spacing_out: tuple[float, .
     return sig
 
 
+def _smooth(img: sitk.Image, sigmas_mm: list[float]) -> sitk.Image:
+    """Gaussian smoothing with a per-axis sigma in mm; an axis with sigma 0 is left untouched.
+
+    (SimpleITK's recursive Gaussian refuses a zero sigma on any axis, and which axes need
+    anti-aliasing depends on the input spacing, e.g. 0.8 mm pixels with 1.6 mm slices.)
+    """
+    arr = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
+    sig_vox = [s / sp for s, sp in zip(sigmas_mm, img.GetSpacing(), strict=True)]
+    out = ndimage.gaussian_filter(arr, sigma=sig_vox[::-1], mode="nearest", truncate=3.0)
+    res = sitk.GetImageFromArray(out)
+    res.CopyInformation(img)
+    return res
+
+
 def resample_image(
     img: sitk.Image,
     geo: Geometry,
@@ -90,7 +105,7 @@ def resample_image(
     if antialias:
         sig = _antialias_sigmas(img.GetSpacing(), geo.spacing)
         if max(sig) > 0:
-            img = sitk.SmoothingRecursiveGaussian(sitk.Cast(img, sitk.sitkFloat32), sig)
+            img = _smooth(img, sig)
     out = sitk.Resample(
         img, _reference(geo, shape_kji), sitk.Transform(), sitk.sitkLinear, default,
         sitk.sitkFloat32,
