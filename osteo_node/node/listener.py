@@ -72,10 +72,16 @@ class Listener:
         while not self._upkeep_stop.wait(0.5):
             self.spool.maintain()
 
-    def prepare(self) -> None:
-        """Create tables, remove crash leftovers and index spooled files the index lacks."""
+    def prepare(self, check_spool: bool = True) -> None:
+        """Create tables, remove crash leftovers and index spooled files the index lacks.
+
+        ``check_spool=False``: that was just done by the supervisor
+        (:func:`osteo_node.node.supervisor.prepare_state`); only take up the free slots.
+        """
+        if not check_spool:
+            self.spool.open()
+            return
         create_node_tables(self.engine)
-        self.spool.root.mkdir(parents=True, exist_ok=True)
         filed, discarded = self.spool.recover()
         added = reconcile_spool(self.engine, self.spool)
         log.info("spool checked", slots_recovered=filed, torn_slots_discarded=discarded,
@@ -125,10 +131,12 @@ class Listener:
         self.engine.dispose()
 
 
-def run_listener(settings: Settings, stop: threading.Event | None = None) -> None:
-    """Run until ``stop`` is set (or forever)."""
+def run_listener(settings: Settings, stop: threading.Event | None = None,
+                 prepared: bool = False) -> None:
+    """Run until ``stop`` is set (or forever). ``prepared``: the tables exist and the spool was
+    just checked and reconciled (by the supervisor), so it is not done again here."""
     listener = Listener(settings)
-    listener.prepare()
+    listener.prepare(check_spool=not prepared)
     listener.start()
     try:
         event = stop or threading.Event()

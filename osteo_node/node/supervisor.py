@@ -71,8 +71,9 @@ def _exit_despite_stuck_threads(timeout: float = 3.0) -> None:
         os._exit(0)
 
 
-def child_main(role: str, settings: Settings, index: int = 0) -> None:
-    """Entry point of a child process."""
+def child_main(role: str, settings: Settings, index: int = 0, prepared: bool = False) -> None:
+    """Entry point of a child process. ``prepared``: :func:`prepare_state` ran just before this
+    start (the listener then skips its own spool check)."""
     _die_with_parent()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: dump stacks
     from osteo_node import logging_setup
@@ -84,7 +85,7 @@ def child_main(role: str, settings: Settings, index: int = 0) -> None:
     if role == "listener":
         from osteo_node.node.listener import run_listener
 
-        run_listener(settings, stop)
+        run_listener(settings, stop, prepared=prepared)
         _exit_despite_stuck_threads()
     elif role == "assembler":
         from osteo_node.queue.assembler import run_assembler
@@ -110,6 +111,7 @@ class Child:
     index: int = 0
     process: BaseProcess | None = None
     restarts: int = 0
+    starts: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
 
@@ -159,9 +161,14 @@ class Supervisor:
         self.stop = threading.Event()
 
     def _start(self, child: Child) -> None:
+        # The first start follows prepare_state (spool checked, index reconciled); a restarted
+        # listener checks the spool again (it may have died in the middle of a C-STORE).
+        prepared = child.starts == 0
         p = self.ctx.Process(target=child_main, name=f"osteo-node:{child.name}",
-                             args=(child.role, self.settings, child.index), daemon=False)
+                             args=(child.role, self.settings, child.index, prepared),
+                             daemon=False)
         p.start()
+        child.starts += 1
         child.process = p
         child.started_at = time.monotonic()
         log.info("child started", child=child.name, pid=p.pid)

@@ -271,6 +271,14 @@ class Spool:
 
     # ------------------------------------------------------------------ start-up
 
+    def open(self) -> None:
+        """Take up the empty slots as the free pool, without recovery: for a process started
+        right after :meth:`recover` ran (in another process) and before anything received."""
+        self.slots_dir.mkdir(parents=True, exist_ok=True)
+        free = [p for p in self.slots_dir.iterdir() if p.is_file() and p.stat().st_size == 0]
+        with self._lock:
+            self._free = free
+
     def recover(self) -> tuple[int, int]:
         """At start-up (nothing receiving): file complete slots under their final names, empty
         torn ones. Returns (filed, discarded)."""
