@@ -162,14 +162,7 @@ def risk_factors(rec: ClinicalRecord | None, imaging: ImagingEvidence | None) ->
                 ingredients = sorted({e.ingredient for e in exposures if e.ingredient})
                 out.append(RiskFactor(name, str(entry.get("label", name)), "fhir",
                                       ", ".join(ingredients) or None))
-        smoking = load("risk_qfracture")["smoking_categories"]
-        if rec.smoking_category is not None and rec.smoking_category >= 2:
-            out.append(RiskFactor("current_smoking", "current smoker", "fhir",
-                                  smoking[rec.smoking_category]))
-        if rec.alcohol_category is not None and rec.alcohol_category >= 3:
-            alcohol = load("risk_qfracture")["alcohol_categories"]
-            out.append(RiskFactor("alcohol", "alcohol 3 or more units/day", "fhir",
-                                  alcohol[rec.alcohol_category]))
+        out.extend(_lifestyle_factors(rec))
     if imaging is not None and imaging.vertebral_fracture_levels:
         out.append(RiskFactor(
             "prevalent_vertebral_fracture", "prevalent vertebral fracture on imaging", "imaging",
@@ -177,6 +170,25 @@ def risk_factors(rec: ClinicalRecord | None, imaging: ImagingEvidence | None) ->
             + (f" (max Genant grade {imaging.max_genant_grade})"
                if imaging.max_genant_grade is not None else ""),
         ))
+    return out
+
+
+def _lifestyle_factors(rec: ClinicalRecord) -> list[RiskFactor]:
+    """Current smoking and high alcohol intake, cut-offs from clinical_codes.yaml."""
+    listing = load("clinical_codes")["risk_factor_listing"]
+    model = load("risk_qfracture")
+    out: list[RiskFactor] = []
+    if rec.smoking_category is not None:
+        name = str(model["smoking_categories"][rec.smoking_category])
+        if name in listing["current_smoker_categories"]:
+            out.append(RiskFactor("current_smoking", "current smoker", "fhir", name))
+    if rec.alcohol_category is not None:
+        units = float(listing["alcohol_min_units_per_day"])
+        # first category whose range starts at or above the cut-off
+        bounds = [float(b) for b in load("clinical_codes")["alcohol_units_upper_bounds"]]
+        if rec.alcohol_category >= sum(1 for b in bounds if units >= b):
+            out.append(RiskFactor("alcohol", f"alcohol {units:g} or more units/day", "fhir",
+                                  str(model["alcohol_categories"][rec.alcohol_category])))
     return out
 
 

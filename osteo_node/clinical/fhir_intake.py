@@ -306,9 +306,9 @@ def _observation(res: Resource, rec: ClinicalRecord, latest: dict[str, str]) -> 
     if res.get("status") in ("entered-in-error", "cancelled"):
         return
     codings = _codings(res.get("code"))
+    no_codes = {str(c) for c in codes.table()["negative_answer_codes"]}
     negated = res.get("valueBoolean") is False or any(
-        str(c.get("code")) in ("373067005", "N", "LA32-8")  # SNOMED No, HL7 N, LOINC No
-        for c in _codings(res.get("valueCodeableConcept"))
+        str(c.get("code")) in no_codes for c in _codings(res.get("valueCodeableConcept"))
     )
     for name in [] if negated else codes.concepts_for(codings, "conditions"):
         # e.g. an Observation coded SNOMED "history of falls" with no negative value

@@ -96,10 +96,12 @@ def spine_level_exclusions(levels: Iterable[LevelMeasurement]) -> tuple[list[str
     evaluable levels. Among such levels the one farthest from the median is excluded first,
     then the rest is re-checked.
     Returns (used, excluded) level names."""
-    limit = float(_cfg()["spine_levels"]["exclude_if_t_differs_from_adjacent_by_more_than"])
+    cfg = _cfg()["spine_levels"]
+    limit = float(cfg["exclude_if_t_differs_from_adjacent_by_more_than"])
+    keep_at_least = int(cfg["minimum_evaluable_levels"])  # never exclude below the ISCD minimum
     kept = [lv for lv in levels if lv.t_score is not None]
     excluded: list[str] = []
-    while len(kept) >= 3:
+    while len(kept) > keep_at_least:
         scores = sorted(lv.t_score for lv in kept if lv.t_score is not None)
         mid = len(scores) // 2
         median = scores[mid] if len(scores) % 2 else (scores[mid - 1] + scores[mid]) / 2

@@ -221,8 +221,8 @@ def clinical_flags(rec: ClinicalRecord) -> list[RedFlag]:
         text = (mp.text or "").lower()
         positive = (mp.value is not None and mp.value > 0) or (
             (mp.interpretation or "").upper() in cfg["m_protein_positive_interpretations"]
-        ) or any(w in text for w in ("detected", "present", "monoclonal", "paraprotein", "spike"))
-        negative = any(w in text for w in ("not detected", "absent", "no monoclonal", "none"))
+        ) or any(w in text for w in cfg["m_protein_positive_words"])
+        negative = any(w in text for w in cfg["m_protein_negative_words"])
         if positive and not negative:
             shown = f"{mp.value:g} {mp.unit or ''}".strip() if mp.value is not None else text
             myeloma_signs.append(f"monoclonal protein on electrophoresis ({shown})")

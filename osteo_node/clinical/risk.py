@@ -20,6 +20,7 @@ from typing import Any
 
 from osteo_node.clinical import qfracture
 from osteo_node.clinical.fhir_intake import ClinicalRecord
+from osteo_node.clinical.fracture_flag import risk_prior_fracture_min_genant_grade
 from osteo_node.clinical.interpret import DxaInterpretation
 from osteo_node.clinical_data import load
 
@@ -39,9 +40,10 @@ class ImagingEvidence:
     def from_analysis(cls, analysis: Mapping[str, Any]) -> ImagingEvidence:
         f = analysis.get("findings") or {}
         levels = {str(v) for v in f.get("vcf_levels") or []}
+        min_grade = risk_prior_fracture_min_genant_grade()
         for v in analysis.get("vertebrae") or []:
             if isinstance(v, Mapping) and isinstance(v.get("genant_grade"), int) \
-                    and v["genant_grade"] >= 1:
+                    and v["genant_grade"] >= min_grade:
                 levels.add(str(v.get("level")))
         grade = f.get("max_genant_grade")
         l1 = f.get("l1_hu")

@@ -1,8 +1,9 @@
 """Key Object Selection document flagging the key images of a positive result.
 
 Made only when the result is positive for the PACS flag (max Genant grade >= the configured
-grade, default 2, or osteoporosis suspected). It references, for each flagged vertebra (or the
-density level when only osteoporosis is suspected), the source slice through its centroid, plus
+grade, default from clinical_data/vertebral_fracture.yaml, or osteoporosis suspected). It
+references, for each flagged vertebra (or the density level when only osteoporosis is
+suspected), the source slice through its centroid, plus
 the SR, SEG and SC of the same job, with document title (113000, DCM, "Of Interest") and the
 reason as Key Object Description.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import highdicom as hd
 from pydicom.dataset import Dataset
 
+from osteo_node.clinical.fracture_flag import flag_min_genant_grade
 from osteo_node.exporters import codes as codes_mod
 from osteo_node.exporters.common import (
     ExportError,
@@ -26,23 +28,23 @@ from osteo_node.exporters.common import (
 from osteo_node.pipeline.results import AnalysisResult, VertebraResult
 from osteo_node.pipeline.types import Volume
 
-DEFAULT_MIN_GRADE = 2
 
-
-def flagged_vertebrae(result: AnalysisResult, min_grade: int = DEFAULT_MIN_GRADE
+def flagged_vertebrae(result: AnalysisResult, min_grade: int | None = None
                       ) -> list[VertebraResult]:
+    """Vertebrae at or above ``min_grade`` (default: the one cited flag grade)."""
+    limit = flag_min_genant_grade() if min_grade is None else min_grade
     return [v for v in result.vertebrae
-            if v.genant_grade is not None and v.genant_grade >= min_grade]
+            if v.genant_grade is not None and v.genant_grade >= limit]
 
 
-def is_flagged(result: AnalysisResult, min_grade: int = DEFAULT_MIN_GRADE) -> bool:
+def is_flagged(result: AnalysisResult, min_grade: int | None = None) -> bool:
     if result.status != "analysed":
         return False
     suspected = bool(result.findings and result.findings.osteoporosis_suspected)
     return suspected or bool(flagged_vertebrae(result, min_grade))
 
 
-def flag_reason(result: AnalysisResult, min_grade: int = DEFAULT_MIN_GRADE) -> str:
+def flag_reason(result: AnalysisResult, min_grade: int | None = None) -> str:
     parts = [f"{v.level} Genant grade {v.genant_grade}"
              for v in flagged_vertebrae(result, min_grade)]
     f = result.findings
@@ -66,7 +68,7 @@ class KeyImagesKOS:
     volume: Volume
     settings: ExportSettings
     others: Sequence[Dataset] = ()  # SR / SEG / SC of the same job, referenced too
-    min_grade: int = DEFAULT_MIN_GRADE
+    min_grade: int | None = None
 
     def __post_init__(self) -> None:
         require_source(self.volume)

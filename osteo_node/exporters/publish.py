@@ -37,7 +37,7 @@ from osteo_node.exporters.common import (
     ExportSettings,
     require_source,
 )
-from osteo_node.exporters.kos import DEFAULT_MIN_GRADE, KeyImagesKOS, is_flagged
+from osteo_node.exporters.kos import KeyImagesKOS, is_flagged
 from osteo_node.exporters.sc import SagittalSecondaryCapture, render_overview
 from osteo_node.exporters.seg import SegmentMap, VertebraSegmentation, labelled_levels
 from osteo_node.exporters.sr import MeasurementReportSR
@@ -98,7 +98,7 @@ def build_objects(
     job_key: str,
     kinds: Collection[str] = KINDS,
     institution_name: str | None = None,
-    kos_min_grade: int = DEFAULT_MIN_GRADE,
+    kos_min_grade: int | None = None,
     render: Renderer | None = None,
     series_numbers: Mapping[str, int] | None = None,
     descriptions: Mapping[str, str] | None = None,

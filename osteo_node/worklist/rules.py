@@ -1,5 +1,7 @@
 """Which analysis results put a patient on the FLS worklist (rules in
-``dicom_sr_templates/fls_worklist.yaml``, with their sources)."""
+``dicom_sr_templates/fls_worklist.yaml``, with their sources; the "positive" Genant grade comes
+from ``clinical_data/vertebral_fracture.yaml``, shared with the KOS flag, unless the rules file
+sets ``positive_min_grade``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Literal
 
 import yaml
 
+from osteo_node.clinical.fracture_flag import flag_min_genant_grade
 from osteo_node.exporters.codes import templates_dir
 from osteo_node.pipeline.results import AnalysisResult
 
@@ -35,7 +38,9 @@ class FlsRules:
 def load_rules(path: Path | None = None) -> FlsRules:
     data = yaml.safe_load((path or templates_dir() / "fls_worklist.yaml").read_text("utf-8"))
     review = data.get("review_grade")
-    return FlsRules(positive_min_grade=int(data["positive_min_grade"]),
+    positive = data.get("positive_min_grade")
+    return FlsRules(positive_min_grade=flag_min_genant_grade() if positive is None
+                    else int(positive),
                     review_grade=None if review is None else int(review),
                     statuses=tuple(str(s) for s in data["statuses"]))
 
