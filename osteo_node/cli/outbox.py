@@ -39,15 +39,19 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from osteo_node.cli.common import settings_or_report
     from osteo_node.outbox import store
-    from osteo_node.outbox.tables import create_tables
-    from osteo_node.store.db import make_engine
+    from osteo_node.outbox.tables import TABLES
+    from osteo_node.store.db import DatabaseUnavailableError, open_existing
 
     settings = settings_or_report(args.config)
     if settings is None:
         return 1
-    engine = make_engine(settings.storage.database_url)
+    try:  # never creates a database or tables: a wrong database_url is an error, not "empty"
+        engine = open_existing(settings.storage.database_url, [t.name for t in TABLES],
+                               read_only=args.outbox_action == "list")
+    except DatabaseUnavailableError as exc:
+        print(f"osteo-node outbox: {exc}", file=sys.stderr)
+        return 1
     try:
-        create_tables(engine)
         if args.outbox_action == "list":
             return _list(engine, args)
         if args.outbox_action == "retry":

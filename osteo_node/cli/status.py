@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 
@@ -16,23 +17,27 @@ def add_parser(subparsers: Any) -> None:
 
 
 def collect(database_url: str, limit: int) -> dict[str, Any]:
+    """Read the node's state; creates nothing. Raises
+    :class:`osteo_node.store.db.DatabaseUnavailableError` when the database or its tables are
+    missing."""
     from sqlalchemy import func, select
 
     from osteo_node.outbox.tables import outbox_items
+    from osteo_node.queue import jobs as job_queue
     from osteo_node.queue.jobs import FAILED, recent_jobs, state_counts
-    from osteo_node.store.db import make_engine
-    from osteo_node.store.index import counts
-    from osteo_node.store.schema import create_node_tables
+    from osteo_node.store import index
+    from osteo_node.store.db import open_existing
 
-    engine = make_engine(database_url)
+    needed = [t.name for t in (index.studies, index.series, index.instances, job_queue.jobs,
+                               outbox_items)]
+    engine = open_existing(database_url, needed)
     try:
-        create_node_tables(engine)
         with engine.connect() as conn:
             jobs = state_counts(conn)
             outbox = {r[0]: int(r[1]) for r in conn.execute(
                 select(outbox_items.c.state, func.count()).group_by(outbox_items.c.state))}
             return {
-                "index": counts(conn),
+                "index": index.counts(conn),
                 "jobs": jobs,
                 "queue_depth": jobs["queued"] + jobs["running"],
                 "outbox": outbox,
@@ -45,11 +50,16 @@ def collect(database_url: str, limit: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from osteo_node.cli.common import settings_or_report
+    from osteo_node.store.db import DatabaseUnavailableError
 
     settings = settings_or_report(args.config)
     if settings is None:
         return 1
-    info = collect(settings.storage.database_url, args.limit)
+    try:
+        info = collect(settings.storage.database_url, args.limit)
+    except DatabaseUnavailableError as exc:
+        print(f"osteo-node status: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0

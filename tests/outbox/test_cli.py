@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from pydicom.uid import generate_uid
 from osteo_node.cli.main import main
 from osteo_node.outbox import store
 from osteo_node.outbox.policy import Destination, RetryPolicy
+from osteo_node.outbox.tables import create_tables
 from osteo_node.store.db import make_engine
 from tests.outbox.objects import secondary_capture
 
@@ -44,7 +46,8 @@ def test_outbox_cli_list_retry_purge(
     pacs = Destination("pacs", "PACS", "127.0.0.1", 4242)
     series = generate_uid()
     a, b = (secondary_capture(ct_small, series, i) for i in (1, 2))
-    assert main(["outbox", "--config", str(config), "list"]) == 0  # creates the tables
+    create_tables(engine)  # the node's processes create them; the CLI never does
+    assert main(["outbox", "--config", str(config), "list"]) == 0
     assert "outbox: empty" in capsys.readouterr().out
 
     store.enqueue(engine, outbox, [a, b], [pacs])
@@ -82,3 +85,35 @@ def test_outbox_cli_bad_config_is_a_clear_error(
 ) -> None:
     assert main(["outbox", "--config", str(tmp_path / "missing.yaml"), "list"]) == 1
     assert "missing.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("action", [["list"], ["retry"], ["purge", "--older-than-days", "1"]])
+def test_outbox_cli_mistyped_database_is_an_error_and_creates_nothing(
+    tmp_path: Path, action: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = tmp_path / "typo" / "node.db"
+    cfg = {
+        "dicom": {"allowed_callers": ["STORESCU"]},
+        "storage": {"spool_dir": str(tmp_path / "spool"), "outbox_dir": str(tmp_path / "outbox"),
+                    "database_url": f"sqlite:///{wrong}"},
+    }
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["outbox", "--config", str(path), *action]) == 1
+    captured = capsys.readouterr()
+    assert "no database file at" in captured.err and str(wrong) in captured.err
+    assert captured.out == ""
+    assert not wrong.parent.exists()
+
+
+def test_outbox_cli_database_without_outbox_tables_is_an_error(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "node.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE unrelated (x INTEGER)")
+    assert main(["outbox", "--config", str(config), "list"]) == 1
+    assert "has no osteo-node tables outbox_items, outbox_objects" in capsys.readouterr().err
+    with sqlite3.connect(db) as conn:
+        names = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    assert names == ["unrelated"]
