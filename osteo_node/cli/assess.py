@@ -1,10 +1,11 @@
 """``osteo-node assess [--fhir BUNDLE.json | --fhir-url URL --patient ID] [--dxa FILE]
-[--imaging ANALYSIS.json] --json OUT``.
+[--imaging ANALYSIS.json] --json OUT [--html PAGE.html]``.
 
 Builds one patient-level assessment (DXA interpretation, QFracture-2012 risk, risk factors,
 pathological-fracture red flags) and writes it as JSON (schema: issue 5; keys ``patient``,
 ``dxa``, ``risk_factors``, ``risk``, ``red_flags``, ``summary`` plus extras). ``--json -`` prints
-to stdout. Problems with the inputs are listed under ``messages`` and on stderr.
+to stdout; ``--html`` also writes a read-only page of the assessment (the dashboard view, see
+``osteo-node dashboard``). Problems with the inputs are listed under ``messages`` and on stderr.
 Exit status: 0 written, 2 an input could not be read at all.
 """
 
@@ -32,6 +33,7 @@ def add_parser(subparsers: Any) -> None:
                    default="unknown", help="menopausal status (default: age < 50 as proxy)")
     p.add_argument("--timeout", type=float, default=10.0, help="FHIR server timeout (s)")
     p.add_argument("--json", dest="json_out", required=True, help="output file, or - for stdout")
+    p.add_argument("--html", type=Path, help="also write a read-only HTML page of the assessment")
     p.set_defaults(func=run)
 
 
@@ -85,4 +87,9 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n", encoding="utf-8")
+    if args.html:
+        from osteo_node.clinical.dashboard import render_dashboard
+
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(render_dashboard([doc]), encoding="utf-8")
     return 0

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "worklist": "worklist",
     "assess": "assess",
+    "dashboard": "dashboard",
     "outbox": "outbox",
     "evaluate-mr": "evaluate_mr",
 }
