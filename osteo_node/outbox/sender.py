@@ -63,6 +63,9 @@ class SendReport:
     sent: int = 0
     retrying: int = 0
     failed: int = 0
+    #: outcomes not recorded because the claim was lost meanwhile (the lease expired and
+    #: another sender took the item over; that sender records it)
+    lost: int = 0
     associations: int = 0
     per_destination: dict[str, dict[str, int]] = field(default_factory=dict)
     claimed_per_destination: dict[str, int] = field(default_factory=dict)
@@ -96,6 +99,41 @@ def presentation_contexts(items: Sequence[store.ClaimedItem]) -> list[Presentati
         for ts in [*syntaxes, *(str(u) for u in UNCOMPRESSED if str(u) not in syntaxes)]:
             contexts.append(build_context(sop_class, ts))
     return contexts
+
+
+def _contexts_for(syntaxes: set[str]) -> int:
+    """How many contexts :func:`presentation_contexts` proposes for a SOP class whose files
+    have ``syntaxes``."""
+    return len(syntaxes | _UNCOMPRESSED_STR)
+
+
+_UNCOMPRESSED_STR = frozenset(str(u) for u in UNCOMPRESSED)
+
+
+def split_for_contexts(
+    items: Sequence[store.ClaimedItem], limit: int = MAX_CONTEXTS
+) -> list[list[store.ClaimedItem]]:
+    """Split a batch, in order, into chunks whose presentation contexts fit one association
+    (each chunk as large as fits). Linear in the batch: the context count is kept per SOP
+    class as items are added."""
+    chunks: list[list[store.ClaimedItem]] = []
+    chunk: list[store.ClaimedItem] = []
+    per_class: dict[str, set[str]] = {}
+    total = 0
+    for it in items:
+        have = per_class.get(it.sop_class_uid)
+        before = _contexts_for(have) if have is not None else 0
+        grown = (have or set()) | {it.transfer_syntax_uid}
+        if chunk and total - before + _contexts_for(grown) > limit:
+            chunks.append(chunk)
+            chunk, per_class, total = [], {}, 0
+            before, grown = 0, {it.transfer_syntax_uid}
+        total += _contexts_for(grown) - before
+        per_class[it.sop_class_uid] = grown
+        chunk.append(it)
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 class OutboxSender:
@@ -165,13 +203,7 @@ class OutboxSender:
         self, dest: Destination, items: list[store.ClaimedItem], report: SendReport
     ) -> None:
         # Stay within the per-association context limit: split into chunks if ever needed.
-        chunk: list[store.ClaimedItem] = []
-        for it in items:
-            if len(presentation_contexts([*chunk, it])) > MAX_CONTEXTS:
-                self._deliver_chunk(dest, chunk, report)
-                chunk = []
-            chunk.append(it)
-        if chunk:
+        for chunk in split_for_contexts(items):
             self._deliver_chunk(dest, chunk, report)
 
     def _deliver_chunk(
@@ -189,6 +221,11 @@ class OutboxSender:
             for it in items:
                 self._record(dest, it, _Outcome(False, None, assoc), report)
             return
+        accepted = {  # once per association
+            (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+            for cx in assoc.accepted_contexts
+            if cx.transfer_syntax
+        }
         try:
             for i, it in enumerate(items):
                 if not assoc.is_established:
@@ -196,7 +233,8 @@ class OutboxSender:
                         outcome = _Outcome(False, None, "association lost before sending")
                         self._record(dest, rest, outcome, report)
                     break
-                self._record(dest, it, self._store(assoc, it, msg_id=i + 1), report)
+                outcome = self._store(assoc, accepted, it, msg_id=i + 1)
+                self._record(dest, it, outcome, report)
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -249,17 +287,19 @@ class OutboxSender:
             return "association aborted by the peer"
         return "no association (no answer to the association request)"
 
-    def _store(self, assoc: Association, it: store.ClaimedItem, msg_id: int) -> _Outcome:
-        accepted = {
-            (cx.abstract_syntax, cx.transfer_syntax[0])
-            for cx in assoc.accepted_contexts
-            if cx.transfer_syntax
-        }
+    def _store(
+        self,
+        assoc: Association,
+        accepted: set[tuple[str, str]],
+        it: store.ClaimedItem,
+        msg_id: int,
+    ) -> _Outcome:
+        """C-STORE one item; ``accepted``: the association's (SOP class, syntax) pairs."""
         ts = UID(it.transfer_syntax_uid)
         try:
             ds: Dataset = dcmread(it.path)
-            if (it.sop_class_uid, ts) not in accepted:
-                fallback = [u for u in UNCOMPRESSED if (it.sop_class_uid, u) in accepted]
+            if (it.sop_class_uid, str(ts)) not in accepted:
+                fallback = [u for u in UNCOMPRESSED if (it.sop_class_uid, str(u)) in accepted]
                 if not fallback:
                     return _Outcome(
                         False,
@@ -295,7 +335,11 @@ class OutboxSender:
             "attempt": it.attempts,
         }
         if outcome.ok:
-            store.mark_sent(self.engine, it, now, status=outcome.status or 0, note=outcome.reason)
+            if not store.mark_sent(
+                self.engine, it, now, status=outcome.status or 0, note=outcome.reason
+            ):
+                self._lost(dest, it, report, "sent")
+                return
             report.count(dest.name, "sent")
             if outcome.reason:
                 log.warning("outbox.sent_with_warning", status=outcome.status, **ids)
@@ -311,12 +355,27 @@ class OutboxSender:
             status=outcome.status,
             permanent=outcome.permanent,
         )
-        if state == FAILED:
+        if state is None:
+            self._lost(dest, it, report, outcome.reason or "unknown failure")
+        elif state == FAILED:
             report.count(dest.name, "failed")
             log.error("outbox.failed", reason=outcome.reason, status=outcome.status, **ids)
         else:
             report.count(dest.name, "retrying")
             log.warning("outbox.retry", reason=outcome.reason, status=outcome.status, **ids)
+
+    @staticmethod
+    def _lost(dest: Destination, it: store.ClaimedItem, report: SendReport, outcome: str) -> None:
+        """The claim was lost before the outcome could be recorded (the lease expired and
+        another sender took the item over): counted apart, the other sender records it."""
+        report.count(dest.name, "lost")
+        log.warning(
+            "outbox.claim_lost",
+            outcome=outcome,
+            sop_instance_uid=it.sop_instance_uid,
+            destination=dest.name,
+            attempt=it.attempts,
+        )
 
     # -- loop -----------------------------------------------------------------------------
     def wake(self) -> None:

@@ -42,6 +42,8 @@ class FakePacs:
     """pynetdicom Storage SCP on 127.0.0.1 (free port) that records what it gets.
 
     ``statuses``: C-STORE status to return, popped per request (the last one sticks).
+    ``during_store``: called while a C-STORE request is being answered (tests use it to act
+    while the sender waits for the response).
     """
 
     ae_title: str = "FAKEPACS"
@@ -51,6 +53,7 @@ class FakePacs:
     associations: list[list[tuple[str, tuple[str, ...]]]] = field(default_factory=list)
     port: int = 0
     ssl_context: ssl.SSLContext | None = None
+    during_store: Callable[[], None] | None = None
     _server: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -80,6 +83,8 @@ class FakePacs:
             self.associations.append(proposed)
 
     def _on_store(self, event: evt.Event) -> int:
+        if self.during_store is not None:
+            self.during_store()
         with self._lock:
             status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
             if status in (0x0000, 0xB000):

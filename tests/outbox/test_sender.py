@@ -24,7 +24,14 @@ from sqlalchemy import Engine
 
 from osteo_node.outbox import store
 from osteo_node.outbox.policy import Destination, RetryPolicy, TlsSettings
-from osteo_node.outbox.sender import OutboxSender, Timeouts, presentation_contexts, run_sender
+from osteo_node.outbox.sender import (
+    MAX_CONTEXTS,
+    OutboxSender,
+    Timeouts,
+    presentation_contexts,
+    run_sender,
+    split_for_contexts,
+)
 from osteo_node.store.db import make_engine
 from tests.outbox.conftest import UNCOMPRESSED, FakePacs
 from tests.outbox.objects import key_object_selection, secondary_capture
@@ -333,3 +340,67 @@ def test_tls_destination_mutual_auth_and_wrong_ca_is_retried(
     assert bad.destination == "mistrusted"
     why = "refused, timed out or TLS handshake failed"
     assert bad.last_error == f"could not connect to 127.0.0.1:{pacs.port} ({why})"
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xA700])
+def test_lost_claim_is_counted_as_lost_not_sent_or_retrying(
+    engine: Engine,
+    outbox_dir: Path,
+    ct_small: Dataset,
+    fake_pacs: Callable[..., FakePacs],
+    status: int,
+) -> None:
+    """The sender's lease expires while the peer answers and another sender claims the item:
+    the outcome of the first attempt is not recorded and not counted as sent/retrying."""
+    clock = Clock(store.utcnow())
+    stolen: list[store.ClaimedItem] = []
+
+    def other_sender_claims() -> None:
+        later = clock.now + timedelta(seconds=120)  # past the 60 s lease below
+        stolen.extend(store.claim_due(engine, outbox_dir, ["pacs"], later, lease_s=60))
+
+    pacs = fake_pacs(statuses=[status], during_store=other_sender_claims)
+    sc = secondary_capture(ct_small, generate_uid(), 1)
+    store.enqueue(engine, outbox_dir, [sc], [_dest(pacs)], now=clock.now)
+    sender = OutboxSender(
+        engine, outbox_dir, [_dest(pacs)], RetryPolicy(), timeouts=FAST, clock=clock, lease_s=60
+    )
+
+    report = sender.run_once()
+
+    assert len(stolen) == 1
+    assert (report.claimed, report.sent, report.retrying, report.failed, report.lost) == (
+        1, 0, 0, 0, 1
+    )
+    assert report.per_destination == {"pacs": {"lost": 1}}
+    (info,) = store.list_items(engine)
+    assert (info.state, info.attempts) == ("sending", 2)  # the other sender's claim stands
+    assert store.mark_sent(engine, stolen[0], clock.now)  # ... and it can finish the item
+
+
+def test_contexts_are_computed_once_per_chunk_and_chunks_fit_an_association(
+    tmp_path: Path,
+) -> None:
+    """A batch with more SOP class / transfer syntax pairs than one association may carry is
+    split greedily (each chunk as large as fits), in order, without losing an item."""
+    syntaxes = [ExplicitVRLittleEndian, JPEG2000Lossless, "1.2.840.10008.1.2.5"]
+    items = [
+        store.ClaimedItem(
+            id=i,
+            sop_instance_uid=f"1.2.3.{i}",
+            destination="pacs",
+            attempts=1,
+            sop_class_uid=f"1.2.840.10008.5.1.4.1.1.{i % 50 + 1}",
+            transfer_syntax_uid=str(syntaxes[i % 3]),
+            path=tmp_path / f"{i}.dcm",
+            claim_token="t",
+        )
+        for i in range(600)
+    ]
+    chunks = split_for_contexts(items)
+    assert [it for c in chunks for it in c] == items
+    assert len(chunks) > 1
+    for n, chunk in enumerate(chunks):
+        assert len(presentation_contexts(chunk)) <= MAX_CONTEXTS
+        if n + 1 < len(chunks):  # greedy: the next item would not have fitted
+            assert len(presentation_contexts([*chunk, chunks[n + 1][0]])) > MAX_CONTEXTS
