@@ -9,14 +9,32 @@ Source (see ../shared/data/README.md): ``ct/totalseg_example/example_ct.nii.gz``
 ``vertebrae_body.nii.gz`` (1 body, 2 disc). Everything is resampled onto the model's canonical
 grid (axis-aligned LPS, ``SPACING_MM`` isotropic) with the runtime's own resampling code.
 
+Second training volume, PSEUDO-labelled (self-training): the complete real chest CT
+``ct/chest_ct_series`` has no labels. The teacher (the shipped model 1.0.0, trained on
+example_ct alone) and the same instance/level logic as at run time label it; only what the teacher
+is sure of is kept as a target, everything doubtful is IGNORE (value 255, no loss).
+(Tried on 2026-11-22: it did NOT improve the held-out cases, see model_card.md, "Experiments
+that were not shipped"; the shipped 1.0.0 is trained on example_ct alone.) The rules:
+- vertebrae named T4..L1 (the teacher misses T1-T3): body = teacher body class inside those
+  instances, posterior elements = teacher posterior class inside them, both only where the
+  teacher's probability >= ``TRUST_P``;
+- a band of +-1 voxel (3 mm) around every cut between two bodies is IGNORE: the teacher does not
+  see thoracic discs, so the disc class is only learnt from example_ct;
+- every other foreground voxel of the teacher, voxels next to foreground that the teacher is
+  unsure about, a 2-voxel shell around the kept vertebrae (processes the teacher missed) and the
+  spinal column above the highest trusted vertebra are IGNORE;
+- everything else is background: ribs, scapulae, clavicles, sternum, humeral heads, heart and
+  great vessels: real hard negatives that example_ct does not have.
+The sagittal check image ``cache/chest_pseudo.png`` is for a person to look at.
+
 Held out on purpose (never read here): the 20 DICOM slices + ``dicom_seg_reference.nii.gz`` and the
 TPTBox crop; they are the validation cases of the model card.
 Not used: ``spinefe_verse004_L2`` (its image is masked to zero outside the vertebra and its discs
-are artificial, so it teaches nothing about real context); ``chest_ct_series`` (no labels).
+are artificial, so it teaches nothing about real context).
 
 Usage:  .venv/bin/python ai_models/ct_vertebrae/prepare_data.py [--data ../shared/data]
-Writes ``ai_models/ct_vertebrae/cache/train_example_ct.npz`` (git-ignored; derived imaging data
-must not be committed).
+Writes ``ai_models/ct_vertebrae/cache/train_example_ct.npz`` and ``train_chest_pseudo.npz``
+(git-ignored; derived imaging data must not be committed).
 """
 
 from __future__ import annotations
@@ -26,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from osteo_node.pipeline.ct.seg_grid import (
     canonical_geometry,
@@ -37,6 +56,9 @@ from osteo_node.pipeline.ct.seg_grid import (
 SPACING_MM = 3.0
 HERE = Path(__file__).resolve().parent
 BACKGROUND, BODY, POSTERIOR, DISC, SACRUM = 0, 1, 2, 3, 4
+IGNORE = 255
+TRUST_P = 0.8  # teacher probability needed to keep a pseudo-label
+PSEUDO_LEVELS = ("T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1")
 TS_S1 = 26  # TotalSegmentator "total" numbering in example_ct_vertebrae
 
 
@@ -63,16 +85,94 @@ def build_example_ct(data: Path) -> dict[str, np.ndarray]:
     }
 
 
+def build_chest_pseudo(data: Path, teacher_dir: Path) -> dict[str, np.ndarray]:
+    """Pseudo-labels for the unlabelled chest CT series (see the module docstring)."""
+    from osteo_node.models import load_model
+    from osteo_node.pipeline.ct.levels import VERSE_VALUES, label_model_grid
+    from osteo_node.pipeline.stages.segment import run_model
+    from osteo_node.pipeline.stages.volume import load_dicom_series
+
+    teacher = load_model(teacher_dir)
+    volume = load_dicom_series(data / "ct" / "chest_ct_series" / "dicom").volume
+    mg = run_model(volume, teacher)
+    grid = label_model_grid(mg)
+    cls, pmax = mg.classes, mg.probs.max(axis=0)
+    keep_values = [VERSE_VALUES[n] for n in PSEUDO_LEVELS if n in grid.levels]
+    named = np.isin(grid.vertebrae, keep_values)
+    trusted = pmax >= TRUST_P
+    target = np.full(cls.shape, IGNORE, dtype=np.uint8)
+    fg = cls > 0
+    near_fg = ndimage.binary_dilation(fg, iterations=1)
+    target[~near_fg | (near_fg & ~fg & trusted)] = BACKGROUND
+    body = named & (grid.bodies > 0) & (cls == BODY) & trusted
+    post = named & (cls == POSTERIOR) & trusted
+    # cut bands: voxels within 1 voxel (along k) of a different body instance
+    b = np.where(named, grid.bodies, 0).astype(np.int16)
+    band = np.zeros(b.shape, dtype=bool)
+    for dk in (1, -1):
+        other = np.roll(b, dk, axis=0)
+        band |= (b > 0) & (other > 0) & (other != b)
+    band = ndimage.binary_dilation(band, structure=np.ones((3, 1, 1), bool))
+    # around the kept vertebrae the teacher's background is not trusted (spinous process tips,
+    # transverse processes it did not label)
+    shell = ndimage.binary_dilation(named, iterations=2) & (target == BACKGROUND)
+    target[shell] = IGNORE
+    target[body] = BODY
+    target[post] = POSTERIOR
+    target[band & (b > 0)] = IGNORE
+    # the column above the highest trusted vertebra: the teacher misses T1-T3 there
+    if named.any():
+        ks, js, is_ = np.nonzero(named)
+        top = int(ks.max())
+        j0, j1 = max(0, js.min() - 8), js.max() + 9
+        i0, i1 = max(0, is_.min() - 8), is_.max() + 9
+        target[top + 1:, j0:j1, i0:i1] = IGNORE
+    return {
+        "image": mg.hu.astype(np.float32),
+        "target": target,
+        "origin": np.asarray(mg.geometry.origin),
+        "spacing": np.asarray(mg.geometry.spacing),
+        "teacher_sha256": np.asarray(teacher.manifest.sha256),
+    }
+
+
+def save_check_image(sample: dict[str, np.ndarray], path: Path) -> None:
+    """Mid-sagittal image | pseudo-labels (red body, green posterior, blue disc, grey ignore)."""
+    from PIL import Image
+
+    image, target = sample["image"], sample["target"]
+    fg = np.argwhere((target > 0) & (target != IGNORE))
+    i_mid = int(np.median(fg[:, 2])) if len(fg) else image.shape[2] // 2
+    grey = (np.clip((image[:, :, i_mid] + 250.0) / 1100.0, 0, 1) * 255).astype(np.uint8)
+    rgb = np.stack([grey] * 3, axis=-1)
+    over = rgb.copy()
+    t = target[:, :, i_mid]
+    colours = {BODY: (230, 40, 40), POSTERIOR: (40, 200, 40), DISC: (40, 80, 255),
+               SACRUM: (230, 230, 40), IGNORE: (110, 110, 110)}
+    for value, colour in colours.items():
+        over[t == value] = colour
+    both = np.concatenate([rgb, over], axis=1)[::-1]  # head up
+    Image.fromarray(both).resize((both.shape[1] * 3, both.shape[0] * 3), Image.NEAREST).save(path)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=HERE.parents[1].parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=HERE / "cache")
+    ap.add_argument("--teacher", type=Path, default=HERE,
+                    help="model that pseudo-labels the chest CT (default: the shipped model)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sample = build_example_ct(args.data)
     np.savez_compressed(args.out / "train_example_ct.npz", **sample)
     counts = np.bincount(sample["target"].ravel(), minlength=5)
     print("example_ct", sample["image"].shape, "class voxels", counts.tolist())
+    chest = build_chest_pseudo(args.data, args.teacher)
+    np.savez_compressed(args.out / "train_chest_pseudo.npz", **chest)
+    save_check_image(chest, args.out / "chest_pseudo.png")
+    counts = np.bincount(chest["target"].ravel(), minlength=256)
+    print("chest_ct_series (pseudo)", chest["image"].shape, "class voxels",
+          counts[:5].tolist(), "ignored", int(counts[IGNORE]))
     return 0
 
 

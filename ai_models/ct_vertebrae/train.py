@@ -26,6 +26,7 @@ simulated contrast enhancement of soft tissue, blur and noise.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import random
 import time
@@ -68,19 +69,48 @@ def rotation(ax: float, ay: float, az: float) -> torch.Tensor:
 STRONG = {
     "rot": 0.25, "rot_axial": 0.3, "iso": 1.25, "aniso": 0.1, "elastic_p": 0.7,
     "elastic_min": 0.5, "elastic": 2.5, "contrast_p": 0.4, "scale": 0.1, "shift": 40.0,
-    "blur_p": 0.25, "noise": 35.0,
+    "blur_p": 0.25, "noise": 35.0, "slab_p": 0.0, "remap_p": 0.0,
 }
 MILD = {
     "rot": 0.08, "rot_axial": 0.1, "iso": 1.07, "aniso": 0.03, "elastic_p": 0.3,
     "elastic_min": 0.3, "elastic": 1.0, "contrast_p": 0.2, "scale": 0.05, "shift": 20.0,
-    "blur_p": 0.1, "noise": 20.0,
+    "blur_p": 0.1, "noise": 20.0, "slab_p": 0.0, "remap_p": 0.0,
 }
 FIT = {  # last phase: fit the training volume closely (flips and small jitter only)
     "rot": 0.03, "rot_axial": 0.03, "iso": 1.02, "aniso": 0.01, "elastic_p": 0.0,
     "elastic_min": 0.0, "elastic": 0.0, "contrast_p": 0.1, "scale": 0.03, "shift": 10.0,
-    "blur_p": 0.0, "noise": 10.0,
+    "blur_p": 0.0, "noise": 10.0, "slab_p": 0.0, "remap_p": 0.0,
 }
 AUGMENTATIONS = {"strong": STRONG, "mild": MILD, "fit": FIT}
+# --robust-aug (the 2026-11-22 experiment, not used for the shipped 1.0.0): thin-series slabs and
+# random HU remapping, with these probabilities per augmentation level
+ROBUST = {"strong": {"slab_p": 0.25, "remap_p": 0.3}, "mild": {"slab_p": 0.15, "remap_p": 0.15},
+          "fit": {"slab_p": 0.0, "remap_p": 0.0}}
+
+
+IGNORE = 255  # target value without loss (pseudo-labels the teacher was unsure of)
+HU_KNOTS = (-1000.0, -200.0, 0.0, 100.0, 300.0, 1000.0, 2000.0)
+
+
+def hu_remap(hu: torch.Tensor, r: random.Random) -> torch.Tensor:
+    """Random monotonic piecewise-linear HU mapping (other scanners, kernels, contrast).
+
+    Knots move by up to ~15 % of their gaps, so tissue classes keep their order but not their
+    exact values: the network has to rely on shape more than on absolute HU.
+    """
+    knots = list(HU_KNOTS)
+    moved = [knots[0]]
+    for a, b in itertools.pairwise(knots[1:]):
+        lo = moved[-1] + 1.0
+        moved.append(max(lo, a + r.uniform(-0.15, 0.15) * (b - a)))
+    moved.append(knots[-1])
+    xs = torch.tensor(knots)
+    ys = torch.tensor(moved)
+    idx = torch.clamp(torch.bucketize(hu, xs) - 1, 0, len(knots) - 2)
+    x0, x1, y0, y1 = xs[idx], xs[idx + 1], ys[idx], ys[idx + 1]
+    t = ((hu - x0) / (x1 - x0)).clamp(0.0, 1.0)
+    inside = (hu >= xs[0]) & (hu <= xs[-1])
+    return torch.where(inside, y0 + t * (y1 - y0), hu)
 
 
 class Sampler:
@@ -91,7 +121,7 @@ class Sampler:
         self.hu = torch.from_numpy(image.astype(np.float32))[None, None] - AIR_HU  # air -> 0
         self.target = torch.from_numpy(target.astype(np.float32))[None, None]
         self.shape = np.array(image.shape)  # (k, j, i)
-        self.fg = np.argwhere(target > 0)
+        self.fg = np.argwhere((target > 0) & (target != IGNORE))
         self.patch = patch
         self.rng = rng
         self.aug = aug
@@ -143,9 +173,24 @@ class Sampler:
             w = w / w.sum()
             ker = (w[:, None, None] * w[None, :, None] * w[None, None, :])[None, None]
             hu = F.conv3d(F.pad(hu, (1, 1, 1, 1, 1, 1), mode="replicate"), ker)
+        if a["remap_p"] > 0 and r.random() < a["remap_p"]:
+            hu = hu_remap(hu, r)
         if r.random() < 0.6:
             hu = hu + torch.randn(hu.shape, generator=g) * r.uniform(0.0, a["noise"])
         return hu
+
+    def _slab(self, hu: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A thin series: keep 6-20 slices, edge-pad the rest (as at run time); no loss there."""
+        p = hu.shape[2]
+        n = self.rng.randint(6, 20)
+        k0 = self.rng.randint(0, p - n)
+        hu = hu.clone()
+        lab = lab.clone()
+        hu[:, :, :k0] = hu[:, :, k0:k0 + 1]
+        hu[:, :, k0 + n:] = hu[:, :, k0 + n - 1:k0 + n]
+        lab[:, :, :k0] = IGNORE
+        lab[:, :, k0 + n:] = IGNORE
+        return hu, lab
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         grid = self._grid()
@@ -153,12 +198,32 @@ class Sampler:
                            align_corners=True) + AIR_HU
         lab = F.grid_sample(self.target, grid, mode="nearest", padding_mode="zeros",
                             align_corners=True)
-        return normalise(self._intensity(hu))[0], lab[0].long()
+        hu = self._intensity(hu)
+        if self.aug["slab_p"] > 0 and self.rng.random() < self.aug["slab_p"]:
+            hu, lab = self._slab(hu, lab)
+        return normalise(hu)[0], lab[0].long()
+
+
+def masked_dice_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy + soft Dice (per class, batch-pooled) over voxels whose target != IGNORE."""
+    tgt = target[:, 0]
+    valid = (tgt != IGNORE).float()
+    ce = F.cross_entropy(logits, tgt, ignore_index=IGNORE)
+    probs = torch.softmax(logits, dim=1) * valid[:, None]
+    onehot = F.one_hot(torch.where(tgt == IGNORE, 0, tgt), N_CLASSES).permute(0, 4, 1, 2, 3)
+    onehot = onehot.float() * valid[:, None]
+    dims = (0, 2, 3, 4)
+    inter = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    dice = 1.0 - (2.0 * inter + 1e-4) / (denom + 1e-4)
+    return ce + dice.mean()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="train the CT vertebra network")
-    ap.add_argument("--data", type=Path, default=HERE / "cache" / "train_example_ct.npz")
+    ap.add_argument("--data", type=Path, nargs="+",
+                    default=[HERE / "cache" / "train_example_ct.npz"],
+                    help="one or more prepared volumes (prepare_data.py); sampled in turn")
     ap.add_argument("--out", type=Path, default=HERE / "runs")
     ap.add_argument("--iters", type=int, default=1200)
     ap.add_argument("--batch", type=int, default=2)
@@ -169,6 +234,8 @@ def main() -> int:
     ap.add_argument("--init", type=Path, default=None,
                     help="start from this checkpoint (phase 2: fine-tuning)")
     ap.add_argument("--aug", choices=tuple(AUGMENTATIONS), default="strong")
+    ap.add_argument("--robust-aug", action="store_true",
+                    help="add thin-slab and HU-remap augmentation (experiment, see model card)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -178,16 +245,24 @@ def main() -> int:
     rng = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    data = np.load(args.data)
-    sampler = Sampler(data["image"], data["target"], args.patch, rng, AUGMENTATIONS[args.aug])
+    aug = dict(AUGMENTATIONS[args.aug])
+    if args.robust_aug:
+        aug.update(ROBUST[args.aug])
+    samplers = []
+    partial = False  # any pseudo-labelled volume with IGNORE voxels?
+    for path in args.data:
+        data = np.load(path)
+        partial |= bool((data["target"] == IGNORE).any())
+        samplers.append(Sampler(data["image"], data["target"], args.patch, rng, aug))
     net = build_net()
     if args.init is not None:
         ckpt = torch.load(args.init, map_location="cpu", weights_only=False)  # our own file
         net.load_state_dict(ckpt["state_dict"])
     n_params = sum(p.numel() for p in net.parameters())
     print(f"params {n_params}")
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=False, smooth_nr=1e-4,
-                         smooth_dr=1e-4)
+    # fully labelled data: MONAI's Dice+CE (what trained 1.0.0); with IGNORE voxels: masked loss
+    loss_fn = masked_dice_ce if partial else DiceCELoss(
+        to_onehot_y=True, softmax=True, squared_pred=False, smooth_nr=1e-4, smooth_dr=1e-4)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.iters,
                                                 pct_start=0.05)
@@ -195,7 +270,8 @@ def main() -> int:
     running = 0.0
     net.train()
     for it in range(1, args.iters + 1):
-        xs, ys = zip(*(sampler.sample() for _ in range(args.batch)), strict=True)
+        xs, ys = zip(*(samplers[(it * args.batch + b) % len(samplers)].sample()
+                       for b in range(args.batch)), strict=True)
         x, y = torch.stack(xs), torch.stack(ys)
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(net(x), y)
