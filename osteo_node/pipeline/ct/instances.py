@@ -32,6 +32,10 @@ MERGE_HEIGHT = 1.25  # ...and together no taller than this x the typical body ar
 # lumbar ~35-40 mm (cervical ~16 mm is not resolved: cervical levels are not measured)
 MIN_PITCH_MM, MAX_PITCH_MM = 19.0, 45.0
 MAX_OFF_AXIS_MM = 35.0
+# a cut that leaves less than this fraction of a pitch at the field-of-view edge needs this much
+# disc evidence; otherwise the sliver is the same body continuing out of view
+EDGE_SLIVER = 0.35
+EDGE_CUT_SCORE = 0.5
 GROW_STEPS_MM = 45.0
 
 
@@ -141,9 +145,18 @@ def _cuts(k0: int, score: NDArray[np.float64], period: float, open_ends: tuple[b
     i = max(ends, key=lambda e: best[e])
     cuts = []
     while i >= 0:
-        cuts.append(i + k0)
+        cuts.append(i)
         i = int(prev[i])
-    return sorted(cuts)
+    cuts.sort()
+    sliver = EDGE_SLIVER * period
+    # the merged end piece must still be no longer than one pitch (one body + one disc)
+    if (open_ends[1] and cuts and n - 1 - cuts[-1] < sliver and score[cuts[-1]] < EDGE_CUT_SCORE
+            and n - 1 - (cuts[-2] if len(cuts) > 1 else -1) <= period):
+        cuts.pop()
+    if (open_ends[0] and cuts and cuts[0] < sliver and score[cuts[0]] < EDGE_CUT_SCORE
+            and (cuts[1] if len(cuts) > 1 else n) <= period):
+        cuts.pop(0)
+    return [c + k0 for c in cuts]
 
 
 def _off_axis(centroids: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArray[np.float64]:
