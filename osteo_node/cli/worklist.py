@@ -89,15 +89,20 @@ def _set_status(engine: Any, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from osteo_node.store.db import make_engine
+    from osteo_node.store.db import DatabaseUnavailableError, open_existing
     from osteo_node.worklist import store
 
     url = _database_url(args)
     if url is None:
         return 1
-    engine = make_engine(url)
+    # an existing node database only: a mistyped URL must not look like an empty worklist
     try:
-        store.create_tables(engine)
+        engine = open_existing(url, [store.fls_worklist.name],
+                               read_only=args.worklist_command == "export")
+    except DatabaseUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
         if args.worklist_command == "export":
             return _export(engine, args)
         return _set_status(engine, args)

@@ -219,3 +219,16 @@ def test_red_flags_from_the_patient_assessment_reach_the_row(
     assert export_csv.parse_csv(export_csv.to_csv([row]))[0].red_flags == row.red_flags
     store.add_from_result(engine, ct20_output)  # the same series re-analysed: no texture
     assert store.list_rows(engine)[0].red_flags == ""
+
+
+def test_cli_on_a_wrong_database_url_creates_nothing(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped URL must not look like an empty worklist: exit 1, a message, no file made."""
+    missing = tmp_path / "typo" / "node.db"
+    url = f"sqlite:///{missing}"
+    assert cli_main(["worklist", "export", "--format", "csv", "--db", url,
+                     "--out", str(tmp_path / "w.csv")]) == 1
+    assert cli_main(["worklist", "set-status", "1", "contacted", "--by", "fls", "--db", url]) == 1
+    assert "no database file" in capsys.readouterr().err
+    assert not missing.exists() and not missing.parent.exists()
+    assert not (tmp_path / "w.csv").exists()
