@@ -1,7 +1,9 @@
 """Ingest benchmark: 300 synthetic 512x512 int16 CT slices (~150 MB) sent by dcmtk storescu to
 
-  (a) the node's listener with its full durable path (validate, write, fsync, rename, directory
-      fsync, index in SQLite with synchronous=FULL),
+  (a) the node's listener with its full durable path (validate, write + fsync into a
+      pre-created durable slot, file it with link + unlink, then index it in SQLite, WAL with
+      synchronous=NORMAL: the spool file is the durable record and start-up reconciles the index
+      from it; see osteo_node/store/spool.py),
   (b) a minimal pynetdicom SCP that receives and discards,
   (c) dcmtk storescp (writes files, no fsync),
 
