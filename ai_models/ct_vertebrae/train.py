@@ -84,8 +84,11 @@ FIT = {  # last phase: fit the training volume closely (flips and small jitter o
 AUGMENTATIONS = {"strong": STRONG, "mild": MILD, "fit": FIT}
 # --robust-aug (the 2026-11-22 experiment, not used for the shipped 1.0.0): thin-series slabs and
 # random HU remapping, with these probabilities per augmentation level
-ROBUST = {"strong": {"slab_p": 0.25, "remap_p": 0.3}, "mild": {"slab_p": 0.15, "remap_p": 0.15},
-          "fit": {"slab_p": 0.0, "remap_p": 0.0}}
+ROBUST = {"strong": {"slab_p": 0.25, "remap_p": 0.3, "bone_p": 0.5, "crop_p": 0.0},
+          "mild": {"slab_p": 0.15, "remap_p": 0.15, "bone_p": 0.3, "crop_p": 0.0},
+          "fit": {"slab_p": 0.0, "remap_p": 0.0, "bone_p": 0.0, "crop_p": 0.0}}
+CROP_SIZES = (16, 24, 32, 40, 48)  # per-axis patch sizes of a simulated small field of view
+BONE_FACTOR = (-0.45, 0.9)  # trabecular HU above 100 x (1+f): ~55 HU (TPTBox L3) to dense bone
 
 
 IGNORE = 255  # target value without loss (pseudo-labels the teacher was unsure of)
@@ -126,8 +129,9 @@ class Sampler:
         self.rng = rng
         self.aug = aug
 
-    def _grid(self) -> torch.Tensor:
-        r, p, a = self.rng, self.patch, self.aug
+    def _grid(self, size: tuple[int, int, int] | None = None) -> torch.Tensor:
+        r, a = self.rng, self.aug
+        pk, pj, pi = size or (self.patch,) * 3
         if r.random() < 0.8:
             centre = self.fg[r.randrange(len(self.fg))].astype(np.float64)
             centre += np.array([r.uniform(-10, 10) for _ in range(3)])
@@ -141,15 +145,16 @@ class Sampler:
         iso = math.exp(r.uniform(-math.log(a["iso"]), math.log(a["iso"])))
         scale = torch.tensor([iso * r.uniform(1 - a["aniso"], 1 + a["aniso"]) for _ in range(3)])
         flip = -1.0 if r.random() < 0.5 else 1.0  # left-right mirror (i axis)
-        lin = torch.arange(p, dtype=torch.float32) - (p - 1) / 2
-        zz, yy, xx = torch.meshgrid(lin, lin, lin, indexing="ij")
-        pts = torch.stack([xx * flip, yy, zz], dim=-1)  # (p, p, p, 3) voxel offsets (x, y, z)
+        lin = [torch.arange(q, dtype=torch.float32) - (q - 1) / 2 for q in (pk, pj, pi)]
+        zz, yy, xx = torch.meshgrid(*lin, indexing="ij")
+        pts = torch.stack([xx * flip, yy, zz], dim=-1)  # (pk, pj, pi, 3) voxel offsets (x, y, z)
         pts = (pts * scale) @ rot.T
         if r.random() < a["elastic_p"]:  # smooth elastic displacement, a few voxels
             g = torch.Generator().manual_seed(r.randrange(2**31))
             amp = r.uniform(a["elastic_min"], a["elastic"])
             coarse = torch.randn((1, 3, 4, 4, 4), generator=g) * amp
-            disp = F.interpolate(coarse, size=(p, p, p), mode="trilinear", align_corners=True)
+            disp = F.interpolate(coarse, size=(pk, pj, pi), mode="trilinear",
+                                 align_corners=True)
             pts = pts + disp[0].permute(1, 2, 3, 0)
         pts = pts + torch.tensor(centre_xyz, dtype=torch.float32)
         norm = pts / torch.tensor((size_xyz - 1) / 2, dtype=torch.float32) - 1.0
@@ -173,6 +178,11 @@ class Sampler:
             w = w / w.sum()
             ker = (w[:, None, None] * w[None, :, None] * w[None, None, :])[None, None]
             hu = F.conv3d(F.pad(hu, (1, 1, 1, 1, 1, 1), mode="replicate"), ker)
+        if a.get("bone_p", 0.0) > 0 and r.random() < a["bone_p"]:
+            # bone density varies most between patients (osteoporotic to sclerotic): scale HU
+            # above 100 up to 400 by 1 + f, and shift denser (cortical) bone by the same amount
+            f = r.uniform(*BONE_FACTOR)
+            hu = torch.where(hu > 100.0, hu + f * (hu.clamp(max=400.0) - 100.0), hu)
         if a["remap_p"] > 0 and r.random() < a["remap_p"]:
             hu = hu_remap(hu, r)
         if r.random() < 0.6:
@@ -192,8 +202,11 @@ class Sampler:
         lab[:, :, k0 + n:] = IGNORE
         return hu, lab
 
-    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        grid = self._grid()
+    def sample(self, size: tuple[int, int, int] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One augmented patch; ``size`` (k, j, i) smaller than the training patch imitates a
+        small field of view (a tight crop), which the runtime feeds as a smaller window."""
+        grid = self._grid(size)
         hu = F.grid_sample(self.hu, grid, mode="bilinear", padding_mode="zeros",
                            align_corners=True) + AIR_HU
         lab = F.grid_sample(self.target, grid, mode="nearest", padding_mode="zeros",
@@ -236,6 +249,8 @@ def main() -> int:
     ap.add_argument("--aug", choices=tuple(AUGMENTATIONS), default="strong")
     ap.add_argument("--robust-aug", action="store_true",
                     help="add thin-slab and HU-remap augmentation (experiment, see model card)")
+    ap.add_argument("--crop-p", type=float, default=0.0,
+                    help="probability of a batch with a small field of view (CROP_SIZES)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -248,6 +263,7 @@ def main() -> int:
     aug = dict(AUGMENTATIONS[args.aug])
     if args.robust_aug:
         aug.update(ROBUST[args.aug])
+    aug["crop_p"] = args.crop_p
     samplers = []
     partial = False  # any pseudo-labelled volume with IGNORE voxels?
     for path in args.data:
@@ -270,7 +286,10 @@ def main() -> int:
     running = 0.0
     net.train()
     for it in range(1, args.iters + 1):
-        xs, ys = zip(*(samplers[(it * args.batch + b) % len(samplers)].sample()
+        size = None
+        if aug.get("crop_p", 0.0) > 0 and rng.random() < aug["crop_p"]:
+            size = tuple(rng.choice(CROP_SIZES) for _ in range(3))
+        xs, ys = zip(*(samplers[(it * args.batch + b) % len(samplers)].sample(size)
                        for b in range(args.batch)), strict=True)
         x, y = torch.stack(xs), torch.stack(ys)
         opt.zero_grad(set_to_none=True)
