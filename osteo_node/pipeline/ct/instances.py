@@ -88,13 +88,18 @@ def _profile(
     n = k1 - k0 + 1
     hu_mean = np.zeros(n)
     disc = np.zeros(n)
+    # the column's footprint: where a disc of this column can be, even where the body class is
+    # thin (a tilted disc crosses a slice partly as disc, partly as body)
+    foot = ndimage.binary_dilation(comp.any(axis=0), iterations=1)
     for idx, k in enumerate(range(k0, k1 + 1)):
         m = comp[k]
         core = ndimage.binary_erosion(m, iterations=1)
         sel = core if core.sum() >= 3 else m
         if sel.any():
             hu_mean[idx] = float(hu[k][sel].mean())
-            disc[idx] = float(disc_prob[k][m].mean())
+            n_disc = int((disc_prob[k][foot] > 0.5).sum())
+            disc_frac = n_disc / (n_disc + int(m.sum()))
+            disc[idx] = max(float(disc_prob[k][m].mean()), disc_frac)
     dip = np.zeros(n)
     for idx in range(1, n - 1):
         left = hu_mean[max(0, idx - 2) : idx].max()

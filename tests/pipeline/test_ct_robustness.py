@@ -1,0 +1,73 @@
+"""The real CT analysis (shipped model) on the real example CT stored or positioned differently.
+
+Same anatomy must give the same answer whatever the storage orientation, and a spine tilted in
+the coronal plane (scoliosis, positioning) must not turn normal vertebrae into fractures.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import SimpleITK as sitk
+
+from osteo_node.pipeline.registry import analyser_for
+
+pytestmark = pytest.mark.shared_data
+EX = "ct/totalseg_example/example_ct.nii.gz"
+
+
+def _summary(result: Any) -> dict[str, tuple[float | None, int | None]]:
+    out = {}
+    for v in result.to_json()["vertebrae"]:
+        hu = v["trabecular_hu"]["mean"] if v["trabecular_hu"] else None
+        out[v["level"]] = (hu, v["genant_grade"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def analyser() -> Any:
+    return analyser_for("CT")
+
+
+@pytest.fixture(scope="module")
+def original(analyser: Any, shared_data: Path) -> dict[str, tuple[float | None, int | None]]:
+    return _summary(analyser.analyse([shared_data / EX]).result)
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "PIR", "IAL"])
+def test_storage_orientation_does_not_change_the_result(
+    analyser: Any, original: dict[str, Any], shared_data: Path, tmp_path: Path,
+    orientation: str,
+) -> None:
+    img = sitk.ReadImage(str(shared_data / EX))
+    path = tmp_path / f"example_{orientation}.nii.gz"
+    sitk.WriteImage(sitk.DICOMOrient(img, orientation), str(path))
+    got = _summary(analyser.analyse([path]).result)
+    assert set(got) == set(original)
+    for level, (hu, grade) in original.items():
+        assert got[level][1] == grade, level
+        if hu is not None:
+            assert got[level][0] == pytest.approx(hu, abs=0.5), level
+
+
+@pytest.mark.parametrize("degrees", [8.0, -8.0])
+def test_coronal_tilt_makes_no_fracture(analyser: Any, shared_data: Path, tmp_path: Path,
+                                        degrees: float) -> None:
+    """Rotated about the AP axis (the spine leaning sideways), resampled on the same grid."""
+    img = sitk.ReadImage(str(shared_data / EX))
+    t = sitk.Euler3DTransform()
+    t.SetCenter(img.TransformContinuousIndexToPhysicalPoint([s / 2 for s in img.GetSize()]))
+    t.SetRotation(0.0, math.radians(degrees), 0.0)
+    tilted = sitk.Resample(img, img, t, sitk.sitkLinear, -1024.0)
+    path = tmp_path / "tilted.nii.gz"
+    sitk.WriteImage(tilted, str(path))
+    result = analyser.analyse([path]).result
+    got = _summary(result)
+    assert result.status == "analysed"
+    assert {"L1", "L2", "L3", "L4", "L5"} <= set(got)
+    grades = {lv: g for lv, (_hu, g) in got.items() if g is not None}
+    assert max(grades.values()) <= 2, grades
+    assert all(grades[lv] == 0 for lv in ("L2", "L3", "L4") if lv in grades), grades
