@@ -13,7 +13,6 @@ from typing import Any
 import structlog
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from sqlalchemy import Engine
 
 from osteo_node.config import DicomSettings
 from osteo_node.node.filemeta import encode_file_meta
@@ -26,7 +25,8 @@ from osteo_node.node.validate import (
     Rejected,
     check_dataset,
 )
-from osteo_node.store.index import InstanceRecord, record_instance
+from osteo_node.store.index import InstanceRecord
+from osteo_node.store.index_writer import IndexWriter
 from osteo_node.store.reconcile import record_from_file
 from osteo_node.store.spool import Spool, SpoolFullError, SpoolKey
 
@@ -73,9 +73,10 @@ def handle_echo(evt: Any) -> int:
 class StoreHandler:
     """EVT_C_STORE: validate, write durably to the spool, then index, then answer 0x0000."""
 
-    def __init__(self, spool: Spool, engine: Engine, accepted_modalities: tuple[str, ...]) -> None:
+    def __init__(self, spool: Spool, indexer: IndexWriter,
+                 accepted_modalities: tuple[str, ...]) -> None:
         self.spool = spool
-        self.engine = engine
+        self.indexer = indexer
         self.accepted_modalities = accepted_modalities
 
     def __call__(self, evt: Any) -> Dataset:
@@ -112,9 +113,10 @@ class StoreHandler:
         key = SpoolKey(verdict.study_uid, verdict.series_uid, verdict.sop_uid)
         meta = encode_file_meta(str(req.AffectedSOPClassUID), affected_uid, str(tsyntax),
                                 calling or "UNKNOWN")
-        # The file first (written, fsync'ed, filed), then the index row in a short transaction:
-        # no database write lock is held during the disk flush. A crash in between leaves a
-        # file without a row, which the start-up reconciliation indexes.
+        # The file first (written, fsync'ed, filed): once it is durable the instance is ours and
+        # is acknowledged. The index row is written by the background IndexWriter (batched, off
+        # the critical path, no database lock held here). A crash before the row is committed
+        # leaves a file without a row, which the start-up reconciliation indexes.
         try:
             stored = self.spool.store(key, (meta, encoded))
         except SpoolFullError as exc:
@@ -134,8 +136,7 @@ class StoreHandler:
             )
         else:  # the first copy stays: index it as spooled (if a crash left it without a row)
             record = record_from_file(key, stored.path)
-        with self.engine.begin() as conn:
-            record_instance(conn, record, time.time())
+        self.indexer.submit(record, time.time())
         what = "instance stored" if stored.created else "duplicate instance (kept the first copy)"
         log.info(what,
                  sop_instance_uid=key.sop_uid, series_instance_uid=key.series_uid,

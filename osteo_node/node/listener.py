@@ -15,6 +15,7 @@ from osteo_node.config import DicomSettings, ListenerTls, Settings
 from osteo_node.node.handlers import AssociationPolicy, StoreHandler, handle_echo
 from osteo_node.node.sop_classes import TRANSFER_SYNTAXES, storage_sop_classes
 from osteo_node.store.db import make_engine
+from osteo_node.store.index_writer import IndexWriter
 from osteo_node.store.reconcile import reconcile_spool
 from osteo_node.store.schema import create_node_tables
 from osteo_node.store.spool import Spool
@@ -60,6 +61,7 @@ class Listener:
         relax_commit_durability(self.engine)
         immediate_transactions(self.engine)
         self.spool = Spool(settings.storage.spool_dir)
+        self.indexer = IndexWriter(self.engine)
         self.ae = build_ae(settings.dicom)
         self._server: Any = None
         self._upkeep_stop = threading.Event()
@@ -92,10 +94,11 @@ class Listener:
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, AssociationPolicy(d)),
             (evt.EVT_C_ECHO, handle_echo),
-            (evt.EVT_C_STORE, StoreHandler(self.spool, self.engine, d.accepted_modalities)),
+            (evt.EVT_C_STORE, StoreHandler(self.spool, self.indexer, d.accepted_modalities)),
         ]
         ssl_ctx = server_ssl_context(d.tls) if d.tls else None
         self._upkeep.start()
+        self.indexer.start()
         self._server = self.ae.start_server(
             (d.bind_address, d.port), block=False, evt_handlers=handlers, ssl_context=ssl_ctx)
         log.info("listening", ae_title=d.ae_title, address=d.bind_address, port=d.port,
@@ -128,6 +131,7 @@ class Listener:
             self._upkeep_stop.set()
             self._upkeep.join()
         self.spool.sync_dirty()
+        self.indexer.stop(timeout=grace_seconds)
         self.engine.dispose()
 
 

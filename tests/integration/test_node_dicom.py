@@ -57,6 +57,8 @@ def totalseg_files(shared_data: Path) -> list[Path]:
 
 
 def _count(listener: Any, table: Any) -> int:
+    """Rows in ``table`` once the listener's background index writer has caught up."""
+    assert listener.indexer.flush(30), "index writer did not catch up"
     with listener.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
