@@ -71,3 +71,22 @@ def test_coronal_tilt_makes_no_fracture(analyser: Any, shared_data: Path, tmp_pa
     grades = {lv: g for lv, (_hu, g) in got.items() if g is not None}
     assert max(grades.values()) <= 2, grades
     assert all(grades[lv] == 0 for lv in ("L2", "L3", "L4") if lv in grades), grades
+
+
+def test_bodies_separated_by_a_cut_are_measured_but_not_graded(analyser: Any,
+                                                               shared_data: Path) -> None:
+    """The complete chest series: at 3 mm the network sees no thoracic discs, so T4-T12 come
+    from cuts through a fused column. Their 'heights' were the spacing of the cuts (equal
+    anterior, middle and posterior heights) and gave false grade 2-3 "fractures" (T4, T6).
+    Now: density measured, heights not, no grade, a note saying why."""
+    result = analyser.analyse([shared_data / "ct/chest_ct_series/dicom"]).result
+    assert result.status == "analysed"
+    doc = result.to_json()
+    thoracic = [v for v in doc["vertebrae"] if v["level"].startswith("T")]
+    assert len(thoracic) >= 6
+    for v in thoracic:
+        assert v["trabecular_hu"] and v["trabecular_hu"]["mean"] is not None, v["level"]
+        assert v["genant_grade"] is None and v["morphology"] == "indeterminate", v["level"]
+    assert doc["findings"]["vcf_levels"] == []
+    notes = [n for vr in result.vertebrae for n in vr.notes]
+    assert any("endplate not resolved" in n for n in notes)

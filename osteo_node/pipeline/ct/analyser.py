@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,12 @@ from osteo_node.pipeline.results import (
     level_index,
 )
 from osteo_node.pipeline.stages.grade import GradingRules, density_call, grade_spine
-from osteo_node.pipeline.stages.measure import MeasureParams, VertebraMeasurement, measure_vertebra
+from osteo_node.pipeline.stages.measure import (
+    Heights,
+    MeasureParams,
+    VertebraMeasurement,
+    measure_vertebra,
+)
 from osteo_node.pipeline.stages.select import SelectionRules, select_series
 from osteo_node.pipeline.stages.timing import timed_stage
 from osteo_node.pipeline.stages.volume import (
@@ -66,10 +71,14 @@ class Segmentation:
     labels: LabelVolume
     bodies: NDArray[Any] | None
     model: ModelInfo | None
+    # levels whose body boundary is not a resolved endplate (see levels.VertebraSegmentation)
+    heights_unmeasurable: frozenset[str] = frozenset()
 
 
 SegmentFn = Callable[[Volume], Segmentation]
 OUTLINE_HU = -400.0  # patient outline: voxels above this (air is about -1000 HU)
+UNRESOLVED_ENDPLATE = ("endplate not resolved: the body was separated from its neighbour by a "
+                       "cut where the segmentation saw no disc; heights not measured, not graded")
 ProgressFn = Callable[[str, str], None]
 
 
@@ -185,6 +194,9 @@ def measure_stage(
         hu = volume.array[box] if volume.modality == "CT" else None
         m = measure_vertebra(hu, crop_geometry(volume.geometry, box), vert, body,
                              si_hint=hints.get(level), params=params)
+        if level in seg.heights_unmeasurable and m.heights is not None:
+            m = replace(m, heights=replace(m.heights, heights=Heights(None, None, None)),
+                        notes=(*m.notes, UNRESOLVED_ENDPLATE))
         texture = (body_texture(hu, body, volume.geometry.spacing)
                    if hu is not None and body is not None and body.any() else None)
         records.append(VertebraRecord(level, value, m, body_centroids.get(level), texture))

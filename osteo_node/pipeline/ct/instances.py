@@ -48,6 +48,9 @@ class BodyInstance:
     k_range: tuple[int, int]  # inclusive
     volume_ml: float
     touches_fov: bool  # cut by the top/bottom of the field of view (partial vertebra)
+    # an endplate of this body is a cut through a fused column (the network saw no disc there),
+    # an axial plane at the coarse grid, not the real endplate: its heights are not measurable
+    cut_endplate: bool = False
 
 
 @dataclass
@@ -205,6 +208,7 @@ def separate(
     # cut fused components (thin discs are often not resolved at the coarse spacing)
     pitch_lo, pitch_hi = int(np.ceil(MIN_PITCH_MM / spacing)), int(MAX_PITCH_MM / spacing)
     next_label = n + 1
+    cut_ends: dict[int, tuple[bool, bool]] = {}  # label -> (bottom is a cut, top is a cut)
     for idx in range(1, n + 1):
         if heights[idx] < MIN_FUSED_MM:
             continue
@@ -224,6 +228,7 @@ def separate(
             part[:lo] = False
             part[hi:] = False
             lab[part] = next_label
+            cut_ends[next_label] = (lo in cuts, hi in cuts)
             next_label += 1
         for k in cuts:  # the cut slice itself belongs to neither body (it is the disc)
             lab[k][comp[k]] = 0
@@ -266,13 +271,14 @@ def separate(
             kept.append(c)
         cands = kept
     cands.sort(key=lambda c: -c[1][0])  # cranial first
-    cands = _merge_halves(cands, lab, typical, spacing, voxel_ml)
+    cands = _merge_halves(cands, lab, typical, spacing, voxel_ml, cut_ends=cut_ends)
 
     body_map = np.zeros(classes.shape, dtype=np.int16)
     bodies: list[BodyInstance] = []
     for new, (idx, c, vol, kr, touches) in enumerate(cands, start=1):
         body_map[lab == idx] = new
-        bodies.append(BodyInstance(new, (float(c[0]), float(c[1]), float(c[2])), kr, vol, touches))
+        bodies.append(BodyInstance(new, (float(c[0]), float(c[1]), float(c[2])), kr, vol, touches,
+                                   cut_endplate=any(cut_ends.get(idx, (False, False)))))
 
     vertebra_map = _grow(body_map, classes == posterior_value, int(GROW_STEPS_MM / spacing))
     return Instances(bodies=bodies, body_map=body_map, vertebra_map=vertebra_map, sacrum=sacrum)
@@ -282,9 +288,10 @@ Cand = tuple[int, NDArray[np.float64], float, tuple[int, int], bool]
 
 
 def _merge_halves(cands: list[Cand], lab: NDArray[np.int32], typical: float, spacing: float,
-                  voxel_ml: float) -> list[Cand]:
+                  voxel_ml: float, *, cut_ends: dict[int, tuple[bool, bool]]) -> list[Cand]:
     """Merge two consecutive small pieces that together are one body-sized block (a body cut in
-    two by a spurious disc prediction). ``cands`` are cranial first; ``lab`` is relabelled."""
+    two by a spurious disc prediction). ``cands`` are cranial first; ``lab`` is relabelled and
+    ``cut_ends`` updated (the merged body keeps the outer ends)."""
     if len(cands) < 3:
         return cands
     med = float(np.median([c[2] for c in cands]))
@@ -303,6 +310,8 @@ def _merge_halves(cands: list[Cand], lab: NDArray[np.int32], typical: float, spa
             if (c[2] < MERGE_FRACTION * med and d[2] < MERGE_FRACTION * med
                     and height <= MERGE_HEIGHT * local and not (c[4] or d[4])):
                 lab[lab == d[0]] = c[0]
+                cut_ends[c[0]] = (cut_ends.get(d[0], (False, False))[0],
+                                  cut_ends.get(c[0], (False, False))[1])
                 m = lab == c[0]
                 cen = np.argwhere(m).mean(axis=0)
                 out.append((c[0], cen, float(m.sum()) * voxel_ml, (d[3][0], c[3][1]), False))

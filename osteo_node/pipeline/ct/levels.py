@@ -182,6 +182,9 @@ class VertebraSegmentation:
     ribs: dict[str, RibEvidence] = field(default_factory=dict)
     anchor: str = "none"
     timings_s: dict[str, float] = field(default_factory=dict)
+    # levels whose body was separated from a neighbour by a cut (no disc seen by the network):
+    # an endplate there is an axial plane of the coarse grid, so heights are not measurable
+    cut_endplates: frozenset[str] = frozenset()
 
 
 def _canonical_maps(inst: Instances, assignment: LevelAssignment
@@ -323,6 +326,7 @@ def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
     t3 = time.perf_counter()
 
     confidence: dict[str, float] = {}
+    cut_names: set[str] = set()
     notes = list(assignment.notes)
     rib_by_name: dict[str, RibEvidence] = {}
     for body, name, conf in zip(inst.bodies, assignment.names, assignment.confidence,
@@ -330,6 +334,8 @@ def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
         if name is None or name in confidence:
             continue
         confidence[name] = round(conf * (0.9 if body.touches_fov else 1.0), 3)
+        if body.cut_endplate:
+            cut_names.add(name)
         rib_by_name[name] = ribs.get(body.label, RibEvidence(0, 0))
         if body.touches_fov:
             notes.append(f"{name} is cut by the field of view (partial vertebra)")
@@ -350,4 +356,5 @@ def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
                       confidence={k: v for k, v in confidence.items() if k != "S1"},
                       notes=list(notes))
     return VertebraSegmentation(labels=lab, bodies=bod, model=model.info, ribs=rib_by_name,
-                                anchor=assignment.anchor, timings_s=timings)
+                                anchor=assignment.anchor, timings_s=timings,
+                                cut_endplates=frozenset(cut_names & set(levels)))
