@@ -78,6 +78,8 @@ class VertebraResult:
     #: CT body texture (osteo_node.clinical.red_flags.BodyTexture.to_json): focal lytic /
     #: sclerotic clusters and heterogeneity, the imaging input of the pathological red flags
     texture: dict[str, Any] | None = None
+    #: mean network probability of the body class over this body (None: not from the model)
+    segmentation_confidence: float | None = None
 
 
 @dataclass(frozen=True)

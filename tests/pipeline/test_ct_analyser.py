@@ -215,3 +215,27 @@ def test_soft_tissue_labelled_as_vertebra_is_rejected(shared_data: Path) -> None
     assert r.status == "not_analysable"
     assert r.reason is not None and "no vertebra found" in r.reason
     assert "segmented L1 rejected as implausible" in r.reason
+
+
+def test_uncertain_body_outline_is_not_measured_or_graded(shared_data: Path) -> None:
+    """A body the network is unsure of (mean body probability below the quality threshold,
+    as for the contrast PET/CT slab where a blotchy outline once gave a false grade 3): its
+    level and centroid are reported, its density and heights are not, and it is not graded;
+    the density call moves to a level measured with confidence."""
+    import dataclasses
+
+    reference = reference_segment_fn(example_spec(shared_data))
+
+    def unsure_l1(volume: Volume) -> Segmentation:
+        seg = reference(volume)
+        return dataclasses.replace(seg, body_confidence={"L1": 0.6, "L2": 0.95, "T12": 0.95})
+
+    r = CTAnalyser(segment=unsure_l1).analyse([shared_data / TS / "example_ct.nii.gz"]).result
+    assert r.status == "analysed"
+    by_level = {v.level: v for v in r.vertebrae}
+    l1 = by_level["L1"]
+    assert l1.trabecular_hu is None and l1.heights_mm is None and l1.genant_grade is None
+    assert l1.segmentation_confidence == 0.6
+    assert any("body outline uncertain" in n for n in l1.notes)
+    assert by_level["L2"].trabecular_hu is not None and by_level["L2"].genant_grade is not None
+    assert r.findings is not None and r.findings.density_level in ("T12", "L2")

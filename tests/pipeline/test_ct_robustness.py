@@ -84,9 +84,14 @@ def test_bodies_separated_by_a_cut_are_measured_but_not_graded(analyser: Any,
     doc = result.to_json()
     thoracic = [v for v in doc["vertebrae"] if v["level"].startswith("T")]
     assert len(thoracic) >= 6
+    measured = 0
     for v in thoracic:
-        assert v["trabecular_hu"] and v["trabecular_hu"]["mean"] is not None, v["level"]
         assert v["genant_grade"] is None and v["morphology"] == "indeterminate", v["level"]
+        if v["trabecular_hu"] is not None:
+            measured += 1
+        else:  # only a body whose outline the network is unsure of goes unmeasured
+            assert any("body outline uncertain" in n for n in v["notes"]), v["level"]
+    assert measured >= 6
     assert doc["findings"]["vcf_levels"] == []
     notes = [n for vr in result.vertebrae for n in vr.notes]
     assert any("endplate not resolved" in n for n in notes)

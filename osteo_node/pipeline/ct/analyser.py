@@ -73,6 +73,8 @@ class Segmentation:
     model: ModelInfo | None
     # levels whose body boundary is not a resolved endplate (see levels.VertebraSegmentation)
     heights_unmeasurable: frozenset[str] = frozenset()
+    # per level, mean network probability of the body class over its body (model output only)
+    body_confidence: Mapping[str, float] = field(default_factory=dict)
 
 
 SegmentFn = Callable[[Volume], Segmentation]
@@ -104,6 +106,7 @@ class VertebraRecord:
     measurement: VertebraMeasurement
     body_centroid: NDArray[np.float64] | None
     texture: BodyTexture | None = None
+    body_confidence: float | None = None
 
 
 @dataclass
@@ -155,7 +158,8 @@ def _si_hints(centroids: Mapping[str, NDArray[np.float64]]) -> dict[str, NDArray
 
 
 def measure_stage(
-    volume: Volume, seg: Segmentation, levels: Sequence[str], params: MeasureParams
+    volume: Volume, seg: Segmentation, levels: Sequence[str], params: MeasureParams,
+    min_body_probability: float = 0.0,
 ) -> list[VertebraRecord]:
     """Measure every labelled vertebra among ``levels`` (crops around each, low memory)."""
     lab = seg.labels
@@ -194,12 +198,20 @@ def measure_stage(
         hu = volume.array[box] if volume.modality == "CT" else None
         m = measure_vertebra(hu, crop_geometry(volume.geometry, box), vert, body,
                              si_hint=hints.get(level), params=params)
-        if level in seg.heights_unmeasurable and m.heights is not None:
+        confidence = seg.body_confidence.get(level)
+        uncertain = confidence is not None and confidence < min_body_probability
+        if uncertain:
+            m = replace(m, trabecular=None, heights=None, notes=(
+                *m.notes, f"body outline uncertain (mean body probability {confidence:.2f} < "
+                f"{min_body_probability:g}): density and heights not measured, not graded"))
+        elif level in seg.heights_unmeasurable and m.heights is not None:
             m = replace(m, heights=replace(m.heights, heights=Heights(None, None, None)),
                         notes=(*m.notes, UNRESOLVED_ENDPLATE))
         texture = (body_texture(hu, body, volume.geometry.spacing)
-                   if hu is not None and body is not None and body.any() else None)
-        records.append(VertebraRecord(level, value, m, body_centroids.get(level), texture))
+                   if hu is not None and body is not None and body.any() and not uncertain
+                   else None)
+        records.append(VertebraRecord(level, value, m, body_centroids.get(level), texture,
+                                      confidence))
     return records
 
 
@@ -208,6 +220,7 @@ class QualityRules:
     min_vertebra_p95_hu: float
     min_vertebra_volume_ml: float
     max_lateral_offset_mm: float
+    min_body_probability: float = 0.0
 
     @classmethod
     def default(cls) -> QualityRules:
@@ -216,7 +229,8 @@ class QualityRules:
         q = load("ct_screening")["quality"]
         return cls(float(q["min_vertebra_p95_hu"]["value"]),
                    float(q["min_vertebra_volume_ml"]["value"]),
-                   float(q["max_lateral_offset_mm"]["value"]))
+                   float(q["max_lateral_offset_mm"]["value"]),
+                   float(q["min_body_probability"]["value"]))
 
 
 def lateral_offset_mm(volume: Volume, centroid_kji: NDArray[np.float64]) -> float | None:
@@ -255,8 +269,12 @@ def drop_implausible(volume: Volume, labels: LabelVolume, rules: QualityRules) -
         volume_ml = mask.sum() * voxel_ml
         p95 = float(np.percentile(hu, 95)) if volume.modality == "CT" else float("inf")
         why = None
-        if volume_ml < rules.min_vertebra_volume_ml or p95 < rules.min_vertebra_p95_hu:
-            why = f"{volume_ml:.1f} ml, 95th percentile {p95:.0f} HU: no cortical bone"
+        if volume_ml < rules.min_vertebra_volume_ml:
+            why = (f"{volume_ml:.1f} ml, smaller than any vertebra "
+                   f"(< {rules.min_vertebra_volume_ml:g} ml)")
+        elif p95 < rules.min_vertebra_p95_hu:
+            why = (f"95th percentile {p95:.0f} HU < {rules.min_vertebra_p95_hu:g} HU: "
+                   "no cortical bone")
         else:
             start = np.array([s.start for s in box], dtype=np.float64)
             offset = lateral_offset_mm(volume, np.argwhere(mask).mean(axis=0) + start)
@@ -383,7 +401,8 @@ class CTAnalyser:
                 f"{self.grading_rules.levels_measured[-1]} in view (found {found})"
             )
         with self._stage(ctx, "measure", f"measuring {len(in_range)} vertebrae"):
-            records = measure_stage(volume, seg, in_range, self.measure_params)
+            records = measure_stage(volume, seg, in_range, self.measure_params,
+                                    self.quality.min_body_probability)
         with self._stage(ctx, "phase", "contrast phase"):
             centroids = [r.body_centroid for r in records if r.body_centroid is not None]
             phase = detect_phase(volume.header, volume.array, volume.geometry, labels.array,
@@ -423,6 +442,7 @@ class CTAnalyser:
                 genant_grade=g.genant_grade,
                 notes=tuple(notes),
                 texture=r.texture.to_json() if r.texture is not None else None,
+                segmentation_confidence=r.body_confidence,
             ))
         trab = {r.level: r.measurement.trabecular for r in records}
         truncated = [r.level for r in records if r.measurement.truncated]

@@ -185,6 +185,8 @@ class VertebraSegmentation:
     # levels whose body was separated from a neighbour by a cut (no disc seen by the network):
     # an endplate there is an axial plane of the coarse grid, so heights are not measurable
     cut_endplates: frozenset[str] = frozenset()
+    # per level: mean network probability of the body class over its body (3 mm grid)
+    body_confidence: dict[str, float] = field(default_factory=dict)
 
 
 def _canonical_maps(inst: Instances, assignment: LevelAssignment
@@ -355,6 +357,11 @@ def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
                       levels={k: v for k, v in levels.items() if k != "S1"},
                       confidence={k: v for k, v in confidence.items() if k != "S1"},
                       notes=list(notes))
+    body_p = mg.probs[mg.channel("vertebral_body")]
+    body_conf = {name: round(float(body_p[grid.bodies == value].mean()), 3)
+                 for name, value in levels.items()
+                 if name != "S1" and (grid.bodies == value).any()}
     return VertebraSegmentation(labels=lab, bodies=bod, model=model.info, ribs=rib_by_name,
                                 anchor=assignment.anchor, timings_s=timings,
-                                cut_endplates=frozenset(cut_names & set(levels)))
+                                cut_endplates=frozenset(cut_names & set(levels)),
+                                body_confidence=body_conf)

@@ -223,4 +223,5 @@ def segment_for_analysis(volume: Volume) -> Segmentation:
         raise NotAnalysable(f"vertebra segmentation model not available: {exc}") from exc
     seg = segment_vertebrae(volume, model)
     return Segmentation(labels=seg.labels, bodies=seg.bodies.array, model=model.info,
-                        heights_unmeasurable=seg.cut_endplates)
+                        heights_unmeasurable=seg.cut_endplates,
+                        body_confidence=seg.body_confidence)
