@@ -192,7 +192,7 @@ class Sampler:
     def _slab(self, hu: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A thin series: keep 6-20 slices, edge-pad the rest (as at run time); no loss there."""
         p = hu.shape[2]
-        n = self.rng.randint(6, 20)
+        n = min(self.rng.randint(6, 20), p)
         k0 = self.rng.randint(0, p - n)
         hu = hu.clone()
         lab = lab.clone()
