@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from osteo_node.store.index import instances, series
 from osteo_node.store.spool import Spool, SpoolKey, sealed_complete
-from tests.node.support import CALLER, free_port, node_config, running_listener, wait_until
+from tests.node.support import CALLER, free_port, node_config, running_listener
 
 
 def small_ct(study: str, series_uid: str, sop: str, fill: int, number: int = 1) -> Dataset:
