@@ -10,11 +10,11 @@ Source (see ../shared/data/README.md): ``ct/totalseg_example/example_ct.nii.gz``
 grid (axis-aligned LPS, ``SPACING_MM`` isotropic) with the runtime's own resampling code.
 
 Second training volume, PSEUDO-labelled (self-training): the complete real chest CT
-``ct/chest_ct_series`` has no labels. The teacher (the shipped model 1.0.0, trained on
-example_ct alone) and the same instance/level logic as at run time label it; only what the teacher
-is sure of is kept as a target, everything doubtful is IGNORE (value 255, no loss).
-(Tried on 2026-11-22: it did NOT improve the held-out cases, see model_card.md, "Experiments
-that were not shipped"; the shipped 1.0.0 is trained on example_ct alone.) The rules:
+``ct/chest_ct_series`` has no labels. The teacher (model 1.0.0, trained on example_ct alone,
+kept in ``teacher_1.0.0/``) and the same instance/level logic as at run time label it; only
+what the teacher is sure of is kept as a target, everything doubtful is IGNORE (value 255, no
+loss).
+(Model 1.1.0 is trained on example_ct + these pseudo-labels, see model_card.md.) The rules:
 - vertebrae named T4..L1 (the teacher misses T1-T3): body = teacher body class inside those
   instances, posterior elements = teacher posterior class inside them, both only where the
   teacher's probability >= ``TRUST_P``;
@@ -159,8 +159,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=HERE.parents[1].parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=HERE / "cache")
-    ap.add_argument("--teacher", type=Path, default=HERE,
-                    help="model that pseudo-labels the chest CT (default: the shipped model)")
+    ap.add_argument("--teacher", type=Path, default=HERE / "teacher_1.0.0",
+                    help="model that pseudo-labels the chest CT (1.0.0, kept for reproducibility)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sample = build_example_ct(args.data)

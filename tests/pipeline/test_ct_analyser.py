@@ -88,18 +88,39 @@ def reference_body(root: Path, volume: Volume) -> np.ndarray:
 
 
 def test_jpeg2000_dicom_partial_series(shared_data: Path, tmp_path: Path) -> None:
-    """The 20 real JPEG 2000 slices: analysed, contrast detected, partial coverage reported."""
+    """The 20 real JPEG 2000 slices with their reference vertebra labels but no body masks:
+    T11 and T12 are found, nothing can be measured on them, so the result is not_analysable
+    and says why (issue 2 acceptance 4: a 20-slice partial series)."""
     link_series(shared_data / J2K, tmp_path / "in", names=lambda n, f: f"{n}")
     out = CTAnalyser(segment=reference_segment_fn(j2k_spec(shared_data))).analyse(
         [tmp_path / "in"])
     r = out.result
+    assert r.status == "not_analysable"
+    assert r.reason is not None
+    assert "vertebrae found (T11, T12) but none could be measured" in r.reason
+    assert "no vertebral body mask" in r.reason
+    assert r.vertebrae == [] and r.findings is None
+
+
+def test_jpeg2000_dicom_partial_series_with_bodies(shared_data: Path, tmp_path: Path) -> None:
+    """The same slices with body masks (the reference vertebrae themselves): analysed, contrast
+    phase from the header and the image, partial coverage reported, no density call."""
+    import dataclasses
+
+    link_series(shared_data / J2K, tmp_path / "in", names=lambda n, f: f"{n}")
+    reference = reference_segment_fn(j2k_spec(shared_data))
+
+    def with_bodies(volume: Volume) -> Segmentation:
+        seg = reference(volume)
+        return dataclasses.replace(seg, bodies=seg.labels.array > 0)
+
+    r = CTAnalyser(segment=with_bodies).analyse([tmp_path / "in"]).result
     assert r.status == "analysed", r.reason
     assert {v.level for v in r.vertebrae} == {"T11", "T12"}
     assert r.contrast_phase == "portal_venous"  # ContrastBolusAgent APPLIED, 97 s after bolus
     assert any("levels not in view" in w for w in r.warnings)
     assert any("partial coverage" in w for w in r.warnings)
-    assert r.findings is not None and r.findings.osteoporosis_suspected is None
-    assert any("no level usable for the density call" in w for w in r.warnings)
+    assert r.findings is not None
 
 
 def test_registry_gives_ct_analyser() -> None:
@@ -239,3 +260,20 @@ def test_uncertain_body_outline_is_not_measured_or_graded(shared_data: Path) -> 
     assert any("body outline uncertain" in n for n in l1.notes)
     assert by_level["L2"].trabecular_hu is not None and by_level["L2"].genant_grade is not None
     assert r.findings is not None and r.findings.density_level in ("T12", "L2")
+
+
+def test_nothing_measurable_is_not_analysable(shared_data: Path) -> None:
+    """When every body found is too uncertain to measure, the result is not_analysable with the
+    reason (a result with levels and no values would only be noise in PACS)."""
+    import dataclasses
+
+    reference = reference_segment_fn(example_spec(shared_data))
+
+    def unsure(volume: Volume) -> Segmentation:
+        seg = reference(volume)
+        return dataclasses.replace(seg, body_confidence={lv: 0.5 for lv in seg.labels.levels})
+
+    r = CTAnalyser(segment=unsure).analyse([shared_data / TS / "example_ct.nii.gz"]).result
+    assert r.status == "not_analysable"
+    assert r.reason is not None and "none could be measured" in r.reason
+    assert "body outline uncertain" in r.reason

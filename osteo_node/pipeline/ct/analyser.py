@@ -403,6 +403,15 @@ class CTAnalyser:
         with self._stage(ctx, "measure", f"measuring {len(in_range)} vertebrae"):
             records = measure_stage(volume, seg, in_range, self.measure_params,
                                     self.quality.min_body_probability)
+        if records and not any(r.measurement.trabecular is not None
+                               or (r.measurement.heights is not None
+                                   and r.measurement.heights.heights.posterior is not None)
+                               for r in records):
+            # nothing measurable: a result with levels and no values would only be noise in PACS
+            why = sorted({n for r in records for n in r.measurement.notes})
+            raise NotAnalysable(
+                f"vertebrae found ({', '.join(r.level for r in records)}) but none could be "
+                f"measured: {'; '.join(why)}")
         with self._stage(ctx, "phase", "contrast phase"):
             centroids = [r.body_centroid for r in records if r.body_centroid is not None]
             phase = detect_phase(volume.header, volume.array, volume.geometry, labels.array,
