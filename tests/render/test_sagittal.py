@@ -37,7 +37,8 @@ def test_overlay_example_ct(shared_data: Path, artifacts_dir: Path) -> None:
 
 
 def test_overlay_without_labels_still_has_banner(shared_data: Path) -> None:
-    spec = ReferenceSpec(shared_data / TS / "vertebrae_pp_refined.nii.gz", "verse")
+    spec = ReferenceSpec(shared_data / TS / "vertebrae_pp_refined.nii.gz", "verse",
+                         shared_data / TS / "vertebrae_body.nii.gz", (1,))
     out = CTAnalyser(segment=reference_segment_fn(spec)).analyse(
         [shared_data / TS / "example_ct.nii.gz"])
     assert out.volume is not None
@@ -49,7 +50,8 @@ def test_overlay_with_names_outside_levels(shared_data: Path) -> None:
     """Transitional anatomy gives names such as L6 / T13 (VerSe 25 / 28): still rendered."""
     from osteo_node.pipeline.types import LabelVolume
 
-    spec = ReferenceSpec(shared_data / TS / "vertebrae_pp_refined.nii.gz", "verse")
+    spec = ReferenceSpec(shared_data / TS / "vertebrae_pp_refined.nii.gz", "verse",
+                         shared_data / TS / "vertebrae_body.nii.gz", (1,))
     out = CTAnalyser(segment=reference_segment_fn(spec)).analyse(
         [shared_data / TS / "example_ct.nii.gz"])
     assert out.volume is not None and out.labels is not None
