@@ -127,6 +127,15 @@ def run(args: argparse.Namespace) -> int:
             selection_rules=SelectionRules.load(args.rules) if args.rules else None,
             progress=None if args.quiet else _progress,
         )
+    elif modality == "MR":
+        if args.rules:
+            print("error: --rules holds CT series selection rules; MR selection uses its "
+                  "built-in rules (osteo_node.pipeline.mr.select.MRSelectionRules)",
+                  file=sys.stderr)
+            return 2
+        from osteo_node.pipeline.mr.analyser import MRAnalyser
+
+        analyser = MRAnalyser(progress=None if args.quiet else _progress)
     else:
         analyser = analyser_for(modality)
     if analyser is None:

@@ -61,3 +61,22 @@ def test_analyze_nifti_end_to_end(shared_data: Path, tmp_path: Path, artifacts_d
     values = set(int(v) for v in set(sitk.GetArrayViewFromImage(img).ravel().tolist())) - {0}
     assert values == set(d["label_map"].values())
     assert png.stat().st_size > 10_000
+
+
+def test_mr_through_analyze_shows_progress_and_refuses_ct_rules(
+        shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MR goes through the MR analyser with the same progress lines; --rules (CT selection
+    rules) is refused for MR instead of being silently ignored."""
+    image = shared_data / "mr/vertebral_bodies/vb3_25_image.nii.gz"
+    out = tmp_path / "mr.json"
+    code = main(["--log-format", "console", "analyze", str(image), "--modality", "MR",
+                 "--json", str(out)])
+    assert code in (0, 3)
+    assert json.loads(out.read_text())["modality"] == "MR"
+    err = capsys.readouterr().err
+    assert "[select] modality MR" in err
+    assert "[segment]" in err or "[load]" in err or "[measure]" in err, err
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("min_slices: 5\n")
+    assert main(["analyze", str(image), "--modality", "MR", "--rules", str(rules)]) == 2
+    assert "--rules holds CT series selection rules" in capsys.readouterr().err
