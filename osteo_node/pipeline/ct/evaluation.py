@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from osteo_node.pipeline.ct.analyser import Segmentation, SegmentFn
 from osteo_node.pipeline.ct.levels import VERSE_VALUES
+from osteo_node.pipeline.metrics import dice
 from osteo_node.pipeline.results import ModelInfo
 from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
 
@@ -93,13 +94,6 @@ def reference_segment_fn(spec: ReferenceSpec) -> SegmentFn:
         return Segmentation(labels, bodies, ModelInfo("reference-labels", "n/a", "n/a", "n/a"))
 
     return segment
-
-
-def dice(a: NDArray[Any], b: NDArray[Any]) -> float | None:
-    sa, sb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
-    if sa + sb == 0:
-        return None
-    return 2.0 * int(np.count_nonzero(np.logical_and(a, b))) / (sa + sb)
 
 
 def centroid_lps(mask: NDArray[Any], geometry: Geometry) -> NDArray[np.float64] | None:

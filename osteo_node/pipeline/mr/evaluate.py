@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from osteo_node.pipeline.metrics import dice as _dice
 from osteo_node.pipeline.mr.heights import measure_bodies
 from osteo_node.pipeline.mr.orient import canonical_view
 from osteo_node.pipeline.results import AnalysisOutput
@@ -52,8 +53,8 @@ class CaseScore:
 
 
 def dice(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / s if s else 1.0
+    """Dice of two masks, 1.0 when both are empty (both agree there is nothing)."""
+    return _dice(a, b, empty=1.0)
 
 
 def order_reference(ref: NDArray[np.integer], geometry: Geometry) -> list[int]:

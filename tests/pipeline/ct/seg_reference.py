@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 from numpy.typing import NDArray
 
+from osteo_node.pipeline import metrics
 from osteo_node.pipeline.ct.seg_grid import resample_labels
 from osteo_node.pipeline.types import LabelVolume, Volume
 
@@ -38,8 +39,7 @@ def reference_on(volume: Volume, path: Path) -> NDArray[np.generic]:
 
 
 def dice(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / s if s else 1.0
+    return metrics.dice(a, b, empty=1.0)
 
 
 def centroid_lps(volume: Volume, mask: NDArray[np.bool_]) -> NDArray[np.float64]:
