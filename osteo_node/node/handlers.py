@@ -27,7 +27,6 @@ from osteo_node.node.validate import (
 )
 from osteo_node.store.index import InstanceRecord
 from osteo_node.store.index_writer import IndexWriter
-from osteo_node.store.reconcile import record_from_file
 from osteo_node.store.spool import Spool, SpoolFullError, SpoolKey
 
 log = structlog.get_logger(__name__)
@@ -71,7 +70,8 @@ def handle_echo(evt: Any) -> int:
 
 
 class StoreHandler:
-    """EVT_C_STORE: validate, write durably to the spool, then index, then answer 0x0000."""
+    """EVT_C_STORE: validate, write durably to the spool, answer 0x0000; the index row follows
+    from the background :class:`IndexWriter`."""
 
     def __init__(self, spool: Spool, indexer: IndexWriter,
                  accepted_modalities: tuple[str, ...]) -> None:
@@ -128,15 +128,14 @@ class StoreHandler:
                       error=str(exc))
             return status(STATUS_OUT_OF_RESOURCES, "out of resources: spool write failed")
         if stored.created:
-            record = InstanceRecord(
+            self.indexer.submit(InstanceRecord(
                 study_uid=key.study_uid, series_uid=key.series_uid, sop_uid=key.sop_uid,
                 sop_class_uid=verdict.sop_class_uid, transfer_syntax_uid=str(tsyntax),
                 modality=verdict.modality, instance_number=verdict.instance_number,
                 relpath=str(key.relpath()), size=stored.size, calling_ae=calling,
-            )
+            ), time.time())
         else:  # the first copy stays: index it as spooled (if a crash left it without a row)
-            record = record_from_file(key, stored.path)
-        self.indexer.submit(record, time.time())
+            self.indexer.submit_spooled(key, stored.path, time.time())
         what = "instance stored" if stored.created else "duplicate instance (kept the first copy)"
         log.info(what,
                  sop_instance_uid=key.sop_uid, series_instance_uid=key.series_uid,

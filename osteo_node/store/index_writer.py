@@ -17,16 +17,22 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from pathlib import Path
 
 import structlog
+from pydicom.errors import InvalidDicomError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from osteo_node.store.index import InstanceRecord, record_instance
+from osteo_node.store.reconcile import record_from_file
+from osteo_node.store.spool import SpoolKey
 
 log = structlog.get_logger(__name__)
 
 _STOP = object()
+# a record to write, or a spooled file whose header gives the record (read by the writer)
+Pending = InstanceRecord | tuple[SpoolKey, Path]
 
 
 class IndexWriter:
@@ -51,6 +57,14 @@ class IndexWriter:
         with self._cond:
             self._submitted += 1
         self._queue.put((record, received_at))
+
+    def submit_spooled(self, key: SpoolKey, path: Path, received_at: float) -> None:
+        """Index an instance already in the spool (a duplicate C-STORE) from the spooled file's
+        own header. The header is read here, in the writer thread, not on the C-STORE path;
+        insertion is idempotent, so an already indexed instance is left as it is."""
+        with self._cond:
+            self._submitted += 1
+        self._queue.put(((key, path), received_at))
 
     def pending(self) -> int:
         with self._cond:
@@ -81,7 +95,7 @@ class IndexWriter:
         self._thread.join(timeout)
         return flushed
 
-    def _next_batch(self) -> tuple[list[tuple[InstanceRecord, float]], bool]:
+    def _next_batch(self) -> tuple[list[tuple[Pending, float]], bool]:
         first = self._queue.get()
         if first is _STOP:
             return [], True
@@ -118,11 +132,25 @@ class IndexWriter:
                 return False
         return False
 
+    def _resolve(self, items: list[tuple[Pending, float]]) -> list[tuple[InstanceRecord, float]]:
+        out = []
+        for item, received_at in items:
+            if isinstance(item, InstanceRecord):
+                out.append((item, received_at))
+                continue
+            key, path = item
+            try:
+                out.append((record_from_file(key, path), received_at))
+            except (OSError, InvalidDicomError, AttributeError, ValueError) as exc:
+                log.warning("spooled instance not indexed: its file cannot be read",
+                            sop_instance_uid=key.sop_uid, error=type(exc).__name__)
+        return out
+
     def _run(self) -> None:
         while True:
             batch, stop = self._next_batch()
             if batch:
-                self._write(batch)
+                self._write(self._resolve(batch))
                 with self._cond:
                     self._done += len(batch)
                     self._cond.notify_all()

@@ -1,8 +1,8 @@
 """Start-up reconciliation: every instance file in the spool is in the index.
 
-The spool is the durable record: an instance file is written, fsync'ed and filed first, its
-index row is written right after (in a short transaction), then the C-STORE is acknowledged. If
-the node died in between, this re-creates the row.
+The spool is the durable record: an instance file is written, fsync'ed and filed, the C-STORE
+is acknowledged, and the index row follows from the listener's background index writer. If the
+node died before the row was committed, this re-creates it.
 """
 
 from __future__ import annotations

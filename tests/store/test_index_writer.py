@@ -73,3 +73,47 @@ def test_stop_writes_what_is_queued(tmp_path: Path) -> None:
         writer.submit(rec, 1.0)
     assert writer.stop(30)
     assert _count(engine, instances) == 20
+
+
+def test_spooled_copies_are_read_by_the_writer_and_a_bad_one_does_not_block_others(
+        tmp_path: Path) -> None:
+    """Duplicates are indexed from the spooled file's header in the writer thread; an unreadable
+    file is skipped with a warning, the rows around it are written."""
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+    from osteo_node.store.spool import Spool, SpoolKey
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'n.db'}")
+    create_node_tables(engine)
+    spool = Spool(tmp_path / "spool")
+    spool.recover()
+    st, se, good_uid = generate_uid(), generate_uid(), generate_uid()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = good_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality, ds.InstanceNumber = (
+        CTImageStorage, good_uid, "CT", 7)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    good = spool.store(SpoolKey(st, se, good_uid), [buf.getvalue()[128:]])
+    bad_key = SpoolKey(st, se, generate_uid())
+    bad = spool.path_for(bad_key)
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_bytes(b"not dicom at all")
+
+    writer = IndexWriter(engine)
+    writer.start()
+    writer.submit_spooled(bad_key, bad, 1.0)
+    writer.submit_spooled(SpoolKey(st, se, good_uid), good.path, 1.0)
+    writer.submit(_records(1)[0], 1.0)
+    assert writer.flush(30)
+    with engine.connect() as conn:
+        rows = {r.sop_instance_uid: r for r in conn.execute(select(instances))}
+    assert len(rows) == 2 and bad_key.sop_uid not in rows
+    assert rows[good_uid].instance_number == 7 and rows[good_uid].size == good.path.stat().st_size
+    assert writer.stop(5)
