@@ -357,10 +357,12 @@ def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
                       levels={k: v for k, v in levels.items() if k != "S1"},
                       confidence={k: v for k, v in confidence.items() if k != "S1"},
                       notes=list(notes))
-    body_p = mg.probs[mg.channel("vertebral_body")]
-    body_conf = {name: round(float(body_p[grid.bodies == value].mean()), 3)
-                 for name, value in levels.items()
-                 if name != "S1" and (grid.bodies == value).any()}
+    named = {name: value for name, value in levels.items() if name != "S1"}
+    present_bodies = set(np.unique(grid.bodies).tolist())
+    named = {name: value for name, value in named.items() if value in present_bodies}
+    means = ndimage.mean(mg.probs[mg.channel("vertebral_body")], labels=grid.bodies,
+                         index=list(named.values())) if named else []
+    body_conf = {name: round(float(m), 3) for name, m in zip(named, means, strict=True)}
     return VertebraSegmentation(labels=lab, bodies=bod, model=model.info, ribs=rib_by_name,
                                 anchor=assignment.anchor, timings_s=timings,
                                 cut_endplates=frozenset(cut_names & set(levels)),
