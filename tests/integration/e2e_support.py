@@ -94,7 +94,10 @@ def scanner_sends_to_pacs(orthanc: OrthancServer, files: list[Path], *store_args
 
 
 def run_series_through_node(tmp: Path, orthanc: OrthancServer, files: list[Path],
-                            *store_args: str) -> tuple[str, dict[str, list[str]], str]:
+                            *store_args: str, expect: tuple[str, ...] = ("SR", "SEG", "OT"),
+                            ) -> tuple[str, dict[str, list[str]], str]:
+    """Start a node sending SR/SEG/SC/KOS to ``orthanc``, send ``files`` to Orthanc (the
+    scanner) and to the node, wait for the job and for the ``expect`` modalities in Orthanc."""
     port = free_port()
     dest = {"name": "orthanc", "ae_title": orthanc.aet, "host": orthanc.host,
             "port": orthanc.dicom_port, "send": ["sr", "seg", "sc", "kos"]}
@@ -120,10 +123,10 @@ def run_series_through_node(tmp: Path, orthanc: OrthancServer, files: list[Path]
 
         def results_arrived() -> dict[str, list[str]] | None:
             r = result_series(orthanc, study_uid)
-            return r if {"SR", "SEG", "OT"} <= set(r) else None
+            return r if set(expect) <= set(r) else None
 
         objects = wait_until(results_arrived, 120, interval=0.5,
-                             what="SR, SEG and SC in Orthanc")
+                             what=f"{', '.join(expect)} in Orthanc")
     finally:
         assert node.stop() == 0
     return study_uid, objects, (tmp / "node.log").read_text(errors="replace")
@@ -132,3 +135,38 @@ def run_series_through_node(tmp: Path, orthanc: OrthancServer, files: list[Path]
 def check_no_phi(log: str) -> None:
     for secret in (PATIENT_ID, BIRTH_DATE, *PATIENT_NAME.split("^")):
         assert secret not in log, f"PHI {secret!r} found in the node log"
+
+
+def study_instances(orthanc: OrthancServer, study_uid: str) -> dict[str, dict[str, str]]:
+    """SOP Instance UID -> {modality, series_uid, position} of every instance Orthanc holds in
+    the study ``study_uid`` (from Orthanc's REST API)."""
+    found = [r for r in orthanc.lookup(study_uid) if r.get("Type") == "Study"]
+    out: dict[str, dict[str, str]] = {}
+    for study in found:
+        for series in orthanc.series_of(study["ID"]):
+            tags = series["MainDicomTags"]
+            for inst in orthanc.get_json(f"/series/{series['ID']}/instances"):
+                out[str(inst["MainDicomTags"]["SOPInstanceUID"])] = {
+                    "modality": str(tags.get("Modality", "")),
+                    "series_uid": str(tags["SeriesInstanceUID"]),
+                    "position": str(inst["MainDicomTags"].get("ImagePositionPatient", "")),
+                }
+    return out
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The ``Error`` lines dicom3tools ``dciodvfy`` reports for a file."""
+    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
+
+
+def worklist_export(config: Path, fmt: str, out: Path) -> str:
+    """``osteo-node worklist export --format FMT --out OUT`` on the node's database; returns
+    the command's own output (stdout + stderr), which must hold no PHI."""
+    r = subprocess.run(
+        [sys.executable, "-m", "osteo_node", "worklist", "export", "--format", fmt,
+         "--config", str(config), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout + r.stderr

@@ -3,30 +3,49 @@ ONNX model and exporters) -> persisted outbox -> Orthanc in a private network na
 
 Issue 3 acceptance 2 (the objects arrive in the CT's own study), 3 (the SR's per-vertebra
 values equal ``osteo-node analyze``'s JSON for the same input) and 4 (no PHI in the node's log
-for the whole run); issue 6 acceptance 3 with the real analysis.
+for the whole run); issue 6 acceptance 3 with the real analysis. The chest and 20-slice series
+are not flagged (no KOS): ``test_flagged_ct_to_orthanc_with_kos`` sends a real flagged CT (the
+TPTBox lumbar crop with its low-density L3, written as an axial DICOM series) and follows the
+KOS and the FLS worklist (CSV and FHIR exports) to the end.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from fhir.resources.R4B.bundle import Bundle
+from PIL import Image
 from pydicom import dcmread
 from sqlalchemy import select
 
+from osteo_node.clinical.fracture_flag import flag_min_genant_grade
+from osteo_node.exporters.kos import referenced_instance_uids
+from osteo_node.pipeline.stages.volume import load_dicom_series, load_nifti
 from osteo_node.queue.jobs import jobs
 from osteo_node.store.db import make_engine
 from osteo_node.worklist.store import fls_worklist
+from tests.integration.ct_series import Identity, voxel_correspondence, write_axial_series
 from tests.integration.e2e_support import (
+    BIRTH_DATE,
+    PATIENT_ID,
+    PATIENT_NAME,
     analyze_json,
     assert_sr_matches_json,
     check_no_phi,
+    dciodvfy_errors,
     identified_copies,
     run_series_through_node,
+    study_instances,
+    worklist_export,
 )
 from tests.integration.orthanc import OrthancServer, orthanc_fixture  # noqa: F401
 from tests.node.support import (
@@ -121,3 +140,156 @@ def test_jpeg2000_slices_to_orthanc(tmp_path: Path, shared_data: Path,
     assert len(objects["CT"]) == 20
     assert_sr_matches_json(orthanc.fetch_instance(objects["SR"][0]), analysis)
     check_no_phi(log)
+
+
+TPTBOX_CT = "ct/tptbox_sample/sub-ct_label-22_ct.nii.gz"  # real lumbar CT, low-density L3
+RESULT_MODALITIES = ("SR", "SEG", "OT", "KO")
+
+
+def _key_image_centroids(analysis: dict[str, Any]) -> list[tuple[str, float]]:
+    """(level, centroid z in LPS mm) of the vertebrae the KOS must point at: graded at or above
+    the flag grade, and the density level when osteoporosis is suspected."""
+    findings, limit = analysis["findings"], flag_min_genant_grade()
+    levels = {v["level"] for v in analysis["vertebrae"] if (v["genant_grade"] or 0) >= limit}
+    if findings["osteoporosis_suspected"] and findings["density_level"]:
+        levels.add(findings["density_level"])
+    return [(v["level"], float(v["centroid_mm"][2])) for v in analysis["vertebrae"]
+            if v["level"] in levels]
+
+
+def _kos_evidence(kos: Any) -> set[tuple[str, str, str]]:
+    """(study, series, SOP instance) UIDs in the KOS's Current Requested Procedure Evidence."""
+    return {(str(study.StudyInstanceUID), str(series.SeriesInstanceUID),
+             str(ref.ReferencedSOPInstanceUID))
+            for study in kos.CurrentRequestedProcedureEvidenceSequence
+            for series in study.ReferencedSeriesSequence
+            for ref in series.ReferencedSOPSequence}
+
+
+def test_flagged_ct_to_orthanc_with_kos(tmp_path: Path, shared_data: Path, artifacts_dir: Path,
+                                        orthanc: OrthancServer) -> None:
+    # A real CT as a scanner stores it: axial slices with a real CT header and a (fake) patient.
+    nifti = shared_data / TPTBOX_CT
+    template = sorted((shared_data / "ct/chest_ct_series/dicom").glob("*.dcm"))[0]
+    files = write_axial_series(nifti, template, tmp_path / "sent",
+                               Identity(PATIENT_NAME, PATIENT_ID, BIRTH_DATE))
+    written = load_dicom_series(tmp_path / "sent").volume
+    assert np.allclose(written.geometry.direction, np.eye(3).ravel()), "not an axial series"
+    match = voxel_correspondence(written, load_nifti(nifti).volume)
+    assert match.one_to_one and match.max_position_error_mm <= 1e-3, match
+    assert match.max_value_diff <= 1.0, match
+
+    # The offline analysis of the same files: it must be flagged (else no KOS is due).
+    analysis = analyze_json(tmp_path / "sent", tmp_path / "analysis.json",
+                            "--dicom-out", str(tmp_path / "dicom_out"))
+    assert analysis["status"] == "analysed", analysis.get("reason")
+    findings = analysis["findings"]
+    flagged = bool(findings["osteoporosis_suspected"]) or (
+        (findings["max_genant_grade"] or 0) >= flag_min_genant_grade())
+    assert flagged, ("the real low-density TPTBox CT is no longer flagged (neither osteoporosis "
+                     f"suspected nor a Genant grade >= {flag_min_genant_grade()}): {findings}")
+
+    study_uid, objects, log = run_series_through_node(tmp_path, orthanc, files,
+                                                      expect=RESULT_MODALITIES)
+    ct_series_uid = str(written.series_instance_uid)
+    assert study_uid == written.study_instance_uid
+
+    # Orthanc's REST API: SR, SEG, SC (OT) and KO each a new series of one instance in the
+    # CT's own study.
+    held = study_instances(orthanc, study_uid)
+    series_by_modality: dict[str, set[str]] = defaultdict(set)
+    for info in held.values():
+        series_by_modality[info["modality"]].add(info["series_uid"])
+    assert set(series_by_modality) == {"CT", *RESULT_MODALITIES}, dict(series_by_modality)
+    assert series_by_modality["CT"] == {ct_series_uid} and len(objects["CT"]) == len(files)
+    for modality in RESULT_MODALITIES:
+        assert len(objects[modality]) == 1 and len(series_by_modality[modality]) == 1, modality
+    assert len(set().union(*series_by_modality.values())) == 1 + len(RESULT_MODALITIES)
+    results = {m: orthanc.fetch_instance(objects[m][0]) for m in RESULT_MODALITIES}
+    for modality, ds in results.items():
+        assert ds.StudyInstanceUID == study_uid and ds.PatientID == PATIENT_ID, modality
+
+    # analyze --dicom-out writes exactly the objects the node sent.
+    offline = {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+               for f in (tmp_path / "dicom_out").iterdir()}
+    assert offline == {str(ds.SOPInstanceUID) for ds in results.values()}
+
+    # The KOS points at instances of this study that Orthanc holds: the key CT slices through
+    # the flagged vertebrae and the SR, SEG and SC of the same job.
+    kos = results["KO"]
+    evidence = _kos_evidence(kos)
+    assert {study for study, _, _ in evidence} == {study_uid}
+    for _, series_uid, sop_uid in evidence:
+        assert sop_uid in held and held[sop_uid]["series_uid"] == series_uid, sop_uid
+    content = set(referenced_instance_uids(kos))
+    assert content == {sop for _, _, sop in evidence}
+    assert {str(results[m].SOPInstanceUID) for m in ("SR", "SEG", "OT")} <= content
+    key_z = [float(held[u]["position"].split("\\")[2]) for u in content
+             if held[u]["modality"] == "CT"]
+    half_gap = written.geometry.spacing[2] / 2 + 1e-3
+    centroids = _key_image_centroids(analysis)
+    assert centroids and key_z
+    for level, z in centroids:
+        assert min(abs(z - kz) for kz in key_z) <= half_gap, (level, z, key_z)
+    for kz in key_z:
+        assert min(abs(z - kz) for _, z in centroids) <= half_gap, (kz, centroids)
+    description = " ".join(str(item.get("TextValue", "")) for item in kos.ContentSequence)
+    if findings["osteoporosis_suspected"]:
+        assert "osteoporosis suspected" in description, description
+
+    # The SR's per-vertebra values equal the analyze JSON.
+    assert_sr_matches_json(results["SR"], analysis)
+
+    # The objects as stored in PACS pass dciodvfy; the SC is written out to be looked at.
+    for modality, ds in results.items():
+        path = tmp_path / "from_orthanc" / f"{modality}.dcm"
+        path.parent.mkdir(exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        if shutil.which("dciodvfy") is not None:
+            assert not dciodvfy_errors(path), (modality, dciodvfy_errors(path))
+    sc_pixels = results["OT"].pixel_array
+    assert sc_pixels.ndim == 3 and sc_pixels.shape[2] == 3 and sc_pixels.std() > 0
+    Image.fromarray(sc_pixels).save(artifacts_dir / "e2e_flagged_ct_sc.png")
+
+    # The FLS worklist: one row for the study, exported as CSV and as a FHIR R4 Bundle.
+    engine = make_engine(f"sqlite:///{tmp_path / 'node' / 'node.db'}")
+    with engine.connect() as conn:
+        rows = list(conn.execute(select(fls_worklist.c.study_instance_uid)))
+    engine.dispose()
+    assert rows == [(study_uid,)]
+    config = tmp_path / "node" / "node.yaml"
+    cli_output = worklist_export(config, "csv", tmp_path / "fls.csv")
+    with open(tmp_path / "fls.csv", newline="", encoding="utf-8") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == 1
+    row = csv_rows[0]
+    assert (row["study_instance_uid"], row["series_instance_uid"]) == (study_uid, ct_series_uid)
+    assert (row["patient_id"], row["patient_name"]) == (PATIENT_ID, PATIENT_NAME)
+    assert row["status"] == "new"
+    assert row["osteoporosis_suspected"] == str(bool(findings["osteoporosis_suspected"])).lower()
+    assert row["density_level"] == (findings["density_level"] or "")
+    density = findings["l1_hu"]
+    assert (float(row["density_hu"]) if row["density_hu"] else None) == (
+        None if density is None else pytest.approx(density, abs=0.05))
+    cli_output += worklist_export(config, "fhir", tmp_path / "fls.json")
+    bundle = Bundle.model_validate_json((tmp_path / "fls.json").read_text(encoding="utf-8"))
+    by_type: dict[str, list[Any]] = defaultdict(list)
+    for entry in bundle.entry or []:
+        by_type[entry.resource.get_resource_type()].append(entry)
+    assert len(by_type["Patient"]) == 1 and len(by_type["ImagingStudy"]) == 1
+    assert len(by_type["DiagnosticReport"]) == 1
+    assert by_type["Patient"][0].resource.identifier[0].value == PATIENT_ID
+    study_entry = by_type["ImagingStudy"][0]
+    assert study_entry.resource.identifier[0].value == f"urn:oid:{study_uid}"
+    report = by_type["DiagnosticReport"][0].resource
+    assert [r.reference for r in report.imagingStudy] == [study_entry.fullUrl]
+    observations = {e.fullUrl: e.resource for e in by_type["Observation"]}
+    assert {r.reference for r in report.result} == set(observations)
+    values = [o.valueBoolean for o in observations.values() if o.valueBoolean is not None]
+    assert values == [bool(findings["osteoporosis_suspected"])]
+    hu = [float(o.valueQuantity.value) for o in observations.values() if o.valueQuantity]
+    assert hu == ([] if density is None else [pytest.approx(density, abs=0.05)])
+
+    # No PHI in the node's log for the whole run, nor in the export commands' own output.
+    check_no_phi(log)
+    check_no_phi(cli_output)
