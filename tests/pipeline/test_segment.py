@@ -55,6 +55,32 @@ def test_block_mean_matches_simpleitk_binshrink(shared_data: Path) -> None:
     np.testing.assert_allclose(geo.spacing, ref.GetSpacing(), atol=1e-6)
 
 
+@pytest.mark.parametrize("storage", ["RAS", "PIR", "SAL", "ILP"])
+def test_model_grid_does_not_depend_on_storage_order(shared_data: Path, storage: str) -> None:
+    """The same physical image stored in another axis order gives the same model-grid voxels.
+
+    The real TPTBox crop (sagittal-stored NIfTI, 1.5 mm, odd sizes) is block-averaged by 2: the
+    blocks must start at the same physical corner whatever the storage order, or the network
+    sees a half-voxel-shifted, differently blurred image (found end to end: the NIfTI and the
+    same voxels written as an axial DICOM series gave different vertebrae).
+    """
+    import dataclasses
+
+    from osteo_node.pipeline.ct.seg_grid import geometry_of, to_sitk
+
+    vol = load_nifti(shared_data / "ct/tptbox_sample/sub-ct_label-22_ct.nii.gz").volume
+    img = to_sitk(vol.array, vol.geometry)
+    lps = sitk.DICOMOrient(img, "LPS")
+    other = sitk.DICOMOrient(img, storage)
+    ref_hu, ref_geo = to_model_grid(dataclasses.replace(
+        vol, array=sitk.GetArrayFromImage(lps), geometry=geometry_of(lps)), 3.0)
+    hu, geo = to_model_grid(dataclasses.replace(
+        vol, array=sitk.GetArrayFromImage(other), geometry=geometry_of(other)), 3.0)
+    assert hu.shape == ref_hu.shape
+    np.testing.assert_allclose(geo.origin, ref_geo.origin, atol=1e-4)
+    np.testing.assert_allclose(hu, ref_hu, atol=1e-3)
+
+
 def test_body_box_keeps_the_spine_and_drops_air(shared_data: Path) -> None:
     vol = load_nifti(shared_data / EX).volume
     hu, geo = to_model_grid(vol, 3.0)

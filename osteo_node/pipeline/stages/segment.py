@@ -95,11 +95,48 @@ def block_mean(volume: Volume, factors: tuple[int, int, int]) -> tuple[
     return out, geo
 
 
+def lps_ordered(array: NDArray[np.float32], geometry: Geometry) -> tuple[
+    NDArray[np.float32], Geometry
+]:
+    """The same image with its array axes flipped/permuted (numpy views, no copy) so that the
+    index axes i, j, k run along +L, +P, +S (the nearest patient axis for tilted grids).
+
+    Block averaging then starts at the same physical corner whatever the storage order (axial,
+    sagittal, feet-first, RAS NIfTI), so the network sees the same voxels. Returns the inputs
+    unchanged when the axes do not map one-to-one onto patient axes.
+    """
+    d = geometry.matrix
+    lps_axis = [int(np.argmax(np.abs(d[:, a]))) for a in range(3)]  # index axis a -> LPS axis
+    if sorted(lps_axis) != [0, 1, 2]:
+        return array, geometry
+    sign = [float(np.sign(d[lps_axis[a], a])) for a in range(3)]
+    perm = [lps_axis.index(b) for b in range(3)]  # LPS axis b <- old index axis perm[b]
+    view = array
+    for a in range(3):
+        if sign[a] < 0:
+            view = np.flip(view, axis=2 - a)
+    view = np.transpose(view, axes=[2 - perm[2], 2 - perm[1], 2 - perm[0]])
+    shape_ijk = array.shape[::-1]
+    start = [shape_ijk[a] - 1 if sign[a] < 0 else 0 for a in range(3)]
+    origin = geometry.index_to_lps(np.array(start, dtype=np.float64))
+    cols = [d[:, perm[b]] * sign[perm[b]] for b in range(3)]
+    direction = np.stack(cols, axis=1)
+    geo = Geometry(
+        origin=(float(origin[0]), float(origin[1]), float(origin[2])),
+        spacing=tuple(float(geometry.spacing[perm[b]]) for b in range(3)),  # type: ignore[arg-type]
+        direction=tuple(float(v) for v in direction.ravel()),
+    )
+    return view, geo
+
+
 def to_model_grid(volume: Volume, spacing: float) -> tuple[NDArray[np.float32], Geometry]:
     """HU on the canonical grid at ``spacing`` mm (block-averaged first when much finer)."""
     factors = tuple(max(1, int(spacing / s)) for s in volume.geometry.spacing)
     if max(factors) > 1:
-        arr, src_geo = block_mean(volume, factors)  # type: ignore[arg-type]
+        arr, geo_lps = lps_ordered(volume.array, volume.geometry)
+        factors = tuple(max(1, int(spacing / s)) for s in geo_lps.spacing)
+        lps_volume = Volume(array=arr, geometry=geo_lps, modality=volume.modality)
+        arr, src_geo = block_mean(lps_volume, factors)  # type: ignore[arg-type]
     else:
         arr, src_geo = volume.array, volume.geometry
     img = to_sitk(arr, src_geo)
