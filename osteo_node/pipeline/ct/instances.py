@@ -36,6 +36,9 @@ MAX_OFF_AXIS_MM = 35.0
 # disc evidence; otherwise the sliver is the same body continuing out of view
 EDGE_SLIVER = 0.35
 EDGE_CUT_SCORE = 0.5
+# a component cut by the field of view may be one body plus part of the next (too short for
+# SPLIT_FACTOR): it is cut when a disc this clear is seen inside it
+EDGE_DISC_SCORE = 1.0
 GROW_STEPS_MM = 45.0
 
 
@@ -136,15 +139,18 @@ def _cuts(k0: int, score: NDArray[np.float64], period: float, open_ends: tuple[b
     """
     n = len(score)
     gmin, gmax = max(2, round(0.7 * period)), max(3, round(1.35 * period))
+    # each cut costs the column's typical (median) score: an extra cut on a weak dip must beat
+    # what it displaces, so a strong disc is not traded for a weak dip plus a neighbouring slice
+    gain = score - float(np.median(score))
     end_lo = [1 if open_end else max(2, round(0.6 * period)) for open_end in open_ends]
     best = np.full(n, -np.inf)
     prev = np.full(n, -1)
     for i in range(n):
         if end_lo[0] <= i <= gmax:  # first cut
-            best[i] = score[i]
+            best[i] = gain[i]
         for j in range(max(0, i - gmax), i - gmin + 1):
-            if best[j] > -np.inf and best[j] + score[i] > best[i]:
-                best[i] = best[j] + score[i]
+            if best[j] > -np.inf and best[j] + gain[i] > best[i]:
+                best[i] = best[j] + gain[i]
                 prev[i] = j
     ends = [i for i in range(n) if end_lo[1] <= n - 1 - i <= gmax]
     ends = [i for i in ends if best[i] > -np.inf]
@@ -216,10 +222,14 @@ def separate(
         k0, score = _profile(comp, hu, disc_prob)
         period = _period(score, pitch_lo, pitch_hi)
         pitch = period * spacing if period is not None else typical * 1.15
-        if heights[idx] < SPLIT_FACTOR * pitch:
-            continue
         k_top = k0 + len(score) - 1
-        cuts = _cuts(k0, score, pitch / spacing, (k0 == 0, k_top == classes.shape[0] - 1))
+        # open: ends within one slice of the field of view (the edge slice is partial volume)
+        open_ends = (k0 <= 1, k_top >= classes.shape[0] - 2)
+        if heights[idx] < SPLIT_FACTOR * pitch and not (
+            any(open_ends) and float(score[1:-1].max(initial=0.0)) >= EDGE_DISC_SCORE
+        ):
+            continue
+        cuts = _cuts(k0, score, pitch / spacing, open_ends)
         if not cuts:
             continue
         bounds = [0, *cuts, classes.shape[0]]
