@@ -87,8 +87,17 @@ AUGMENTATIONS = {"strong": STRONG, "mild": MILD, "fit": FIT}
 ROBUST = {"strong": {"slab_p": 0.25, "remap_p": 0.3, "bone_p": 0.5, "crop_p": 0.0},
           "mild": {"slab_p": 0.15, "remap_p": 0.15, "bone_p": 0.3, "crop_p": 0.0},
           "fit": {"slab_p": 0.0, "remap_p": 0.0, "bone_p": 0.0, "crop_p": 0.0}}
+CONTRAST = {"strong": {"vessel_p": 0.5, "enhance_p": 0.4},
+            "mild": {"vessel_p": 0.35, "enhance_p": 0.25},
+            "fit": {"vessel_p": 0.0, "enhance_p": 0.0}}
 CROP_SIZES = (16, 24, 32, 40, 48)  # per-axis patch sizes of a simulated small field of view
 BONE_FACTOR = (-0.45, 0.9)  # trabecular HU above 100 x (1+f): ~55 HU (TPTBox L3) to dense bone
+# --contrast-aug: contrast-enhanced CT (most clinical CT): opacified vessels next to the spine
+# (aorta ~150-350 HU in portal/arterial phase, a round bright structure the size of a vertebral
+# body's cross-section) as hard negatives, and enhanced parenchyma/muscle (+30..+120 HU).
+VESSEL_RADIUS = (2.5, 5.5)  # voxels at 3 mm: 15-33 mm diameter
+VESSEL_HU = (130.0, 380.0)
+ENHANCE_HU = (30.0, 120.0)
 
 
 IGNORE = 255  # target value without loss (pseudo-labels the teacher was unsure of)
@@ -189,6 +198,47 @@ class Sampler:
             hu = hu + torch.randn(hu.shape, generator=g) * r.uniform(0.0, a["noise"])
         return hu
 
+    def _vessel(self, hu: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+        """Paint an opacified vessel (label stays background) near the vertebral body.
+
+        A tube running roughly cranio-caudally (tilt up to ~0.3 rad), anterior or antero-lateral
+        to a body voxel of the patch, replacing soft tissue only (never the spine or air).
+        """
+        r = self.rng
+        body = torch.nonzero(lab[0, 0] == 1)
+        if len(body) == 0:
+            return hu
+        pk, pj, pi = hu.shape[2:]
+        c = body[r.randrange(len(body))].float()
+        radius = r.uniform(*VESSEL_RADIUS)
+        # (k, j, i) with j = posterior: anterior is -j; lateral offset either side
+        c[1] -= r.uniform(radius + 3.0, radius + 10.0)
+        c[2] += r.uniform(-8.0, 8.0)
+        d = torch.tensor([1.0, r.uniform(-0.3, 0.3), r.uniform(-0.3, 0.3)])
+        d = d / d.norm()
+        kk, jj, ii = torch.meshgrid(torch.arange(pk), torch.arange(pj), torch.arange(pi),
+                                    indexing="ij")
+        rel = torch.stack([kk, jj, ii], dim=-1).float() - c
+        along = (rel * d).sum(-1, keepdim=True)
+        dist = (rel - along * d).norm(dim=-1)
+        inside = (dist < radius)[None, None]
+        soft = (hu > -150.0) & (hu < 150.0) & (lab == 0)
+        value = r.uniform(*VESSEL_HU)
+        g = torch.Generator().manual_seed(r.randrange(2**31))
+        vessel = value + torch.randn(hu.shape, generator=g) * 15.0
+        return torch.where(inside & soft, vessel, hu)
+
+    def _enhance(self, hu: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+        """Enhanced parenchyma and muscle: soft tissue raised by a smooth positive field."""
+        r = self.rng
+        g = torch.Generator().manual_seed(r.randrange(2**31))
+        field = torch.rand((1, 1, 4, 4, 4), generator=g)
+        field = F.interpolate(field, size=hu.shape[2:], mode="trilinear", align_corners=True)
+        lo, hi = ENHANCE_HU
+        amount = lo + field * (r.uniform(lo, hi) - lo)
+        soft = ((hu > -20.0) & (hu < 100.0) & (lab == 0)).float()
+        return hu + soft * amount
+
     def _slab(self, hu: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A thin series: keep 6-20 slices, edge-pad the rest (as at run time); no loss there."""
         p = hu.shape[2]
@@ -211,6 +261,12 @@ class Sampler:
                            align_corners=True) + AIR_HU
         lab = F.grid_sample(self.target, grid, mode="nearest", padding_mode="zeros",
                             align_corners=True)
+        if self.aug.get("vessel_p", 0.0) > 0:
+            for _ in range(2):
+                if self.rng.random() < self.aug["vessel_p"]:
+                    hu = self._vessel(hu, lab)
+        if self.aug.get("enhance_p", 0.0) > 0 and self.rng.random() < self.aug["enhance_p"]:
+            hu = self._enhance(hu, lab)
         hu = self._intensity(hu)
         if self.aug["slab_p"] > 0 and self.rng.random() < self.aug["slab_p"]:
             hu, lab = self._slab(hu, lab)
@@ -249,6 +305,8 @@ def main() -> int:
     ap.add_argument("--aug", choices=tuple(AUGMENTATIONS), default="strong")
     ap.add_argument("--robust-aug", action="store_true",
                     help="add thin-slab and HU-remap augmentation (experiment, see model card)")
+    ap.add_argument("--contrast-aug", action="store_true",
+                    help="opacified vessels (hard negatives) and enhanced soft tissue")
     ap.add_argument("--crop-p", type=float, default=0.0,
                     help="probability of a batch with a small field of view (CROP_SIZES)")
     args = ap.parse_args()
@@ -264,6 +322,8 @@ def main() -> int:
     if args.robust_aug:
         aug.update(ROBUST[args.aug])
     aug["crop_p"] = args.crop_p
+    if args.contrast_aug:
+        aug.update(CONTRAST[args.aug])
     samplers = []
     partial = False  # any pseudo-labelled volume with IGNORE voxels?
     for path in args.data:
