@@ -24,7 +24,8 @@ from pydicom.errors import BytesLengthException
 
 from osteo_node import DISCLAIMER, __version__
 from osteo_node.exporters.uids import UidFactory
-from osteo_node.pipeline.types import Volume
+from osteo_node.pipeline.results import AnalysisResult, Findings, VertebraResult
+from osteo_node.pipeline.types import LabelVolume, Volume
 
 log = structlog.get_logger(__name__)
 
@@ -179,3 +180,57 @@ def apply_common(
 def slice_indices(mask: np.ndarray[Any, Any]) -> list[int]:
     """Slice indices k where a [k, j, i] mask has voxels."""
     return [int(k) for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))]
+
+
+# ---------------------------------------------------------------- uncertain level names
+# Every output (SC, KOS, SR comment, FLS worklist, FHIR) shows an uncertain level name the same
+# way. Whether a name IS uncertain is decided once, by the analyser
+# (osteo_node.pipeline.stages.grade.level_uncertain); these helpers only display it.
+
+UNCERTAIN_MARK = "?"
+LEVEL_CAVEAT = ("Level names uncertain (marked ?): no reliable anatomical landmark in view; "
+                "count the levels on the images")
+
+
+def shown_level(level: str, uncertain: bool | None) -> str:
+    """``"L1?"`` for an uncertain name, ``"L1"`` otherwise."""
+    return f"{level}{UNCERTAIN_MARK}" if uncertain else level
+
+
+def vertebra_level(v: VertebraResult) -> str:
+    return shown_level(v.level, v.level_uncertain)
+
+
+def density_level(f: Findings) -> str | None:
+    """The density level as shown (``"L1?"`` when named by assumption); None without one."""
+    return shown_level(f.density_level, f.density_level_uncertain) if f.density_level else None
+
+
+def uncertain_levels(result: AnalysisResult) -> list[str]:
+    """Levels of the result whose names are uncertain (head to feet as in the result)."""
+    levels = [v.level for v in result.vertebrae if v.level_uncertain]
+    f = result.findings
+    if f is not None and f.density_level_uncertain and f.density_level not in levels:
+        levels.append(str(f.density_level))
+    return levels
+
+
+def level_caveat(result: AnalysisResult) -> str | None:
+    """The caveat line for a result with uncertain level names (None when all are anchored)."""
+    levels = uncertain_levels(result)
+    return f"{LEVEL_CAVEAT} ({', '.join(levels)})" if levels else None
+
+
+def label_level(level: str, result: AnalysisResult, labels: LabelVolume | None) -> str:
+    """Name of a labelled vertebra as drawn on an image: the result's decision for a reported
+    vertebra; for a label the result does not report (e.g. outside T4-L5) the same rule on the
+    label's confidence, when the analyser assessed level names at all."""
+    for v in result.vertebrae:
+        if v.level == level:
+            return vertebra_level(v)
+    if labels is None or all(v.level_uncertain is None for v in result.vertebrae):
+        return level
+    from osteo_node.pipeline.stages.grade import GradingRules, level_uncertain
+
+    rules = GradingRules.default()
+    return shown_level(level, level_uncertain(labels.confidence.get(level, 0.0), rules))

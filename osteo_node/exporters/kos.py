@@ -22,8 +22,11 @@ from osteo_node.exporters.common import (
     ExportError,
     ExportSettings,
     apply_common,
+    density_level,
+    level_caveat,
     require_source,
     source_datasets,
+    vertebra_level,
 )
 from osteo_node.pipeline.results import AnalysisResult, VertebraResult
 from osteo_node.pipeline.types import Volume
@@ -45,14 +48,18 @@ def is_flagged(result: AnalysisResult, min_grade: int | None = None) -> bool:
 
 
 def flag_reason(result: AnalysisResult, min_grade: int | None = None) -> str:
-    parts = [f"{v.level} Genant grade {v.genant_grade}"
+    """Why the result is flagged; uncertain level names are shown as "L1?" and followed by the
+    level caveat."""
+    parts = [f"{vertebra_level(v)} Genant grade {v.genant_grade}"
              for v in flagged_vertebrae(result, min_grade)]
     f = result.findings
     if f is not None and f.osteoporosis_suspected:
-        where = f" ({f.density_level} {f.l1_hu:.0f} HU)" if f.density_level and \
+        where = f" ({density_level(f)} {f.l1_hu:.0f} HU)" if f.density_level and \
             f.l1_hu is not None else ""
         parts.append(f"osteoporosis suspected{where}")
-    return "; ".join(parts)
+    caveat = level_caveat(result)
+    text = "; ".join(parts)
+    return f"{text}. {caveat}" if caveat else text
 
 
 def centroid_slice(volume: Volume, v: VertebraResult) -> int:

@@ -22,6 +22,8 @@ from osteo_node.exporters.common import (
     ExportError,
     ExportSettings,
     apply_common,
+    label_level,
+    level_caveat,
     require_source,
     safe_get,
 )
@@ -34,6 +36,8 @@ SLAB_MM = 6.0  # half-thickness of the label projection around the sagittal plan
 CROP_MM = 70.0  # anterior-posterior half width of the overview around the spine
 MIN_WIDTH_PX = 640
 BANNER_PX = 28
+CAVEAT_PX = 24  # footer line with the level-uncertainty caveat
+CAVEAT_RGB = (255, 200, 0)
 
 
 @dataclass(frozen=True)
@@ -100,13 +104,14 @@ def _window(a: NDArray[np.float32]) -> NDArray[np.uint8]:
     return (np.clip(g, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def _label_text(result: AnalysisResult, level: str) -> str:
+def _label_text(result: AnalysisResult, level: str, labels: LabelVolume | None) -> str:
+    name = label_level(level, result, labels)  # "L1?" when the name is uncertain
     for v in result.vertebrae:
         if v.level == level:
             hu = f"{v.trabecular_hu.mean:.0f} HU" if v.trabecular_hu else "HU n/a"
             grade = f"G{v.genant_grade}" if v.genant_grade is not None else "G?"
-            return f"{level}  {hu}  {grade}"
-    return level
+            return f"{name}  {hu}  {grade}"
+    return name
 
 
 def _nearest_label_projection(labels: NDArray[Any], i_mid: int, half: int) -> NDArray[Any]:
@@ -153,7 +158,7 @@ def render_overview(volume: Volume, labels: LabelVolume | None,
             tint = np.asarray(level_rgb(level), dtype=np.float32)
             rgb[mask2d] = 0.55 * rgb[mask2d] + 0.45 * tint
             row = rows_of.get(level, float(np.flatnonzero(mask2d.any(axis=1)).mean()))
-            texts.append((round(row), _label_text(result, level), level_rgb(level)))
+            texts.append((round(row), _label_text(result, level, labels), level_rgb(level)))
     # head at the top: flip when k runs feet -> head
     flip = float(geo.matrix[2, 2]) > 0
     if flip:
@@ -169,7 +174,9 @@ def render_overview(volume: Volume, labels: LabelVolume | None,
     img = Image.fromarray(rgb.astype(np.uint8), "RGB").resize((image_w, image_h),
                                                                Image.Resampling.BILINEAR)
     label_w = 260
-    canvas = Image.new("RGB", (image_w + label_w, image_h + BANNER_PX), (0, 0, 0))
+    caveat = level_caveat(result)
+    footer = 0 if caveat is None else CAVEAT_PX
+    canvas = Image.new("RGB", (image_w + label_w, image_h + BANNER_PX + footer), (0, 0, 0))
     canvas.paste(img, (0, BANNER_PX))
     draw = ImageDraw.Draw(canvas)
     font = _font(16)
@@ -183,5 +190,7 @@ def render_overview(volume: Volume, labels: LabelVolume | None,
         draw.text((image_w + 12, y), text, fill=colour, font=font)
     draw.rectangle([(0, 0), (canvas.width, BANNER_PX - 1)], fill=(150, 20, 20))
     draw.text((6, 5), disclaimer, fill=(255, 255, 255), font=_font(14))
+    if caveat is not None:
+        draw.text((6, image_h + BANNER_PX + 5), caveat, fill=CAVEAT_RGB, font=_font(14))
     spacing = (height_mm / image_h, width_mm / image_w)
     return np.asarray(canvas, dtype=np.uint8), spacing

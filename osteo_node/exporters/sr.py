@@ -12,11 +12,13 @@ Content tree::
           referenced segment in the SEG (+ its source images),
           Attenuation Coefficient [hnsf'U] with derivation Mean / Standard Deviation,
           anterior / middle / posterior height (mm), height-loss ratio (1),
-          qualitative: Genant grade, morphology
+          qualitative: Genant grade, morphology, level name uncertain (yes/no; when assessed)
         image level  (TID 1501)
           density (Attenuation Coefficient, Mean) at the density level (L1 or fallback),
-          qualitative: osteoporosis suspected (yes/no/unknown), contrast phase
-      Qualitative Evaluations: Comment = "Decision support only, not a diagnosis..."
+          qualitative: osteoporosis suspected (yes/no/unknown), contrast phase, density level
+          name uncertain (yes/no; when assessed)
+      Qualitative Evaluations: Comment = "Decision support only, not a diagnosis...", then the
+        level caveat when level names are uncertain, then one comment per red flag
 
 All codes come from ``dicom_sr_templates/codes.yaml``. :func:`read_report` parses an SR back
 into plain values (the round trip the tests check against the AnalysisResult).
@@ -40,6 +42,7 @@ from osteo_node.exporters.common import (
     ExportError,
     ExportSettings,
     apply_common,
+    level_caveat,
     require_source,
     source_datasets,
 )
@@ -98,7 +101,16 @@ def vertebra_evaluations(v: VertebraResult, book: CodeBook) -> list[hd.sr.Qualit
     if v.genant_grade is not None:
         out.append(hd.sr.QualitativeEvaluation(book.concept("genant_grade"),
                                                book.get("genant_grades", v.genant_grade).concept()))
+    if v.level_uncertain is not None:
+        out.append(level_uncertain_evaluation(v.level_uncertain, book))
     return out
+
+
+def level_uncertain_evaluation(uncertain: bool, book: CodeBook) -> hd.sr.QualitativeEvaluation:
+    """CODE "Vertebral level name uncertain" = Yes / No (the tracking identifier keeps the
+    level name; this says whether that name is anchored to anatomy)."""
+    return hd.sr.QualitativeEvaluation(book.concept("level_uncertain"),
+                                       book.get("yes_no", "yes" if uncertain else "no").concept())
 
 
 def _source_images(kind: type, sources: Sequence[SourceInstance]) -> list[Any]:
@@ -185,6 +197,8 @@ class ImageLevelGroup:
             phase = "unknown"
         evaluations.append(hd.sr.QualitativeEvaluation(
             book.concept("contrast_phase"), book.get("contrast_phases", phase).concept()))
+        if measurements and f.density_level_uncertain is not None:
+            evaluations.append(level_uncertain_evaluation(f.density_level_uncertain, book))
         return hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=self.tracking_uid,
                                                          identifier=IMAGE_LEVEL_ID),
@@ -206,16 +220,18 @@ def red_flag_reasons(result: AnalysisResult) -> list[str]:
     return [f.reason for f in build_assessment(None, None, result.to_json()).red_flags]
 
 
-def disclaimer_container(text: str, book: CodeBook,
-                         red_flags: Sequence[str] = ()) -> hd.sr.ContainerContentItem:
-    """Free-text comments: the decision-support disclaimer, then one line per red flag."""
+def disclaimer_container(text: str, book: CodeBook, red_flags: Sequence[str] = (),
+                         caveat: str | None = None) -> hd.sr.ContainerContentItem:
+    """Free-text comments: the decision-support disclaimer, the level caveat (uncertain level
+    names), then one line per red flag."""
     from osteo_node.clinical.red_flags import action
 
     container = hd.sr.ContainerContentItem(
         name=book.concept("qualitative_evaluations"),
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
-    lines = [text, *(f"Red flag: {r} - {action()}." for r in red_flags)]
+    lines = [text, *([caveat] if caveat else []),
+             *(f"Red flag: {r} - {action()}." for r in red_flags)]
     container.ContentSequence = DicomSequence([hd.sr.TextContentItem(
         name=book.concept("comment"), value=line[:1024],
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS) for line in lines])
@@ -281,7 +297,7 @@ class MeasurementReportSR:
             referenced_images=slice_datasets,
         )
         report[0].ContentSequence.append(
-            disclaimer_container(s.disclaimer, book, red_flags))
+            disclaimer_container(s.disclaimer, book, red_flags, level_caveat(self.result)))
         evidence = list(slice_datasets)
         if self.seg_dataset is not None:
             evidence.append(self.seg_dataset)
@@ -315,6 +331,7 @@ class ParsedVertebra:
     morphology: str | None = None
     segment_number: int | None = None
     tracking_uid: str | None = None
+    level_uncertain: bool | None = None
 
 
 @dataclass
@@ -329,6 +346,25 @@ class ParsedReport:
     algorithm_version: str | None
     algorithm_parameters: list[str]
     pathological_fracture_suspected: bool | None = None
+    density_level_uncertain: bool | None = None
+    comments: list[str] = field(default_factory=list)  # all TEXT Comment items, in order
+
+
+def _yes_no(book: CodeBook, value: Any) -> bool | None:
+    return {"yes": True, "no": False}.get(_code_key(book, "yes_no", value))
+
+
+def _all_texts(items: Any, code: CodedConcept) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        if getattr(item, "ValueType", "") == "TEXT":
+            name = item.ConceptNameCodeSequence[0]
+            if (name.CodeValue, name.CodingSchemeDesignator) == (code.value,
+                                                                 code.scheme_designator):
+                out.append(str(item.TextValue))
+        if "ContentSequence" in item:
+            out.extend(_all_texts(item.ContentSequence, code))
+    return out
 
 
 def _code_key(book: CodeBook, section: str, concept: Any) -> str:
@@ -368,20 +404,6 @@ def _texts(group: Any, book: CodeBook, keys: Sequence[str]) -> dict[str, list[st
     return out
 
 
-def _find_text(items: Any, code: CodedConcept) -> str | None:
-    for item in items:
-        if getattr(item, "ValueType", "") == "TEXT":
-            name = item.ConceptNameCodeSequence[0]
-            if (name.CodeValue, name.CodingSchemeDesignator) == (code.value,
-                                                                 code.scheme_designator):
-                return str(item.TextValue)
-        if "ContentSequence" in item:
-            found = _find_text(item.ContentSequence, code)
-            if found is not None:
-                return found
-    return None
-
-
 def read_report(ds: Dataset) -> ParsedReport:
     """Parse a TID 1500 SR written by :class:`MeasurementReportSR` back into values."""
     book = codes_mod.load()
@@ -390,7 +412,7 @@ def read_report(ds: Dataset) -> ParsedReport:
     groups = list(content.get_volumetric_roi_measurement_groups()) + list(
         content.get_image_measurement_groups())
     vertebrae: dict[str, ParsedVertebra] = {}
-    density_level = density_hu = suspected = phase = pathological = None
+    density_level = density_hu = suspected = phase = pathological = density_unsure = None
     algo_name = algo_version = None
     algo_params: list[str] = []
     for g in groups:
@@ -417,6 +439,8 @@ def read_report(ds: Dataset) -> ParsedReport:
             if pathological_yn is not None:
                 pathological = {"yes": True, "no": False}.get(
                     _code_key(book, "yes_no", pathological_yn))
+            if "level_uncertain" in evals:
+                density_unsure = _yes_no(book, evals["level_uncertain"])
             continue
         site = g.finding_sites[0].value
         if site == book.concept("finding_type_vertebra") and relative_index(str(ident)):
@@ -429,13 +453,18 @@ def read_report(ds: Dataset) -> ParsedReport:
             pv.genant_grade = int(_code_key(book, "genant_grades", evals["genant_grade"]))
         if "morphology" in evals:
             pv.morphology = _code_key(book, "morphologies", evals["morphology"])
+        if "level_uncertain" in evals:
+            pv.level_uncertain = _yes_no(book, evals["level_uncertain"])
         seg_ref = getattr(g, "referenced_segment", None)
         if seg_ref is not None:
             pv.segment_number = int(seg_ref.referenced_segment_numbers[0])
         vertebrae[level] = pv
+    comments = _all_texts(ds.ContentSequence, book.concept("comment"))
     return ParsedReport(
         vertebrae=vertebrae, density_level=density_level, density_hu=density_hu,
         osteoporosis_suspected=suspected, contrast_phase=phase,
-        disclaimer=_find_text(ds.ContentSequence, book.concept("comment")),
+        disclaimer=comments[0] if comments else None,
         algorithm_name=algo_name, algorithm_version=algo_version,
-        algorithm_parameters=algo_params, pathological_fracture_suspected=pathological)
+        algorithm_parameters=algo_params, pathological_fracture_suspected=pathological,
+        density_level_uncertain=density_unsure,
+        comments=comments)

@@ -80,6 +80,10 @@ class VertebraResult:
     texture: dict[str, Any] | None = None
     #: mean network probability of the body class over this body (None: not from the model)
     segmentation_confidence: float | None = None
+    #: the level NAME is uncertain (level_confidence below quality.min_level_confidence of
+    #: clinical_data/ct_screening.yaml, decided by pipeline.stages.grade.level_uncertain);
+    #: None: not assessed by the analyser that made this result
+    level_uncertain: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class Findings:
     density_category: str | None = None
     vcf_levels: tuple[str, ...] = ()
     max_genant_grade: int | None = None
+    #: the vertebra used for the density call is named by assumption (its level_uncertain)
+    density_level_uncertain: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 the CLI writes it as PNG and the exporters wrap it in a DICOM Secondary Capture. The reformat
 follows the spine: for every feet-head row the left-right position is interpolated between the
 vertebra centroids (a curved mid-sagittal plane) and a thin left-right slab is averaged.
-Every image carries the "DECISION SUPPORT - NOT A DIAGNOSIS" banner.
+Every image carries the "DECISION SUPPORT - NOT A DIAGNOSIS" banner. Level names the analysis
+could not anchor to a landmark are drawn as "L1?" with a caveat line in the footer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from osteo_node.exporters.common import density_level, label_level, level_caveat
 from osteo_node.pipeline.results import LEVELS, AnalysisResult, level_index
 from osteo_node.pipeline.types import LabelVolume, Volume
 
@@ -32,6 +34,7 @@ PALETTE = [
     (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128),
 ]
 GRADE_COLOURS = {0: (120, 220, 120), 1: (255, 220, 80), 2: (255, 150, 40), 3: (255, 60, 60)}
+CAVEAT_COLOUR = (255, 200, 0)  # amber: the level-uncertainty caveat in the footer
 
 
 def _canonical(
@@ -84,19 +87,33 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
+def _wrap(text: str, width_px: int,
+          font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> list[str]:
+    """Words of ``text`` in lines no wider than ``width_px`` (a single long word stays whole)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width_px:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
 def _summary(result: AnalysisResult) -> str:
     f = result.findings
     if result.status != "analysed" or f is None:
         return f"NOT ANALYSABLE: {result.reason or ''}"[:120]
     parts = []
     if f.l1_hu is not None:
-        parts.append(f"{f.density_level} {f.l1_hu:.0f} HU ({result.contrast_phase}): "
+        parts.append(f"{density_level(f)} {f.l1_hu:.0f} HU ({result.contrast_phase}): "
                      f"{(f.density_category or '').replace('_', ' ')}")
     else:
         parts.append("density: not assessable")
     grade = f.max_genant_grade if f.max_genant_grade is not None else "-"
     parts.append(f"max Genant grade {grade}")
-    parts.append("VCF: " + (", ".join(f.vcf_levels) if f.vcf_levels else "none"))
+    shown = {v.level: label_level(v.level, result, None) for v in result.vertebrae}
+    parts.append("VCF: " + (", ".join(shown.get(lv, lv) for lv in f.vcf_levels)
+                            if f.vcf_levels else "none"))
     return "   ".join(parts)
 
 
@@ -150,16 +167,21 @@ def render_sagittal_overlay(
     out_h = round(n_si * s_si / px * scale)
     out_w = round(n_ap * s_ap / px * scale)
     base = Image.fromarray(rgb.astype(np.uint8)).resize((out_w, out_h), Image.Resampling.BILINEAR)
-    banner_h, footer_h = 34, 30
+    caveat = level_caveat(result) if result.status == "analysed" else None
+    caveat_lines = _wrap(caveat, out_w + PANEL_PX - 16, _font(14)) if caveat else []
+    banner_h, footer_h = 34, 30 + 22 * len(caveat_lines)
     canvas = Image.new("RGB", (out_w + PANEL_PX, out_h + banner_h + footer_h), (0, 0, 0))
     canvas.paste(base, (0, banner_h))
     draw = ImageDraw.Draw(canvas)
     draw.rectangle([0, 0, canvas.width, banner_h - 1], fill=(200, 0, 0))
     draw.text((8, 7), BANNER, fill=(255, 255, 255), font=_font(20))
     draw.text((8, out_h + banner_h + 7), _summary(result), fill=(255, 255, 255), font=_font(14))
+    for n, line in enumerate(caveat_lines):
+        draw.text((8, out_h + banner_h + 29 + 22 * n), line, fill=CAVEAT_COLOUR, font=_font(14))
     if lab_plane is not None:
-        _draw_levels(draw, result, points, value_to_level, origin=(out_w, banner_h, ap0),
-                     scale=(out_h / n_si, out_w / n_ap))
+        names = {lv: label_level(lv, result, labels) for lv in value_to_level.values()}
+        _draw_levels(draw, result, points, value_to_level, names,
+                     origin=(out_w, banner_h, ap0), scale=(out_h / n_si, out_w / n_ap))
     draw.text((4, banner_h + 2), "A", fill=(255, 255, 0), font=_font(16))
     draw.text((out_w - 14, banner_h + 2), "P", fill=(255, 255, 0), font=_font(16))
     return np.asarray(canvas, dtype=np.uint8)
@@ -167,7 +189,8 @@ def render_sagittal_overlay(
 
 def _draw_levels(
     draw: ImageDraw.ImageDraw, result: AnalysisResult,
-    points: list[tuple[int, NDArray[np.int64]]], value_to_level: dict[int, str], *,
+    points: list[tuple[int, NDArray[np.int64]]], value_to_level: dict[int, str],
+    names: dict[str, str], *,
     origin: tuple[int, int, int], scale: tuple[float, float],
 ) -> None:
     out_w, top, ap0 = origin
@@ -187,15 +210,16 @@ def _draw_levels(
         y_text = max([y, *(p + 18 for p in placed if p + 18 > y)], default=y)
         placed.append(y_text)
         v = measured.get(level)
-        text = level
+        name = names.get(level, level)  # "L1?" when the name is uncertain
+        text = name
         colour: tuple[int, int, int] = (200, 200, 200)
         if v is not None:
             hu = f"{v.trabecular_hu.mean:.0f} HU" if v.trabecular_hu else "- HU"
             grade = f"G{v.genant_grade}" if v.genant_grade is not None else "G?"
             morph = "" if v.morphology in ("normal", "indeterminate") else f" {v.morphology}"
-            text = f"{level:>4}  {hu:>7}  {grade}{morph}"
+            text = f"{name:>4}  {hu:>7}  {grade}{morph}"
             colour = GRADE_COLOURS.get(v.genant_grade, (200, 200, 200)) \
                 if v.genant_grade is not None else (200, 200, 200)
-        draw.text((max(2, ant * col_scale - 34), y - 7), level, fill=colour, font=small)
+        draw.text((max(2, ant * col_scale - 34), y - 7), name, fill=colour, font=small)
         draw.line([(out_w - 12, y), (out_w + 4, y_text)], fill=colour, width=2)
         draw.text((out_w + 8, y_text - 8), text, fill=colour, font=font)

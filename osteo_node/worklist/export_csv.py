@@ -52,7 +52,7 @@ def _parse(column: str, text: str) -> Any:
         return int(text)
     if column == "density_hu":
         return float(text)
-    if column == "osteoporosis_suspected":
+    if column in ("osteoporosis_suspected", "level_uncertain"):
         return {"true": True, "false": False}[text]
     if column in ("created_at", "updated_at", "status_changed_at"):
         return datetime.fromisoformat(text)

@@ -13,6 +13,9 @@ here. Per worklist row:
 - Observations: density (DCM 112031 Attenuation Coefficient, UCUM [hnsf'U], bodySite = SNOMED
   vertebra), osteoporosis suspected (private code, boolean), and one Genant grade per graded
   vertebra (private code, integer, bodySite).
+- An uncertain level name (the analysis could not anchor it to a landmark) is said where the
+  level is used: bodySite.text "L1? (level uncertain)" and a note with the level caveat on that
+  Observation; the report's conclusion carries the worklist summary with the same caveat.
 Codes are data: ``dicom_sr_templates/fhir_codes.yaml``.
 """
 
@@ -31,6 +34,7 @@ from fhir.resources.R4B.bundle import Bundle
 from osteo_node import DISCLAIMER
 from osteo_node.exporters import codes as dicom_codes
 from osteo_node.exporters.codes import templates_dir
+from osteo_node.exporters.common import LEVEL_CAVEAT, shown_level
 from osteo_node.worklist.store import WorklistRow
 
 NAMESPACE = uuid.UUID("6f1c1c0e-5d2a-4f55-9b8e-0e57e0f5a0b1")  # fullUrl namespace (UUID5)
@@ -52,10 +56,16 @@ def coding(key: str, section: str = "codes") -> dict[str, str]:
             "display": str(entry["display"])}
 
 
-def _vertebra(level: str) -> dict[str, Any]:
+def _vertebra(level: str, uncertain: bool) -> dict[str, Any]:
     c = dicom_codes.load().get("vertebrae", level)
+    text = f"{shown_level(level, uncertain)} (level uncertain)" if uncertain else level
     return {"coding": [{"system": load_codes()["systems"]["snomed"], "code": c.value,
-                        "display": c.meaning}], "text": level}
+                        "display": c.meaning}], "text": text}
+
+
+def level_uncertain(row: WorklistRow, level: str) -> bool:
+    """Whether the row's analysis marked this level name uncertain (vertebrae_json)."""
+    return any(v.get("level") == level and v.get("level_uncertain") for v in row.vertebrae)
 
 
 def _urn(row: WorklistRow, kind: str) -> str:
@@ -122,7 +132,10 @@ def _observation(row: WorklistRow, patient_ref: str, code: dict[str, str],
         **value,
     }
     if body_site:
-        res["bodySite"] = _vertebra(body_site)
+        uncertain = level_uncertain(row, body_site)
+        res["bodySite"] = _vertebra(body_site, uncertain)
+        if uncertain:
+            res["note"].append({"text": f"{LEVEL_CAVEAT} ({shown_level(body_site, True)})"})
     return res
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from osteo_node.clinical.fracture_flag import flag_min_genant_grade
 from osteo_node.exporters.codes import templates_dir
+from osteo_node.exporters.common import density_level, level_caveat, vertebra_level
 from osteo_node.pipeline.results import AnalysisResult
 
 Trigger = Literal["positive", "review"]
@@ -67,7 +68,8 @@ def classify(result: AnalysisResult, rules: FlsRules | None = None) -> Trigger |
 
 
 def summary(result: AnalysisResult, rules: FlsRules | None = None) -> str:
-    """One line for a person: levels with their grade, density call; no patient data."""
+    """One line for a person: levels with their grade, density call; no patient data. Uncertain
+    level names are shown as "L1?" and the level caveat ends the line."""
     rules = rules or load_rules()
     parts = []
     graded = [v for v in result.vertebrae
@@ -75,11 +77,13 @@ def summary(result: AnalysisResult, rules: FlsRules | None = None) -> str:
                                                                    rules.positive_min_grade)]
     if graded:
         parts.append("vertebral deformity " + ", ".join(
-            f"{v.level} grade {v.genant_grade} {v.morphology}" for v in graded))
+            f"{vertebra_level(v)} grade {v.genant_grade} {v.morphology}" for v in graded))
     f = result.findings
     if f is not None and f.l1_hu is not None and f.density_level:
         call = "osteoporosis suspected" if f.osteoporosis_suspected else "density not low"
-        parts.append(f"{call} ({f.density_level} {f.l1_hu:.0f} HU)")
+        parts.append(f"{call} ({density_level(f)} {f.l1_hu:.0f} HU)")
     elif f is not None and f.osteoporosis_suspected:
         parts.append("osteoporosis suspected")
-    return "; ".join(parts) or "no finding"
+    line = "; ".join(parts) or "no finding"
+    caveat = level_caveat(result) if parts else None
+    return f"{line}. {caveat}" if caveat else line

@@ -27,13 +27,15 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 
 from osteo_node.clinical.assessment import build_assessment
 from osteo_node.clinical.red_flags import action as red_flag_action
-from osteo_node.exporters.common import safe_get
+from osteo_node.exporters.common import safe_get, uncertain_levels
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.store.db import METADATA
 from osteo_node.worklist.rules import FlsRules, classify, load_rules, max_grade, summary
@@ -56,6 +58,8 @@ fls_worklist = Table(
     Column("osteoporosis_suspected", Boolean, nullable=True),
     Column("density_level", String(8), nullable=True),
     Column("density_hu", Float, nullable=True),
+    # a level name in the findings is uncertain (shown "L1?"); None: not assessed (e.g. MR)
+    Column("level_uncertain", Boolean, nullable=True),
     Column("max_genant_grade", Integer, nullable=True),
     Column("vcf_levels", String(200), nullable=False, default=""),
     Column("findings_summary", Text, nullable=False, default=""),
@@ -91,6 +95,7 @@ class WorklistRow:
     osteoporosis_suspected: bool | None
     density_level: str | None
     density_hu: float | None
+    level_uncertain: bool | None
     max_genant_grade: int | None
     vcf_levels: str
     findings_summary: str
@@ -114,6 +119,27 @@ FIELDS = tuple(WorklistRow.__dataclass_fields__)
 
 def create_tables(engine: Engine) -> None:
     METADATA.create_all(engine, tables=[fls_worklist], checkfirst=True)
+    add_missing_columns(engine)
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Bring a worklist table made by an earlier version up to date: add the NULLABLE columns it
+    lacks (ALTER TABLE ... ADD COLUMN, valid in SQLite and PostgreSQL); existing rows get NULL
+    ("not assessed"). Returns the names added."""
+    present = {c["name"] for c in inspect(engine).get_columns(fls_worklist.name)}
+    missing = [c for c in fls_worklist.columns if c.name not in present]
+    if not missing:
+        return []
+    not_nullable = [c.name for c in missing if not c.nullable]
+    if not_nullable:
+        raise WorklistError(f"worklist table lacks required columns {not_nullable}: it was made "
+                            "by an incompatible version")
+    with engine.begin() as conn:
+        for col in missing:
+            conn.execute(text(f"ALTER TABLE {fls_worklist.name} ADD COLUMN {col.name} "
+                              f"{col.type.compile(engine.dialect)}"))
+    log.info("worklist_columns_added", columns=[c.name for c in missing])
+    return [c.name for c in missing]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -141,8 +167,11 @@ def _finding_values(output: AnalysisOutput, rules: FlsRules) -> dict[str, Any]:
     f = r.findings
     vertebrae = [{"level": v.level, "genant_grade": v.genant_grade, "morphology": v.morphology,
                   "height_loss": v.height_loss,
-                  "hu_mean": v.trabecular_hu.mean if v.trabecular_hu else None}
+                  "hu_mean": v.trabecular_hu.mean if v.trabecular_hu else None,
+                  "level_uncertain": v.level_uncertain}
                  for v in r.vertebrae]
+    assessed = any(v.level_uncertain is not None for v in r.vertebrae) or (
+        f is not None and f.density_level_uncertain is not None)
     # The patient-level assessment (issue 5) from the imaging alone: the node has no clinical
     # record; its red flags (fracture above T7, focal lytic/sclerotic areas...) route the patient
     # to an oncology work-up rather than (only) to osteoporosis care.
@@ -155,6 +184,7 @@ def _finding_values(output: AnalysisOutput, rules: FlsRules) -> dict[str, Any]:
         "osteoporosis_suspected": f.osteoporosis_suspected if f else None,
         "density_level": f.density_level if f else None,
         "density_hu": f.l1_hu if f else None,
+        "level_uncertain": bool(uncertain_levels(r)) if assessed else None,
         "max_genant_grade": max_grade(r),
         "vcf_levels": ",".join(f.vcf_levels) if f else "",
         "findings_summary": text,

@@ -32,7 +32,12 @@ from osteo_node.pipeline.results import (
     VertebraResult,
     level_index,
 )
-from osteo_node.pipeline.stages.grade import GradingRules, density_call, grade_spine
+from osteo_node.pipeline.stages.grade import (
+    GradingRules,
+    density_call,
+    grade_spine,
+    level_uncertain,
+)
 from osteo_node.pipeline.stages.measure import (
     Heights,
     MeasureParams,
@@ -207,7 +212,8 @@ def measure_stage(
         elif level in seg.heights_unmeasurable and m.heights is not None:
             m = replace(m, heights=replace(m.heights, heights=Heights(None, None, None)),
                         notes=(*m.notes, UNRESOLVED_ENDPLATE))
-        texture = (body_texture(hu, body, volume.geometry.spacing)
+        texture = (body_texture(hu, body, crop_geometry(volume.geometry, box),
+                                m.heights.frame if m.heights else None, params)
                    if hu is not None and body is not None and body.any() and not uncertain
                    else None)
         records.append(VertebraRecord(level, value, m, body_centroids.get(level), texture,
@@ -439,9 +445,16 @@ class CTAnalyser:
         for r in records:
             m, g = r.measurement, grades[r.level]
             notes = list(m.notes) + list(g.notes)
+            level_conf = round(float(labels.confidence.get(r.level, 0.0)), 3)
+            uncertain = level_uncertain(level_conf, rules)
+            if uncertain:
+                notes.append(f"level uncertain (level confidence {level_conf:g} < "
+                             f"{rules.min_level_confidence:g}): named without a reliable "
+                             "anatomical landmark; verify the level on the images")
             vertebrae.append(VertebraResult(
                 level=r.level,
-                level_confidence=round(float(labels.confidence.get(r.level, 0.0)), 3),
+                level_confidence=level_conf,
+                level_uncertain=uncertain,
                 label_value=int(r.value),
                 centroid_mm=tuple(round(c, 2) for c in m.centroid_mm),  # type: ignore[arg-type]
                 trabecular_hu=m.trabecular,
@@ -453,6 +466,7 @@ class CTAnalyser:
                 texture=r.texture.to_json() if r.texture is not None else None,
                 segmentation_confidence=r.body_confidence,
             ))
+        unsure = {v.level for v in vertebrae if v.level_uncertain}
         trab = {r.level: r.measurement.trabecular for r in records}
         truncated = [r.level for r in records if r.measurement.truncated]
         call = density_call(trab, grades, phase.phase, phase.contrast_given, rules,
@@ -466,9 +480,18 @@ class CTAnalyser:
             density_category=call.category,
             vcf_levels=vcf,
             max_genant_grade=max((v.genant_grade for v in graded), default=None),  # type: ignore[type-var]
+            density_level_uncertain=None if call.level is None else call.level in unsure,
         )
         warnings = list(ctx.warnings)
         warnings.extend(call.notes)
+        if unsure:
+            warnings.append("level uncertain: " + ", ".join(
+                v.level for v in vertebrae if v.level_uncertain)
+                + f" (level confidence < {rules.min_level_confidence:g}; see the labelling "
+                "notes): names may be off by one or more levels")
+        if findings.density_level_uncertain:
+            warnings.append(f"density level uncertain: the vertebra measured as {call.level} "
+                            "is named by assumption and may be another level")
         warnings.append(f"contrast phase {phase.phase} ({phase.source}: "
                         f"{'; '.join(phase.evidence)})")
         if truncated:

@@ -44,6 +44,7 @@ class GradingRules:
     min_roi_voxels: int
     contrast_adjustment_hu: dict[str, float]
     max_height_ratio_to_neighbours: float = float("inf")
+    min_level_confidence: float = 0.0  # below it a level name is uncertain (level_uncertain)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> GradingRules:
@@ -67,6 +68,9 @@ class GradingRules:
             max_height_ratio_to_neighbours=float(_value(
                 data.get("quality", {}).get("max_height_ratio_to_neighbours", float("inf"))
             )),
+            min_level_confidence=float(_value(
+                data.get("quality", {}).get("min_level_confidence", 0.0)
+            )),
         )
 
     @classmethod
@@ -74,6 +78,12 @@ class GradingRules:
         from osteo_node.clinical_data import load
 
         return cls.from_mapping(load("ct_screening"))
+
+
+def level_uncertain(level_confidence: float, rules: GradingRules) -> bool:
+    """THE rule for reporting a level name as uncertain ("L1?"): its labelling confidence is
+    below ``quality.min_level_confidence`` (clinical_data/ct_screening.yaml, with rationale)."""
+    return level_confidence < rules.min_level_confidence
 
 
 @dataclass(frozen=True)
