@@ -220,6 +220,8 @@ def _draw_levels(
             text = f"{name:>4}  {hu:>7}  {grade}{morph}"
             colour = GRADE_COLOURS.get(v.genant_grade, (200, 200, 200)) \
                 if v.genant_grade is not None else (200, 200, 200)
-        draw.text((max(2, ant * col_scale - 34), y - 7), name, fill=colour, font=small)
+        # text at whole pixels: crisp glyphs, the same pixels wherever a name is drawn
+        draw.text((max(2, round(ant * col_scale) - 34), round(y) - 7), name, fill=colour,
+                  font=small)
         draw.line([(out_w - 12, y), (out_w + 4, y_text)], fill=colour, width=2)
-        draw.text((out_w + 8, y_text - 8), text, fill=colour, font=font)
+        draw.text((out_w + 8, round(y_text) - 8), text, fill=colour, font=font)
