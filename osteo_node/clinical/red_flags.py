@@ -2,8 +2,11 @@
 
 Three sources, all with thresholds in ``clinical_data/red_flags.yaml``:
 
-- :func:`body_texture` looks at the HU inside one vertebral body (a CT volume plus the body
-  mask): focal lytic or sclerotic clusters and heterogeneous attenuation.
+- :func:`body_texture` looks at the HU inside the trabecular core of one vertebral body (a CT
+  volume plus the body mask; the core is the density measurement's central ROI, so a mask a
+  voxel or two too wide does not change it): focal lytic or sclerotic clusters, each a
+  minority of the core and judged against the median of the rest of the core (a uniformly
+  low, osteoporotic body has none), and heterogeneous attenuation.
 - :func:`imaging_flags` reads an ``osteo-node analyze`` result (dict from ``to_json``): fractures
   above T7, and per-vertebra signs an analyser reports (``texture`` from :func:`body_texture`,
   ``posterior_wall_convex``, ``pedicle_involved``).
@@ -17,8 +20,8 @@ imaging analysis when it reports them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +31,16 @@ from scipy import ndimage
 from osteo_node.clinical.fhir_intake import ClinicalRecord
 from osteo_node.clinical_data import load
 from osteo_node.pipeline.results import LEVELS, level_index
+from osteo_node.pipeline.stages.measure import (
+    BodyFrame,
+    MeasureParams,
+    body_frame,
+    mask_points_mm,
+    roi_values,
+    touches_border,
+    trabecular_roi,
+)
+from osteo_node.pipeline.types import Geometry
 
 Source = Literal["imaging", "clinical"]
 
@@ -46,16 +59,24 @@ class RedFlag:
 
 @dataclass(frozen=True)
 class BodyTexture:
-    """HU texture of one vertebral body (trabecular compartment)."""
+    """HU texture of one vertebral body, analysed in its trabecular core.
 
-    reference_hu: float  # median HU of the eroded body
-    spread_hu: float  # 1.4826 * MAD of the 3x3x3-median-filtered HU
-    lytic_cluster_mm3: float  # largest focal low-attenuation cluster
-    sclerotic_cluster_mm3: float  # largest focal high-attenuation cluster
-    voxels: int
+    The core is the density measurement's ROI (:func:`trabecular_roi`: central, away from the
+    cortex and endplates, so a body mask a voxel or two too wide leaves it unchanged). Clusters
+    are connected voxels of the 3x3x3-median-filtered core HU; the reference is the median HU
+    of the core outside the largest lytic and sclerotic candidate clusters, so a lesion does not
+    move its own reference and a uniformly low (osteoporotic) core has no candidate at all.
+    """
+
+    reference_hu: float  # median HU of the core outside the candidate clusters
+    spread_hu: float  # 1.4826 * MAD of the filtered core HU outside the candidate clusters
+    lytic_cluster_mm3: float  # largest cluster below reference - lytic_delta_hu
+    sclerotic_cluster_mm3: float  # largest cluster above reference + sclerotic_delta_hu
+    voxels: int  # voxels in the core
     focal_lytic: bool
     focal_sclerotic: bool
     heterogeneous: bool
+    core_mm3: float | None = None  # core volume (absent from results written before 2026-11-22)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,61 +90,127 @@ def action() -> str:
     return str(_cfg()["action"])
 
 
-def _masked_median3(hu: NDArray[np.float32], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """3x3x3 median of the voxels inside ``mask`` (outside voxels do not contribute)."""
-    ks, js, is_ = np.nonzero(mask)
-    lo = np.maximum(np.array([ks.min(), js.min(), is_.min()]) - 1, 0)
-    hi = np.array([ks.max(), js.max(), is_.max()]) + 2
-    sub = np.where(mask, hu, np.nan)[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float64)
-    padded = np.pad(sub, 1, constant_values=np.nan)
+def _masked_median3(hu: NDArray[np.float64], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """3x3x3 median of the voxels inside ``mask`` (outside voxels do not contribute; NaN there).
+
+    ``hu`` and ``mask`` are a small crop around the mask.
+    """
+    padded = np.pad(np.where(mask, hu, np.nan), 1, constant_values=np.nan)
     windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3, 3))
-    flat = windows.reshape(*sub.shape, 27)
     out = np.full(hu.shape, np.nan)
-    inner = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    filtered = np.full(sub.shape, np.nan)
-    filtered[inner] = np.nanmedian(flat[inner], axis=-1)
-    out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = filtered
+    out[mask] = np.nanmedian(windows[mask].reshape(-1, 27), axis=-1)
     return out
 
 
-def _largest_cluster(mask: NDArray[np.bool_]) -> int:
+def _largest_cluster(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     labels, n = ndimage.label(mask)
     if n == 0:
-        return 0
-    return int(np.bincount(labels.ravel())[1:].max())
+        return np.zeros_like(mask)
+    return np.asarray(labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:])))
+
+
+@dataclass(frozen=True)
+class _Clusters:
+    reference: float
+    lytic: NDArray[np.bool_]  # largest cluster below reference - lytic_delta_hu
+    sclerotic: NDArray[np.bool_]  # largest cluster above reference + sclerotic_delta_hu
+    rest: NDArray[np.bool_]  # the core less the focal candidates among them
+
+
+def _clusters_at(
+    ref: float, filtered: NDArray[np.float64], core: NDArray[np.bool_],
+    cfg: Mapping[str, Any], focal_voxels: tuple[float, float],
+) -> _Clusters:
+    with np.errstate(invalid="ignore"):
+        lytic = _largest_cluster(core & (filtered < ref - float(cfg["lytic_delta_hu"])))
+        sclerotic = _largest_cluster(core & (filtered > ref + float(cfg["sclerotic_delta_hu"])))
+    rest = core.copy()
+    lo, hi = focal_voxels
+    for cluster in (lytic, sclerotic):
+        if lo <= cluster.sum() <= hi:
+            rest &= ~cluster
+    return _Clusters(ref, lytic, sclerotic, rest)
+
+
+def _clusters(
+    hu: NDArray[np.float64], filtered: NDArray[np.float64], core: NDArray[np.bool_],
+    cfg: Mapping[str, Any], focal_voxels: tuple[float, float],
+) -> _Clusters:
+    """Largest lytic / sclerotic clusters against the median HU of the REST of the core.
+
+    Starts from the median of the whole core. A focal candidate (a cluster whose size is
+    within ``focal_voxels``: at least the smallest focal size, at most the focal fraction of
+    the core) is left out of the next reference, until the reference stops changing (at most
+    ``reference_iterations`` times). A cluster larger than the focal fraction is the body's
+    own attenuation and is never left out, so the reference cannot run away from the core,
+    and a uniformly low (osteoporotic) core has no cluster below its own median - delta.
+    """
+    found = _clusters_at(float(np.median(hu[core])), filtered, core, cfg, focal_voxels)
+    for _ in range(int(cfg["reference_iterations"])):
+        ref = float(np.median(hu[found.rest]))
+        if ref == found.reference:
+            break
+        found = _clusters_at(ref, filtered, core, cfg, focal_voxels)
+    return found
+
+
+def _inscribed_depth_mm(mask: NDArray[np.bool_], geometry: Geometry) -> float:
+    """Largest distance (mm) from a voxel centre of ``mask`` to the nearest voxel centre
+    outside it: about half the body's smallest thickness (plus half a voxel)."""
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    box = np.pad(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], 1)
+    sp = geometry.spacing
+    return float(ndimage.distance_transform_edt(box, sampling=(sp[2], sp[1], sp[0])).max())
 
 
 def body_texture(
-    hu: NDArray[np.float32], body_mask: NDArray[np.bool_], spacing_mm: Sequence[float]
+    hu: NDArray[Any],
+    body_mask: NDArray[np.bool_],
+    geometry: Geometry,
+    frame: BodyFrame | None = None,
+    params: MeasureParams | None = None,
 ) -> BodyTexture | None:
-    """Texture of one vertebral body; ``None`` when the body is too small to judge.
+    """Texture of one vertebral body's trabecular core; ``None`` when it cannot be judged: the
+    body touches the edge of the array (cut by the scan), is thinner than twice
+    ``min_body_depth_mm`` (a fragment or a flattened body) or its core is too small.
 
-    ``hu`` and ``body_mask`` are arrays on the same grid; ``spacing_mm`` is the voxel size in
-    any axis order (only the voxel volume is used).
+    ``hu`` and ``body_mask`` are [k, j, i] arrays on ``geometry``'s grid; ``frame`` is the body
+    frame of the height measurement (computed from the mask when not given); ``params`` the
+    measurement parameters (default: ct_screening.yaml ``measurement``), so the core is the
+    region the density measurement uses.
     """
     cfg = _cfg()["texture"]
     mask = np.asarray(body_mask, dtype=bool)
-    erode = int(cfg["erode_voxels"])
-    inner = ndimage.binary_erosion(mask, iterations=erode) if erode > 0 else mask
-    if int(inner.sum()) < int(cfg["min_body_voxels"]):
+    if not mask.any() or touches_border(mask):
+        return None  # a body cut by the edge of the scan has no reliable central core
+    if _inscribed_depth_mm(mask, geometry) < float(cfg["min_body_depth_mm"]):
+        return None  # a fragment or a flattened body: its core lies next to the endplates
+    if frame is None:
+        frame = body_frame(mask_points_mm(mask, geometry))
+    core, offset, _ = trabecular_roi(mask, geometry, frame, params or MeasureParams.default(),
+                                     exclude_vein=bool(cfg["exclude_vein"]))
+    n = int(core.sum())
+    if n < int(cfg["min_core_voxels"]):
         return None
-    values = np.asarray(hu, dtype=np.float32)[inner]
-    ref = float(np.median(values))
-    filtered = _masked_median3(np.asarray(hu, dtype=np.float32), inner)
-    smooth = filtered[inner]
-    spread = float(1.4826 * np.median(np.abs(smooth - np.median(smooth))))
-    voxel_mm3 = float(np.prod(np.asarray(spacing_mm, dtype=np.float64)))
-    with np.errstate(invalid="ignore"):
-        low = inner & (filtered < ref - float(cfg["lytic_delta_hu"]))
-        high = inner & (filtered > ref + float(cfg["sclerotic_delta_hu"]))
-    lytic = _largest_cluster(low) * voxel_mm3
-    sclerotic = _largest_cluster(high) * voxel_mm3
+    voxel_mm3 = float(np.prod(np.asarray(geometry.spacing, dtype=np.float64)))
+    values = np.full(core.shape, np.nan)
+    values[core] = roi_values(hu, core, offset)
+    filtered = _masked_median3(values, core)
     min_mm3 = float(cfg["min_cluster_mm3"])
+    max_mm3 = float(cfg["max_cluster_fraction"]) * n * voxel_mm3
+    found = _clusters(values, filtered, core, cfg, (min_mm3 / voxel_mm3, max_mm3 / voxel_mm3))
+    lytic_mm3 = float(found.lytic.sum()) * voxel_mm3
+    sclerotic_mm3 = float(found.sclerotic.sum()) * voxel_mm3
+    smooth = filtered[found.rest]
+    spread = float(1.4826 * np.median(np.abs(smooth - np.median(smooth))))
     return BodyTexture(
-        reference_hu=ref, spread_hu=spread, lytic_cluster_mm3=lytic,
-        sclerotic_cluster_mm3=sclerotic, voxels=int(inner.sum()),
-        focal_lytic=lytic >= min_mm3, focal_sclerotic=sclerotic >= min_mm3,
+        reference_hu=round(found.reference, 1), spread_hu=round(spread, 1),
+        lytic_cluster_mm3=round(lytic_mm3, 1), sclerotic_cluster_mm3=round(sclerotic_mm3, 1),
+        voxels=n, focal_lytic=min_mm3 <= lytic_mm3 <= max_mm3,
+        focal_sclerotic=min_mm3 <= sclerotic_mm3 <= max_mm3,
         heterogeneous=spread > float(cfg["heterogeneous_spread_hu"]),
+        core_mm3=round(n * voxel_mm3, 1),
     )
 
 
@@ -134,25 +221,28 @@ def texture_flags(level: str | None, tex: BodyTexture) -> list[RedFlag]:
         flags.append(RedFlag(
             "focal_lytic_area",
             f"focal lytic area{where}: {tex.lytic_cluster_mm3:.0f} mm3 more than "
-            f"{_cfg()['texture']['lytic_delta_hu']} HU below the body median "
-            f"({tex.reference_hu:.0f} HU)", "imaging", level))
+            f"{_cfg()['texture']['lytic_delta_hu']} HU below the rest of the trabecular core "
+            f"(median {tex.reference_hu:.0f} HU)", "imaging", level))
     if tex.focal_sclerotic:
         flags.append(RedFlag(
             "focal_sclerotic_area",
             f"focal sclerotic area{where}: {tex.sclerotic_cluster_mm3:.0f} mm3 more than "
-            f"{_cfg()['texture']['sclerotic_delta_hu']} HU above the body median", "imaging",
-            level))
+            f"{_cfg()['texture']['sclerotic_delta_hu']} HU above the rest of the trabecular "
+            f"core (median {tex.reference_hu:.0f} HU)", "imaging", level))
     if tex.heterogeneous:
         flags.append(RedFlag(
             "heterogeneous_hu",
-            f"heterogeneous attenuation{where}: robust HU spread {tex.spread_hu:.0f} HU",
+            f"heterogeneous attenuation{where}: robust HU spread {tex.spread_hu:.0f} HU in "
+            "the trabecular core",
             "imaging", level))
     return flags
 
 
 def _texture_from_json(d: Mapping[str, Any]) -> BodyTexture | None:
     try:
-        return BodyTexture(**{k: d[k] for k in BodyTexture.__dataclass_fields__})
+        fields = BodyTexture.__dataclass_fields__.values()
+        return BodyTexture(**{f.name: d[f.name] for f in fields
+                              if f.name in d or f.default is MISSING})
     except (KeyError, TypeError):
         return None
 

@@ -44,3 +44,24 @@ def test_lytic_l1_is_flagged_through_the_analyser(shared_data: Path, tmp_path: P
     assert any(f.code == "focal_lytic_area" and f.level == "L1" for f in flags), flags
     clean = build_assessment(None, None, untouched).red_flags
     assert not [f for f in clean if f.code.startswith("focal")], clean
+
+
+def test_osteoporotic_tptbox_crop_gives_no_texture_red_flag_through_the_analyser(
+    shared_data: Path,
+) -> None:
+    """The false 'focal lytic area' found end to end: the real TPTBox crop (L3 trabecular
+    corpus about 54 HU, no known lesion) analysed with the project's model (masks a voxel or
+    two too wide on its 3 mm grid). With the whole-body median the complete body got a
+    1056-4742 mm3 'lytic' cluster (reference 89-97 HU) and the cut fragment at the crop edge
+    one of 955 mm3; now no level has a texture red flag, and the body judged is judged against
+    its trabecular level."""
+    result = _analyse(shared_data / "ct" / "tptbox_sample" / "sub-ct_label-22_ct.nii.gz")
+    textures = {v["level"]: v["texture"] for v in result["vertebrae"] if v["texture"]}
+    assert textures, result["vertebrae"]  # at least one body is judged (not a vacuous pass)
+    for level, tex in textures.items():
+        assert not (tex["focal_lytic"] or tex["focal_sclerotic"] or tex["heterogeneous"]), (
+            level, tex)
+        assert tex["reference_hu"] <= 80, (level, tex)  # trabecular level, not cortex (97 HU)
+    flags = build_assessment(None, None, result).red_flags
+    assert not [f for f in flags if f.code in
+                ("focal_lytic_area", "focal_sclerotic_area", "heterogeneous_hu")], flags
