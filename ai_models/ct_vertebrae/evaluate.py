@@ -25,17 +25,17 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from osteo_node.models import default_ct_model_dir, load_model  # noqa: E402
 from osteo_node.pipeline.ct.levels import segment_vertebrae  # noqa: E402
-from osteo_node.pipeline.stages.volume import load_dicom_series, load_nifti  # noqa: E402
-from osteo_node.pipeline.types import Volume  # noqa: E402
-from tests.pipeline.ct.seg_reference import (  # noqa: E402
+from osteo_node.pipeline.ct.references import (  # noqa: E402
     TS_TOTAL,
     VERSE,
     centroid_lps,
-    dice,
     example_body_reference,
     reference_on,
     split,
 )
+from osteo_node.pipeline.metrics import dice  # noqa: E402
+from osteo_node.pipeline.stages.volume import load_dicom_series, load_nifti  # noqa: E402
+from osteo_node.pipeline.types import Volume  # noqa: E402
 
 
 def _case(name: str, vol: Volume, model, ref_vert, ref_body,  # type: ignore[no-untyped-def]
@@ -60,25 +60,27 @@ def _case(name: str, vol: Volume, model, ref_vert, ref_body,  # type: ignore[no-
             continue
         v = int(values[keep][np.argmax(counts[keep])])
         pred = seg.labels.array == v
-        err = float(np.linalg.norm(centroid_lps(vol, pred) - centroid_lps(vol, ref)))
+        pc, rc = centroid_lps(pred, vol.geometry), centroid_lps(ref, vol.geometry)
+        assert pc is not None and rc is not None  # both masks are non-empty here
+        err = float(np.linalg.norm(pc - rc))
         bd = "-"
         if level in ref_body:
-            bd = f"{dice(seg.bodies.array == v, ref_body[level]):.2f}"
+            bd = f"{dice(seg.bodies.array == v, ref_body[level], 1.0):.2f}"
         bd2 = ""
         if ref_body2:
-            bd2 = f" {dice(seg.bodies.array == v, ref_body2[level]):.2f} |" \
+            bd2 = f" {dice(seg.bodies.array == v, ref_body2[level], 1.0):.2f} |" \
                 if level in ref_body2 else " - |"
-        print(f"| {level} | {value_to_level.get(v, '?')} | {err:.1f} | {dice(pred, ref):.2f} | "
-              f"{bd} |{bd2}")
+        print(f"| {level} | {value_to_level.get(v, '?')} | {err:.1f} | "
+              f"{dice(pred, ref, 1.0):.2f} | {bd} |{bd2}")
     all_ref = np.zeros(vol.array.shape, dtype=bool)
     for m in ref_vert.values():
         all_ref |= m
-    line = f"\nlevel-agnostic vertebra Dice {dice(seg.labels.array > 0, all_ref):.3f}"
+    line = f"\nlevel-agnostic vertebra Dice {dice(seg.labels.array > 0, all_ref, 1.0):.3f}"
     if ref_body:
         all_body = np.zeros(vol.array.shape, dtype=bool)
         for m in ref_body.values():
             all_body |= m
-        line += f", body Dice {dice(seg.bodies.array > 0, all_body):.3f}"
+        line += f", body Dice {dice(seg.bodies.array > 0, all_body, 1.0):.3f}"
     print(line)
     print(f"notes: {seg.labels.notes}")
 

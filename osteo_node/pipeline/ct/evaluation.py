@@ -1,10 +1,7 @@
-"""Reference labels and metrics for evaluating the CT analyser on labelled real cases.
+"""Evaluation of the CT analyser on labelled real cases: case lists, scoring per level.
 
-Reference label files (NIfTI) are resampled (nearest neighbour) onto the analysed volume's grid,
-so DICOM and NIfTI inputs are compared in the same voxel space. Two numberings are understood:
-- ``verse``: 1-7 C1-C7, 8-19 T1-T12, 20-25 L1-L6, 26 sacrum, 28 T13;
-- ``totalseg``: TotalSegmentator v2 "total" task, 25 sacrum, 26 S1, 27 L5 ... 31 L1, 32 T12 ...
-  43 T1, 44 C7 ... 50 C1.
+The reference labels (numberings, resampling onto the analysed grid) are read by
+``osteo_node.pipeline.ct.references``.
 """
 
 from __future__ import annotations
@@ -18,53 +15,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from osteo_node.pipeline.ct.analyser import Segmentation, SegmentFn
-from osteo_node.pipeline.ct.levels import VERSE_VALUES
+from osteo_node.pipeline.ct.references import (
+    VERSE_NAMES,
+    centroid_lps,
+    reference_label_volume,
+    resample_to_grid,
+)
 from osteo_node.pipeline.metrics import dice
 from osteo_node.pipeline.results import ModelInfo
-from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
-
-# Reference label values -> level names: the node's own VerSe table, plus T13 (28), which
-# VerSe-numbered references may contain and the node never produces.
-VERSE_NAMES: dict[int, str] = {v: name for name, v in VERSE_VALUES.items()} | {28: "T13"}
-
-
-def totalseg_to_verse(value: int) -> int | None:
-    if 27 <= value <= 50:
-        return 51 - value
-    if value in (25, 26):
-        return 26
-    return None
-
-
-def resample_to_grid(
-    path: Path, geometry: Geometry, shape: tuple[int, ...]
-) -> NDArray[np.uint8]:
-    """Nearest-neighbour resampling of a label NIfTI (values < 256) onto a [k, j, i] grid."""
-    import SimpleITK as sitk
-
-    moving = sitk.ReadImage(str(path))
-    out = sitk.Resample(moving, [int(shape[2]), int(shape[1]), int(shape[0])],
-                        sitk.Transform(), sitk.sitkNearestNeighbor, tuple(geometry.origin),
-                        tuple(geometry.spacing), tuple(geometry.direction), 0, sitk.sitkUInt8)
-    return sitk.GetArrayFromImage(out)
-
-
-def reference_label_volume(
-    path: Path, numbering: str, geometry: Geometry, shape: tuple[int, ...]
-) -> LabelVolume:
-    raw = resample_to_grid(path, geometry, shape)
-    lut = np.zeros(256, dtype=np.uint8)
-    levels: dict[str, int] = {}
-    for value in np.flatnonzero(np.bincount(raw.ravel(), minlength=256)):
-        v = int(value)
-        verse = v if numbering == "verse" else totalseg_to_verse(v)
-        if v == 0 or verse is None or verse not in VERSE_NAMES:
-            continue
-        lut[v] = verse
-        levels[VERSE_NAMES[verse]] = verse
-    out = lut[raw]
-    del raw
-    return LabelVolume(out, geometry, levels, {k: 1.0 for k in levels}, ["reference labels"])
+from osteo_node.pipeline.types import Geometry, Volume
 
 
 @dataclass(frozen=True)
@@ -94,13 +53,6 @@ def reference_segment_fn(spec: ReferenceSpec) -> SegmentFn:
         return Segmentation(labels, bodies, ModelInfo("reference-labels", "n/a", "n/a", "n/a"))
 
     return segment
-
-
-def centroid_lps(mask: NDArray[Any], geometry: Geometry) -> NDArray[np.float64] | None:
-    idx = np.argwhere(mask)
-    if idx.size == 0:
-        return None
-    return geometry.index_to_lps(idx.mean(axis=0)[::-1])
 
 
 def nearest_level(point: NDArray[np.float64], refs: dict[str, NDArray[np.float64]]

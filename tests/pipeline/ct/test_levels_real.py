@@ -21,19 +21,18 @@ import pytest
 
 from osteo_node.models import default_ct_model_dir, load_model
 from osteo_node.pipeline.ct.levels import VERSE_VALUES, VertebraSegmentation, segment_vertebrae
-from osteo_node.pipeline.stages.volume import load_dicom_series, load_nifti
-from osteo_node.pipeline.types import Volume
-from tests.pipeline.ct.seg_reference import (
+from osteo_node.pipeline.ct.references import (
     TS_TOTAL,
     VERSE,
-    LevelMetrics,
     centroid_lps,
-    dice,
     example_body_reference,
-    level_metrics,
     reference_on,
     split,
 )
+from osteo_node.pipeline.metrics import dice
+from osteo_node.pipeline.stages.volume import load_dicom_series, load_nifti
+from osteo_node.pipeline.types import Volume
+from tests.pipeline.ct.seg_reference import LevelMetrics, level_metrics
 
 TS = "ct/totalseg_example"
 
@@ -114,7 +113,7 @@ def dicom_case(model: Any, shared_data: Path) -> tuple[Volume, VertebraSegmentat
     ref_vert = split(ref, {32: "T12", 33: "T11"})
     metrics = level_metrics(vol, seg.labels, bodies=seg.bodies, ref_vert=ref_vert, ref_body={})
     _report("dicom 20 slices (held out)", seg, metrics)
-    union = dice(seg.labels.array > 0, np.isin(ref, (32, 33)))
+    union = dice(seg.labels.array > 0, np.isin(ref, (32, 33)), 1.0)
     print(f"[dicom 20 slices (held out)] level-agnostic vertebra Dice {union:.3f}")
     return vol, seg, union
 
@@ -155,10 +154,10 @@ def test_heldout_tptbox_crop(model: Any, shared_data: Path) -> None:
     values = values[values > 0]
     assert len(values) > 0, "no predicted body overlaps L3"
     best = int(values[np.argmax(counts)])
-    d3 = dice(seg.bodies.array == best, l3_body)
-    all_bodies = dice(seg.bodies.array > 0, np.isin(sub, (49, 50)) & (vert > 0))
-    c_err = float(np.linalg.norm(centroid_lps(vol, seg.bodies.array == best)
-                                 - centroid_lps(vol, l3_body)))
+    d3 = dice(seg.bodies.array == best, l3_body, 1.0)
+    all_bodies = dice(seg.bodies.array > 0, np.isin(sub, (49, 50)) & (vert > 0), 1.0)
+    c_err = float(np.linalg.norm(centroid_lps(seg.bodies.array == best, vol.geometry)
+                                 - centroid_lps(l3_body, vol.geometry)))
     print(f"[tptbox crop (held out)] L3 body Dice {d3:.3f} (instance {best}), body centroid "
           f"error {c_err:.1f} mm, level-agnostic body Dice {all_bodies:.3f}")
     assert all_bodies >= HELDOUT_TPTBOX_BODY_DICE
@@ -202,7 +201,7 @@ def test_complete_chest_ct_thoracic_levels(model: Any, shared_data: Path) -> Non
     assert seg.ribs["T12"].bears_ribs
     assert all(not seg.ribs[n].bears_ribs for n in names if n.startswith("L"))
     # vertebrae follow each other from head to feet along the table axis
-    zs = [centroid_lps(vol, seg.labels.array == seg.labels.levels[n])[2] for n in names]
+    zs = [centroid_lps(seg.labels.array == seg.labels.levels[n], vol.geometry)[2] for n in names]
     order = sorted(range(len(names)), key=lambda i: level_index(names[i]))
     assert all(zs[order[i]] > zs[order[i + 1]] for i in range(len(order) - 1))
 
@@ -226,7 +225,8 @@ def test_example_ct_golden(example: Any) -> None:
     for level, g in golden["levels"].items():
         v = seg.labels.levels[level]
         assert v == g["value"]
-        c = centroid_lps(vol, seg.labels.array == v)
+        c = centroid_lps(seg.labels.array == v, vol.geometry)
+        assert c is not None, level
         assert float(np.linalg.norm(c - np.asarray(g["centroid_lps_mm"]))) <= 3.0, level
         body_ml = float((seg.bodies.array == v).sum()) * voxel_ml
         assert abs(body_ml - g["body_ml"]) <= 0.1 * max(g["body_ml"], 5.0), level

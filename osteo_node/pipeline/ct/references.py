@@ -1,0 +1,102 @@
+"""Reference label maps of labelled real CT cases, read onto the grid of the volume under test.
+
+Reference label files (NIfTI) are resampled (nearest neighbour) onto the analysed volume's grid,
+so DICOM and NIfTI inputs are compared in the same voxel space. Two numberings are understood:
+- ``verse``: 1-7 C1-C7, 8-19 T1-T12, 20-25 L1-L6, 26 sacrum, 28 T13;
+- ``totalseg``: TotalSegmentator v2 "total" task, 25 sacrum, 26 S1, 27 L5 ... 31 L1, 32 T12 ...
+  43 T1, 44 C7 ... 50 C1.
+Used by the analyser evaluation (``evaluation.py``), the CT model evaluation
+(``ai_models/ct_vertebrae/evaluate.py``) and the tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from osteo_node.pipeline.ct.levels import VERSE_VALUES
+from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
+
+# Reference label values -> level names: the node's own VerSe table, plus T13 (28), which
+# VerSe-numbered references may contain and the node never produces.
+VERSE_NAMES: dict[int, str] = {v: name for name, v in VERSE_VALUES.items()} | {28: "T13"}
+
+
+def totalseg_to_verse(value: int) -> int | None:
+    if 27 <= value <= 50:
+        return 51 - value
+    if value in (25, 26):
+        return 26
+    return None
+
+
+def _totalseg_names(values: range) -> dict[int, str]:
+    return {v: VERSE_NAMES[verse] for v in values if (verse := totalseg_to_verse(v)) is not None}
+
+
+# The levels the CT model evaluation reads from each numbering: T10-L5 (TotalSegmentator values
+# 27 L5 ... 34 T10) and T12-L5 (VerSe values 19 T12 ... 24 L5).
+TS_TOTAL: dict[int, str] = _totalseg_names(range(27, 35))
+VERSE: dict[int, str] = {v: VERSE_NAMES[v] for v in range(19, 25)}
+
+
+def resample_to_grid(
+    path: Path, geometry: Geometry, shape: tuple[int, ...]
+) -> NDArray[np.uint8]:
+    """Nearest-neighbour resampling of a label NIfTI (values < 256) onto a [k, j, i] grid."""
+    import SimpleITK as sitk
+
+    moving = sitk.ReadImage(str(path))
+    out = sitk.Resample(moving, [int(shape[2]), int(shape[1]), int(shape[0])],
+                        sitk.Transform(), sitk.sitkNearestNeighbor, tuple(geometry.origin),
+                        tuple(geometry.spacing), tuple(geometry.direction), 0, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(out)
+
+
+def reference_on(volume: Volume, path: Path) -> NDArray[np.uint8]:
+    """The label file at ``path`` on ``volume``'s grid (raw reference values)."""
+    return resample_to_grid(path, volume.geometry, volume.array.shape)
+
+
+def reference_label_volume(
+    path: Path, numbering: str, geometry: Geometry, shape: tuple[int, ...]
+) -> LabelVolume:
+    """The reference vertebrae as a LabelVolume in the node's VerSe numbering."""
+    raw = resample_to_grid(path, geometry, shape)
+    lut = np.zeros(256, dtype=np.uint8)
+    levels: dict[str, int] = {}
+    for value in np.flatnonzero(np.bincount(raw.ravel(), minlength=256)):
+        v = int(value)
+        verse = v if numbering == "verse" else totalseg_to_verse(v)
+        if v == 0 or verse is None or verse not in VERSE_NAMES:
+            continue
+        lut[v] = verse
+        levels[VERSE_NAMES[verse]] = verse
+    out = lut[raw]
+    del raw
+    return LabelVolume(out, geometry, levels, {k: 1.0 for k in levels}, ["reference labels"])
+
+
+def split(ref: NDArray[np.generic], names: dict[int, str]) -> dict[str, NDArray[np.bool_]]:
+    """One mask per level name of ``names`` (value -> name) present in ``ref``."""
+    return {name: np.asarray(ref == v) for v, name in names.items() if (ref == v).any()}
+
+
+def example_body_reference(
+    body: NDArray[np.generic], vert: NDArray[np.generic]
+) -> dict[str, NDArray[np.bool_]]:
+    """example_ct body reference per level: vertebrae_body == 1 inside each reference vertebra
+    of example_ct_vertebrae (TotalSegmentator numbering). vertebrae_pp_refined is a tighter,
+    refined body mask; both are reported by the tests and the model card."""
+    return split(np.where(body == 1, vert, 0), TS_TOTAL)
+
+
+def centroid_lps(mask: NDArray[Any], geometry: Geometry) -> NDArray[np.float64] | None:
+    """LPS centroid (mm) of a [k, j, i] mask; None when the mask is empty."""
+    idx = np.argwhere(mask)
+    if idx.size == 0:
+        return None
+    return geometry.index_to_lps(idx.mean(axis=0)[::-1])
