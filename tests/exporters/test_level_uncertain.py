@@ -219,11 +219,12 @@ def test_fallback_renderer_marks_levels(ct20_output: AnalysisOutput) -> None:
     from osteo_node.exporters.sc import CAVEAT_RGB, render_overview
     from osteo_node.exporters.seg import level_rgb
 
-    assert ct20_output.volume is not None
+    volume = ct20_output.volume
+    assert volume is not None
     title = LEVEL_CAVEAT.split(":")[0]
     for confidence, name in ((lv.CONF_GUESS_RIBS, "T12?"), (lv.CONF_AGREE, "T12")):
         out = with_level_confidence(ct20_output, confidence)
-        rgb, _ = render_overview(out.volume, out.labels, out.result, "Decision support only")
+        rgb, _ = render_overview(volume, out.labels, out.result, "Decision support only")
         t12 = next(v for v in out.result.vertebrae if v.level == "T12")
         assert t12.trabecular_hu is not None
         text = f"{name}  {t12.trabecular_hu.mean:.0f} HU  G{t12.genant_grade}"
