@@ -432,13 +432,12 @@ def read_report(ds: Dataset) -> ParsedReport:
                     density_level = _code_key(book, "vertebrae", sites[0].value)
             yn = evals.get("osteoporosis_suspected")
             if yn is not None:
-                suspected = {"yes": True, "no": False}.get(_code_key(book, "yes_no", yn))
+                suspected = _yes_no(book, yn)
             if "contrast_phase" in evals:
                 phase = _code_key(book, "contrast_phases", evals["contrast_phase"])
             pathological_yn = evals.get("pathological_fracture_suspected")
             if pathological_yn is not None:
-                pathological = {"yes": True, "no": False}.get(
-                    _code_key(book, "yes_no", pathological_yn))
+                pathological = _yes_no(book, pathological_yn)
             if "level_uncertain" in evals:
                 density_unsure = _yes_no(book, evals["level_uncertain"])
             continue
