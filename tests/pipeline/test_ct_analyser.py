@@ -277,3 +277,20 @@ def test_nothing_measurable_is_not_analysable(shared_data: Path) -> None:
     assert r.status == "not_analysable"
     assert r.reason is not None and "none could be measured" in r.reason
     assert "body outline uncertain" in r.reason
+
+
+def test_partial_vertebra_at_the_scan_edge_is_not_the_density_level(shared_data: Path) -> None:
+    """The real TPTBox crop (L2-L4, the L2 body cut by the top of the scan) with the shipped model.
+
+    The cut L2 fragment is mostly endplate (~250 HU); its body mask on the input grid stops a
+    slice short of the edge, so only the segmentation knows it is partial. It must not be the
+    density level: the complete, low-density L3 (reference trabecular mean ~54 HU) is.
+    """
+    r = CTAnalyser().analyse([shared_data / "ct/tptbox_sample/sub-ct_label-22_ct.nii.gz"]).result
+    assert r.status == "analysed" and r.findings is not None
+    top = max(r.vertebrae, key=lambda v: v.centroid_mm[2])  # LPS: +z is superior
+    assert any("field of view" in n or "edge of the scanned" in n for n in top.notes), top.notes
+    assert top.genant_grade is None
+    assert r.findings.density_level != top.level
+    assert r.findings.l1_hu is not None and abs(r.findings.l1_hu - 54.0) <= 15.0
+    assert r.findings.osteoporosis_suspected is True

@@ -80,6 +80,9 @@ class Segmentation:
     heights_unmeasurable: frozenset[str] = frozenset()
     # per level, mean network probability of the body class over its body (model output only)
     body_confidence: Mapping[str, float] = field(default_factory=dict)
+    # levels the segmentation found cut by the field of view (partial vertebrae), also when the
+    # body mask on the input grid stops short of the edge slice
+    partial: frozenset[str] = frozenset()
 
 
 SegmentFn = Callable[[Volume], Segmentation]
@@ -203,6 +206,11 @@ def measure_stage(
         hu = volume.array[box] if volume.modality == "CT" else None
         m = measure_vertebra(hu, crop_geometry(volume.geometry, box), vert, body,
                              si_hint=hints.get(level), params=params)
+        if level in seg.partial and not m.truncated:
+            m = replace(m, truncated=True, heights=None if m.heights is None else replace(
+                m.heights, heights=Heights(None, None, None), truncated=True), notes=(
+                *m.notes, "body cut by the field of view (partial vertebra): heights not "
+                "measured, not graded"))
         confidence = seg.body_confidence.get(level)
         uncertain = confidence is not None and confidence < min_body_probability
         if uncertain:

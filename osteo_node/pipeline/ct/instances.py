@@ -252,7 +252,7 @@ def separate(
             continue
         m = lab[sl] == idx
         vol = float(m.sum()) * voxel_ml
-        touches = sl[0].start == 0 or sl[0].stop - 1 == top
+        touches = sl[0].start <= 1 or sl[0].stop - 1 >= top - 1  # as open_ends above
         if vol < (MIN_PARTIAL_ML if touches else MIN_BODY_ML):
             continue
         c = np.array(ndimage.center_of_mass(m)) + [s.start for s in sl]

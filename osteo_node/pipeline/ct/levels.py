@@ -187,6 +187,9 @@ class VertebraSegmentation:
     cut_endplates: frozenset[str] = frozenset()
     # per level: mean network probability of the body class over its body (3 mm grid)
     body_confidence: dict[str, float] = field(default_factory=dict)
+    # levels whose body is cut by the field of view (top/bottom slice of the model grid, or the
+    # one next to it): partial vertebrae
+    partial: frozenset[str] = frozenset()
 
 
 def _canonical_maps(inst: Instances, assignment: LevelAssignment
@@ -329,6 +332,7 @@ def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
 
     confidence: dict[str, float] = {}
     cut_names: set[str] = set()
+    partial_names: set[str] = set()
     notes = list(assignment.notes)
     rib_by_name: dict[str, RibEvidence] = {}
     for body, name, conf in zip(inst.bodies, assignment.names, assignment.confidence,
@@ -340,6 +344,7 @@ def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
             cut_names.add(name)
         rib_by_name[name] = ribs.get(body.label, RibEvidence(0, 0))
         if body.touches_fov:
+            partial_names.add(name)
             notes.append(f"{name} is cut by the field of view (partial vertebra)")
     if "S1" in levels:
         confidence["S1"] = 0.9
@@ -366,4 +371,5 @@ def segment_vertebrae(volume: Volume, model: OnnxModel) -> VertebraSegmentation:
     return VertebraSegmentation(labels=lab, bodies=bod, model=model.info, ribs=rib_by_name,
                                 anchor=assignment.anchor, timings_s=timings,
                                 cut_endplates=frozenset(cut_names & set(levels)),
-                                body_confidence=body_conf)
+                                body_confidence=body_conf,
+                                partial=frozenset(partial_names & set(levels)))

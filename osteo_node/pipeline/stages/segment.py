@@ -261,4 +261,4 @@ def segment_for_analysis(volume: Volume) -> Segmentation:
     seg = segment_vertebrae(volume, model)
     return Segmentation(labels=seg.labels, bodies=seg.bodies.array, model=model.info,
                         heights_unmeasurable=seg.cut_endplates,
-                        body_confidence=seg.body_confidence)
+                        body_confidence=seg.body_confidence, partial=seg.partial)
