@@ -69,13 +69,12 @@ def write_seg(output: AnalysisOutput, path: Path) -> None:
     import numpy as np
     import SimpleITK as sitk
 
+    from osteo_node.pipeline.sitk_io import to_sitk
+
     labels = output.labels
     if labels is None:
         raise ValueError("no label map (analysis did not reach segmentation)")
-    image = sitk.GetImageFromArray(np.asarray(labels.array, dtype=np.uint8))
-    image.SetOrigin(tuple(labels.geometry.origin))
-    image.SetSpacing(tuple(labels.geometry.spacing))
-    image.SetDirection(tuple(labels.geometry.direction))
+    image = to_sitk(np.asarray(labels.array, dtype=np.uint8), labels.geometry)
     sitk.WriteImage(image, str(path), useCompression=True)
 
 

@@ -72,14 +72,9 @@ def load_volume(paths: list[Path]) -> Volume:
 def labels_on_grid(nifti: Path, volume: Volume) -> LabelVolume:
     import SimpleITK as sitk
 
-    seg = sitk.ReadImage(str(nifti))
-    nk, nj, ni = volume.array.shape
-    ref = sitk.Image(ni, nj, nk, sitk.sitkUInt8)
-    ref.SetOrigin(volume.geometry.origin)
-    ref.SetSpacing(volume.geometry.spacing)
-    ref.SetDirection(volume.geometry.direction)
-    res = sitk.Resample(seg, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-    arr = sitk.GetArrayFromImage(res)
+    from osteo_node.pipeline.sitk_io import resample_labels
+
+    arr = resample_labels(sitk.ReadImage(str(nifti)), volume.geometry, volume.array.shape)
     keep = np.isin(arr, list(TOTALSEG_LEVELS.values()))
     arr = np.where(keep, arr, 0).astype(np.uint8)
     return LabelVolume(array=arr, geometry=volume.geometry, levels=dict(TOTALSEG_LEVELS),

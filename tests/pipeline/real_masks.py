@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from numpy.typing import NDArray
 
+from osteo_node.pipeline.sitk_io import geometry_of, to_sitk
 from osteo_node.pipeline.types import Geometry
 
 TOTALSEG = "ct/totalseg_example"
@@ -17,9 +18,7 @@ VERSE = {"T12": 19, "L1": 20, "L2": 21, "L3": 22, "L4": 23, "L5": 24}
 
 def read(path: Path, dtype: type = np.float32) -> tuple[NDArray[np.generic], Geometry]:
     img = sitk.ReadImage(str(path))
-    geo = Geometry(tuple(img.GetOrigin()), tuple(img.GetSpacing()),  # type: ignore[arg-type]
-                   tuple(img.GetDirection()))
-    return sitk.GetArrayFromImage(img).astype(dtype), geo
+    return sitk.GetArrayFromImage(img).astype(dtype), geometry_of(img)
 
 
 @dataclass
@@ -50,14 +49,10 @@ def resample_mask(mask: NDArray[np.bool_], geometry: Geometry, spacing: float
     lo = np.maximum(idx.min(axis=0) - 3, 0)
     hi = np.minimum(idx.max(axis=0) + 4, mask.shape)
     crop = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float32)
-    img = sitk.GetImageFromArray(crop)
-    img.SetOrigin(tuple(geometry.index_to_lps(lo[::-1].astype(float))))
-    img.SetSpacing(geometry.spacing)
-    img.SetDirection(geometry.direction)
+    o = geometry.index_to_lps(lo[::-1].astype(float))
+    img = to_sitk(crop, replace(geometry, origin=(float(o[0]), float(o[1]), float(o[2]))))
     size = [int(np.ceil(n * s / spacing)) for n, s in zip(img.GetSize(), img.GetSpacing(),
                                                            strict=True)]
     out = sitk.Resample(img, size, sitk.Transform(), sitk.sitkLinear, img.GetOrigin(),
                         (spacing,) * 3, img.GetDirection(), 0.0, sitk.sitkFloat32)
-    geo = Geometry(tuple(out.GetOrigin()), tuple(out.GetSpacing()),  # type: ignore[arg-type]
-                   tuple(out.GetDirection()))
-    return sitk.GetArrayFromImage(out) >= 0.5, geo
+    return sitk.GetArrayFromImage(out) >= 0.5, geometry_of(out)

@@ -34,6 +34,7 @@ from osteo_node.models import OnnxModel
 from osteo_node.pipeline.ct.instances import Instances, separate
 from osteo_node.pipeline.ct.ribs import RibEvidence, rib_evidence
 from osteo_node.pipeline.results import ModelInfo
+from osteo_node.pipeline.sitk_io import grid_image, to_sitk
 from osteo_node.pipeline.stages.segment import ModelGridSegmentation, run_model
 from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
 
@@ -253,21 +254,14 @@ def to_input_grid(
         return labels, bodies
     body_p = mg.probs[mg.channel("vertebral_body")]
     vert_p = body_p + mg.probs[mg.channel("posterior_elements")] + mg.probs[mg.channel("sacrum")]
-    probs_img = sitk.GetImageFromArray(np.stack([vert_p, body_p], axis=-1), isVector=True)
-    inst_img = sitk.GetImageFromArray(expanded)
-    for img in (probs_img, inst_img):
-        img.SetOrigin(mg.geometry.origin)
-        img.SetSpacing(mg.geometry.spacing)
-        img.SetDirection(mg.geometry.direction)
+    probs_img = to_sitk(np.stack([vert_p, body_p], axis=-1), mg.geometry, vector=True)
+    inst_img = to_sitk(expanded, mg.geometry)
     ks, js, is_ = box
     for k0 in range(ks.start, ks.stop, CHUNK_SLICES):
         k1 = min(ks.stop, k0 + CHUNK_SLICES)
-        ref = sitk.Image([int(is_.stop - is_.start), int(js.stop - js.start), int(k1 - k0)],
-                         sitk.sitkUInt8)
-        origin = in_geo.index_to_lps(np.array([is_.start, js.start, k0], dtype=np.float64))
-        ref.SetOrigin(tuple(float(v) for v in origin))
-        ref.SetSpacing(in_geo.spacing)
-        ref.SetDirection(in_geo.direction)
+        o = in_geo.index_to_lps(np.array([is_.start, js.start, k0], dtype=np.float64))
+        chunk = Geometry((float(o[0]), float(o[1]), float(o[2])), in_geo.spacing, in_geo.direction)
+        ref = grid_image(chunk, (k1 - k0, js.stop - js.start, is_.stop - is_.start))
         p = sitk.GetArrayFromImage(sitk.Resample(probs_img, ref, sitk.Transform(),
                                                  sitk.sitkLinear, 0.0))
         inst = sitk.GetArrayFromImage(sitk.Resample(inst_img, ref, sitk.Transform(),

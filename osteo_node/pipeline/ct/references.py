@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from osteo_node.pipeline.ct.levels import VERSE_VALUES
+from osteo_node.pipeline.sitk_io import resample_labels
 from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
 
 # Reference label values -> level names: the node's own VerSe table, plus T13 (28), which
@@ -49,11 +50,8 @@ def resample_to_grid(
     """Nearest-neighbour resampling of a label NIfTI (values < 256) onto a [k, j, i] grid."""
     import SimpleITK as sitk
 
-    moving = sitk.ReadImage(str(path))
-    out = sitk.Resample(moving, [int(shape[2]), int(shape[1]), int(shape[0])],
-                        sitk.Transform(), sitk.sitkNearestNeighbor, tuple(geometry.origin),
-                        tuple(geometry.spacing), tuple(geometry.direction), 0, sitk.sitkUInt8)
-    return sitk.GetArrayFromImage(out)
+    labels = resample_labels(sitk.ReadImage(str(path)), geometry, shape)
+    return labels.astype(np.uint8, copy=False)
 
 
 def reference_on(volume: Volume, path: Path) -> NDArray[np.uint8]:

@@ -4,7 +4,9 @@ The model works on a *canonical* grid: isotropic spacing (``model.json`` ``spaci
 aligned with the patient (LPS) axes, array ``[k, j, i]`` = ``[S, P, L]`` increasing. Any input
 orientation (including small gantry tilts and NIfTI RAS files) is brought onto it by SimpleITK,
 so the network always sees the same anatomy layout. The same functions are used by the training
-data preparation (``ai_models/ct_vertebrae/prepare_data.py``) and at run time.
+data preparation (``ai_models/ct_vertebrae/prepare_data.py``) and at run time. The
+Geometry <-> SimpleITK conversions (``to_sitk``, ``geometry_of``, ``resample_labels``) live in
+``osteo_node.pipeline.sitk_io`` and are re-exported here for the callers of this module.
 """
 
 from __future__ import annotations
@@ -16,26 +18,18 @@ import SimpleITK as sitk
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from osteo_node.pipeline.sitk_io import geometry_of, grid_image, resample_labels, to_sitk
 from osteo_node.pipeline.types import Geometry
 
+__all__ = [
+    "canonical_geometry",
+    "geometry_of",
+    "resample_image",
+    "resample_labels",
+    "to_sitk",
+]
+
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-
-
-def to_sitk(array: NDArray[np.generic], geometry: Geometry) -> sitk.Image:
-    """Wrap a ``[k, j, i]`` array with its geometry (no copy of the geometry semantics lost)."""
-    img = sitk.GetImageFromArray(array)
-    img.SetOrigin(tuple(float(v) for v in geometry.origin))
-    img.SetSpacing(tuple(float(v) for v in geometry.spacing))
-    img.SetDirection(tuple(float(v) for v in geometry.direction))
-    return img
-
-
-def geometry_of(img: sitk.Image) -> Geometry:
-    return Geometry(
-        origin=tuple(float(v) for v in img.GetOrigin()),  # type: ignore[arg-type]
-        spacing=tuple(float(v) for v in img.GetSpacing()),  # type: ignore[arg-type]
-        direction=tuple(float(v) for v in img.GetDirection()),
-    )
 
 
 def canonical_geometry(geometry: Geometry, shape_kji: tuple[int, ...], spacing: float) -> tuple[
@@ -60,14 +54,6 @@ def canonical_geometry(geometry: Geometry, shape_kji: tuple[int, ...], spacing: 
         direction=IDENTITY,
     )
     return geo, (size[2], size[1], size[0])
-
-
-def _reference(geo: Geometry, shape_kji: tuple[int, int, int]) -> sitk.Image:
-    ref = sitk.Image([shape_kji[2], shape_kji[1], shape_kji[0]], sitk.sitkUInt8)
-    ref.SetOrigin(geo.origin)
-    ref.SetSpacing(geo.spacing)
-    ref.SetDirection(geo.direction)
-    return ref
 
 
 def _antialias_sigmas(spacing_in: tuple[float, ...], spacing_out: tuple[float, ...]) -> list[float]:
@@ -107,18 +93,7 @@ def resample_image(
         if max(sig) > 0:
             img = _smooth(img, sig)
     out = sitk.Resample(
-        img, _reference(geo, shape_kji), sitk.Transform(), sitk.sitkLinear, default,
+        img, grid_image(geo, shape_kji), sitk.Transform(), sitk.sitkLinear, default,
         sitk.sitkFloat32,
-    )
-    return sitk.GetArrayFromImage(out)
-
-
-def resample_labels(
-    img: sitk.Image, geo: Geometry, shape_kji: tuple[int, int, int]
-) -> NDArray[np.generic]:
-    """Nearest-neighbour resampling of a label image onto ``geo``."""
-    out = sitk.Resample(
-        img, _reference(geo, shape_kji), sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-        img.GetPixelID(),
     )
     return sitk.GetArrayFromImage(out)

@@ -243,10 +243,13 @@ def thick_slab_copy(image: Path, label: Path, thick: int, out_dir: Path) -> tupl
     """
     import SimpleITK as sitk
 
+    from osteo_node.pipeline.sitk_io import geometry_of, to_sitk
+
     img, lab = sitk.ReadImage(str(image), sitk.sitkFloat32), sitk.ReadImage(str(label))
     a, b = sitk.GetArrayFromImage(img), sitk.GetArrayFromImage(lab)
-    direction = np.asarray(img.GetDirection()).reshape(3, 3)
-    spacing = np.asarray(img.GetSpacing())
+    src = geometry_of(img)
+    direction = src.matrix
+    spacing = np.asarray(src.spacing)
     lr_axis = int(np.argmax(np.abs(direction[0])))  # i, j or k most along LPS x
     arr_axis = 2 - lr_axis
     n = a.shape[arr_axis] // thick
@@ -257,15 +260,13 @@ def thick_slab_copy(image: Path, label: Path, thick: int, out_dir: Path) -> tupl
     a_t, b_t = np.moveaxis(a_t, 0, arr_axis), np.moveaxis(b_t, 0, arr_axis)
     new_spacing = spacing.copy()
     new_spacing[lr_axis] *= thick
-    origin = (
-        np.asarray(img.GetOrigin()) + direction[:, lr_axis] * spacing[lr_axis] * (thick - 1) / 2
-    )
+    o = np.asarray(src.origin) + direction[:, lr_axis] * spacing[lr_axis] * (thick - 1) / 2
+    sp = new_spacing
+    slab = Geometry((float(o[0]), float(o[1]), float(o[2])),
+                    (float(sp[0]), float(sp[1]), float(sp[2])), src.direction)
     paths = []
     for arr, name in ((a_t.astype(np.float32), "image"), (b_t, "label")):
-        out = sitk.GetImageFromArray(np.ascontiguousarray(arr))
-        out.SetSpacing(tuple(float(v) for v in new_spacing))
-        out.SetOrigin(tuple(float(v) for v in origin))
-        out.SetDirection(img.GetDirection())
+        out = to_sitk(np.ascontiguousarray(arr), slab)
         p = out_dir / f"{image.name.split('_image')[0]}_{name}_thick{thick}.nii.gz"
         sitk.WriteImage(out, str(p))
         paths.append(p)

@@ -327,11 +327,3 @@ def load_nifti(path: Path, modality: str = "CT") -> LoadedVolume:
     )
     volume = Volume(array=array, geometry=geometry, modality=modality, description=path.name)
     return LoadedVolume(volume, ["NIfTI input: research use, no DICOM provenance"])
-
-
-def geometry_to_sitk(image: Any, geometry: Geometry) -> Any:
-    """Copy a Geometry onto a SimpleITK image (origin, spacing, direction)."""
-    image.SetOrigin(tuple(geometry.origin))
-    image.SetSpacing(tuple(geometry.spacing))
-    image.SetDirection(tuple(geometry.direction))
-    return image

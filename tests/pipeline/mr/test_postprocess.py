@@ -14,15 +14,13 @@ from osteo_node.pipeline.mr.heights import measure_bodies
 from osteo_node.pipeline.mr.instances import separate_bodies
 from osteo_node.pipeline.mr.levels import assign_levels
 from osteo_node.pipeline.mr.orient import canonical_view
+from osteo_node.pipeline.sitk_io import geometry_of
 from osteo_node.pipeline.types import Geometry
 
 
 def _load(shared_data: Path, case: str) -> tuple[np.ndarray, Geometry]:
     img = sitk.ReadImage(str(shared_data / "mr" / "vertebral_bodies" / f"{case}_label.nii.gz"))
-    geom = Geometry(
-        tuple(img.GetOrigin()), tuple(img.GetSpacing()), tuple(img.GetDirection())  # type: ignore[arg-type]
-    )
-    return sitk.GetArrayFromImage(img).astype(np.int32), geom
+    return sitk.GetArrayFromImage(img).astype(np.int32), geometry_of(img)
 
 
 def test_canonical_view_round_trip_and_axes(shared_data: Path) -> None:
