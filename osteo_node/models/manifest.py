@@ -102,13 +102,18 @@ def load_manifest(path: Path) -> ModelManifest:
         raise ModelError(f"{path}: invalid manifest: {exc}") from exc
 
 
-def verify_checksum(manifest: ModelManifest) -> None:
-    """Refuse a model file whose sha256 differs from the manifest."""
-    if not manifest.onnx_path.is_file():
-        raise ModelError(f"model file not found: {manifest.onnx_path}")
-    actual = sha256_of(manifest.onnx_path)
-    if actual != manifest.sha256:
+def verify_file(path: Path, sha256: str) -> None:
+    """Refuse a model file that is missing or whose sha256 differs from its manifest's."""
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    actual = sha256_of(path)
+    if actual != sha256:
         raise ModelError(
-            f"sha256 mismatch for {manifest.onnx_path.name}: manifest {manifest.sha256}, "
+            f"sha256 mismatch for {path.name}: manifest {sha256}, "
             f"file {actual}; refusing to load a model that is not the one described"
         )
+
+
+def verify_checksum(manifest: ModelManifest) -> None:
+    """Refuse a model file whose sha256 differs from the manifest."""
+    verify_file(manifest.onnx_path, manifest.sha256)

@@ -15,6 +15,7 @@ from osteo_node.models import (
     default_ct_model_dir,
     load_manifest,
     load_model,
+    open_session,
     verify_checksum,
 )
 from osteo_node.models.manifest import sha256_of
@@ -93,6 +94,18 @@ def test_bad_manifest_is_refused(model_copy: Path) -> None:
     (model_copy / "model.json").write_text(json.dumps({"name": "x"}))
     with pytest.raises(ModelError, match="missing"):
         load_model(model_copy)
+
+
+def test_open_session_verifies_before_opening(model_copy: Path) -> None:
+    """The one loader every model goes through (CT via load_model, MR via BodyModel.load)."""
+    m = load_manifest(model_copy / "model.json")
+    session, provider = open_session(m.onnx_path, m.sha256, name=m.name, version=m.version,
+                                     threads=1)
+    assert provider == session.get_providers()[0]
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        open_session(m.onnx_path, "f" * 64, name=m.name, version=m.version)
+    with pytest.raises(ModelError, match="model file not found"):
+        open_session(model_copy / "absent.onnx", m.sha256, name=m.name, version=m.version)
 
 
 def test_provider_preference() -> None:

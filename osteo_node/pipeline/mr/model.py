@@ -4,10 +4,11 @@ The manifest ``model.json`` beside ``model.onnx`` (under ``ai_models/mr_vertebra
 the file, its sha256, the input pixel spacing and the size multiple the network needs. The file's
 digest is checked before a session is created; a mismatch refuses to load.
 
-Thin adapter over the CT model runtime (``osteo_node.models``): same sha256 check, same
-execution-provider choice (CUDA when the installed onnxruntime has it, else CPU), same session
-options. ``osteo_node.models.load_manifest`` itself is CT-specific (HU normalisation, 3D patch),
-so the 2D MR manifest is read here.
+The session is opened by the shared model runtime (``osteo_node.models.open_session``, as for
+the CT model): the same sha256 check, execution-provider choice (CUDA when the installed
+onnxruntime has it, else CPU), session options and logging. ``osteo_node.models.load_manifest``
+itself is CT-specific (HU normalisation, 3D patch), so the 2D MR manifest (input/output names,
+size multiple, threshold) is read here.
 """
 
 from __future__ import annotations
@@ -18,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import structlog
 from numpy.typing import NDArray
 
-from osteo_node.models.manifest import ModelError, sha256_of
-from osteo_node.models.runtime import choose_providers
+from osteo_node.models.manifest import ModelError
+from osteo_node.models.runtime import open_session
 from osteo_node.pipeline.results import ModelInfo
 from osteo_node.resources import resource_path
-
-log = structlog.get_logger(__name__)
 
 
 def default_model_dir() -> Path:
@@ -71,10 +69,10 @@ class Manifest:
 class BodyModel:
     """A loaded, verified ONNX session for sagittal slices ``[N, 1, H, W]`` -> probabilities."""
 
-    def __init__(self, manifest: Manifest, session: Any) -> None:
+    def __init__(self, manifest: Manifest, session: Any, provider: str) -> None:
         self.manifest = manifest
         self._session = session
-        self.provider: str = str(session.get_providers()[0])
+        self.provider = provider
 
     @property
     def info(self) -> ModelInfo:
@@ -85,32 +83,12 @@ class BodyModel:
 
     @classmethod
     def load(cls, model_dir: Path | None = None, threads: int = 2) -> BodyModel:
-        import onnxruntime as ort
-
         model_dir = model_dir or default_model_dir()
         manifest = Manifest.read(model_dir / "model.json")
-        onnx_path = model_dir / manifest.file
-        if not onnx_path.is_file():
-            raise ModelError(f"model file {onnx_path} not found")
-        digest = sha256_of(onnx_path)
-        if digest != manifest.sha256:
-            raise ModelError(
-                f"sha256 mismatch for {onnx_path.name}: file {digest}, manifest {manifest.sha256}"
-            )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = choose_providers(list(ort.get_available_providers()))
-        try:
-            session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
-        except Exception as exc:
-            raise ModelError(f"ONNX Runtime cannot load {onnx_path.name}: {exc}") from exc
-        model = cls(manifest, session)
-        log.info(
-            "mr_model_loaded", name=manifest.name, version=manifest.version, provider=model.provider
-        )
-        return model
+        session, provider = open_session(model_dir / manifest.file, manifest.sha256,
+                                         name=manifest.name, version=manifest.version,
+                                         threads=threads)
+        return cls(manifest, session, provider)
 
     def predict(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         """Probabilities ``[N, H, W]`` for normalised slices ``[N, H, W]`` (sides multiples)."""

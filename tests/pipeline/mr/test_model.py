@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from osteo_node.models.manifest import ModelError, sha256_of
 from osteo_node.pipeline.mr.model import BodyModel, default_model_dir
@@ -26,6 +27,21 @@ def test_model_loads_with_verified_sha256() -> None:
     assert size < 10_000_000
 
 
+def test_opened_by_the_shared_model_runtime() -> None:
+    """The MR session comes from osteo_node.models.open_session, like the CT one: the same
+    'model.loaded' record (model, version, sha256 prefix, the provider really got, threads)."""
+    with capture_logs() as logs:
+        model = BodyModel.load(threads=1)
+    loaded = [e for e in logs if e["event"] == "model.loaded"]
+    assert len(loaded) == 1
+    rec = loaded[0]
+    assert rec["model"] == model.manifest.name
+    assert rec["version"] == model.manifest.version
+    assert rec["sha256"] == model.manifest.sha256[:12]
+    assert rec["provider"] == model.provider == model._session.get_providers()[0]
+    assert rec["threads"] == 1
+
+
 def test_dynamic_spatial_axes() -> None:
     model = BodyModel.load()
     for shape in ((1, 96, 64), (3, 256, 176)):
@@ -41,6 +57,15 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
     data = bytearray((tmp_path / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (tmp_path / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        BodyModel.load(tmp_path)
+
+
+def test_sha256_mismatch_in_manifest_is_refused(tmp_path: Path) -> None:
+    shutil.copy(default_model_dir() / "model.onnx", tmp_path / "model.onnx")
+    raw = json.loads((default_model_dir() / "model.json").read_text())
+    raw["sha256"] = "0" * 64
+    (tmp_path / "model.json").write_text(json.dumps(raw))
     with pytest.raises(ModelError, match="sha256 mismatch"):
         BodyModel.load(tmp_path)
 
