@@ -1,6 +1,10 @@
 """Export the trained CT vertebra network to ONNX and write model.json.
 
-    .venv/bin/python ai_models/ct_vertebrae/export.py [--checkpoint runs/model.pt]
+    .venv/bin/python ai_models/ct_vertebrae/export.py [--checkpoint runs/model.pt [more.pt ...]]
+
+Several checkpoints (fine-tuned from the same parent) are averaged weight by weight, uniformly
+(a "model soup", Wortsman et al., ICML 2022): one network, the cost of one, less run-to-run
+variance than any single fine-tuning run.
 
 ONNX opset 17 (TorchScript-based exporter, ``dynamo=False``), input ``image`` ``[1, 1, k, j, i]``
 float32 with dynamic spatial axes (each a multiple of 8), output ``logits`` ``[1, 5, k, j, i]``.
@@ -32,14 +36,18 @@ LABELS = {0: "background", 1: "vertebral_body", 2: "posterior_elements",
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="export the CT vertebra network to ONNX")
-    ap.add_argument("--checkpoint", type=Path, default=HERE / "runs" / "model.pt")
+    ap.add_argument("--checkpoint", type=Path, nargs="+", default=[HERE / "runs" / "model.pt"],
+                    help="one checkpoint, or several to average uniformly (same architecture)")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--version", default="1.0.0")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)  # our own checkpoint
+    ckpts = [torch.load(c, map_location="cpu", weights_only=False)  # our own checkpoints
+             for c in args.checkpoint]
+    state = {k: sum(c["state_dict"][k].double() for c in ckpts) / len(ckpts)
+             for k in ckpts[0]["state_dict"]}
     net = build_net()
-    net.load_state_dict(ckpt["state_dict"])
+    net.load_state_dict({k: v.to(ckpts[0]["state_dict"][k].dtype) for k, v in state.items()})
     net.eval()
     onnx_path = args.out / "model.onnx"
     dummy = torch.zeros((1, 1, *PATCH), dtype=torch.float32)
@@ -76,7 +84,9 @@ def main() -> int:
         "architecture": f"monai.networks.nets.UNet channels={list(CHANNELS)} strides=[2,2,2] "
                         "num_res_units=1 norm=instance",
         "out_channels": N_CLASSES,
-        "trained_iters": int(ckpt.get("iters", 0)),
+        "trained_iters": [int(c.get("iters", 0)) for c in ckpts] if len(ckpts) > 1
+        else int(ckpts[0].get("iters", 0)),
+        "weight_average_of": len(ckpts),
     }
     (args.out / "model.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.2f} MB) sha256 {digest}")

@@ -21,7 +21,7 @@ imaging analysis when it reports them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -188,7 +188,9 @@ def body_texture(
         return None  # a fragment or a flattened body: its core lies next to the endplates
     if frame is None:
         frame = body_frame(mask_points_mm(mask, geometry))
-    core, offset, _ = trabecular_roi(mask, geometry, frame, params or MeasureParams.default(),
+    core_params = replace(params or MeasureParams.default(),
+                          roi_depth_fraction=float(cfg["core_depth_fraction"]))
+    core, offset, _ = trabecular_roi(mask, geometry, frame, core_params,
                                      exclude_vein=bool(cfg["exclude_vein"]))
     n = int(core.sum())
     if n < int(cfg["min_core_voxels"]):

@@ -26,7 +26,9 @@ def test_reference_against_itself_is_perfect(shared_data: Path) -> None:
     s = score_case(case, reference_segment_fn(case.reference))
     assert s.level_accuracy == 1.0 and s.mean_dice == pytest.approx(1.0)
     assert s.dice_kind == "body" and s.mean_centroid_error == pytest.approx(0.0)
-    assert s.hu_difference("L1") == pytest.approx(0.0, abs=1.0)  # same body, ROI vs eroded
+    # same body: the analyser's ROI is the central core (roi_depth_fraction), the reference the
+    # body eroded by 3 mm, which keeps denser bone near the cortex: a few HU apart, no more
+    assert s.hu_difference("L1") == pytest.approx(0.0, abs=5.0)
     assert s.grade_agreement == 1.0
 
 

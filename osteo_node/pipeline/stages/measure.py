@@ -46,7 +46,7 @@ class MeasureParams:
     slab_half_width_mm: float = 2.0
     line_half_width_mm: float = 1.0
     roi_margin_mm: float = 3.0
-    roi_depth_fraction: float = 0.4
+    roi_depth_fraction: float = 0.5
     roi_min_margin_mm: float = 1.5
     roi_min_volume_mm3: float = 500.0
     vein_posterior_fraction: float = 0.3
