@@ -130,7 +130,7 @@ def build_objects(
     labels = output.labels
     if labels is not None and labels.array.shape == volume.array.shape and labelled_levels(labels):
         seg_ds, segment_map = VertebraSegmentation(volume, labels, settings, algo_name,
-                                                   algo_version).build()
+                                                   algo_version, result=result).build()
         if "seg" in kinds:
             objects.append(ExportedObject("seg", seg_ds))
     elif labels is not None:

@@ -4,6 +4,11 @@ BINARY segmentation (the most widely supported SOP class): segment numbers 1..N 
 cranio-caudal order of the labelled levels, each coded with its SNOMED CT vertebra code
 (``dicom_sr_templates/codes.yaml``) and referencing the source CT/MR instances. The
 :class:`SegmentMap` tells the SR which segment holds which level.
+
+A level name the analysis marks uncertain is labelled the way the SC and SR show it: Segment
+Label "L1?" and a Segment Description with the caveat (``exporters.common``: the analyser's
+decision per reported vertebra, the same rule for labels it does not report). The segmented
+property type and tracking identifier keep the level's code and name, as the SR does.
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ from pydicom.dataset import Dataset
 
 from osteo_node.exporters import codes as codes_mod
 from osteo_node.exporters.common import (
+    LEVEL_CAVEAT,
     ExportError,
     ExportSettings,
     apply_common,
+    label_level,
     require_source,
     slice_indices,
     source_datasets,
 )
-from osteo_node.pipeline.results import is_known_level, level_sort_key
+from osteo_node.pipeline.results import AnalysisResult, is_known_level, level_sort_key
 from osteo_node.pipeline.types import LabelVolume, Volume
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -70,6 +77,8 @@ class VertebraSegmentation:
     settings: ExportSettings
     algorithm_name: str
     algorithm_version: str
+    #: the analysis the labels belong to; its level-uncertainty decisions label the segments
+    result: AnalysisResult | None = None
 
     def __post_init__(self) -> None:
         require_source(self.volume)
@@ -80,6 +89,35 @@ class VertebraSegmentation:
             )
         if not labelled_levels(self.labels):
             raise ExportError("label map has no labelled vertebra")
+
+    def shown_label(self, level: str) -> str:
+        """The level as labelled: ``"L1?"`` when the analysis marks its name uncertain."""
+        if self.result is None:
+            return level
+        return label_level(level, self.result, self.labels)
+
+    def _describe(
+        self,
+        number: int,
+        level: str,
+        book: codes_mod.CodeBook,
+        algorithm: hd.AlgorithmIdentificationSequence,
+    ) -> hd.seg.SegmentDescription:
+        label = self.shown_label(level)
+        item = hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=label,
+            segmented_property_category=book.concept("segment_category"),
+            segmented_property_type=book.vertebra(level),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            tracking_uid=self.settings.uids.uid(f"track-{level}"),
+            tracking_id=level,
+            display_color=hd.color.CIELabColor.from_rgb(*level_rgb(level)),
+        )
+        if label != level:
+            item.SegmentDescription = f"{label} (level uncertain). {LEVEL_CAVEAT}"
+        return item
 
     def build(self) -> tuple[hd.seg.Segmentation, SegmentMap]:
         book = codes_mod.load()
@@ -99,19 +137,7 @@ class VertebraSegmentation:
             seg_array[mask] = number
             numbers[level] = number
             slices[level] = slice_indices(mask)
-            descriptions.append(
-                hd.seg.SegmentDescription(
-                    segment_number=number,
-                    segment_label=level,
-                    segmented_property_category=book.concept("segment_category"),
-                    segmented_property_type=book.vertebra(level),
-                    algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                    algorithm_identification=algorithm,
-                    tracking_uid=self.settings.uids.uid(f"track-{level}"),
-                    tracking_id=level,
-                    display_color=hd.color.CIELabColor.from_rgb(*level_rgb(level)),
-                )
-            )
+            descriptions.append(self._describe(number, level, book, algorithm))
         sources = source_datasets(volume, header)
         seg = hd.seg.Segmentation(
             source_images=sources,
