@@ -3,6 +3,11 @@
 Same JSON schema and the same measure/grade code as the CT analyser; MR has no Hounsfield
 units, so ``trabecular_hu`` is None and there is no density call. Every refusal becomes a
 ``not_analysable`` result with the reason; the analyser never raises for bad input.
+
+Level names (``mr/levels.py``): counted up from the lowest body taken as L5 (confidence 0.8,
+the CT sacrum-anchor value, minus 0.03 per level) or relative V1..Vn (0.0). They are judged by
+the CT rule ``grade.level_uncertain`` (same confidence scale): relative labels and names counted
+above T11 are reported as uncertain ("V1?", "T10?").
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from osteo_node.pipeline.results import (
     Heights,
     VertebraResult,
 )
-from osteo_node.pipeline.stages.grade import GradingRules, ShapeGrade, grade_shape, grade_spine
+from osteo_node.pipeline.stages.grade import (
+    GradingRules,
+    ShapeGrade,
+    grade_shape,
+    grade_spine,
+    level_uncertain,
+)
 from osteo_node.pipeline.stages.measure import MeasureParams
 from osteo_node.pipeline.stages.timing import timed_stage
 from osteo_node.pipeline.stages.volume import (
@@ -74,6 +85,13 @@ def grade_bodies(
         return [grade_shape(h, None, rules) for h in heights]
     graded = grade_spine(dict(zip(stand_in, heights, strict=True)), rules)
     return [graded[s] for s in stand_in]
+
+
+def level_uncertain_note(confidence: float, rules: GradingRules) -> str:
+    """The per-vertebra note of a name judged uncertain (the CT analyser's wording)."""
+    return (f"level uncertain (level confidence {confidence:g} < "
+            f"{rules.min_level_confidence:g}): named without a reliable anatomical landmark; "
+            "verify the level on the images")
 
 
 class MRAnalyser:
@@ -215,10 +233,13 @@ class MRAnalyser:
             None if b.truncated else b.measurement.heights for b in bodies
         ]
         grades = grade_bodies(seg.names, heights, rules)
+        confidence = [round(float(seg.labels.confidence.get(n, 0.0)), 3) for n in seg.names]
+        naming = [(c, level_uncertain(c, rules)) for c in confidence]
         vertebrae = [
             VertebraResult(
                 level=name,
-                level_confidence=round(float(seg.labels.confidence.get(name, 0.0)), 3),
+                level_confidence=conf,
+                level_uncertain=u,
                 label_value=int(b.value),
                 centroid_mm=tuple(round(c, 2) for c in b.centroid_mm),  # type: ignore[arg-type]
                 trabecular_hu=None,
@@ -226,9 +247,11 @@ class MRAnalyser:
                 height_loss=g.height_loss,
                 morphology=g.morphology,
                 genant_grade=g.genant_grade,
-                notes=(*b.notes, *b.measurement.notes, *g.notes),
+                notes=(*b.notes, *b.measurement.notes, *g.notes,
+                       *([level_uncertain_note(conf, rules)] if u else [])),
             )
-            for name, b, h, g in zip(seg.names, bodies, heights, grades, strict=True)
+            for name, (conf, u), b, h, g in zip(
+                seg.names, naming, bodies, heights, grades, strict=True)
         ]
         graded = [v for v in vertebrae if v.genant_grade is not None]
         vcf = tuple(v.level for v in graded if (v.genant_grade or 0) >= rules.fracture_min_grade)
@@ -237,8 +260,16 @@ class MRAnalyser:
             l1_hu=None,
             vcf_levels=vcf,
             max_genant_grade=max((v.genant_grade or 0 for v in graded), default=None),
+            density_level_uncertain=None,  # no density level on MR
         )
         warnings = [*ctx.warnings, *seg.notes]
+        if any(u for _, u in naming):
+            warnings.append(
+                "level uncertain: "
+                + ", ".join(v.level for v in vertebrae if v.level_uncertain)
+                + f" (level confidence < {rules.min_level_confidence:g}; see the labelling "
+                "notes): names may be off by one or more levels"
+            )
         warnings.append("MR: no bone density estimate (no Hounsfield units); shape only")
         truncated = [v.level for v, b in zip(vertebrae, bodies, strict=True) if b.truncated]
         if truncated:
