@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,7 +188,7 @@ def slice_indices(mask: np.ndarray[Any, Any]) -> list[int]:
 # (osteo_node.pipeline.stages.grade.level_uncertain); these helpers only display it.
 
 UNCERTAIN_MARK = "?"
-LEVEL_CAVEAT = ("Level names uncertain (marked ?): no reliable anatomical landmark in view; "
+LEVEL_CAVEAT = ("Level names marked ? are uncertain (not anchored to a reliable landmark); "
                 "count the levels on the images")
 
 
@@ -215,9 +215,12 @@ def uncertain_levels(result: AnalysisResult) -> list[str]:
     return levels
 
 
-def level_caveat(result: AnalysisResult) -> str | None:
-    """The caveat line for a result with uncertain level names (None when all are anchored)."""
+def level_caveat(result: AnalysisResult, drawn: Sequence[str] = ()) -> str | None:
+    """The caveat line for a result with uncertain level names (None when all are anchored).
+
+    ``drawn``: further uncertain names an image shows (labels the result does not report)."""
     levels = uncertain_levels(result)
+    levels += [lv for lv in drawn if lv not in levels]
     return f"{LEVEL_CAVEAT} ({', '.join(levels)})" if levels else None
 
 

@@ -167,7 +167,10 @@ def render_sagittal_overlay(
     out_h = round(n_si * s_si / px * scale)
     out_w = round(n_ap * s_ap / px * scale)
     base = Image.fromarray(rgb.astype(np.uint8)).resize((out_w, out_h), Image.Resampling.BILINEAR)
-    caveat = level_caveat(result) if result.status == "analysed" else None
+    names = ({lv: label_level(lv, result, labels) for lv in value_to_level.values()}
+             if lab_plane is not None else {})
+    drawn_unsure = [lv for lv, name in names.items() if name.endswith("?")]
+    caveat = level_caveat(result, drawn_unsure) if result.status == "analysed" else None
     caveat_lines = _wrap(caveat, out_w + PANEL_PX - 16, _font(14)) if caveat else []
     banner_h, footer_h = 34, 30 + 22 * len(caveat_lines)
     canvas = Image.new("RGB", (out_w + PANEL_PX, out_h + banner_h + footer_h), (0, 0, 0))
@@ -179,7 +182,6 @@ def render_sagittal_overlay(
     for n, line in enumerate(caveat_lines):
         draw.text((8, out_h + banner_h + 29 + 22 * n), line, fill=CAVEAT_COLOUR, font=_font(14))
     if lab_plane is not None:
-        names = {lv: label_level(lv, result, labels) for lv in value_to_level.values()}
         _draw_levels(draw, result, points, value_to_level, names,
                      origin=(out_w, banner_h, ap0), scale=(out_h / n_si, out_w / n_ap))
     draw.text((4, banner_h + 2), "A", fill=(255, 255, 0), font=_font(16))

@@ -58,7 +58,7 @@ fls_worklist = Table(
     Column("osteoporosis_suspected", Boolean, nullable=True),
     Column("density_level", String(8), nullable=True),
     Column("density_hu", Float, nullable=True),
-    # a level name in the findings is uncertain (shown "L1?"); None: not assessed (e.g. MR)
+    # a level name in the findings is uncertain (shown "L1?"); None: not assessed
     Column("level_uncertain", Boolean, nullable=True),
     Column("max_genant_grade", Integer, nullable=True),
     Column("vcf_levels", String(200), nullable=False, default=""),
