@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from osteo_node.models import OnnxModel
-from osteo_node.pipeline.ct.instances import Instances, separate
+from osteo_node.pipeline.ct.instances import BodyInstance, Instances, separate
 from osteo_node.pipeline.ct.ribs import RibEvidence, rib_evidence
 from osteo_node.pipeline.results import ModelInfo
 from osteo_node.pipeline.sitk_io import grid_image, to_sitk
@@ -61,6 +61,10 @@ CONF_STEP = 0.015  # counting away from the anchor accumulates risk
 CONF_FLOOR = 0.2
 CONF_GAP_FACTOR = 0.8
 GAP_FACTOR = 1.6  # a gap this many times the neighbouring spacing holds a missed vertebra
+# vertebral bodies grow from T1 to L4 (Panjabi MM et al. Spine 1991;16:888-901 and Spine
+# 1992;17:299-306: thoracic and lumbar body heights increase caudally); a body this much
+# taller than the bodies just below it probably holds two vertebrae that were not separated
+MERGED_HEIGHT_FACTOR = 1.2
 CHUNK_SLICES = 64
 
 
@@ -275,6 +279,38 @@ def to_input_grid(
     return labels, bodies
 
 
+def _merged_body_check(bodies: list[BodyInstance], assignment: LevelAssignment, spacing: float
+                       ) -> LevelAssignment:
+    """Names counted across a body that is taller than the bodies below it are uncertain.
+
+    Bodies are cranial -> caudal. A complete body more than MERGED_HEIGHT_FACTOR times the median
+    height of the (up to three) complete bodies below it probably holds two vertebrae, so every
+    name counted across it from a caudal anchor (sacrum, last rib) may be one level off: that
+    body and all above it are capped at the transitional confidence, with a note. (With a T1
+    anchor the names below such a body would be affected; that case is left as is: a merged
+    body below T1 is rarer than one between T4 and T9, where thoracic discs are thin.)
+    """
+    if assignment.anchor not in ("sacrum+rib", "rib", "sacrum"):
+        return assignment
+    heights = [(b.k_range[1] - b.k_range[0] + 1) * spacing for b in bodies]
+    for i, body in enumerate(bodies):
+        below = [heights[j] for j in range(i + 1, len(bodies))
+                 if not bodies[j].touches_fov and assignment.names[j] is not None][:3]
+        if (body.touches_fov or assignment.names[i] is None or len(below) < 2
+                or heights[i] <= MERGED_HEIGHT_FACTOR * float(np.median(below))):
+            continue
+        name = assignment.names[i]
+        conf = [min(c, CONF_TRANSITIONAL) if j <= i else c
+                for j, c in enumerate(assignment.confidence)]
+        notes = [*assignment.notes,
+                 f"{name} is {heights[i]:.0f} mm tall, more than the vertebrae below it "
+                 f"({float(np.median(below)):.0f} mm): it may be two vertebrae the segmentation "
+                 f"did not separate; {name} and the levels above it may be one level off, "
+                 "uncertain"]
+        return LevelAssignment(assignment.names, conf, notes, assignment.anchor)
+    return assignment
+
+
 @dataclass
 class ModelGridLabels:
     """Vertebra instances and their level names on the network's canonical grid."""
@@ -307,6 +343,7 @@ def label_model_grid(mg: ModelGridSegmentation) -> ModelGridLabels:
             f"{sum(missing)} vertebra(e) apparently not segmented (gap in the column); levels "
             "counted across the gap by spacing, lower confidence"
         )
+    assignment = _merged_body_check(inst.bodies, assignment, spacing)
     vert, bodies, levels = _canonical_maps(inst, assignment)
     return ModelGridLabels(instances=inst, ribs=ribs, assignment=assignment, vertebrae=vert,
                            bodies=bodies, levels=levels)

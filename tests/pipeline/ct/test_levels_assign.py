@@ -103,3 +103,39 @@ def test_missed_vertebra_is_counted_across_the_gap() -> None:
     assert a.names == ["T7", "T8", "T10", "T11", "T12", "L1"]
     assert a.confidence[0] < a.confidence[2]  # beyond the gap: lower confidence
     assert missing_between([300.0, 275.0, 250.0, 225.0]) == [0, 0, 0, 0]
+
+
+def _bodies(heights_slices: list[int], fov: tuple[int, ...] = ()) -> list:  # type: ignore[type-arg]
+    """Bodies cranial -> caudal with the given heights (3 mm slices), stacked without gaps."""
+    from osteo_node.pipeline.ct.instances import BodyInstance
+
+    out, top = [], sum(heights_slices)
+    for n, h in enumerate(heights_slices):
+        k1 = top - 1
+        k0 = top - h
+        out.append(BodyInstance(n + 1, (float(k0 + k1) / 2, 10.0, 10.0), (k0, k1), 20.0,
+                                n in fov))
+        top = k0
+    return out
+
+
+def test_a_body_taller_than_those_below_makes_the_names_above_uncertain() -> None:
+    """The chest series' 'T8' (30 mm over 27/21/24 mm bodies): two vertebrae in one segment,
+    so the names counted across it from the last rib may be one level off."""
+    from osteo_node.pipeline.ct.levels import CONF_TRANSITIONAL, _merged_body_check
+
+    ribs = [True] * 6 + [False]
+    a = assign_levels(ribs, sacrum=False)
+    assert a.anchor == "rib" and a.names[5] == "T12"
+    checked = _merged_body_check(_bodies([5, 5, 10, 9, 7, 8, 8]), a, 3.0)
+    assert checked.names == a.names
+    assert all(c <= CONF_TRANSITIONAL for c in checked.confidence[:3])  # tall "T9" and above
+    assert checked.confidence[3:] == a.confidence[3:]
+    assert any("may be two vertebrae" in n for n in checked.notes)
+
+
+def test_bodies_growing_caudally_keep_their_confidence() -> None:
+    from osteo_node.pipeline.ct.levels import _merged_body_check
+
+    a = assign_levels([True, True, True, False, False, False, False, False], sacrum=True)
+    assert _merged_body_check(_bodies([7, 7, 8, 8, 9, 9, 10, 10]), a, 3.0) == a
