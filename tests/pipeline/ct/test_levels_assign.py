@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from osteo_node.pipeline.ct.instances import BodyInstance
 from osteo_node.pipeline.ct.levels import VERSE_VALUES, assign_levels
 
 
@@ -105,11 +106,10 @@ def test_missed_vertebra_is_counted_across_the_gap() -> None:
     assert missing_between([300.0, 275.0, 250.0, 225.0]) == [0, 0, 0, 0]
 
 
-def _bodies(heights_slices: list[int], fov: tuple[int, ...] = ()) -> list:  # type: ignore[type-arg]
+def _bodies(heights_slices: list[int], fov: tuple[int, ...] = ()) -> list[BodyInstance]:
     """Bodies cranial -> caudal with the given heights (3 mm slices), stacked without gaps."""
-    from osteo_node.pipeline.ct.instances import BodyInstance
-
-    out, top = [], sum(heights_slices)
+    out: list[BodyInstance] = []
+    top = sum(heights_slices)
     for n, h in enumerate(heights_slices):
         k1 = top - 1
         k0 = top - h
