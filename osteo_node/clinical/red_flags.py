@@ -9,9 +9,17 @@ Three sources, all with thresholds in ``clinical_data/red_flags.yaml``:
   low, osteoporotic body has none), and heterogeneous attenuation.
 - :func:`imaging_flags` reads an ``osteo-node analyze`` result (dict from ``to_json``): fractures
   above T7, and per-vertebra signs an analyser reports (``texture`` from :func:`body_texture`,
-  ``posterior_wall_convex``, ``pedicle_involved``).
+  ``posterior_wall_convex``, ``pedicle_involved``). It is the one place the imaging red flags
+  are decided: the SR, the FLS worklist row and ``osteo-node assess`` all read it.
 - :func:`clinical_flags` reads a :class:`ClinicalRecord`: cancer / myeloma history, myeloma
   labs, high ALP, unexplained anaemia.
+
+Focal lytic / sclerotic foci are red flags in any body. Heterogeneous attenuation is a sign of a
+pathological FRACTURE (issue 5: "heterogeneous HU" inside a fractured body) and counts only for a
+fractured body (Genant grade >= ``level.min_genant_grade`` or listed in ``vcf_levels``): normal
+mid-thoracic bodies of thin-slice chest CT reach the spread cut-off on their own (T5/T6 of the
+real chest series: 61-64 HU). ``BodyTexture.heterogeneous`` keeps the measured sign (spread above
+the cut-off) whatever the grade; it is not a red flag by itself.
 
 Posterior wall convexity and pedicle involvement are not measured here (they need body-aligned
 geometry and posterior-element segmentation at better than 3 mm); they are taken from the
@@ -216,7 +224,10 @@ def body_texture(
     )
 
 
-def texture_flags(level: str | None, tex: BodyTexture) -> list[RedFlag]:
+def texture_flags(level: str | None, tex: BodyTexture, *, fractured: bool) -> list[RedFlag]:
+    """Red flags from one body's texture. Focal lytic / sclerotic foci count in any body;
+    heterogeneous attenuation only in a ``fractured`` body (when red_flags.yaml
+    ``texture.heterogeneous_needs_fracture`` is true, as shipped)."""
     where = f" in {level}" if level else ""
     flags: list[RedFlag] = []
     if tex.focal_lytic:
@@ -231,12 +242,13 @@ def texture_flags(level: str | None, tex: BodyTexture) -> list[RedFlag]:
             f"focal sclerotic area{where}: {tex.sclerotic_cluster_mm3:.0f} mm3 more than "
             f"{_cfg()['texture']['sclerotic_delta_hu']} HU above the rest of the trabecular "
             f"core (median {tex.reference_hu:.0f} HU)", "imaging", level))
-    if tex.heterogeneous:
+    needs_fracture = bool(_cfg()["texture"]["heterogeneous_needs_fracture"])
+    if tex.heterogeneous and (fractured or not needs_fracture):
+        body = "a fractured body's" if fractured else "the"
         flags.append(RedFlag(
             "heterogeneous_hu",
             f"heterogeneous attenuation{where}: robust HU spread {tex.spread_hu:.0f} HU in "
-            "the trabecular core",
-            "imaging", level))
+            f"{body} trabecular core", "imaging", level))
     return flags
 
 
@@ -250,23 +262,27 @@ def _texture_from_json(d: Mapping[str, Any]) -> BodyTexture | None:
 
 
 def imaging_flags(analysis: Mapping[str, Any]) -> list[RedFlag]:
-    """Red flags from an ``analyze`` result dict (schema of AnalysisResult.to_json)."""
+    """Red flags from an ``analyze`` result dict (schema of AnalysisResult.to_json).
+
+    A body is fractured when the findings list it in ``vcf_levels`` or its Genant grade is at
+    least red_flags.yaml ``level.min_genant_grade``; that set decides both the "fracture above
+    T7" flag and whether heterogeneous attenuation counts (:func:`texture_flags`)."""
     cfg = _cfg()["level"]
     cranial_limit = level_index(str(cfg["fracture_cranial_to"]))
     min_grade = int(cfg["min_genant_grade"])
     findings = analysis.get("findings") or {}
+    vertebrae = [v for v in analysis.get("vertebrae") or [] if isinstance(v, Mapping)]
     fractured = {str(lv) for lv in findings.get("vcf_levels") or []}
-    flags: list[RedFlag] = []
-    for v in analysis.get("vertebrae") or []:
-        if not isinstance(v, Mapping):
-            continue
-        level = str(v.get("level"))
+    for v in vertebrae:
         grade = v.get("genant_grade")
-        if isinstance(grade, int) and grade >= min_grade:
-            fractured.add(level)
+        if isinstance(grade, int) and not isinstance(grade, bool) and grade >= min_grade:
+            fractured.add(str(v.get("level")))
+    flags: list[RedFlag] = []
+    for v in vertebrae:
+        level = str(v.get("level"))
         tex = _texture_from_json(v.get("texture") or {})
         if tex is not None:
-            flags.extend(texture_flags(level, tex))
+            flags.extend(texture_flags(level, tex, fractured=level in fractured))
         if v.get("posterior_wall_convex"):
             flags.append(RedFlag("posterior_wall_convexity",
                                  f"convex posterior wall of {level}", "imaging", level))

@@ -85,14 +85,15 @@ def test_lytic_lesion_in_real_l1_is_flagged_and_untouched_vertebrae_are_not(exam
             continue
         for grow in (0, 1):
             tex = texture(img, ct, grown((vert == label) & (body == 1), grow))
-            assert texture_flags(name, tex) == [], (name, grow, tex)
+            assert texture_flags(name, tex, fractured=True) == [], (name, grow, tex)
     lesioned, voxels = _insert_lytic_sphere(img, ct, l1, radius_mm=9.0, lesion_hu=20.0)
     assert voxels > 50
     for grow in (0, 1, 2):
         tex = texture(img, lesioned, grown(l1, grow))
         assert tex.focal_lytic and tex.lytic_cluster_mm3 >= 1000, (grow, tex)
-        flags = texture_flags("L1", tex)
+        flags = texture_flags("L1", tex, fractured=False)  # L1 is not fractured
         assert [f.code for f in flags] == ["focal_lytic_area"], (grow, flags)
+        assert not tex.heterogeneous, (grow, tex)
         assert "L1" in flags[0].reason
     # The untouched neighbours in the same (modified) volume stay clean.
     for label in (21, 22):
@@ -134,9 +135,37 @@ def test_fracture_above_t7_and_reported_signs():
     assert ("fracture_above_t7", "T12") not in codes
     assert ("posterior_wall_convexity", "T12") in codes
     assert ("pedicle_involvement", "L1") in codes
-    assert ("focal_lytic_area", "L1") in codes and ("heterogeneous_hu", "L1") in codes
+    assert ("focal_lytic_area", "L1") in codes  # a focal lytic area counts in any body
+    assert ("heterogeneous_hu", "L1") not in codes  # L1 (grade 0) is not fractured
     plain = imaging_flags(_analysis([{"level": "L1", "genant_grade": 2}], ["L1"]))
     assert plain == []
+
+
+# The texture the CT analyser reported for T6 of the real chest CT series (model 1.2.0): a
+# normal body whose robust spread (63.8 HU) exceeds the 60 HU cut-off, with no focal cluster.
+CHEST_T6 = {"reference_hu": 210.0, "spread_hu": 63.8, "lytic_cluster_mm3": 236.5,
+            "sclerotic_cluster_mm3": 13.4, "voxels": 2851, "focal_lytic": False,
+            "focal_sclerotic": False, "heterogeneous": True, "core_mm3": 5437.9}
+
+
+def test_heterogeneous_attenuation_counts_only_in_a_fractured_body():
+    """Issue 5 lists heterogeneous HU among the signs of a PATHOLOGICAL FRACTURE: an
+    unfractured (grade 0 or ungraded) body with a wide HU spread raises no red flag, the same
+    texture in a fractured body (by its grade, or listed in vcf_levels) does."""
+    for grade in (0, None):
+        calm = [{"level": "L2", "genant_grade": grade, "texture": CHEST_T6}]
+        assert imaging_flags(_analysis(calm, [])) == [], grade
+        assert not build_assessment(None, None, _analysis(calm, [])).red_flags, grade
+    for grade, vcf in ((1, []), (2, ["L2"]), (None, ["L2"])):
+        broken = [{"level": "L2", "genant_grade": grade, "texture": CHEST_T6}]
+        flags = imaging_flags(_analysis(broken, vcf))
+        assert [(f.code, f.level) for f in flags] == [("heterogeneous_hu", "L2")], (grade, flags)
+        assert "fractured body" in flags[0].reason and "64 HU" in flags[0].reason
+        assessment = build_assessment(None, None, _analysis(broken, vcf))
+        assert assessment.pathological_fracture_suspected, grade
+    tex = BodyTexture(**CHEST_T6)
+    assert texture_flags("T6", tex, fractured=False) == []
+    assert [f.code for f in texture_flags("T6", tex, fractured=True)] == ["heterogeneous_hu"]
 
 
 def test_clinical_red_flags_cancer_alp_anaemia():
@@ -189,7 +218,7 @@ def test_osteoporotic_tptbox_l3_is_not_lytic_with_a_too_wide_mask(tptbox, grow: 
     trabecular = float(np.median(ct[(vert == 22) & (sub == 50)]))
     assert trabecular == pytest.approx(53, abs=3)
     tex = texture(img, ct, grown(_tptbox_body(vert, sub, 22), grow))
-    assert texture_flags("L3", tex) == [], tex
+    assert texture_flags("L3", tex, fractured=True) == [], tex
     assert not (tex.focal_lytic or tex.focal_sclerotic or tex.heterogeneous)
     assert abs(tex.reference_hu - trabecular) <= 6.0, tex
     assert tex.lytic_cluster_mm3 < 200, tex  # measured 24-57 mm3; the flag needs 400
@@ -228,7 +257,8 @@ def test_tptbox_l3_lytic_sphere_is_flagged_with_reference_and_grown_masks(tptbox
     lesioned, _ = _insert_lytic_sphere(img, ct, l3, radius_mm=9.0, lesion_hu=trabecular - 80)
     for grow in (0, 1, 2):
         tex = texture(img, lesioned, grown(l3, grow))
-        assert [f.code for f in texture_flags("L3", tex)] == ["focal_lytic_area"], (grow, tex)
+        codes = [f.code for f in texture_flags("L3", tex, fractured=True)]
+        assert codes == ["focal_lytic_area"], (grow, tex)
         assert tex.lytic_cluster_mm3 >= 1000 and abs(tex.reference_hu - trabecular) <= 12
 
 
@@ -270,12 +300,12 @@ def test_uniformly_osteoporotic_bodies_have_no_focal_flag(example_ct, tptbox):
     low = _scaled_to(ct, (vert == 22) & (sub == 50), 40.0)
     for grow in (0, 1, 2):
         tex = texture(img, low, grown(_tptbox_body(vert, sub, 22), grow))
-        assert texture_flags("L3", tex) == [], (grow, tex)
+        assert texture_flags("L3", tex, fractured=True) == [], (grow, tex)
         assert tex.reference_hu == pytest.approx(40, abs=6)
     eimg, ect, evert, ebody = example_ct
     l1 = (evert == L1_VERSE) & (ebody == 1)
     low = _scaled_to(ect, ndimage.binary_erosion(l1), 40.0)
     for grow in (0, 1):
         tex = texture(eimg, low, grown(l1, grow))
-        assert texture_flags("L1", tex) == [], (grow, tex)
+        assert texture_flags("L1", tex, fractured=True) == [], (grow, tex)
         assert tex.reference_hu == pytest.approx(40, abs=6)

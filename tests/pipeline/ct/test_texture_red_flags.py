@@ -65,3 +65,25 @@ def test_osteoporotic_tptbox_crop_gives_no_texture_red_flag_through_the_analyser
     flags = build_assessment(None, None, result).red_flags
     assert not [f for f in flags if f.code in
                 ("focal_lytic_area", "focal_sclerotic_area", "heterogeneous_hu")], flags
+
+
+def test_real_chest_series_gives_no_red_flag_through_the_analyser(shared_data: Path) -> None:
+    """The false alarm of the review: the real chest CT series (no fracture, no known lesion)
+    analysed with the shipped model. T5 and T6 measure a robust HU spread of 61-64 HU (cut-off
+    60 HU: ``texture.heterogeneous`` true), which used to raise 'heterogeneous attenuation' and
+    a 'possible pathological fracture' in the SR, the worklist row and ``assess``. Heterogeneous
+    attenuation now counts only in a fractured body, so none of them carries a red flag."""
+    from osteo_node.exporters.sr import red_flag_reasons
+
+    out = CTAnalyser().analyse([shared_data / "ct" / "chest_ct_series" / "dicom"])
+    assert out.result.status == "analysed", out.result.reason
+    result = out.result.to_json()
+    judged = {v["level"]: v for v in result["vertebrae"] if v["texture"]}
+    assert len(judged) >= 5, result["vertebrae"]  # the bodies are judged (not a vacuous pass)
+    assert not result["findings"]["vcf_levels"], result["findings"]
+    for level, v in judged.items():  # no focal cluster on these normal bodies
+        assert not (v["texture"]["focal_lytic"] or v["texture"]["focal_sclerotic"]), (level, v)
+    assessment = build_assessment(None, None, result)
+    assert assessment.red_flags == [], [f.reason for f in assessment.red_flags]
+    assert not assessment.pathological_fracture_suspected
+    assert red_flag_reasons(out.result) == []  # what the SR codes and comments
