@@ -96,6 +96,9 @@ class Findings:
     max_genant_grade: int | None = None
     #: the vertebra used for the density call is named by assumption (its level_uncertain)
     density_level_uncertain: bool | None = None
+    #: levels that got a Genant grade; empty: fractures not assessed (no vertebra gradable),
+    #: so an empty vcf_levels then means "not assessed", not "no fracture"; None: not reported
+    graded_levels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,8 @@ class AnalysisResult:
             v["notes"] = list(v["notes"])
         if d["findings"] is not None:
             d["findings"]["vcf_levels"] = list(d["findings"]["vcf_levels"])
+            if d["findings"]["graded_levels"] is not None:
+                d["findings"]["graded_levels"] = list(d["findings"]["graded_levels"])
         from osteo_node import DISCLAIMER
 
         d["disclaimer"] = DISCLAIMER

@@ -109,11 +109,16 @@ def _summary(result: AnalysisResult) -> str:
                      f"{(f.density_category or '').replace('_', ' ')}")
     else:
         parts.append("density: not assessable")
+    if f.graded_levels is not None and not f.graded_levels:
+        parts.append("fractures: not assessed (no vertebra could be graded)")
+        return "   ".join(parts)
     grade = f.max_genant_grade if f.max_genant_grade is not None else "-"
     parts.append(f"max Genant grade {grade}")
     shown = {v.level: label_level(v.level, result, None) for v in result.vertebrae}
     parts.append("VCF: " + (", ".join(shown.get(lv, lv) for lv in f.vcf_levels)
                             if f.vcf_levels else "none"))
+    if f.graded_levels is not None and len(f.graded_levels) < len(result.vertebrae):
+        parts.append(f"({len(f.graded_levels)} of {len(result.vertebrae)} vertebrae graded)")
     return "   ".join(parts)
 
 

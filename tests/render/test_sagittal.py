@@ -60,3 +60,23 @@ def test_overlay_with_names_outside_levels(shared_data: Path) -> None:
     rgb = render_sagittal_overlay(out.volume, LabelVolume(arr, out.labels.geometry, levels),
                                   out.result)
     assert rgb.shape[2] == 3
+
+
+def test_footer_says_fractures_not_assessed_when_nothing_was_graded() -> None:
+    """'VCF: none' would read as 'no fracture' when no vertebra could be graded (chest series:
+    every thoracic boundary is a cut, heights not measurable)."""
+    from osteo_node.pipeline.results import AnalysisResult, Findings, VertebraResult
+    from osteo_node.render.sagittal import _summary
+
+    def result(graded: tuple[str, ...], grade: int | None) -> AnalysisResult:
+        v = VertebraResult(level="T12", level_confidence=0.85, label_value=19,
+                           centroid_mm=(0.0, 0.0, 0.0),
+                           trabecular_hu=None, heights_mm=None, height_loss=None,
+                           morphology="normal", genant_grade=grade)
+        f = Findings(osteoporosis_suspected=False, l1_hu=None, vcf_levels=(),
+                     max_genant_grade=grade, graded_levels=graded)
+        return AnalysisResult("analysed", None, "CT", None, None, "native", None, [v], f)
+
+    assert "fractures: not assessed" in _summary(result((), None))
+    assert "VCF: none" not in _summary(result((), None))
+    assert "VCF: none" in _summary(result(("T12",), 0))

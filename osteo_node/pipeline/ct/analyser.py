@@ -489,9 +489,13 @@ class CTAnalyser:
             vcf_levels=vcf,
             max_genant_grade=max((v.genant_grade for v in graded), default=None),  # type: ignore[type-var]
             density_level_uncertain=None if call.level is None else call.level in unsure,
+            graded_levels=tuple(v.level for v in graded),
         )
         warnings = list(ctx.warnings)
         warnings.extend(call.notes)
+        if not graded:
+            warnings.append("no vertebra could be graded (heights not measurable): compression "
+                            "fractures were NOT assessed; an empty vcf_levels is not 'no fracture'")
         if unsure:
             warnings.append("level uncertain: " + ", ".join(
                 v.level for v in vertebrae if v.level_uncertain)

@@ -261,6 +261,7 @@ class MRAnalyser:
             vcf_levels=vcf,
             max_genant_grade=max((v.genant_grade or 0 for v in graded), default=None),
             density_level_uncertain=None,  # no density level on MR
+            graded_levels=tuple(v.level for v in graded),
         )
         warnings = [*ctx.warnings, *seg.notes]
         if any(u for _, u in naming):
