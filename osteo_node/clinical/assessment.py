@@ -70,6 +70,8 @@ class PatientAssessment:
                 f"{r.major_fracture_10y:.1f}%, hip fracture {r.hip_fracture_10y:.1f}% "
                 f"({r.category} risk)."
             )
+            if r.disclaimer:
+                parts.append(f"ClinRisk Ltd. disclaimer for {r.model}: {r.disclaimer}")
         else:
             parts.append(f"{r.model} risk not computed (missing: "
                          + ", ".join(m for m in r.missing_inputs
@@ -100,6 +102,8 @@ class PatientAssessment:
                 "vertebral_fracture_levels": list(self.imaging.vertebral_fracture_levels),
                 "max_genant_grade": self.imaging.max_genant_grade,
                 "l1_hu": self.imaging.l1_hu,
+                "density_level": self.imaging.density_level,
+                "density_level_uncertain": self.imaging.density_level_uncertain,
                 "density_category": self.imaging.density_category,
             },
             "on_anti_osteoporosis_treatment": self.on_treatment,

@@ -45,6 +45,10 @@ def _risk_rank(doc: Mapping[str, Any]) -> int:
     return order.index(cat) if cat in order else -1
 
 
+def _category_caveat() -> str:
+    return " ".join(str(load("risk_qfracture")["categories"]["caveat"]).split())
+
+
 def _sort_key(doc: Mapping[str, Any]) -> tuple[int, int]:
     return (0 if doc.get("red_flags") else 1, -_risk_rank(doc))
 
@@ -77,6 +81,9 @@ def _risk_cell(risk: Mapping[str, Any]) -> str:
     missing = risk.get("missing_inputs") or []
     if missing:
         head += f"<br><span class=\"note\">missing: {_e(', '.join(map(str, missing)))}</span>"
+    if risk.get("disclaimer"):  # ClinRisk's licence: shown alongside every QFracture risk
+        head += (f"<br><span class=\"note\">ClinRisk Ltd. disclaimer: "
+                 f"{_e(risk['disclaimer'])}</span>")
     return head
 
 
@@ -117,6 +124,7 @@ def render_dashboard(assessments: Sequence[Mapping[str, Any]], title: str = "ost
         f"<h1>{_e(title)}: patient assessments</h1>\n"
         f"<p>{len(assessments)} assessment(s), {n_flag} with possible pathological fracture."
         f"</p>\n<p class=\"note\">{_e(DISCLAIMER)}</p>\n"
+        f"<p class=\"note\">{_e(_category_caveat())}</p>\n"
         "<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads)
         + f"</tr></thead><tbody>\n{rows}\n</tbody></table>\n</body></html>\n"
     )

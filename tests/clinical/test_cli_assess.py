@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from osteo_node.cli.main import main
 from tests.clinical import fhir_data as fd
 from tests.clinical.fhir_server import fhir_server
@@ -94,3 +96,33 @@ def test_assess_bad_inputs_exit_2(tmp_path: Path, capsys):
     doc = json.loads(capsys.readouterr().out)
     _check_schema(doc)
     assert {"age", "sex", "bmi"} <= set(doc["risk"]["missing_inputs"])
+
+
+@pytest.mark.shared_data
+def test_assess_on_the_real_chest_ct_analysis(shared_data: Path, tmp_path: Path):
+    """``osteo-node analyze`` on the real chest CT series, then ``assess --imaging``: no red flag
+    (its T5/T6 heterogeneous texture is not a pathological-fracture sign in unfractured bodies,
+    the same decision the SR and the worklist read) and the CT density named at the level the
+    analysis measured it (T12 here), not 'L1'."""
+    analysis = tmp_path / "chest.json"
+    assert main(["analyze", str(shared_data / "ct" / "chest_ct_series" / "dicom"), "--quiet",
+                 "--json", str(analysis)]) == 0
+    findings = json.loads(analysis.read_text())["findings"]
+    assert findings["density_level"] and findings["l1_hu"] is not None, findings
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(fd.bundle(fd.steroid_user())), encoding="utf-8")
+    out = tmp_path / "assessment.json"
+    assert main(["assess", "--fhir", str(bundle), "--imaging", str(analysis),
+                 "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    _check_schema(doc)
+    assert doc["red_flags"] == [] and doc["pathological_fracture_suspected"] is False
+    assert "RED FLAGS" not in doc["summary"]
+    level = findings["density_level"]
+    expected = f"CT {level} attenuation {findings['l1_hu']:.0f} HU"
+    if findings["density_level_uncertain"]:
+        expected += " (level uncertain)"
+    assert f"{expected} (not a model input)" in doc["risk"]["inputs_not_used"], doc["risk"]
+    assert doc["imaging"]["density_level"] == level
+    if level != "L1":
+        assert not any("CT L1" in s for s in doc["risk"]["inputs_not_used"])

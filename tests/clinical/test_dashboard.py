@@ -111,3 +111,26 @@ def test_cli_assess_html_and_dashboard(tmp_path: Path, capsys: pytest.CaptureFix
     rows = _parse(html.read_text(encoding="utf-8")).rows
     assert len(rows) == 3 and "male" in rows[1]
     assert main(["dashboard", str(broken), "--html", str(tmp_path / "x.html")]) == 2
+
+
+def test_clinrisk_disclaimer_beside_every_qfracture_risk_and_the_category_caveat() -> None:
+    """The summary and the dashboard row show ClinRisk's disclaimer with the QFracture risk
+    (their licence term); a row without a computed risk does not; the page states that the
+    categories are CAROC / NOF cut-offs applied to QFracture."""
+    steroid, myeloma = _docs()
+    disclaimer = steroid["risk"]["disclaimer"]
+    assert disclaimer and "wrong patients being given the wrong treatment" in disclaimer
+    assert f"ClinRisk Ltd. disclaimer for QFracture-2012: {disclaimer}" in steroid["summary"]
+    assert myeloma["risk"]["disclaimer"] == disclaimer  # every computed risk carries it
+    no_bmi = build_assessment(record_from_resources(
+        [fd.patient("p", "male", "1950-01-01")], today=TODAY)).to_json()
+    assert no_bmi["risk"]["major_fracture_10y"] is None and no_bmi["risk"]["disclaimer"] is None
+    assert "ClinRisk" not in no_bmi["summary"]
+    page = render_dashboard([steroid, no_bmi])
+    table = _parse(page)
+    row = next(r for r in table.rows if "68 / female" in r)
+    risk_cell = row[row.index("QFracture-2012: major"):row.index("glucocorticoid")]
+    assert f"ClinRisk Ltd. disclaimer: {disclaimer}" in risk_cell
+    other = next(r for r in table.rows if " / male" in r)
+    assert "ClinRisk Ltd. disclaimer" not in other
+    assert "CAROC" in page and "applied to QFracture-2012" in page
