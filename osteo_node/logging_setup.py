@@ -67,3 +67,5 @@ def configure(level: str = "INFO", json: bool | None = None, stream: TextIO | No
     root.setLevel(lvl)
     # pynetdicom is chatty at INFO (it logs whole PDUs at DEBUG); keep it at WARNING by default.
     logging.getLogger("pynetdicom").setLevel(max(lvl, logging.WARNING))
+    # highdicom logs every copied module at INFO ("copy attributes of module ...")
+    logging.getLogger("highdicom").setLevel(max(lvl, logging.WARNING))

@@ -84,6 +84,9 @@ def write_png(output: AnalysisOutput, path: Path) -> None:
     from osteo_node.render.sagittal import render_sagittal_overlay
 
     if output.volume is None:
+        if output.result.status != "analysed":
+            raise ValueError("no overlay for a not_analysable result (its reason is in the "
+                             "JSON and above)")
         raise ValueError("no image (analysis did not load a volume)")
     rgb = render_sagittal_overlay(output.volume, output.labels, output.result)
     Image.fromarray(rgb).save(path)
