@@ -34,6 +34,8 @@ PALETTE = [
     (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128),
 ]
 GRADE_COLOURS = {0: (120, 220, 120), 1: (255, 220, 80), 2: (255, 150, 40), 3: (255, 60, 60)}
+# notes (measure.py, ct/analyser.py) of a body cut by the field of view: drawn "partial"
+PARTIAL_NOTES = ("edge of the scanned volume", "cut by the field of view")
 CAVEAT_COLOUR = (255, 200, 0)  # amber: the level-uncertainty caveat in the footer
 
 
@@ -224,7 +226,8 @@ def _draw_levels(
             hu = f"{v.trabecular_hu.mean:.0f} HU" if v.trabecular_hu else "- HU"
             grade = f"G{v.genant_grade}" if v.genant_grade is not None else "G?"
             morph = "" if v.morphology in ("normal", "indeterminate") else f" {v.morphology}"
-            text = f"{name:>4}  {hu:>7}  {grade}{morph}"
+            partial = any(p in n for n in v.notes for p in PARTIAL_NOTES)
+            text = f"{name:>4}  {hu:>7}  {grade}{morph}{' partial' if partial else ''}"
             colour = GRADE_COLOURS.get(v.genant_grade, (200, 200, 200)) \
                 if v.genant_grade is not None else (200, 200, 200)
         # text at whole pixels: crisp glyphs, the same pixels wherever a name is drawn
