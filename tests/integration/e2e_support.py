@@ -8,11 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
 import pytest
 from pydicom import dcmread
 from sqlalchemy import select
 
-from osteo_node.exporters.sr import read_report
+from osteo_node.clinical.assessment import build_assessment
+from osteo_node.clinical.red_flags import action as red_flag_action
+from osteo_node.exporters.common import LEVEL_CAVEAT
+from osteo_node.exporters.sr import IMAGE_LEVEL_ID, read_report
 from osteo_node.queue.jobs import jobs
 from osteo_node.store.db import make_engine
 from tests.integration.orthanc import OrthancServer
@@ -66,23 +70,101 @@ def analyze_json(folder: Path, out: Path, *extra: str) -> dict[str, Any]:
     return data
 
 
+# Float tolerance for values read back from the SR: highdicom writes each NUM value as a DS
+# NumericValue (at most 16 characters, so >= 11 significant digits) plus an FD
+# FloatingPointValue (the exact double, which read_report prefers). Nothing looser: the node and
+# ``analyze`` run the same deterministic analysis, and both write its rounded values.
+SR_FLOAT_REL = 1e-10
+
+
+def _same_float(got: float | None, want: float | None) -> bool:
+    if got is None or want is None:
+        return got is None and want is None
+    return bool(got == pytest.approx(want, rel=SR_FLOAT_REL, abs=1e-12))
+
+
+def _expected_vertebra_values(v: dict[str, Any]) -> dict[str, float]:
+    """The numeric values the SR must carry for one vertebra of the analyze JSON, keyed as
+    :func:`read_report` names them (a null in the JSON means no item in the SR)."""
+    out: dict[str, float] = {}
+    hu = v["trabecular_hu"]
+    if hu is not None:
+        out["hu_mean"], out["hu_sd"] = hu["mean"], hu["sd"]
+    for key in ("anterior", "middle", "posterior"):
+        value = (v["heights_mm"] or {}).get(key)
+        if value is not None:
+            out[f"{key}_height"] = value
+    if v["height_loss"] is not None:
+        out["height_loss"] = v["height_loss"]
+    return out
+
+
+def _num_items_by_group(sr_ds: Any) -> dict[str, int]:
+    """Tracking identifier -> number of NUM measurements in that group, read with highdicom
+    independently of read_report (an item read_report folds into another key, e.g. a second
+    attenuation derivation, shows up as a count mismatch; so does a repeated group)."""
+    content: Any = hd.sr.Comprehensive3DSR.from_dataset(sr_ds).content
+    groups = [*content.get_volumetric_roi_measurement_groups(),
+              *content.get_image_measurement_groups()]
+    idents = [str(g.tracking_identifier) for g in groups]
+    assert len(set(idents)) == len(idents), f"repeated measurement group: {idents}"
+    return {ident: len(g.get_measurements()) for ident, g in zip(idents, groups, strict=True)}
+
+
+def _expected_comments(analysis: dict[str, Any]) -> list[str]:
+    """Disclaimer, the level caveat (uncertain names), one line per pathological red flag."""
+    uncertain = [v["level"] for v in analysis["vertebrae"] if v["level_uncertain"]]
+    f = analysis["findings"]
+    if f["density_level_uncertain"] and f["density_level"] not in uncertain:
+        uncertain.append(f["density_level"])
+    caveat = [f"{LEVEL_CAVEAT} ({', '.join(uncertain)})"] if uncertain else []
+    flags = build_assessment(None, None, analysis).red_flags
+    return [analysis["disclaimer"], *caveat,
+            *(f"Red flag: {r.reason} - {red_flag_action()}." for r in flags)]
+
+
 def assert_sr_matches_json(sr_ds: Any, analysis: dict[str, Any]) -> None:
+    """Issue 3 acceptance 3: every value the SR carries equals ``osteo-node analyze``'s JSON
+    for the same input; a value present in one and absent in the other fails.
+
+    Per vertebra: level, trabecular HU mean and SD, anterior / middle / posterior height,
+    height_loss, Genant grade, morphology, level_uncertain. Image level: density level and its
+    HU, osteoporosis suspected, contrast phase, density level_uncertain, pathological fracture
+    suspected (from the red flags of the same JSON), the comments (disclaimer, level caveat, red
+    flags), the model's name and version. The JSON's HU median, voxel count, volume,
+    level_confidence, centroid, notes, texture and segmentation_confidence are not in the SR
+    (its TID 1411 groups have no items for them), so they are not compared."""
+    assert analysis["status"] == "analysed", analysis.get("reason")
     report = read_report(sr_ds)
     by_level = {v["level"]: v for v in analysis["vertebrae"]}
-    assert set(report.vertebrae) == set(by_level)
-    for level, got in report.vertebrae.items():
-        want = by_level[level]
-        if want["trabecular_hu"] is not None:
-            assert got.values["hu_mean"] == pytest.approx(want["trabecular_hu"]["mean"],
-                                                          abs=1e-3), level
-        for key in ("anterior", "middle", "posterior"):
-            w = (want["heights_mm"] or {}).get(key)
-            g = got.values.get(f"{key}_height")
-            if w is None:
-                assert g is None, (level, key)
-            else:
-                assert g == pytest.approx(w, abs=1e-3), (level, key)
+    counts = _num_items_by_group(sr_ds)
+    assert set(counts) == {*by_level, IMAGE_LEVEL_ID}, (sorted(counts), sorted(by_level))
+    assert set(report.vertebrae) == set(by_level), (sorted(report.vertebrae), sorted(by_level))
+    for level, want in by_level.items():
+        got = report.vertebrae[level]
+        expected = _expected_vertebra_values(want)
+        assert set(got.values) == set(expected), (level, got.values, expected)
+        for key, value in expected.items():
+            assert _same_float(got.values[key], value), (level, key, got.values[key], value)
+        assert counts[level] == len(expected), (level, counts[level], expected)
         assert got.genant_grade == want["genant_grade"], level
+        assert got.morphology == want["morphology"], level
+        assert got.level_uncertain == want["level_uncertain"], level
+    f = analysis["findings"]
+    assert report.density_level == f["density_level"]
+    assert _same_float(report.density_hu, f["l1_hu"]), (report.density_hu, f["l1_hu"])
+    assert counts[IMAGE_LEVEL_ID] == (f["l1_hu"] is not None)
+    assert report.osteoporosis_suspected == f["osteoporosis_suspected"]
+    assert report.density_level_uncertain == f["density_level_uncertain"]
+    assert report.contrast_phase == (analysis["contrast_phase"] or "unknown")
+    assert report.pathological_fracture_suspected == bool(
+        build_assessment(None, None, analysis).red_flags)
+    assert report.comments == _expected_comments(analysis)
+    model = analysis["model"]
+    if model is not None:
+        assert (report.algorithm_name, report.algorithm_version) == (model["name"],
+                                                                     model["version"])
+        assert f"sha256={model['sha256']}" in report.algorithm_parameters
 
 
 def scanner_sends_to_pacs(orthanc: OrthancServer, files: list[Path], *store_args: str) -> None:

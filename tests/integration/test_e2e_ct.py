@@ -29,6 +29,7 @@ from sqlalchemy import select
 
 from osteo_node.clinical.fracture_flag import flag_min_genant_grade
 from osteo_node.exporters.kos import referenced_instance_uids
+from osteo_node.exporters.sr import read_report
 from osteo_node.pipeline.stages.volume import load_dicom_series, load_nifti
 from osteo_node.queue.jobs import jobs
 from osteo_node.store.db import make_engine
@@ -67,6 +68,14 @@ pytestmark = [
     pytest.mark.skipif(not CT_MODEL.is_file(), reason="CT model not present in ai_models/"),
 ]
 
+
+def _flagged(analysis: dict[str, Any]) -> bool:
+    """The node's flag rule: osteoporosis suspected or a Genant grade >= the flag grade."""
+    findings = analysis["findings"]
+    return bool(findings["osteoporosis_suspected"]) or (
+        (findings["max_genant_grade"] or 0) >= flag_min_genant_grade())
+
+
 def test_chest_ct_series_to_orthanc(tmp_path: Path, shared_data: Path,
                                     orthanc: OrthancServer) -> None:
     src = sorted((shared_data / "ct/chest_ct_series/dicom").glob("*.dcm"))
@@ -85,8 +94,7 @@ def test_chest_ct_series_to_orthanc(tmp_path: Path, shared_data: Path,
     # Every result object sits in the CT's own study, next to the CT.
     assert "CT" in objects and len(objects["CT"]) == len(files)
     assert len(objects["SR"]) == 1 and len(objects["SEG"]) == 1 and len(objects["OT"]) == 1
-    flagged = bool(analysis["findings"]["osteoporosis_suspected"]) or (
-        (analysis["findings"]["max_genant_grade"] or 0) >= 2)
+    flagged = _flagged(analysis)
     assert ("KO" in objects) == flagged
     assert_sr_matches_json(orthanc.fetch_instance(objects["SR"][0]), analysis)
     check_no_phi(log)
@@ -103,7 +111,7 @@ def test_chest_ct_series_to_orthanc(tmp_path: Path, shared_data: Path,
     engine = make_engine(f"sqlite:///{tmp_path / 'node' / 'node.db'}")
     with engine.connect() as conn:
         rows = list(conn.execute(select(fls_worklist.c.study_instance_uid)))
-    assert bool(rows) == flagged or rows == [(study_uid,)]
+    assert rows == ([(study_uid,)] if flagged else [])
 
 
 def test_jpeg2000_slices_to_orthanc(tmp_path: Path, shared_data: Path,
@@ -184,10 +192,9 @@ def test_flagged_ct_to_orthanc_with_kos(tmp_path: Path, shared_data: Path, artif
                             "--dicom-out", str(tmp_path / "dicom_out"))
     assert analysis["status"] == "analysed", analysis.get("reason")
     findings = analysis["findings"]
-    flagged = bool(findings["osteoporosis_suspected"]) or (
-        (findings["max_genant_grade"] or 0) >= flag_min_genant_grade())
-    assert flagged, ("the real low-density TPTBox CT is no longer flagged (neither osteoporosis "
-                     f"suspected nor a Genant grade >= {flag_min_genant_grade()}): {findings}")
+    assert _flagged(analysis), (
+        "the real low-density TPTBox CT is no longer flagged (neither osteoporosis suspected "
+        f"nor a Genant grade >= {flag_min_genant_grade()}): {findings}")
 
     study_uid, objects, log = run_series_through_node(tmp_path, orthanc, files,
                                                       expect=RESULT_MODALITIES)
@@ -293,3 +300,78 @@ def test_flagged_ct_to_orthanc_with_kos(tmp_path: Path, shared_data: Path, artif
     # No PHI in the node's log for the whole run, nor in the export commands' own output.
     check_no_phi(log)
     check_no_phi(cli_output)
+
+
+TOTALSEG_CT = "ct/totalseg_example/example_ct.nii.gz"  # real abdominal CT, 3 mm, T12..L5 + S1
+GRADED_LEVELS = ("L2", "L3", "L4", "L5")  # complete bodies in view: heights and a Genant grade
+HEIGHT_VALUES = {"anterior_height", "middle_height", "posterior_height", "height_loss"}
+
+
+def test_graded_ct_sr_values_equal_analyze(tmp_path: Path, shared_data: Path,
+                                           orthanc: OrthancServer) -> None:
+    """Issue 3 acceptance 3 on a real CT whose lumbar bodies are measured and graded, so the
+    SR-versus-JSON comparison covers heights, height loss and grades, not only nulls."""
+    nifti = shared_data / TOTALSEG_CT
+    template = sorted((shared_data / "ct/chest_ct_series/dicom").glob("*.dcm"))[0]
+    files = write_axial_series(nifti, template, tmp_path / "sent",
+                               Identity(PATIENT_NAME, PATIENT_ID, BIRTH_DATE,
+                                        series_description="Abdomen axial 3 mm"))
+    written = load_dicom_series(tmp_path / "sent").volume
+    assert np.allclose(written.geometry.direction, np.eye(3).ravel()), "not an axial series"
+    match = voxel_correspondence(written, load_nifti(nifti).volume)
+    assert match.one_to_one and match.max_position_error_mm <= 1e-3, match
+    assert match.max_value_diff <= 1.0, match
+
+    analysis = analyze_json(tmp_path / "sent", tmp_path / "analysis.json",
+                            "--dicom-out", str(tmp_path / "dicom_out"))
+    assert analysis["status"] == "analysed", analysis.get("reason")
+    by_level = {v["level"]: v for v in analysis["vertebrae"]}
+    for level in GRADED_LEVELS:
+        v = by_level.get(level)
+        assert v is not None, (level, sorted(by_level))
+        assert v["genant_grade"] is not None and v["height_loss"] is not None, v
+        assert None not in (v["heights_mm"] or {}).values() and v["heights_mm"], v
+        assert v["trabecular_hu"] is not None, v
+    flagged = _flagged(analysis)
+    expect = ("SR", "SEG", "OT", *(("KO",) if flagged else ()))
+
+    study_uid, objects, log = run_series_through_node(tmp_path, orthanc, files, expect=expect)
+    assert study_uid == written.study_instance_uid
+
+    # Each result is a new series of one instance in the CT's own study, next to the CT.
+    held = study_instances(orthanc, study_uid)
+    series_by_modality: dict[str, set[str]] = defaultdict(set)
+    for info in held.values():
+        series_by_modality[info["modality"]].add(info["series_uid"])
+    assert set(series_by_modality) == {"CT", *expect}, dict(series_by_modality)
+    assert series_by_modality["CT"] == {str(written.series_instance_uid)}
+    assert len(objects["CT"]) == len(files)
+    for modality in expect:
+        assert len(objects[modality]) == 1 and len(series_by_modality[modality]) == 1, modality
+    results = {m: orthanc.fetch_instance(objects[m][0]) for m in expect}
+    for modality, ds in results.items():
+        assert ds.StudyInstanceUID == study_uid and ds.PatientID == PATIENT_ID, modality
+    offline = {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+               for f in (tmp_path / "dicom_out").iterdir()}
+    assert offline == {str(ds.SOPInstanceUID) for ds in results.values()}
+
+    # The SR's values equal the JSON, and the graded levels are really in the SR.
+    sr = results["SR"]
+    assert_sr_matches_json(sr, analysis)
+    report = read_report(sr)
+    for level in GRADED_LEVELS:
+        got = report.vertebrae[level]
+        assert got.genant_grade is not None and set(got.values) >= HEIGHT_VALUES, (level, got)
+    # Each SR vertebra points at the SEG segment of the same level and tracking UID.
+    segments = {int(s.SegmentNumber): s for s in results["SEG"].SegmentSequence}
+    for level, got in report.vertebrae.items():
+        assert got.segment_number is not None, level
+        segment = segments[got.segment_number]
+        assert (str(segment.TrackingID), str(segment.TrackingUID)) == (level, got.tracking_uid)
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'node' / 'node.db'}")
+    with engine.connect() as conn:
+        rows = list(conn.execute(select(fls_worklist.c.study_instance_uid)))
+    engine.dispose()
+    assert rows == ([(study_uid,)] if flagged else [])
+    check_no_phi(log)
