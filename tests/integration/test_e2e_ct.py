@@ -7,6 +7,9 @@ for the whole run); issue 6 acceptance 3 with the real analysis. The chest and 2
 are not flagged (no KOS): ``test_flagged_ct_to_orthanc_with_kos`` sends a real flagged CT (the
 TPTBox lumbar crop with its low-density L3, written as an axial DICOM series) and follows the
 KOS and the FLS worklist (CSV and FHIR exports) to the end.
+``test_graded_ct_sr_values_equal_analyze`` sends the real TotalSegmentator example CT (3 mm,
+T12..L5 + S1) whose L2-L5 are measured and graded, so acceptance 3 is checked on non-null
+heights, height loss and Genant grades (asserted non-null in the JSON and in the SR).
 """
 
 from __future__ import annotations
