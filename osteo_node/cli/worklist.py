@@ -1,6 +1,7 @@
 """``osteo-node worklist``: the fracture liaison service (FLS) worklist.
 
-- ``worklist export --format csv|fhir [--since YYYY-MM-DD] [--status S ...] [--out FILE]``
+- ``worklist export --format csv|fhir [--since YYYY-MM-DD|ISO-DATE-TIME] [--status S ...]
+  [--out FILE]``
 - ``worklist set-status ROW_ID STATUS --by NAME [--note TEXT]``
 
 The database comes from ``--config FILE`` (storage.database_url) or ``--db URL``. Exports hold
@@ -12,13 +13,36 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 log = structlog.get_logger(__name__)
+
+
+SINCE_FORMAT = ("YYYY-MM-DD (a UTC day) or an ISO 8601 date-time such as 2026-11-22T08:30 "
+                "or 2026-11-22T08:30+01:00 (UTC when no offset is given)")
+
+
+def parse_since(text: str) -> date | datetime:
+    """``--since``: a calendar date (rows of that UTC day onwards) or an ISO 8601 date-time.
+
+    Raises :class:`argparse.ArgumentTypeError` naming the expected format (argparse then
+    prints it and exits 2)."""
+    value = text.strip()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date: expected {SINCE_FORMAT}") from None
+    # the database holds UTC: a given offset is converted, none means UTC
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _db_args(p: argparse.ArgumentParser) -> None:
@@ -32,8 +56,8 @@ def add_parser(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="worklist_command", metavar="ACTION", required=True)
     exp = sub.add_parser("export", help="export worklist rows as CSV or a FHIR R4 Bundle")
     exp.add_argument("--format", choices=("csv", "fhir"), default="csv")
-    exp.add_argument("--since", type=date.fromisoformat, default=None,
-                     help="only rows created/updated on or after this date (YYYY-MM-DD, UTC)")
+    exp.add_argument("--since", type=parse_since, default=None, metavar="DATE",
+                     help=f"only rows created/updated on or after this: {SINCE_FORMAT}")
     exp.add_argument("--status", action="append", default=None,
                      help="only rows with this status (repeatable)")
     exp.add_argument("--out", type=Path, default=None, help="output file (default stdout)")
