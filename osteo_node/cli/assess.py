@@ -6,6 +6,10 @@ pathological-fracture red flags) and writes it as JSON (schema: issue 5; keys ``
 ``dxa``, ``risk_factors``, ``risk``, ``red_flags``, ``summary`` plus extras). ``--json -`` prints
 to stdout; ``--html`` also writes a read-only page of the assessment (the dashboard view, see
 ``osteo-node dashboard``). Problems with the inputs are listed under ``messages`` and on stderr.
+Every computed QFracture-2012 risk carries ClinRisk Ltd.'s disclaimer (``risk.disclaimer``, also
+in the summary and on the page, as their licence requires) and, in ``risk.notes``, the caveat
+that its categories apply CAROC / NOF cut-offs to QFracture. The CT density is named at the
+level the analysis measured it (``imaging.density_level``, which may be a fallback to L1).
 Exit status: 0 written, 2 an input could not be read at all.
 """
 
