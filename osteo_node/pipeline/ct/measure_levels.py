@@ -1,0 +1,142 @@
+"""The CT measure stage: per labelled vertebra, a crop, its body centroid and the measurements.
+
+:func:`measure_stage` crops around each vertebra (low memory), derives the local spine direction
+from the neighbouring body centroids, measures (``stages.measure``) and applies the
+segmentation's reservations (partial vertebra, uncertain body outline, unresolved endplate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from osteo_node.clinical.red_flags import BodyTexture, body_texture
+from osteo_node.pipeline.ct.stage_types import NotAnalysable, Segmentation
+from osteo_node.pipeline.results import level_index
+from osteo_node.pipeline.stages.measure import (
+    Heights,
+    MeasureParams,
+    VertebraMeasurement,
+    measure_vertebra,
+)
+from osteo_node.pipeline.types import Geometry, Volume
+
+UNRESOLVED_ENDPLATE = ("endplate not resolved: the body was separated from its neighbour by a "
+                       "cut where the segmentation saw no disc; heights not measured, not graded")
+
+
+@dataclass
+class VertebraRecord:
+    level: str
+    value: int
+    measurement: VertebraMeasurement
+    body_centroid: NDArray[np.float64] | None
+    texture: BodyTexture | None = None
+    body_confidence: float | None = None
+
+
+def _crop_box(
+    sl: tuple[slice, ...], shape: tuple[int, ...], margin: int = 2
+) -> tuple[slice, slice, slice]:
+    return tuple(  # type: ignore[return-value]
+        slice(max(0, s.start - margin), min(n, s.stop + margin))
+        for s, n in zip(sl, shape, strict=True)
+    )
+
+
+def crop_geometry(geometry: Geometry, box: tuple[slice, slice, slice]) -> Geometry:
+    """Geometry of a [k, j, i] sub-array starting at ``box`` starts."""
+    origin = geometry.index_to_lps((box[2].start, box[1].start, box[0].start))
+    return Geometry(tuple(float(v) for v in origin), geometry.spacing, geometry.direction)  # type: ignore[arg-type]
+
+
+def _body_mask(
+    bodies: NDArray[Any] | None, vert: NDArray[np.bool_], value: int,
+    box: tuple[slice, slice, slice], binary: bool,
+) -> NDArray[np.bool_] | None:
+    if bodies is None:
+        return None
+    sub = bodies[box]
+    return vert & (sub > 0) if binary else np.asarray(sub == value)
+
+
+def _si_hints(centroids: Mapping[str, NDArray[np.float64]]) -> dict[str, NDArray[np.float64]]:
+    """Local spine direction per level from the neighbouring body centroids."""
+    by_index = {level_index(lv): c for lv, c in centroids.items()}
+    hints: dict[str, NDArray[np.float64]] = {}
+    for lv, c in centroids.items():
+        i = level_index(lv)
+        up, down = by_index.get(i - 1), by_index.get(i + 1)
+        if up is None and down is None:
+            continue
+        hints[lv] = (up if up is not None else c) - (down if down is not None else c)
+    return hints
+
+
+def measure_stage(
+    volume: Volume, seg: Segmentation, levels: Sequence[str], params: MeasureParams,
+    min_body_probability: float = 0.0,
+) -> list[VertebraRecord]:
+    """Measure every labelled vertebra among ``levels`` (crops around each, low memory)."""
+    lab = seg.labels
+    arr = lab.array
+    if arr.shape != volume.array.shape:
+        raise NotAnalysable(f"label map shape {arr.shape} differs from image {volume.array.shape}")
+    value_to_level = {v: k for k, v in lab.levels.items() if k in levels}
+    if not value_to_level:
+        return []
+    max_value = int(max(value_to_level))
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise NotAnalysable(f"label map has non-integer type {arr.dtype}")
+    objects = ndimage.find_objects(arr, max_label=max_value)  # no full-size copy
+    binary = seg.bodies is not None and (
+        seg.bodies.dtype == bool or int(np.max(seg.bodies)) <= 1
+    )
+    boxes: dict[str, tuple[slice, slice, slice]] = {}
+    body_centroids: dict[str, NDArray[np.float64]] = {}
+    for value, level in value_to_level.items():
+        sl = objects[value - 1] if value - 1 < len(objects) else None
+        if sl is None:
+            continue
+        box = _crop_box(sl, arr.shape)
+        boxes[level] = box
+        vert = np.asarray(arr[box] == value)
+        body = _body_mask(seg.bodies, vert, value, box, binary)
+        mask = body if body is not None and body.any() else vert
+        kji = np.argwhere(mask).mean(axis=0)
+        body_centroids[level] = crop_geometry(volume.geometry, box).index_to_lps(kji[::-1])
+    hints = _si_hints(body_centroids)
+    records = []
+    for level, box in sorted(boxes.items(), key=lambda kv: level_index(kv[0])):
+        value = lab.levels[level]
+        vert = np.asarray(arr[box] == value)
+        body = _body_mask(seg.bodies, vert, value, box, binary)
+        hu = volume.array[box] if volume.modality == "CT" else None
+        m = measure_vertebra(hu, crop_geometry(volume.geometry, box), vert, body,
+                             si_hint=hints.get(level), params=params)
+        if level in seg.partial and not m.truncated:
+            m = replace(m, truncated=True, heights=None if m.heights is None else replace(
+                m.heights, heights=Heights(None, None, None), truncated=True), notes=(
+                *m.notes, "body cut by the field of view (partial vertebra): heights not "
+                "measured, not graded"))
+        confidence = seg.body_confidence.get(level)
+        uncertain = confidence is not None and confidence < min_body_probability
+        if uncertain:
+            m = replace(m, trabecular=None, heights=None, notes=(
+                *m.notes, f"body outline uncertain (mean body probability {confidence:.2f} < "
+                f"{min_body_probability:g}): density and heights not measured, not graded"))
+        elif level in seg.heights_unmeasurable and m.heights is not None:
+            m = replace(m, heights=replace(m.heights, heights=Heights(None, None, None)),
+                        notes=(*m.notes, UNRESOLVED_ENDPLATE))
+        texture = (body_texture(hu, body, crop_geometry(volume.geometry, box),
+                                m.heights.frame if m.heights else None, params)
+                   if hu is not None and body is not None and body.any() and not uncertain
+                   else None)
+        records.append(VertebraRecord(level, value, m, body_centroids.get(level), texture,
+                                      confidence))
+    return records

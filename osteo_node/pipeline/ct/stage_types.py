@@ -1,0 +1,53 @@
+"""Types the CT analysis stages exchange: the refusal, the segment stage's output, the context.
+
+Re-exported by :mod:`osteo_node.pipeline.ct.analyser` (callers import them from there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from numpy.typing import NDArray
+
+from osteo_node.pipeline.results import ModelInfo
+from osteo_node.pipeline.types import LabelVolume, Volume
+
+
+class NotAnalysable(Exception):
+    """A stage refuses the input; the message is the reason reported to the user."""
+
+
+@dataclass
+class Segmentation:
+    """What the segment stage returns: vertebra labels (VerSe numbering) and body masks.
+
+    ``bodies``: vertebral-body mask on the same grid, either boolean/0-1 (any body; intersected
+    with each vertebra's label) or labelled with the same values as ``labels``; None when the
+    model gives no bodies (density and heights are then not measured).
+    """
+
+    labels: LabelVolume
+    bodies: NDArray[Any] | None
+    model: ModelInfo | None
+    # levels whose body boundary is not a resolved endplate (see levels.VertebraSegmentation)
+    heights_unmeasurable: frozenset[str] = frozenset()
+    # per level, mean network probability of the body class over its body (model output only)
+    body_confidence: Mapping[str, float] = field(default_factory=dict)
+    # levels the segmentation found cut by the field of view (partial vertebrae), also when the
+    # body mask on the input grid stops short of the edge slice
+    partial: frozenset[str] = frozenset()
+
+
+SegmentFn = Callable[[Volume], Segmentation]
+
+
+@dataclass
+class AnalysisContext:
+    """State passed between stages (typed, filled stage by stage)."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    study_uid: str | None = None
+    series_uid: str | None = None
