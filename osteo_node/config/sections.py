@@ -1,0 +1,101 @@
+"""The frozen dataclasses of the node configuration, one per YAML section, and :class:`Settings`.
+
+Built and validated by :func:`osteo_node.config.settings.settings_from_mapping`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from osteo_node.outbox.policy import Destination, RetryPolicy
+
+
+@dataclass(frozen=True)
+class AllowedCaller:
+    """A calling AE title that may associate; ``hosts`` (IPs) restrict it further if not empty."""
+
+    ae_title: str
+    hosts: tuple[str, ...] = ()
+
+    def permits(self, ae_title: str, host: str) -> bool:
+        return ae_title == self.ae_title and (not self.hosts or host in self.hosts)
+
+
+@dataclass(frozen=True)
+class ListenerTls:
+    """TLS for incoming associations. With ``ca_file`` and ``require_client_cert`` the peer
+    must present a certificate signed by that CA (mutual TLS)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+    require_client_cert: bool = False
+
+
+@dataclass(frozen=True)
+class DicomSettings:
+    ae_title: str = "OSTEO_NODE"
+    bind_address: str = "127.0.0.1"
+    port: int = 11112
+    allowed_callers: tuple[AllowedCaller, ...] = ()
+    accepted_modalities: tuple[str, ...] = ("CT", "MR", "CR", "DX")
+    tls: ListenerTls | None = None
+    max_pdu: int = 262144
+    max_associations: int = 16
+
+    def caller_permitted(self, ae_title: str, host: str) -> bool:
+        return any(c.permits(ae_title.strip(), host) for c in self.allowed_callers)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    spool_dir: Path = Path("var/spool")
+    outbox_dir: Path = Path("var/outbox")
+    database_url: str = "sqlite:///var/osteo_node.db"
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    series_quiet_seconds: float = 30.0
+    workers: int = 1
+    job_lease_seconds: float = 300.0
+    max_job_attempts: int = 3
+    poll_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class ResultsSettings:
+    """What the node produces from an analysis (see the exporters and the FLS worklist)."""
+
+    #: UID root for every object the node creates (your organisation's registered root);
+    #: None: UUID-derived ``2.25.`` UIDs. Deterministic per job either way.
+    uid_root: str | None = None
+    #: InstitutionName written into the result objects (None: copied from the source).
+    institution_name: str | None = None
+    #: add analysed patients with a positive finding to the fracture liaison worklist
+    worklist: bool = True
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "INFO"
+    format: str = "auto"  # auto | json | console
+
+
+@dataclass(frozen=True)
+class Settings:
+    dicom: DicomSettings = field(default_factory=DicomSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    destinations: tuple[Destination, ...] = ()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    results: ResultsSettings = field(default_factory=ResultsSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    #: modality -> "module:callable" analyser factory used INSTEAD of the registry entry
+    #: (site-specific analysers, tests). Empty: the registry decides.
+    analysers: Mapping[str, str] = field(default_factory=dict)
+    #: "module:callable" turning an AnalysisOutput into DICOM datasets (the exporters).
+    publisher: str = "osteo_node.worker.publish:exporters_publisher"
+    source: str = ""
