@@ -20,6 +20,8 @@ from osteo_node.pipeline.stages.grade import (
     density_call,
     grade_spine,
     level_uncertain,
+    level_uncertain_note,
+    level_uncertain_warning,
 )
 from osteo_node.pipeline.types import LabelVolume
 
@@ -46,9 +48,7 @@ def _vertebra_results(
         level_conf = round(float(labels.confidence.get(r.level, 0.0)), 3)
         uncertain = level_uncertain(level_conf, rules)
         if uncertain:
-            notes.append(f"level uncertain (level confidence {level_conf:g} < "
-                         f"{rules.min_level_confidence:g}): named without a reliable "
-                         "anatomical landmark; verify the level on the images")
+            notes.append(level_uncertain_note(level_conf, rules))
         vertebrae.append(VertebraResult(
             level=r.level,
             level_confidence=level_conf,
@@ -111,10 +111,8 @@ def assemble_result(
         warnings.append("no vertebra could be graded (heights not measurable): compression "
                         "fractures were NOT assessed; an empty vcf_levels is not 'no fracture'")
     if unsure:
-        warnings.append("level uncertain: " + ", ".join(
-            v.level for v in vertebrae if v.level_uncertain)
-            + f" (level confidence < {rules.min_level_confidence:g}; see the labelling "
-            "notes): names may be off by one or more levels")
+        warnings.append(level_uncertain_warning(
+            [v.level for v in vertebrae if v.level_uncertain], rules))
     if findings.density_level_uncertain:
         warnings.append(f"density level uncertain: the vertebra measured as {call.level} "
                         "is named by assumption and may be another level")

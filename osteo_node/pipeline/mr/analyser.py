@@ -39,6 +39,8 @@ from osteo_node.pipeline.stages.grade import (
     grade_shape,
     grade_spine,
     level_uncertain,
+    level_uncertain_note,
+    level_uncertain_warning,
 )
 from osteo_node.pipeline.stages.measure import MeasureParams
 from osteo_node.pipeline.stages.timing import timed_stage
@@ -85,13 +87,6 @@ def grade_bodies(
         return [grade_shape(h, None, rules) for h in heights]
     graded = grade_spine(dict(zip(stand_in, heights, strict=True)), rules)
     return [graded[s] for s in stand_in]
-
-
-def level_uncertain_note(confidence: float, rules: GradingRules) -> str:
-    """The per-vertebra note of a name judged uncertain (the CT analyser's wording)."""
-    return (f"level uncertain (level confidence {confidence:g} < "
-            f"{rules.min_level_confidence:g}): named without a reliable anatomical landmark; "
-            "verify the level on the images")
 
 
 class MRAnalyser:
@@ -265,12 +260,8 @@ class MRAnalyser:
         )
         warnings = [*ctx.warnings, *seg.notes]
         if any(u for _, u in naming):
-            warnings.append(
-                "level uncertain: "
-                + ", ".join(v.level for v in vertebrae if v.level_uncertain)
-                + f" (level confidence < {rules.min_level_confidence:g}; see the labelling "
-                "notes): names may be off by one or more levels"
-            )
+            warnings.append(level_uncertain_warning(
+                [v.level for v in vertebrae if v.level_uncertain], rules))
         warnings.append("MR: no bone density estimate (no Hounsfield units); shape only")
         truncated = [v.level for v, b in zip(vertebrae, bodies, strict=True) if b.truncated]
         if truncated:

@@ -86,6 +86,20 @@ def level_uncertain(level_confidence: float, rules: GradingRules) -> bool:
     return level_confidence < rules.min_level_confidence
 
 
+def level_uncertain_note(confidence: float, rules: GradingRules) -> str:
+    """The per-vertebra note of a name judged uncertain by :func:`level_uncertain`."""
+    return (f"level uncertain (level confidence {confidence:g} < "
+            f"{rules.min_level_confidence:g}): named without a reliable anatomical landmark; "
+            "verify the level on the images")
+
+
+def level_uncertain_warning(levels: list[str], rules: GradingRules) -> str:
+    """The result-level warning listing the levels whose names are uncertain."""
+    return ("level uncertain: " + ", ".join(levels)
+            + f" (level confidence < {rules.min_level_confidence:g}; see the labelling "
+            "notes): names may be off by one or more levels")
+
+
 @dataclass(frozen=True)
 class ShapeGrade:
     height_loss: float | None
