@@ -12,11 +12,10 @@ from typing import Any
 from numpy.typing import NDArray
 
 from osteo_node.pipeline.results import ModelInfo
+from osteo_node.pipeline.stages.context import AnalysisContext, NotAnalysable
 from osteo_node.pipeline.types import LabelVolume, Volume
 
-
-class NotAnalysable(Exception):
-    """A stage refuses the input; the message is the reason reported to the user."""
+__all__ = ["AnalysisContext", "NotAnalysable", "SegmentFn", "Segmentation"]
 
 
 @dataclass
@@ -41,13 +40,3 @@ class Segmentation:
 
 
 SegmentFn = Callable[[Volume], Segmentation]
-
-
-@dataclass
-class AnalysisContext:
-    """State passed between stages (typed, filled stage by stage)."""
-
-    timings: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    study_uid: str | None = None
-    series_uid: str | None = None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -33,6 +32,7 @@ from osteo_node.pipeline.results import (
     Heights,
     VertebraResult,
 )
+from osteo_node.pipeline.stages.context import AnalysisContext, NotAnalysable
 from osteo_node.pipeline.stages.grade import (
     GradingRules,
     ShapeGrade,
@@ -57,18 +57,6 @@ from osteo_node.pipeline.stages.volume import (
 log = structlog.get_logger(__name__)
 
 ProgressFn = Callable[[str, str], None]
-
-
-class NotAnalysable(Exception):
-    """A stage refuses the input; the message is the reason reported."""
-
-
-@dataclass
-class _Context:
-    timings: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    study_uid: str | None = None
-    series_uid: str | None = None
 
 
 def grade_bodies(
@@ -118,11 +106,12 @@ class MRAnalyser:
             self._model = BodyModel.load(self.model_dir, threads=self.threads)
         return self._model
 
-    def _stage(self, ctx: _Context, name: str, message: str = "") -> AbstractContextManager[None]:
+    def _stage(self, ctx: AnalysisContext, name: str,
+               message: str = "") -> AbstractContextManager[None]:
         return timed_stage(ctx.timings, self.progress, name, message)
 
     def analyse(self, paths: Sequence[Path]) -> AnalysisOutput:
-        ctx = _Context()
+        ctx = AnalysisContext()
         t0 = time.perf_counter()
         try:
             out = self._analyse([Path(p) for p in paths], ctx)
@@ -145,7 +134,7 @@ class MRAnalyser:
         return out
 
     @staticmethod
-    def _refusal(reason: str, ctx: _Context) -> AnalysisResult:
+    def _refusal(reason: str, ctx: AnalysisContext) -> AnalysisResult:
         return AnalysisResult(
             status="not_analysable",
             reason=reason,
@@ -158,7 +147,7 @@ class MRAnalyser:
             warnings=list(ctx.warnings),
         )
 
-    def _load(self, paths: list[Path], ctx: _Context) -> LoadedVolume:
+    def _load(self, paths: list[Path], ctx: AnalysisContext) -> LoadedVolume:
         if len(paths) == 1 and is_nifti(paths[0]):
             with self._stage(ctx, "volume", f"reading NIfTI {paths[0].name}"):
                 loaded = load_nifti(paths[0], modality="MR")
@@ -188,7 +177,7 @@ class MRAnalyser:
         with self._stage(ctx, "volume", f"loading {len(chosen)} slices"):
             return load_dicom(chosen)
 
-    def _analyse(self, paths: list[Path], ctx: _Context) -> AnalysisOutput:
+    def _analyse(self, paths: list[Path], ctx: AnalysisContext) -> AnalysisOutput:
         if not paths:
             raise NotAnalysable("no input files")
         loaded = self._load(paths, ctx)
@@ -221,7 +210,7 @@ class MRAnalyser:
         return AnalysisOutput(result=result, volume=volume, labels=seg.labels)
 
     def _result(
-        self, seg: MRSegmentation, bodies: list[BodyHeights], model: BodyModel, ctx: _Context
+        self, seg: MRSegmentation, bodies: list[BodyHeights], model: BodyModel, ctx: AnalysisContext
     ) -> AnalysisResult:
         rules = self.grading_rules
         heights: list[Heights | None] = [
