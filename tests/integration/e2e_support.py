@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +254,29 @@ def worklist_export(config: Path, fmt: str, out: Path) -> str:
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout + r.stderr
+
+
+def results_in_ct_study(
+    orthanc: OrthancServer, study_uid: str, objects: dict[str, list[str]], expected: Sequence[str],
+    *, ct: tuple[str, int], patient_id: str, dicom_out: Path,
+) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """Assert, with Orthanc's REST API, that each expected result object is a new series of one
+    instance in the CT's own study next to the CT series ``ct`` = (series UID, instance
+    count), carrying the patient ID, and that ``analyze --dicom-out`` wrote exactly these
+    objects. Returns the fetched result datasets by modality and the study's instances."""
+    held = study_instances(orthanc, study_uid)
+    series_by_modality: dict[str, set[str]] = defaultdict(set)
+    for info in held.values():
+        series_by_modality[info["modality"]].add(info["series_uid"])
+    assert set(series_by_modality) == {"CT", *expected}, dict(series_by_modality)
+    assert series_by_modality["CT"] == {ct[0]} and len(objects["CT"]) == ct[1]
+    for modality in expected:
+        assert len(objects[modality]) == 1 and len(series_by_modality[modality]) == 1, modality
+    assert len(set().union(*series_by_modality.values())) == 1 + len(expected)
+    results = {m: orthanc.fetch_instance(objects[m][0]) for m in expected}
+    for modality, ds in results.items():
+        assert ds.StudyInstanceUID == study_uid and ds.PatientID == patient_id, modality
+    offline = {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+               for f in dicom_out.iterdir()}
+    assert offline == {str(ds.SOPInstanceUID) for ds in results.values()}
+    return results, held

@@ -47,8 +47,8 @@ from tests.integration.e2e_support import (
     check_no_phi,
     dciodvfy_errors,
     identified_copies,
+    results_in_ct_study,
     run_series_through_node,
-    study_instances,
     worklist_export,
 )
 from tests.integration.orthanc import OrthancServer, orthanc_fixture  # noqa: F401
@@ -205,24 +205,10 @@ def test_flagged_ct_to_orthanc_with_kos(tmp_path: Path, shared_data: Path, artif
     assert study_uid == written.study_instance_uid
 
     # Orthanc's REST API: SR, SEG, SC (OT) and KO each a new series of one instance in the
-    # CT's own study.
-    held = study_instances(orthanc, study_uid)
-    series_by_modality: dict[str, set[str]] = defaultdict(set)
-    for info in held.values():
-        series_by_modality[info["modality"]].add(info["series_uid"])
-    assert set(series_by_modality) == {"CT", *RESULT_MODALITIES}, dict(series_by_modality)
-    assert series_by_modality["CT"] == {ct_series_uid} and len(objects["CT"]) == len(files)
-    for modality in RESULT_MODALITIES:
-        assert len(objects[modality]) == 1 and len(series_by_modality[modality]) == 1, modality
-    assert len(set().union(*series_by_modality.values())) == 1 + len(RESULT_MODALITIES)
-    results = {m: orthanc.fetch_instance(objects[m][0]) for m in RESULT_MODALITIES}
-    for modality, ds in results.items():
-        assert ds.StudyInstanceUID == study_uid and ds.PatientID == PATIENT_ID, modality
-
-    # analyze --dicom-out writes exactly the objects the node sent.
-    offline = {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID)
-               for f in (tmp_path / "dicom_out").iterdir()}
-    assert offline == {str(ds.SOPInstanceUID) for ds in results.values()}
+    # CT's own study; analyze --dicom-out writes exactly the objects the node sent.
+    results, held = results_in_ct_study(
+        orthanc, study_uid, objects, RESULT_MODALITIES, ct=(ct_series_uid, len(files)),
+        patient_id=PATIENT_ID, dicom_out=tmp_path / "dicom_out")
 
     # The KOS points at instances of this study that Orthanc holds: the key CT slices through
     # the flagged vertebrae and the SR, SEG and SC of the same job.
@@ -342,21 +328,9 @@ def test_graded_ct_sr_values_equal_analyze(tmp_path: Path, shared_data: Path,
     assert study_uid == written.study_instance_uid
 
     # Each result is a new series of one instance in the CT's own study, next to the CT.
-    held = study_instances(orthanc, study_uid)
-    series_by_modality: dict[str, set[str]] = defaultdict(set)
-    for info in held.values():
-        series_by_modality[info["modality"]].add(info["series_uid"])
-    assert set(series_by_modality) == {"CT", *expect}, dict(series_by_modality)
-    assert series_by_modality["CT"] == {str(written.series_instance_uid)}
-    assert len(objects["CT"]) == len(files)
-    for modality in expect:
-        assert len(objects[modality]) == 1 and len(series_by_modality[modality]) == 1, modality
-    results = {m: orthanc.fetch_instance(objects[m][0]) for m in expect}
-    for modality, ds in results.items():
-        assert ds.StudyInstanceUID == study_uid and ds.PatientID == PATIENT_ID, modality
-    offline = {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID)
-               for f in (tmp_path / "dicom_out").iterdir()}
-    assert offline == {str(ds.SOPInstanceUID) for ds in results.values()}
+    results, _held = results_in_ct_study(
+        orthanc, study_uid, objects, expect, ct=(str(written.series_instance_uid), len(files)),
+        patient_id=PATIENT_ID, dicom_out=tmp_path / "dicom_out")
 
     # The SR's values equal the JSON, and the graded levels are really in the SR.
     sr = results["SR"]
