@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from osteo_node.pipeline.stages.measure import (
     measure_vertebra,
     trabecular_roi,
 )
+from osteo_node.pipeline.types import Geometry
 from tests.pipeline.real_masks import TOTALSEG, ExampleCT, example_ct, read, resample_mask
 
 # TotalSegmentator measured its heights on the same 3 mm masks with its own method (unknown
@@ -90,16 +92,33 @@ def test_trabecular_roi_is_inside_and_away_from_cortex(ct: ExampleCT) -> None:
     assert m.trabecular.mean < float(ct.image[body].mean()) - 10
 
 
-def test_tptbox_low_density_l3(shared_data: Path) -> None:
-    """TPTBox: L3 trabecular corpus (subregion 50) mean about 54 HU; our ROI agrees."""
+@dataclass(frozen=True)
+class TptboxL3:
+    image: np.ndarray
+    geometry: Geometry
+    vertebra: np.ndarray  # whole L3
+    body: np.ndarray  # corpus: cortical border + trabecular sub-regions
+    reference_hu: float  # mean of the trabecular sub-region
+
+
+@pytest.fixture(scope="module")
+def tptbox_l3(shared_data: Path) -> TptboxL3:
+    """The real TPTBox crop's L3 (low density) with its vertebra and sub-region masks."""
     d = shared_data / "ct/tptbox_sample"
     image, geo = read(d / "sub-ct_label-22_ct.nii.gz")
     vert, _ = read(d / "sub-ct_seg-vert_label-22_msk.nii.gz", np.int32)
     sub, _ = read(d / "sub-ct_seg-subreg_label-22_msk.nii.gz", np.int32)
     body = (vert == 22) & np.isin(sub, (49, 50))
-    reference = float(image[(vert == 22) & (sub == 50)].mean())
+    return TptboxL3(image, geo, vert == 22, body,
+                    float(image[(vert == 22) & (sub == 50)].mean()))
+
+
+def test_tptbox_low_density_l3(tptbox_l3: TptboxL3) -> None:
+    """TPTBox: L3 trabecular corpus (subregion 50) mean about 54 HU; our ROI agrees."""
+    image, geo, body, reference = (tptbox_l3.image, tptbox_l3.geometry, tptbox_l3.body,
+                                   tptbox_l3.reference_hu)
     assert reference == pytest.approx(54, abs=3)
-    m = measure_vertebra(image, geo, vert == 22, body)
+    m = measure_vertebra(image, geo, tptbox_l3.vertebra, body)
     assert m.trabecular is not None and m.trabecular.voxels > 1000
     assert abs(m.trabecular.mean - reference) <= 5.0
     h = m.heights.heights if m.heights else None
@@ -107,21 +126,18 @@ def test_tptbox_low_density_l3(shared_data: Path) -> None:
 
 
 @pytest.mark.parametrize("grow_voxels", [1, 2])
-def test_trabecular_roi_robust_to_a_too_wide_body_mask(shared_data: Path, grow_voxels: int) -> None:
+def test_trabecular_roi_robust_to_a_too_wide_body_mask(tptbox_l3: TptboxL3,
+                                                       grow_voxels: int) -> None:
     """A segmentation a voxel or two too wide (coarse model grid) must not pull cortex into the ROI.
 
     Real TPTBox L3 (reference trabecular corpus ~54 HU), its reference body grown by 1.5-3 mm.
     A fixed 3 mm surface margin measured 78 and 136 HU here; the central-core ROI
     (``roi_depth_fraction``) stays within 5 HU of the reference.
     """
-    d = shared_data / "ct/tptbox_sample"
-    image, geo = read(d / "sub-ct_label-22_ct.nii.gz")
-    vert, _ = read(d / "sub-ct_seg-vert_label-22_msk.nii.gz", np.int32)
-    sub, _ = read(d / "sub-ct_seg-subreg_label-22_msk.nii.gz", np.int32)
-    body = (vert == 22) & np.isin(sub, (49, 50))
-    reference = float(image[(vert == 22) & (sub == 50)].mean())
-    wide = ndimage.binary_dilation(body, iterations=grow_voxels)
-    m = measure_vertebra(image, geo, vert == 22, wide, params=MeasureParams.default())
+    reference = tptbox_l3.reference_hu
+    wide = ndimage.binary_dilation(tptbox_l3.body, iterations=grow_voxels)
+    m = measure_vertebra(tptbox_l3.image, tptbox_l3.geometry, tptbox_l3.vertebra, wide,
+                         params=MeasureParams.default())
     assert m.trabecular is not None and m.trabecular.volume_mm3 >= 5000
     assert abs(m.trabecular.mean - reference) <= 5.0, (m.trabecular.mean, reference)
 
