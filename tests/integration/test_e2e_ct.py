@@ -177,18 +177,25 @@ def _kos_evidence(kos: Any) -> set[tuple[str, str, str]]:
             for ref in series.ReferencedSOPSequence}
 
 
-def test_flagged_ct_to_orthanc_with_kos(tmp_path: Path, shared_data: Path, artifacts_dir: Path,
-                                        orthanc: OrthancServer) -> None:
-    # A real CT as a scanner stores it: axial slices with a real CT header and a (fake) patient.
-    nifti = shared_data / TPTBOX_CT
+def _axial_series(nifti: Path, shared_data: Path, out: Path, who: Identity
+                  ) -> tuple[list[Path], Any]:
+    """A real CT NIfTI written as a scanner stores it (axial slices, a real CT header from the
+    chest series, a fake patient), checked voxel for voxel against the NIfTI."""
     template = sorted((shared_data / "ct/chest_ct_series/dicom").glob("*.dcm"))[0]
-    files = write_axial_series(nifti, template, tmp_path / "sent",
-                               Identity(PATIENT_NAME, PATIENT_ID, BIRTH_DATE))
-    written = load_dicom_series(tmp_path / "sent").volume
+    files = write_axial_series(nifti, template, out, who)
+    written = load_dicom_series(out).volume
     assert np.allclose(written.geometry.direction, np.eye(3).ravel()), "not an axial series"
     match = voxel_correspondence(written, load_nifti(nifti).volume)
     assert match.one_to_one and match.max_position_error_mm <= 1e-3, match
     assert match.max_value_diff <= 1.0, match
+    return files, written
+
+
+def test_flagged_ct_to_orthanc_with_kos(tmp_path: Path, shared_data: Path, artifacts_dir: Path,
+                                        orthanc: OrthancServer) -> None:
+    # A real CT as a scanner stores it: axial slices with a real CT header and a (fake) patient.
+    files, written = _axial_series(shared_data / TPTBOX_CT, shared_data, tmp_path / "sent",
+                                   Identity(PATIENT_NAME, PATIENT_ID, BIRTH_DATE))
 
     # The offline analysis of the same files: it must be flagged (else no KOS is due).
     analysis = analyze_json(tmp_path / "sent", tmp_path / "analysis.json",
@@ -300,16 +307,9 @@ def test_graded_ct_sr_values_equal_analyze(tmp_path: Path, shared_data: Path,
                                            orthanc: OrthancServer) -> None:
     """Issue 3 acceptance 3 on a real CT whose lumbar bodies are measured and graded, so the
     SR-versus-JSON comparison covers heights, height loss and grades, not only nulls."""
-    nifti = shared_data / TOTALSEG_CT
-    template = sorted((shared_data / "ct/chest_ct_series/dicom").glob("*.dcm"))[0]
-    files = write_axial_series(nifti, template, tmp_path / "sent",
-                               Identity(PATIENT_NAME, PATIENT_ID, BIRTH_DATE,
-                                        series_description="Abdomen axial 3 mm"))
-    written = load_dicom_series(tmp_path / "sent").volume
-    assert np.allclose(written.geometry.direction, np.eye(3).ravel()), "not an axial series"
-    match = voxel_correspondence(written, load_nifti(nifti).volume)
-    assert match.one_to_one and match.max_position_error_mm <= 1e-3, match
-    assert match.max_value_diff <= 1.0, match
+    files, written = _axial_series(
+        shared_data / TOTALSEG_CT, shared_data, tmp_path / "sent",
+        Identity(PATIENT_NAME, PATIENT_ID, BIRTH_DATE, series_description="Abdomen axial 3 mm"))
 
     analysis = analyze_json(tmp_path / "sent", tmp_path / "analysis.json",
                             "--dicom-out", str(tmp_path / "dicom_out"))
