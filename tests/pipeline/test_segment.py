@@ -144,3 +144,43 @@ def test_model_grid_for_any_spacing_mix(shared_data: Path, spacing: tuple[float,
     assert geo.spacing == (3.0, 3.0, 3.0)
     assert np.isfinite(hu).all()
     assert hu.max() > 300.0  # bone survives the smoothing
+
+
+def test_thin_slab_does_not_end_in_air_on_the_model_grid(shared_data: Path) -> None:
+    """The canonical grid's outermost samples lie in the outer half of the edge voxels: they
+    take the edge voxels' values. Before, linear resampling put air (the default) there, so the
+    20-slice slab ended in an air slice the scan does not have, and the TPTBox crop had air on
+    three faces."""
+    for path, loader in (("ct/totalseg_example/dicom", load_dicom_series),
+                         ("ct/tptbox_sample/sub-ct_label-22_ct.nii.gz", load_nifti)):
+        vol = loader(shared_data / path).volume
+        hu, _ = to_model_grid(vol, 3.0)
+        for axis in range(3):
+            for edge in (0, -1):
+                face = np.take(hu, edge, axis=axis)
+                inner = np.take(hu, 1 if edge == 0 else -2, axis=axis)
+                # where the scan cuts through the patient (the slab's top and bottom, every face
+                # of the crop), the face has about as much tissue as the next slice in (before:
+                # none at all, 0.0 vs 0.75 at the slab's top)
+                tissue, inner_tissue = float(np.mean(face > -1000)), float(np.mean(inner > -1000))
+                if inner_tissue > 0.5:
+                    assert tissue >= 0.9 * inner_tissue, (path, axis, edge, tissue, inner_tissue)
+
+
+def test_resample_fills_only_beyond_half_a_voxel_with_the_default() -> None:
+    """Edge voxels are repeated once: up to one voxel beyond the last voxel centre a point gets
+    the edge value, further out the default."""
+    from osteo_node.pipeline.ct.seg_grid import resample_image
+    from osteo_node.pipeline.sitk_io import to_sitk
+    from osteo_node.pipeline.types import Geometry
+
+    arr = np.full((4, 3, 3), 100.0, dtype=np.float32)
+    arr[-1] = 300.0  # the top slice
+    src = Geometry(origin=(0.0, 0.0, 0.0), spacing=(1.0, 1.0, 2.0),
+                   direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    dst = Geometry(origin=(1.0, 1.0, 4.0), spacing=(1.0, 1.0, 1.0),
+                   direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    out = resample_image(to_sitk(arr, src), dst, (6, 1, 1), default=-1024.0, antialias=False)
+    # z = 4, 5, 6 (last centre), 7 (half a voxel out), 8 (one voxel out), 9 (beyond)
+    np.testing.assert_allclose(out[:, 0, 0], [100.0, 200.0, 300.0, 300.0, 300.0, -1024.0],
+                               atol=1e-3)

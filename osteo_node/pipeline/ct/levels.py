@@ -112,10 +112,12 @@ def missing_between(centroids_mm: list[float]) -> list[int]:
     return out
 
 
-def assign_levels(ribs: list[bool], sacrum: bool, missing: list[int] | None = None
+def assign_levels(ribs: list[bool | None], sacrum: bool, missing: list[int] | None = None
                   ) -> LevelAssignment:
     """Names for bodies ordered cranial -> caudal from rib flags and sacrum presence.
 
+    ``ribs[i]``: True rib-bearing, False rib-free, None not known (see ``rib_flags``): an anchor
+    needs a rib-free vertebra that is known to be rib-free next to the rib-bearing one.
     ``missing[i]``: vertebrae missed between body i-1 and body i (see missing_between).
     """
     n = len(ribs)
@@ -126,8 +128,10 @@ def assign_levels(ribs: list[bool], sacrum: bool, missing: list[int] | None = No
     rib_idx = [i for i, r in enumerate(ribs) if r]
     last_rib = rib_idx[-1] if rib_idx else None
     first_rib = rib_idx[0] if rib_idx else None
-    t12 = last_rib if last_rib is not None and last_rib < n - 1 else None
-    t1 = first_rib if first_rib is not None and first_rib > 0 else None
+    t12 = last_rib if last_rib is not None and last_rib < n - 1 and ribs[last_rib + 1] is False \
+        else None
+    t1 = first_rib if first_rib is not None and first_rib > 0 and ribs[first_rib - 1] is False \
+        else None
     notes: list[str] = []
     if t12 is not None and sacrum:
         lumbar = pos[n - 1] - pos[t12]
@@ -156,7 +160,7 @@ def assign_levels(ribs: list[bool], sacrum: bool, missing: list[int] | None = No
         notes.append("levels counted up from the sacrum (L5 above it), assuming 5 lumbar vertebrae")
         if "T12" in names:
             t12_idx = names.index("T12")
-            if not ribs[t12_idx]:
+            if ribs[t12_idx] is False:
                 conf = [min(c, CONF_TRANSITIONAL) for c in conf]
                 notes.append("no rib found at the vertebra counted as T12: rib detection missed "
                              "it or transitional anatomy; uncertain")
@@ -311,6 +315,25 @@ def _merged_body_check(bodies: list[BodyInstance], assignment: LevelAssignment, 
     return assignment
 
 
+def rib_flags(bodies: list[BodyInstance], ribs: dict[int, RibEvidence], n_k: int
+              ) -> list[bool | None]:
+    """Rib-bearing (True), rib-free (False) or not known (None) per body, cranial -> caudal.
+
+    Ribs articulate with the upper part of their vertebra (costal facets on the upper body and
+    pedicle, costotransverse joint on the transverse process). A vertebra cut by the TOP of the
+    scan shows only its lower part: no rib seen there is no evidence that it has none, so its
+    status is not known (a thoracolumbar slab must not read its partial T11 as a rib-free C7
+    and name the vertebra below it T1). A vertebra cut by the bottom shows its upper part, where
+    the ribs are.
+    """
+    flags: list[bool | None] = []
+    for b in bodies:
+        bears = ribs.get(b.label, RibEvidence(0, 0)).bears_ribs
+        cranial_cut = b.touches_fov and b.k_range[1] >= n_k - 2  # k increases cranially
+        flags.append(True if bears else (None if cranial_cut else False))
+    return flags
+
+
 @dataclass
 class ModelGridLabels:
     """Vertebra instances and their level names on the network's canonical grid."""
@@ -334,7 +357,7 @@ def label_model_grid(mg: ModelGridSegmentation) -> ModelGridLabels:
     )
     cents = np.array([b.centroid_kji for b in inst.bodies], dtype=np.float64).reshape(-1, 3)
     ribs = rib_evidence(mg.hu, inst.vertebra_map, inst.sacrum, cents, spacing)
-    flags = [ribs.get(b.label, RibEvidence(0, 0)).bears_ribs for b in inst.bodies]
+    flags = rib_flags(inst.bodies, ribs, classes.shape[0])
     along = [b.centroid_kji[0] * spacing for b in inst.bodies]
     missing = missing_between(along)
     assignment = assign_levels(flags, inst.sacrum is not None, missing)

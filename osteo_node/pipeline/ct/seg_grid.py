@@ -87,11 +87,18 @@ def resample_image(
     default: float,
     antialias: bool = True,
 ) -> NDArray[np.float32]:
-    """Linear resampling of an intensity image onto ``geo`` (float32 ``[k, j, i]``)."""
+    """Linear resampling of an intensity image onto ``geo`` (float32 ``[k, j, i]``).
+
+    Points up to one voxel beyond the edge voxels' centres take the edge value, points further
+    out ``default``. The canonical grid covers the image's physical extent, so its outermost
+    samples lie in the outer half of the edge voxels; a thin slab or a tight crop must not end
+    in a slice of ``default`` (air) that is not in the scan.
+    """
     if antialias:
         sig = _antialias_sigmas(img.GetSpacing(), geo.spacing)
         if max(sig) > 0:
             img = _smooth(img, sig)
+    img = sitk.ZeroFluxNeumannPad(img, [1, 1, 1], [1, 1, 1])  # edge voxels repeated once
     out = sitk.Resample(
         img, grid_image(geo, shape_kji), sitk.Transform(), sitk.sitkLinear, default,
         sitk.sitkFloat32,

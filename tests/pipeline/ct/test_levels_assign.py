@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from osteo_node.pipeline.ct.instances import BodyInstance
-from osteo_node.pipeline.ct.levels import VERSE_VALUES, assign_levels
+from osteo_node.pipeline.ct.levels import VERSE_VALUES, assign_levels, rib_flags
+from osteo_node.pipeline.ct.ribs import RibEvidence
 
 
 def test_verse_numbering() -> None:
@@ -139,3 +140,35 @@ def test_bodies_growing_caudally_keep_their_confidence() -> None:
 
     a = assign_levels([True, True, True, False, False, False, False, False], sacrum=True)
     assert _merged_body_check(_bodies([7, 7, 8, 8, 9, 9, 10, 10]), a, 3.0) == a
+
+
+def test_unknown_rib_status_is_no_anchor() -> None:
+    """A vertebra whose rib status is not known (None) cannot anchor T1 or T12 next to it."""
+    # the partial vertebra at the top of a thoracolumbar slab, then a rib-bearing one
+    a = assign_levels([None, True], sacrum=False)
+    assert a.anchor == "none"
+    assert a.names == ["T11", "T12"]  # the lowest rib-bearing vertebra assumed T12, a guess
+    assert max(a.confidence) < 0.3
+    assert assign_levels([False, True], sacrum=False).anchor == "t1"  # a real rib-free one
+    # unknown below the last rib: no T12 anchor either
+    assert assign_levels([True, True, None], sacrum=False).anchor == "none"
+    assert assign_levels([True, True, False], sacrum=False).anchor == "rib"
+
+
+def _body(label: int, k_range: tuple[int, int], touches: bool) -> BodyInstance:
+    return BodyInstance(label=label, centroid_kji=(sum(k_range) / 2, 10.0, 10.0),
+                        k_range=k_range, volume_ml=10.0, touches_fov=touches)
+
+
+def test_rib_flags_top_cut_vertebra_without_ribs_is_unknown() -> None:
+    """Ribs attach to the upper part of a vertebra: a vertebra cut by the top of the scan that
+    shows no rib is not known to be rib-free; one cut by the bottom shows its upper part."""
+    n_k = 14
+    bodies = [_body(1, (11, 13), True), _body(2, (2, 9), False), _body(3, (0, 1), True)]
+    none = RibEvidence(0, 0)
+    ribbed = RibEvidence(20, 20)
+    assert rib_flags(bodies, {1: none, 2: ribbed, 3: none}, n_k) == [None, True, False]
+    # a rib seen is evidence wherever the vertebra is cut
+    assert rib_flags(bodies, {1: ribbed, 2: ribbed, 3: none}, n_k) == [True, True, False]
+    # labels without rib evidence (no entry) count as rib-free unless cut at the top
+    assert rib_flags(bodies, {}, n_k) == [None, False, False]

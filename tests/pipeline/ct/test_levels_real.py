@@ -129,18 +129,11 @@ def test_heldout_dicom_is_flagged_as_unanchored(dicom_case: Any) -> None:
 
 def test_heldout_dicom_spine_is_found(dicom_case: Any) -> None:
     """Contrast-enhanced PET/CT slab (held out): model 1.2.0 (contrast augmentation) finds the
-    spine here (level-agnostic vertebra Dice 0.43); 1.1.0 found nothing (0.00). Regression guard."""
+    spine here; 1.1.0 found nothing (0.00). Level-agnostic vertebra Dice 0.43 while the slab
+    ended in an air slice on the model grid, 0.52 since its edges are resampled right.
+    Regression guard."""
     _vol, _seg, union = dicom_case
     assert union >= HELDOUT_DICOM_VERTEBRA_DICE
-
-
-@pytest.mark.xfail(strict=True, reason="known limitation (model_card.md): trained on one "
-                   "labelled non-contrast CT (+ pseudo-labels of a chest CT), the model finds "
-                   "only part of the spine in this contrast-enhanced 20-slice PET/CT slab, with a "
-                   "body probability below the analysis threshold")
-def test_heldout_dicom_vertebra_dice(dicom_case: Any) -> None:
-    _vol, _seg, union = dicom_case
-    assert union >= 0.5
 
 
 def test_heldout_tptbox_crop(model: Any, shared_data: Path) -> None:
@@ -177,7 +170,7 @@ def test_heldout_tptbox_crop(model: Any, shared_data: Path) -> None:
 # what the shipped model reaches on the held-out TPTBox crop (model_card.md), with a small margin
 # (1.1.0: level-agnostic body Dice 0.66, L3 body Dice 0.72, L3 centroid 5.3 mm; 1.0.0: 0.59,
 # 0.64, 10.4 mm)
-HELDOUT_DICOM_VERTEBRA_DICE = 0.35
+HELDOUT_DICOM_VERTEBRA_DICE = 0.47
 HELDOUT_TPTBOX_BODY_DICE = 0.62
 HELDOUT_TPTBOX_L3_BODY_DICE = 0.66
 HELDOUT_TPTBOX_L3_CENTROID_MM = 8.0
