@@ -297,7 +297,9 @@ def _merged_body_check(bodies: list[BodyInstance], assignment: LevelAssignment, 
     if assignment.anchor not in ("sacrum+rib", "rib", "sacrum"):
         return assignment
     heights = [(b.k_range[1] - b.k_range[0] + 1) * spacing for b in bodies]
-    for i, body in enumerate(bodies):
+    # from the anchor upwards: the lowest such body makes every name above it uncertain
+    for i in reversed(range(len(bodies))):
+        body = bodies[i]
         below = [heights[j] for j in range(i + 1, len(bodies))
                  if not bodies[j].touches_fov and assignment.names[j] is not None][:3]
         if (body.touches_fov or assignment.names[i] is None or len(below) < 2

@@ -135,6 +135,19 @@ def test_a_body_taller_than_those_below_makes_the_names_above_uncertain() -> Non
     assert any("may be two vertebrae" in n for n in checked.notes)
 
 
+def test_the_lowest_tall_body_decides_how_far_the_names_are_uncertain() -> None:
+    """Names are counted up from the anchor: a tall body low in the column makes every name
+    above it uncertain, whatever a tall body higher up does (the chest series with model 1.3.0:
+    a 24 mm 'T5' over 15 mm bodies, and the 30 mm 'T8' over 27/21/24 mm bodies)."""
+    from osteo_node.pipeline.ct.levels import CONF_TRANSITIONAL, _merged_body_check
+
+    a = assign_levels([True] * 8 + [False], sacrum=False)
+    checked = _merged_body_check(_bodies([6, 8, 5, 5, 10, 9, 7, 8, 8]), a, 3.0)
+    assert all(c <= CONF_TRANSITIONAL for c in checked.confidence[:5])  # tall 'T8' and above
+    assert checked.confidence[5:] == a.confidence[5:]
+    assert any(n.startswith(f"{a.names[4]} is 30 mm tall") for n in checked.notes)
+
+
 def test_bodies_growing_caudally_keep_their_confidence() -> None:
     from osteo_node.pipeline.ct.levels import _merged_body_check
 
@@ -155,16 +168,11 @@ def test_unknown_rib_status_is_no_anchor() -> None:
     assert assign_levels([True, True, False], sacrum=False).anchor == "rib"
 
 
-def _body(label: int, k_range: tuple[int, int], touches: bool) -> BodyInstance:
-    return BodyInstance(label=label, centroid_kji=(sum(k_range) / 2, 10.0, 10.0),
-                        k_range=k_range, volume_ml=10.0, touches_fov=touches)
-
-
 def test_rib_flags_top_cut_vertebra_without_ribs_is_unknown() -> None:
     """Ribs attach to the upper part of a vertebra: a vertebra cut by the top of the scan that
     shows no rib is not known to be rib-free; one cut by the bottom shows its upper part."""
-    n_k = 14
-    bodies = [_body(1, (11, 13), True), _body(2, (2, 9), False), _body(3, (0, 1), True)]
+    n_k = 13
+    bodies = _bodies([3, 8, 2], fov=(0, 2))  # k 10-12 (top cut), 2-9, 0-1 (bottom cut)
     none = RibEvidence(0, 0)
     ribbed = RibEvidence(20, 20)
     assert rib_flags(bodies, {1: none, 2: ribbed, 3: none}, n_k) == [None, True, False]
