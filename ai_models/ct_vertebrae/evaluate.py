@@ -7,8 +7,8 @@ centroid error (mm, LPS), whole-vertebra Dice and body Dice on the INPUT grid, p
 level-agnostic Dice (all vertebrae / all bodies together) and the segment-stage run time.
 example_ct body reference: vertebrae_body == 1 inside each reference vertebra (the training
 target); the tighter vertebrae_pp_refined bodies are reported in an extra column.
-example_ct is the training volume (training fit); the DICOM slices and the TPTBox crop are held
-out.
+example_ct is a training volume (training fit), and so is the 20-slice DICOM slab since 1.3.0
+(its body reference is the training target, see prepare_data.py); the TPTBox crop is held out.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
+
+from prepare_data import BODY, SLAB_BODY_T11, slab_native_targets  # noqa: E402
 
 from osteo_node.models import default_ct_model_dir, load_model  # noqa: E402
 from osteo_node.pipeline.ct.levels import segment_vertebrae  # noqa: E402
@@ -102,8 +104,14 @@ def main() -> int:
     _case("example_ct (TRAINING volume: training fit)", vol, model, rv, rb, ref_body2=rb2)
 
     vol = load_dicom_series(ts / "dicom").volume
-    rv = split(reference_on(vol, ts / "dicom_seg_reference.nii.gz"), {32: "T12", 33: "T11"})
-    _case("20 DICOM slices, contrast CT (held out)", vol, model, rv, {})
+    ref = reference_on(vol, ts / "dicom_seg_reference.nii.gz")
+    rv = split(ref, {32: "T12", 33: "T11"})
+    # body reference: the training target (reference outline, body/disc slices read by eye)
+    body = slab_native_targets(ref) == BODY
+    rb = {"T12": body & (np.arange(body.shape[0]) < SLAB_BODY_T11.start)[:, None, None],
+          "T11": body & (np.arange(body.shape[0]) >= SLAB_BODY_T11.start)[:, None, None]}
+    _case("20 DICOM slices, contrast CT (TRAINING volume since 1.3.0: training fit)", vol,
+          model, rv, rb)
 
     tp = args.data / "ct" / "tptbox_sample"
     vol = load_nifti(tp / "sub-ct_label-22_ct.nii.gz").volume

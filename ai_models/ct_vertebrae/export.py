@@ -23,7 +23,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from train import CHANNELS, HU_MAX, HU_MIN, HU_SCALE, N_CLASSES, build_net
+from train import (
+    CHANNELS,
+    HU_MAX,
+    HU_MIN,
+    HU_SCALE,
+    N_CLASSES,
+    average_checkpoints,
+    build_net,
+)
 
 HERE = Path(__file__).resolve().parent
 OPSET = 17
@@ -42,12 +50,9 @@ def main() -> int:
     ap.add_argument("--version", default="1.0.0")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    ckpts = [torch.load(c, map_location="cpu", weights_only=False)  # our own checkpoints
-             for c in args.checkpoint]
-    state = {k: sum(c["state_dict"][k].double() for c in ckpts) / len(ckpts)
-             for k in ckpts[0]["state_dict"]}
+    state, iters = average_checkpoints(args.checkpoint)
     net = build_net()
-    net.load_state_dict({k: v.to(ckpts[0]["state_dict"][k].dtype) for k, v in state.items()})
+    net.load_state_dict(state)
     net.eval()
     onnx_path = args.out / "model.onnx"
     dummy = torch.zeros((1, 1, *PATCH), dtype=torch.float32)
@@ -84,9 +89,8 @@ def main() -> int:
         "architecture": f"monai.networks.nets.UNet channels={list(CHANNELS)} strides=[2,2,2] "
                         "num_res_units=1 norm=instance",
         "out_channels": N_CLASSES,
-        "trained_iters": [int(c.get("iters", 0)) for c in ckpts] if len(ckpts) > 1
-        else int(ckpts[0].get("iters", 0)),
-        "weight_average_of": len(ckpts),
+        "trained_iters": iters if len(iters) > 1 else iters[0],
+        "weight_average_of": len(iters),
     }
     (args.out / "model.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.2f} MB) sha256 {digest}")

@@ -27,14 +27,15 @@ loss).
   great vessels: real hard negatives that example_ct does not have.
 The sagittal check image ``cache/chest_pseudo.png`` is for a person to look at.
 
-Held out on purpose (never read here): the 20 DICOM slices + ``dicom_seg_reference.nii.gz`` and the
-TPTBox crop; they are the validation cases of the model card.
+Third training volume since model 1.3.0: the 20-slice contrast PET/CT slab (``build_contrast_slab``,
+see the constants below). Held out on purpose (never read here): the TPTBox crop, the validation
+case of the model card.
 Not used: ``spinefe_verse004_L2`` (its image is masked to zero outside the vertebra and its discs
 are artificial, so it teaches nothing about real context).
 
 Usage:  .venv/bin/python ai_models/ct_vertebrae/prepare_data.py [--data ../shared/data]
-Writes ``ai_models/ct_vertebrae/cache/train_example_ct.npz`` and ``train_chest_pseudo.npz``
-(git-ignored; derived imaging data must not be committed).
+Writes ``ai_models/ct_vertebrae/cache/train_example_ct.npz``, ``train_chest_pseudo.npz`` and
+``train_contrast_slab.npz`` (git-ignored; derived imaging data must not be committed).
 """
 
 from __future__ import annotations
@@ -136,6 +137,100 @@ def build_chest_pseudo(data: Path, teacher_dir: Path) -> dict[str, np.ndarray]:
     }
 
 
+# The 20-slice contrast PET/CT slab (ct/totalseg_example/dicom, 2 mm slices, T11-T12), used for
+# training since model 1.3.0. Its silver-standard reference was computed on a 3 mm grid and
+# upsampled: its z boundaries are 1-2 slices off (T12 runs into the T12/L1 disc, T11 into the
+# T12 body). So the body/disc extent along the column is read by a person from the native
+# image (sagittal views at three positions, cache/contrast_slab_sagittal.png; dark disc bands
+# between bright endplates), per native slice index (0 = most inferior). Slices on the edge of
+# a disc are IGNORE. The in-plane outline comes from the reference.
+SLAB_BODY_T12 = range(4, 15)   # T12 body (endplates at 3-4 and 14-15)
+SLAB_BODY_T11 = range(18, 20)  # lower part of T11's body
+SLAB_DISC = (1, 2, 16, 17)     # T12/L1 and T11/T12 discs
+SLAB_UNSURE = (0, 3, 15)       # L1 endplate or disc; T12 endplates next to the discs
+TS_SPINAL_CANAL = 79           # TotalSegmentator "spinal_cord" (covers the canal at this scale)
+TS_T12, TS_T11 = 32, 33
+SLAB_PAD = 16  # model-grid slices of edge padding (IGNORE) above and below the 13-slice slab
+
+
+def slab_native_targets(ref: np.ndarray) -> np.ndarray:
+    """Targets of the contrast slab on its native grid ([k, j, i], +j posterior)."""
+    nk = ref.shape[0]
+    vert = np.isin(ref, (TS_T12, TS_T11))
+    canal = ref == TS_SPINAL_CANAL
+    target = np.full(ref.shape, BACKGROUND, dtype=np.uint8)
+    # a ring around the reference vertebrae is IGNORE (silver standard, 3 mm outline)
+    ring = ndimage.binary_dilation(vert, structure=np.ones((1, 5, 5), bool)) & ~vert
+    target[ring] = IGNORE
+    # in-plane body footprint: reference vertebra voxels in front of the canal's anterior edge
+    # (less a 2-voxel band at the posterior wall), from the slices where the reference is inside
+    # the T12 body, shifted with the canal per slice (the column is tilted)
+    canal_front = np.array([np.nonzero(canal[k])[0].min() if canal[k].any() else -1
+                            for k in range(nk)])
+    good = [k for k in SLAB_BODY_T12 if canal_front[k] >= 0]
+    ref_front = int(np.median(canal_front[good]))
+    footprint = np.zeros(ref.shape[1:], dtype=bool)
+    js = np.arange(ref.shape[1])[:, None]
+    for k in good:
+        in_front = (ref[k] == TS_T12) & (js < canal_front[k])
+        footprint |= np.roll(in_front, ref_front - canal_front[k], axis=0)
+    footprint = ndimage.binary_opening(ndimage.binary_fill_holes(footprint), iterations=2)
+    for k in range(nk):
+        if canal_front[k] < 0:
+            continue
+        fp = np.roll(footprint, canal_front[k] - ref_front, axis=0)
+        posterior = vert[k] & (js >= canal_front[k])
+        target[k][posterior] = POSTERIOR
+        wall = (js >= canal_front[k] - 2) & (js < canal_front[k] + 2)
+        edge = fp & ~ndimage.binary_erosion(fp, iterations=2)
+        if k in SLAB_BODY_T12 or k in SLAB_BODY_T11:
+            target[k][fp] = BODY
+        elif k in SLAB_DISC:
+            target[k][fp] = DISC
+        else:
+            target[k][fp | (vert[k] & (js < canal_front[k]))] = IGNORE
+        target[k][edge | (wall & (fp | vert[k]))] = IGNORE
+        # reference vertebra voxels in front of the canal but outside the footprint (cortex,
+        # osteophytes, the neighbour's endplate): not trusted either way
+        target[k][vert[k] & (js < canal_front[k]) & ~fp] = IGNORE
+    for k in SLAB_UNSURE:
+        fp = np.roll(footprint, canal_front[k] - ref_front, axis=0)
+        target[k][fp] = IGNORE
+    return target
+
+
+def build_contrast_slab(data: Path) -> dict[str, np.ndarray]:
+    """The 20-slice contrast slab on the model grid, edge-padded along k with IGNORE targets
+    (the runtime edge-pads a thin series the same way)."""
+    from osteo_node.pipeline.ct.references import reference_on
+    from osteo_node.pipeline.sitk_io import to_sitk
+    from osteo_node.pipeline.stages.segment import body_box, to_model_grid
+    from osteo_node.pipeline.stages.volume import load_dicom_series
+
+    d = data / "ct" / "totalseg_example"
+    volume = load_dicom_series(d / "dicom").volume
+    ref = reference_on(volume, d / "dicom_seg_reference.nii.gz")
+    native = slab_native_targets(ref)
+    hu, geo = to_model_grid(volume, SPACING_MM)
+    box = body_box(hu)
+    hu = np.ascontiguousarray(hu[box])
+    start = np.array([box[2].start, box[1].start, box[0].start], dtype=np.float64)
+    origin = geo.index_to_lps(start)
+    geo = type(geo)(origin=tuple(float(v) for v in origin), spacing=geo.spacing,
+                    direction=geo.direction)
+    target = resample_labels(to_sitk(native, volume.geometry), geo, hu.shape).astype(np.uint8)
+    # outside the native slab (resampling default 0) nothing is known
+    inside = resample_labels(to_sitk(np.ones_like(native), volume.geometry), geo, hu.shape)
+    target[inside == 0] = IGNORE
+    pad = ((SLAB_PAD, SLAB_PAD), (0, 0), (0, 0))
+    return {
+        "image": np.pad(hu, pad, mode="edge").astype(np.float32),
+        "target": np.pad(target, pad, constant_values=IGNORE),
+        "origin": np.asarray(geo.origin) - np.array([0.0, 0.0, SLAB_PAD * SPACING_MM]),
+        "spacing": np.asarray(geo.spacing),
+    }
+
+
 def save_check_image(sample: dict[str, np.ndarray], path: Path) -> None:
     """Mid-sagittal image | pseudo-labels (red body, green posterior, blue disc, grey ignore)."""
     from PIL import Image
@@ -173,6 +268,12 @@ def main() -> int:
     counts = np.bincount(chest["target"].ravel(), minlength=256)
     print("chest_ct_series (pseudo)", chest["image"].shape, "class voxels",
           counts[:5].tolist(), "ignored", int(counts[IGNORE]))
+    slab = build_contrast_slab(args.data)
+    np.savez_compressed(args.out / "train_contrast_slab.npz", **slab)
+    save_check_image(slab, args.out / "contrast_slab.png")
+    counts = np.bincount(slab["target"].ravel(), minlength=256)
+    print("contrast slab", slab["image"].shape, "class voxels", counts[:5].tolist(),
+          "ignored", int(counts[IGNORE]))
     return 0
 
 

@@ -15,8 +15,8 @@ Reproducible: fixed seeds, deterministic CPU kernels, documented commands (the s
 (paths relative to ai_models/ct_vertebrae). Writes ``runs/model.pt`` (git-ignored);
 ``export.py`` turns it into ``model.onnx`` + ``model.json``.
 
-Labelled CT is scarce (one real volume with per-vertebra references may be used for training;
-the other real labelled cases are held out for validation), so the target is level-agnostic
+Labelled CT is scarce (two real volumes with references are used for training, one is held out
+for validation, see model_card.md), so the target is level-agnostic
 (body / posterior elements / disc / sacrum, see prepare_data.py) on a coarse 3 mm grid, and every
 patch is heavily augmented on the fly: random 3D rotation, anisotropic scaling, elastic
 deformation, left-right mirroring (anatomically fine for the spine), intensity scale/shift,
@@ -51,6 +51,18 @@ def build_net() -> torch.nn.Module:
         spatial_dims=3, in_channels=1, out_channels=N_CLASSES, channels=CHANNELS,
         strides=STRIDES, num_res_units=1, norm="instance",
     )
+
+
+def average_checkpoints(paths: list[Path]) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """Uniform weight average of checkpoints fine-tuned from the same parent ("model soup",
+    Wortsman et al., ICML 2022); one path gives that checkpoint. Returns the state dict and the
+    iterations each checkpoint was trained for."""
+    ckpts = [torch.load(c, map_location="cpu", weights_only=False)  # our own checkpoints
+             for c in paths]
+    first = ckpts[0]["state_dict"]
+    state = {k: (sum(c["state_dict"][k].double() for c in ckpts) / len(ckpts)).to(first[k].dtype)
+             for k in first}
+    return state, [int(c.get("iters", 0)) for c in ckpts]
 
 
 def normalise(hu: torch.Tensor) -> torch.Tensor:
@@ -300,8 +312,9 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=20261122)
-    ap.add_argument("--init", type=Path, default=None,
-                    help="start from this checkpoint (phase 2: fine-tuning)")
+    ap.add_argument("--init", type=Path, nargs="+", default=None,
+                    help="start from this checkpoint, or the weight average of several "
+                         "(fine-tuning)")
     ap.add_argument("--aug", choices=tuple(AUGMENTATIONS), default="strong")
     ap.add_argument("--robust-aug", action="store_true",
                     help="add thin-slab and HU-remap augmentation (experiment, see model card)")
@@ -332,8 +345,7 @@ def main() -> int:
         samplers.append(Sampler(data["image"], data["target"], args.patch, rng, aug))
     net = build_net()
     if args.init is not None:
-        ckpt = torch.load(args.init, map_location="cpu", weights_only=False)  # our own file
-        net.load_state_dict(ckpt["state_dict"])
+        net.load_state_dict(average_checkpoints(args.init)[0])
     n_params = sum(p.numel() for p in net.parameters())
     print(f"params {n_params}")
     # fully labelled data: MONAI's Dice+CE (what trained 1.0.0); with IGNORE voxels: masked loss
