@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -12,6 +13,7 @@ from typing import Any
 
 import highdicom as hd
 import pytest
+from PIL import Image
 from pydicom import dcmread
 from sqlalchemy import select
 
@@ -243,6 +245,21 @@ def dciodvfy_errors(path: Path) -> list[str]:
     proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120,
                           check=False)
     return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
+
+
+def stored_objects_valid(results: dict[str, Any], folder: Path, sc_png: Path) -> None:
+    """Write the result objects as PACS returned them to ``folder``, assert dciodvfy finds no
+    error in any of them (when dicom3tools is installed) and save the SC (modality OT) as a PNG
+    for a person to look at."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for modality, ds in results.items():
+        path = folder / f"{modality}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        if shutil.which("dciodvfy") is not None:
+            assert not dciodvfy_errors(path), (modality, dciodvfy_errors(path))
+    sc_pixels = results["OT"].pixel_array
+    assert sc_pixels.ndim == 3 and sc_pixels.shape[2] == 3 and sc_pixels.std() > 0
+    Image.fromarray(sc_pixels).save(sc_png)
 
 
 def worklist_export(config: Path, fmt: str, out: Path) -> str:
