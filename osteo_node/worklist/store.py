@@ -256,12 +256,15 @@ def set_status(engine: Engine, row_id: int, status: str, *, changed_by: str,
 
 def list_rows(engine: Engine, *, since: date | datetime | None = None,
               statuses: Sequence[str] | None = None) -> list[WorklistRow]:
-    """Rows created or updated at/after ``since`` (UTC), oldest first."""
+    """Rows created or updated at/after ``since``, oldest first. A date is that UTC day; a
+    date-time with an offset is that instant, a naive one is UTC. The comparison is made in UTC
+    (SQLite stores no offset, so an offset left in would be compared as local clock time)."""
     q = select(fls_worklist).order_by(fls_worklist.c.id)
     if since is not None:
         start = since if isinstance(since, datetime) else datetime(
             since.year, since.month, since.day, tzinfo=UTC)
-        q = q.where(fls_worklist.c.updated_at >= _utc(start))
+        start = start.astimezone(UTC) if start.tzinfo is not None else start.replace(tzinfo=UTC)
+        q = q.where(fls_worklist.c.updated_at >= start)
     if statuses:
         q = q.where(fls_worklist.c.status.in_(list(statuses)))
     with engine.connect() as conn:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -110,6 +110,20 @@ def test_since_filter(db: tuple[str, Engine], ct20_output: AnalysisOutput) -> No
     assert len(store.list_rows(engine)) == 2
     assert [r.series_instance_uid for r in store.list_rows(engine, since=date(2024, 2, 1))] == [
         "1.2.3.4.5.6"]
+
+
+def test_since_with_a_utc_offset_is_the_same_instant(db: tuple[str, Engine],
+                                                     ct20_output: AnalysisOutput) -> None:
+    """A date-time with an offset means that instant on every database (SQLite stores no
+    offset: the filter compares UTC)."""
+    _, engine = db
+    store.add_from_result(engine, ct20_output, now=datetime(2024, 1, 10, 10, 0, tzinfo=UTC))
+    plus2 = timezone(timedelta(hours=2))
+    assert len(store.list_rows(engine, since=datetime(2024, 1, 10, 11, 30, tzinfo=plus2))) == 1
+    assert store.list_rows(engine, since=datetime(2024, 1, 10, 12, 30, tzinfo=plus2)) == []
+    # naive: UTC
+    assert len(store.list_rows(engine, since=datetime(2024, 1, 10, 9, 59))) == 1
+    assert store.list_rows(engine, since=datetime(2024, 1, 10, 10, 1)) == []
 
 
 def test_csv_round_trip(db: tuple[str, Engine], ct20_output: AnalysisOutput) -> None:
