@@ -89,7 +89,8 @@ def build_example_ct(data: Path) -> dict[str, np.ndarray]:
 def build_chest_pseudo(data: Path, teacher_dir: Path) -> dict[str, np.ndarray]:
     """Pseudo-labels for the unlabelled chest CT series (see the module docstring)."""
     from osteo_node.models import load_model
-    from osteo_node.pipeline.ct.levels import VERSE_VALUES, label_model_grid
+    from osteo_node.pipeline.ct.level_names import VERSE_VALUES
+    from osteo_node.pipeline.ct.levels import label_model_grid
     from osteo_node.pipeline.stages.segment import run_model
     from osteo_node.pipeline.stages.volume import load_dicom_series
 

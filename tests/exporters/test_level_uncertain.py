@@ -27,7 +27,7 @@ from osteo_node.exporters.common import LEVEL_CAVEAT
 from osteo_node.exporters.kos import KeyImagesKOS
 from osteo_node.exporters.publish import build_objects, write_objects
 from osteo_node.exporters.sr import read_report
-from osteo_node.pipeline.ct import levels as lv
+from osteo_node.pipeline.ct import level_names as lv
 from osteo_node.pipeline.results import AnalysisOutput, ModelInfo
 from osteo_node.pipeline.stages.grade import GradingRules, level_uncertain
 from osteo_node.pipeline.types import LabelVolume, Volume

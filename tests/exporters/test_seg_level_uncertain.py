@@ -20,7 +20,7 @@ import pytest
 from osteo_node.exporters.common import LEVEL_CAVEAT
 from osteo_node.exporters.publish import build_objects, write_objects
 from osteo_node.exporters.seg import segment_levels
-from osteo_node.pipeline.ct import levels as lv
+from osteo_node.pipeline.ct import level_names as lv
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.pipeline.types import LabelVolume
 from tests.exporters.test_level_uncertain import _dciodvfy_errors, with_level_confidence

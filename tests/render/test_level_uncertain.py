@@ -18,7 +18,7 @@ from PIL import Image
 from osteo_node.exporters.common import LEVEL_CAVEAT
 from osteo_node.pipeline.ct.analyser import CTAnalyser, Segmentation
 from osteo_node.pipeline.ct.evaluation import ReferenceSpec, reference_segment_fn
-from osteo_node.pipeline.ct.levels import CONF_AGREE, CONF_GUESS_NONE
+from osteo_node.pipeline.ct.level_names import CONF_AGREE, CONF_GUESS_NONE
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.pipeline.types import LabelVolume, Volume
 from osteo_node.render.sagittal import CAVEAT_COLOUR, GRADE_COLOURS, render_sagittal_overlay

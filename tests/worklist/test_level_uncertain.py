@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert, inspect
 
 from osteo_node.exporters.common import LEVEL_CAVEAT
-from osteo_node.pipeline.ct import levels as lv
+from osteo_node.pipeline.ct import level_names as lv
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.store.db import make_engine
 from osteo_node.worklist import export_csv, fhir, store

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from osteo_node.pipeline.ct.levels import VERSE_VALUES
+from osteo_node.pipeline.ct.level_names import VERSE_VALUES
 from osteo_node.pipeline.sitk_io import resample_labels
 from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
 

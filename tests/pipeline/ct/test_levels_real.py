@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from osteo_node.models import default_ct_model_dir, load_model
-from osteo_node.pipeline.ct.levels import VERSE_VALUES, VertebraSegmentation, segment_vertebrae
+from osteo_node.pipeline.ct.level_names import VERSE_VALUES
+from osteo_node.pipeline.ct.levels import VertebraSegmentation, segment_vertebrae
 from osteo_node.pipeline.ct.references import (
     TS_TOTAL,
     VERSE,

@@ -21,7 +21,7 @@ import pytest
 
 from osteo_node.exporters.publish import build_objects
 from osteo_node.exporters.sr import read_report
-from osteo_node.pipeline.ct import levels as ct_levels
+from osteo_node.pipeline.ct import level_names as ct_levels
 from osteo_node.pipeline.mr.analyser import MRAnalyser
 from osteo_node.pipeline.mr.levels import LevelParams, assign_levels
 from osteo_node.pipeline.results import AnalysisOutput

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from osteo_node.pipeline.ct.instances import BodyInstance
-from osteo_node.pipeline.ct.levels import VERSE_VALUES, assign_levels, rib_flags
+from osteo_node.pipeline.ct.level_names import VERSE_VALUES, assign_levels, rib_flags
 from osteo_node.pipeline.ct.ribs import RibEvidence
 
 
@@ -95,7 +95,7 @@ def test_nothing_found() -> None:
 
 
 def test_missed_vertebra_is_counted_across_the_gap() -> None:
-    from osteo_node.pipeline.ct.levels import missing_between
+    from osteo_node.pipeline.ct.level_names import missing_between
 
     # bodies every 25 mm, one missing between the 2nd and 3rd (a 50 mm gap)
     along = [300.0, 275.0, 225.0, 200.0, 175.0, 150.0]
@@ -123,12 +123,12 @@ def _bodies(heights_slices: list[int], fov: tuple[int, ...] = ()) -> list[BodyIn
 def test_a_body_taller_than_those_below_makes_the_names_above_uncertain() -> None:
     """The chest series' 'T8' (30 mm over 27/21/24 mm bodies): two vertebrae in one segment,
     so the names counted across it from the last rib may be one level off."""
-    from osteo_node.pipeline.ct.levels import CONF_TRANSITIONAL, _merged_body_check
+    from osteo_node.pipeline.ct.level_names import CONF_TRANSITIONAL, merged_body_check
 
     ribs = [True] * 6 + [False]
     a = assign_levels(ribs, sacrum=False)
     assert a.anchor == "rib" and a.names[5] == "T12"
-    checked = _merged_body_check(_bodies([5, 5, 10, 9, 7, 8, 8]), a, 3.0)
+    checked = merged_body_check(_bodies([5, 5, 10, 9, 7, 8, 8]), a, 3.0)
     assert checked.names == a.names
     assert all(c <= CONF_TRANSITIONAL for c in checked.confidence[:3])  # tall "T9" and above
     assert checked.confidence[3:] == a.confidence[3:]
@@ -139,20 +139,20 @@ def test_the_lowest_tall_body_decides_how_far_the_names_are_uncertain() -> None:
     """Names are counted up from the anchor: a tall body low in the column makes every name
     above it uncertain, whatever a tall body higher up does (the chest series with model 1.3.0:
     a 24 mm 'T5' over 15 mm bodies, and the 30 mm 'T8' over 27/21/24 mm bodies)."""
-    from osteo_node.pipeline.ct.levels import CONF_TRANSITIONAL, _merged_body_check
+    from osteo_node.pipeline.ct.level_names import CONF_TRANSITIONAL, merged_body_check
 
     a = assign_levels([True] * 8 + [False], sacrum=False)
-    checked = _merged_body_check(_bodies([6, 8, 5, 5, 10, 9, 7, 8, 8]), a, 3.0)
+    checked = merged_body_check(_bodies([6, 8, 5, 5, 10, 9, 7, 8, 8]), a, 3.0)
     assert all(c <= CONF_TRANSITIONAL for c in checked.confidence[:5])  # tall 'T8' and above
     assert checked.confidence[5:] == a.confidence[5:]
     assert any(n.startswith(f"{a.names[4]} is 30 mm tall") for n in checked.notes)
 
 
 def test_bodies_growing_caudally_keep_their_confidence() -> None:
-    from osteo_node.pipeline.ct.levels import _merged_body_check
+    from osteo_node.pipeline.ct.level_names import merged_body_check
 
     a = assign_levels([True, True, True, False, False, False, False, False], sacrum=True)
-    assert _merged_body_check(_bodies([7, 7, 8, 8, 9, 9, 10, 10]), a, 3.0) == a
+    assert merged_body_check(_bodies([7, 7, 8, 8, 9, 9, 10, 10]), a, 3.0) == a
 
 
 def test_unknown_rib_status_is_no_anchor() -> None:
