@@ -12,8 +12,8 @@ from typing import Any
 
 from osteo_node.clinical import red_flags as rf
 from osteo_node.clinical.dxa import DxaExam
-from osteo_node.clinical.fhir_intake import ClinicalRecord
 from osteo_node.clinical.interpret import DxaInterpretation, MenopausalStatus, interpret
+from osteo_node.clinical.record import ClinicalRecord
 from osteo_node.clinical.risk import ImagingEvidence, RiskResult, assess_risk
 from osteo_node.clinical_data import load
 

@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from osteo_node.clinical.fhir_intake import ClinicalRecord
+from osteo_node.clinical.record import ClinicalRecord
 from osteo_node.clinical_data import load
 from osteo_node.pipeline.results import LEVELS, level_index
 from osteo_node.pipeline.stages.measure import (

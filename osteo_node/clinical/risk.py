@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from osteo_node.clinical import qfracture
-from osteo_node.clinical.fhir_intake import ClinicalRecord
 from osteo_node.clinical.fracture_flag import risk_prior_fracture_min_genant_grade
 from osteo_node.clinical.interpret import DxaInterpretation
+from osteo_node.clinical.record import ClinicalRecord
 from osteo_node.clinical_data import load
 
 

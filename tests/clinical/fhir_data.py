@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 SNOMED = "http://snomed.info/sct"
@@ -44,22 +45,35 @@ def condition(cid: str, pid: str, system: str, code: str, display: str,  # noqa:
     }
 
 
+@dataclass(frozen=True)
+class ObsDetails:
+    """The less-often varied parts of a quantity Observation."""
+
+    category: str = "laboratory"
+    when: str = "2026-10-01T09:00:00Z"
+    ref_high: float | None = None
+
+
+LABORATORY = ObsDetails()
+VITAL_SIGNS = ObsDetails(category="vital-signs")
+IMAGING = ObsDetails(category="imaging")
+
+
 def quantity_obs(oid: str, pid: str, loinc: str, display: str, value: float, unit: str,  # noqa: PLR0917
-                 when: str = "2026-10-01T09:00:00Z", ref_high: float | None = None,
-                 category: str = "laboratory") -> dict[str, Any]:
+                 *, details: ObsDetails = LABORATORY) -> dict[str, Any]:
     obs: dict[str, Any] = {
         "resourceType": "Observation", "id": oid, "status": "final",
         "category": [{"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-            "code": category}]}],
+            "code": details.category}]}],
         "code": {"coding": [{"system": LOINC, "code": loinc, "display": display}]},
         "subject": {"reference": f"Patient/{pid}"},
-        "effectiveDateTime": when,
+        "effectiveDateTime": details.when,
         "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit},
     }
-    if ref_high is not None:
-        obs["referenceRange"] = [{"high": {"value": ref_high, "unit": unit, "system": UCUM,
-                                           "code": unit}}]
+    if details.ref_high is not None:
+        obs["referenceRange"] = [{"high": {"value": details.ref_high, "unit": unit,
+                                           "system": UCUM, "code": unit}}]
     return obs
 
 
@@ -78,22 +92,32 @@ def smoking_obs(oid: str, pid: str, snomed: str, display: str) -> dict[str, Any]
     }
 
 
+@dataclass(frozen=True)
+class MedCourse:
+    """Dose (mg per intake; None: no dosage recorded), intakes per day, period and status."""
+
+    dose_mg: float | None
+    per_day: int = 1
+    start: str = "2025-01-10"
+    end: str | None = None
+    status: str = "active"
+
+
 def med_statement(mid: str, pid: str, system: str, code: str, display: str, *,
-                  dose_mg: float | None, per_day: int = 1, start: str = "2025-01-10",
-                  end: str | None = None, status: str = "active") -> dict[str, Any]:
+                  course: MedCourse) -> dict[str, Any]:
     res: dict[str, Any] = {
-        "resourceType": "MedicationStatement", "id": mid, "status": status,
+        "resourceType": "MedicationStatement", "id": mid, "status": course.status,
         "medicationCodeableConcept": {"coding": [{"system": system, "code": code,
                                                   "display": display}]},
         "subject": {"reference": f"Patient/{pid}"},
-        "effectivePeriod": {"start": start, **({"end": end} if end else {})},
+        "effectivePeriod": {"start": course.start, **({"end": course.end} if course.end else {})},
     }
-    if dose_mg is not None:
+    if course.dose_mg is not None:
         res["dosage"] = [{
-            "text": f"{dose_mg:g} mg {per_day} times daily",
-            "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}},
-            "doseAndRate": [{"doseQuantity": {"value": dose_mg, "unit": "mg", "system": UCUM,
-                                              "code": "mg"}}],
+            "text": f"{course.dose_mg:g} mg {course.per_day} times daily",
+            "timing": {"repeat": {"frequency": course.per_day, "period": 1, "periodUnit": "d"}},
+            "doseAndRate": [{"doseQuantity": {"value": course.dose_mg, "unit": "mg",
+                                              "system": UCUM, "code": "mg"}}],
         }]
     return res
 
@@ -130,13 +154,14 @@ def steroid_user() -> list[dict[str, Any]]:
     return [
         patient(pid, "female", "1958-05-14"),
         condition("ra", pid, SNOMED, "69896004", "Rheumatoid arthritis"),
-        med_statement("pred", pid, ATC, "H02AB06", "prednisolone", dose_mg=5, per_day=2,
-                      start="2025-01-10"),
+        med_statement("pred", pid, ATC, "H02AB06", "prednisolone",
+                      course=MedCourse(dose_mg=5, per_day=2, start="2025-01-10")),
         quantity_obs("bmi", pid, "39156-5", "Body mass index (BMI) [Ratio]", 22.4, "kg/m2",
-                     category="vital-signs"),
+                     details=VITAL_SIGNS),
         smoking_obs("smk", pid, "8517006", "Ex-smoker"),
         quantity_obs("hb", pid, "718-7", "Hemoglobin [Mass/volume] in Blood", 12.9, "g/dL"),
-        quantity_obs("alp", pid, "6768-6", "Alkaline phosphatase", 88, "U/L", ref_high=130),
+        quantity_obs("alp", pid, "6768-6", "Alkaline phosphatase", 88, "U/L",
+                     details=ObsDetails(ref_high=130)),
     ]
 
 
@@ -146,14 +171,15 @@ def myeloma_patient() -> list[dict[str, Any]]:
     return [
         patient(pid, "male", "1955-02-03"),
         condition("mm", pid, ICD10, "C90.0", "Multiple myeloma"),
-        quantity_obs("wt", pid, "29463-7", "Body weight", 74.0, "kg", category="vital-signs"),
-        quantity_obs("ht", pid, "8302-2", "Body height", 176.0, "cm", category="vital-signs"),
+        quantity_obs("wt", pid, "29463-7", "Body weight", 74.0, "kg", details=VITAL_SIGNS),
+        quantity_obs("ht", pid, "8302-2", "Body height", 176.0, "cm", details=VITAL_SIGNS),
         quantity_obs("mp", pid, "33358-3", "Protein.monoclonal [Mass/volume] in Serum",
                      28.0, "g/L"),
         quantity_obs("hb", pid, "718-7", "Hemoglobin [Mass/volume] in Blood", 94, "g/L"),
         quantity_obs("ca", pid, "17861-6", "Calcium [Mass/volume] in Serum or Plasma", 11.6,
                      "mg/dL"),
-        quantity_obs("alp", pid, "6768-6", "Alkaline phosphatase", 210, "U/L", ref_high=129),
+        quantity_obs("alp", pid, "6768-6", "Alkaline phosphatase", 210, "U/L",
+                     details=ObsDetails(ref_high=129)),
         quantity_obs("cr", pid, "2160-0", "Creatinine", 1.4, "mg/dL"),
     ]
 
@@ -169,6 +195,6 @@ def premenopausal_woman() -> list[dict[str, Any]]:
     ]
     return [patient(pid, "female", "1981-06-01")] + [
         quantity_obs(f"dxa{i}", pid, code, display, value, "{T-score}" if "T-" in display
-                     else "{Z-score}", category="imaging")
+                     else "{Z-score}", details=IMAGING)
         for i, (code, display, value) in enumerate(obs)
     ]

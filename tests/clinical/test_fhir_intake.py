@@ -105,10 +105,12 @@ def test_bad_and_partial_records_give_messages_and_missing_inputs(tmp_path: Path
     weight = fd.quantity_obs("w", pid, "29463-7", "Body weight", 150, "[stone_av]")
     no_value = fd.quantity_obs("alp", pid, "6768-6", "ALP", 1, "U/L")
     del no_value["valueQuantity"]
-    dangling = fd.med_statement("m1", pid, fd.ATC, "H02AB06", "prednisolone", dose_mg=5)
+    dangling = fd.med_statement("m1", pid, fd.ATC, "H02AB06", "prednisolone",
+                                course=fd.MedCourse(dose_mg=5))
     del dangling["medicationCodeableConcept"]
     dangling["medicationReference"] = {"reference": "Medication/missing"}
-    no_dose = fd.med_statement("m2", pid, fd.RXNORM, "8640", "prednisone", dose_mg=None)
+    no_dose = fd.med_statement("m2", pid, fd.RXNORM, "8640", "prednisone",
+                              course=fd.MedCourse(dose_mg=None))
     doc = fd.bundle([pat, no_code, malformed, refuted, weight, no_value, dangling, no_dose])
     doc["entry"].append({"resource": "not a resource"})
     path = tmp_path / "partial.json"

@@ -185,7 +185,8 @@ def test_clinical_red_flags_cancer_alp_anaemia():
     rec2 = record_from_resources([
         fd.patient("d", "male", "1950-01-01"),
         fd.quantity_obs("hb", "d", "718-7", "Hb", 112, "g/L"),
-        fd.quantity_obs("alp", "d", "6768-6", "ALP", 120, "U/L", ref_high=104),
+        fd.quantity_obs("alp", "d", "6768-6", "ALP", 120, "U/L",
+                        details=fd.ObsDetails(ref_high=104)),
     ], today=date(2026, 11, 22))
     codes2 = {f.code for f in build_assessment(rec2).red_flags}
     assert codes2 == {"unexplained_anaemia", "high_alp"}  # lab's own ULN (104) used
