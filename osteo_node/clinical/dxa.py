@@ -228,14 +228,19 @@ def from_fhir_resources(resources: Iterable[Mapping[str, Any]], source: str) -> 
             continue
         if res.get("status") in ("entered-in-error", "cancelled"):
             continue
-        for coding in (res.get("code") or {}).get("coding") or []:
-            if system_kind(coding.get("system")) != "loinc":
+        code = res.get("code")
+        codings = code.get("coding") if isinstance(code, Mapping) else None
+        if code is not None and not isinstance(codings, list):
+            col.warnings.append(f"Observation {res.get('id', '?')}: malformed code; skipped")
+            continue
+        for coding in codings or []:
+            if not isinstance(coding, Mapping) or system_kind(coding.get("system")) != "loinc":
                 continue
             spec = table.get(str(coding.get("code")))
             if spec is None:
                 continue
-            vq = res.get("valueQuantity") or {}
-            value = _num(vq.get("value"))
+            vq = res.get("valueQuantity")
+            value = _num(vq.get("value")) if isinstance(vq, Mapping) else None
             if value is None:
                 col.warnings.append(
                     f"Observation {res.get('id', '?')} ({coding.get('code')}): no numeric value"

@@ -170,3 +170,24 @@ def test_medication_request_supply_duration_and_patient_selection():
                  "subject": {"reference": f"Patient/{pid}"}, "valueBoolean": True}
     rec2 = record_from_resources([*resources, falls_yes], patient_id=pid, today=TODAY)
     assert rec2.falls is True
+
+
+def test_malformed_dxa_observations_do_not_stop_the_intake():
+    """A DXA Observation whose code or value is not a JSON object is reported and skipped;
+    the well-formed DXA result and the rest of the record are still read (it used to raise
+    AttributeError out of the intake)."""
+    pid = "dxa"
+    good = {"resourceType": "Observation", "id": "t1", "status": "final",
+            "subject": {"reference": f"Patient/{pid}"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "38263-0"}]},
+            "valueQuantity": {"value": -2.7}}
+    bad_code = {**good, "id": "t2", "code": "x"}
+    bad_value = {**good, "id": "t3", "valueQuantity": "x"}
+    bad_coding = {**good, "id": "t4", "code": {"coding": ["38267-1"]}}
+    rec = record_from_resources([fd.patient(pid, "female", "1950-01-01"), bad_code, bad_value,
+                                 bad_coding, good], patient_id=pid, today=TODAY)
+    assert rec.dxa is not None
+    assert [(site, m.t_score) for site, m in rec.dxa.sites.items()] == [("femoral_neck", -2.7)]
+    text = "\n".join(rec.dxa.warnings)
+    assert "Observation t2: malformed code; skipped" in text
+    assert "Observation t3 (38263-0): no numeric value" in text
