@@ -96,11 +96,11 @@ def child_main(role: str, settings: Settings, index: int = 0, prepared: bool = F
 
         run_worker(settings, stop, index)
     elif role == "outbox":
-        from osteo_node.outbox.sender import run_sender
+        from osteo_node.outbox.sender import SenderSettings, run_sender
 
         run_sender(settings.storage.database_url, settings.storage.outbox_dir,
                    settings.destinations, settings.retry, stop_event=stop,
-                   poll_interval_s=settings.queue.poll_seconds)
+                   settings=SenderSettings(poll_interval_s=settings.queue.poll_seconds))
     else:
         raise ValueError(f"unknown role {role}")
 

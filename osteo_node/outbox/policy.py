@@ -1,8 +1,9 @@
-"""Where results go and how often sending is retried: immutable settings objects.
+"""Where results go, how often sending is retried, how the sender works: immutable settings.
 
 The node's configuration builds :class:`Destination` and :class:`RetryPolicy` objects; the outbox
-and its sender only read them. Everything here is pure (no I/O at construction); only
-:meth:`TlsSettings.ssl_context` reads files, when the sender opens an association.
+and its sender only read them (:class:`SenderSettings` and :class:`Timeouts` tune the sender).
+Everything here is pure (no I/O at construction); only :meth:`TlsSettings.ssl_context` reads
+files, when the sender opens an association.
 """
 
 from __future__ import annotations
@@ -156,3 +157,29 @@ class RetryPolicy:
     def exhausted(self, attempts: int) -> bool:
         """True when ``attempts`` failed attempts mean the item is given up."""
         return attempts >= self.max_attempts
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds; ``connect`` is the TCP connection timeout."""
+
+    connect: float = 10.0
+    acse: float = 30.0
+    dimse: float = 60.0
+    network: float = 60.0
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    """How an outbox sender works through its destinations' items.
+
+    ``batch_size``: items claimed per destination and pass (a dead destination with a long backlog
+    cannot starve the others); ``lease_s``: how long a claim holds before another sender may take
+    the item over; ``poll_interval_s``: the longest idle wait between passes; ``timeouts``: of
+    the associations it opens.
+    """
+
+    batch_size: int = 200
+    lease_s: float = 900.0
+    poll_interval_s: float = 0.5
+    timeouts: Timeouts = field(default_factory=Timeouts)

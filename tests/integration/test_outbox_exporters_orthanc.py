@@ -20,7 +20,7 @@ from osteo_node.exporters.publish import build_objects
 from osteo_node.logging_setup import configure
 from osteo_node.outbox import store
 from osteo_node.outbox.policy import RetryPolicy
-from osteo_node.outbox.sender import OutboxSender, Timeouts
+from osteo_node.outbox.sender import OutboxSender, SenderSettings, Timeouts
 from osteo_node.outbox.tables import create_tables
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.store.db import make_engine
@@ -82,7 +82,8 @@ def test_exporter_objects_reach_orthanc_in_the_original_study_once(
     configure("INFO", json=True, stream=log)
     try:
         report = OutboxSender(
-            engine, outbox, [pacs], RetryPolicy(), timeouts=Timeouts(dimse=60, network=60)
+            engine, outbox, [pacs], RetryPolicy(),
+            settings=SenderSettings(timeouts=Timeouts(dimse=60, network=60)),
         ).run_once()
     finally:
         structlog.reset_defaults()

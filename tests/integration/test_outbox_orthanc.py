@@ -26,7 +26,7 @@ from sqlalchemy import Engine, select
 
 from osteo_node.outbox import store
 from osteo_node.outbox.policy import RetryPolicy
-from osteo_node.outbox.sender import OutboxSender, Timeouts
+from osteo_node.outbox.sender import OutboxSender, SenderSettings, Timeouts
 from osteo_node.outbox.tables import create_tables, outbox_items
 from osteo_node.store.db import make_engine
 from tests.integration.orthanc import OrthancServer, orthanc_fixture  # noqa: F401
@@ -145,7 +145,9 @@ def test_results_reach_orthanc_in_the_source_study(
     outbox = tmp_path / "outbox"
     dest = orthanc.destination()
     store.enqueue(engine, outbox, objs, [dest], job_id="job-orthanc")
-    sender = OutboxSender(engine, outbox, [dest], RetryPolicy(), timeouts=TIMEOUTS)
+    sender = OutboxSender(
+        engine, outbox, [dest], RetryPolicy(), settings=SenderSettings(timeouts=TIMEOUTS)
+    )
 
     report = sender.run_once()
 
@@ -186,7 +188,8 @@ def test_outbox_retries_while_orthanc_is_down_then_delivers_exactly_once(
     assert not orthanc.running
 
     store.enqueue(engine, outbox, objs, [dest], job_id="job-retry")
-    sender = OutboxSender(engine, outbox, [dest], policy, poll_interval_s=0.1, timeouts=TIMEOUTS)
+    quick = SenderSettings(poll_interval_s=0.1, timeouts=TIMEOUTS)
+    sender = OutboxSender(engine, outbox, [dest], policy, settings=quick)
     stop = threading.Event()
     thread = threading.Thread(target=sender.serve, args=(stop,), daemon=True)
     thread.start()

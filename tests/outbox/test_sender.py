@@ -27,6 +27,7 @@ from osteo_node.outbox.policy import Destination, RetryPolicy, TlsSettings
 from osteo_node.outbox.sender import (
     MAX_CONTEXTS,
     OutboxSender,
+    SenderSettings,
     Timeouts,
     presentation_contexts,
     run_sender,
@@ -39,6 +40,7 @@ from tests.outbox.objects import key_object_selection, secondary_capture
 SC = "1.2.840.10008.5.1.4.1.1.7"
 KOS = "1.2.840.10008.5.1.4.1.1.88.59"
 FAST = Timeouts(connect=5, acse=5, dimse=10, network=10)
+QUICK = SenderSettings(timeouts=FAST)
 
 
 class Clock:
@@ -78,7 +80,7 @@ def test_batch_uses_one_association_per_destination_with_only_needed_contexts(
     b = _dest(pacs_b, "b", kinds=frozenset({"kos"}))
     store.enqueue(engine, outbox_dir, [*scs, kos], [a, b], job_id="job-1")
 
-    sender = OutboxSender(engine, outbox_dir, [a, b], RetryPolicy(), timeouts=FAST)
+    sender = OutboxSender(engine, outbox_dir, [a, b], RetryPolicy(), settings=QUICK)
     report = sender.run_once()
 
     assert (report.claimed, report.sent, report.retrying, report.failed) == (7, 7, 0, 0)
@@ -113,7 +115,7 @@ def test_compressed_file_is_sent_as_is_or_decompressed_when_peer_wants_uncompres
     assert presentation_contexts([it])[0].transfer_syntax == [JPEG2000Lossless]
     store.recover_interrupted(engine)
 
-    report = OutboxSender(engine, outbox_dir, dests, RetryPolicy(), timeouts=FAST).run_once()
+    report = OutboxSender(engine, outbox_dir, dests, RetryPolicy(), settings=QUICK).run_once()
 
     assert report.sent == 2
     assert full.received == [(j2k.SOPInstanceUID, JPEG2000Lossless, "OSTEO_NODE")]
@@ -133,7 +135,7 @@ def test_failure_status_retries_with_backoff_then_succeeds_same_uid(
     clock = Clock(store.utcnow())
     sc = secondary_capture(ct_small, generate_uid(), 1)
     store.enqueue(engine, outbox_dir, [sc], [_dest(pacs)], now=clock.now)
-    sender = OutboxSender(engine, outbox_dir, [_dest(pacs)], policy, timeouts=FAST, clock=clock)
+    sender = OutboxSender(engine, outbox_dir, [_dest(pacs)], policy, settings=QUICK, clock=clock)
 
     r1 = sender.run_once()
     assert (r1.sent, r1.retrying) == (0, 1)
@@ -163,7 +165,7 @@ def test_unreachable_destination_backs_off_and_fails_after_max_attempts(
     clock = Clock(store.utcnow())
     objs = [secondary_capture(ct_small, generate_uid(), i) for i in (1, 2)]
     store.enqueue(engine, outbox_dir, objs, [dead], now=clock.now)
-    sender = OutboxSender(engine, outbox_dir, [dead], policy, timeouts=FAST, clock=clock)
+    sender = OutboxSender(engine, outbox_dir, [dead], policy, settings=QUICK, clock=clock)
 
     delays = []
     for attempt in (1, 2):
@@ -194,7 +196,7 @@ def test_missing_file_fails_permanently(
     assert r.path is not None
     r.path.unlink()
     report = OutboxSender(
-        engine, outbox_dir, [_dest(pacs)], RetryPolicy(), timeouts=FAST
+        engine, outbox_dir, [_dest(pacs)], RetryPolicy(), settings=QUICK
     ).run_once()
     assert report.failed == 1 and report.associations == 0
     (info,) = store.list_items(engine)
@@ -209,7 +211,7 @@ def test_sop_class_not_accepted_is_retried_not_lost(
         engine, outbox_dir, [secondary_capture(ct_small, generate_uid(), 1)], [_dest(pacs)]
     )
     report = OutboxSender(
-        engine, outbox_dir, [_dest(pacs)], RetryPolicy(), timeouts=FAST
+        engine, outbox_dir, [_dest(pacs)], RetryPolicy(), settings=QUICK
     ).run_once()
     assert report.retrying == 1
     (info,) = store.list_items(engine)
@@ -226,7 +228,11 @@ def test_serve_delivers_after_wake_and_picks_up_interrupted_items(
     store.enqueue(engine, outbox_dir, first, [d])
     store.claim_due(engine, outbox_dir, ["pacs"], store.utcnow())  # a sender "crashed" here
     sender = OutboxSender(
-        engine, outbox_dir, [d], RetryPolicy(), poll_interval_s=5.0, timeouts=FAST
+        engine,
+        outbox_dir,
+        [d],
+        RetryPolicy(),
+        settings=SenderSettings(poll_interval_s=5.0, timeouts=FAST),
     )
     assert sender.recover() == 2
     stop = threading.Event()
@@ -259,7 +265,7 @@ def test_run_sender_as_own_process_stops_cleanly_on_sigterm(
     proc = ctx.Process(
         target=run_sender,
         args=(url, str(tmp_path / "outbox"), [d], RetryPolicy()),
-        kwargs={"poll_interval_s": 0.2},
+        kwargs={"settings": SenderSettings(poll_interval_s=0.2)},
     )
     proc.start()
     try:
@@ -296,8 +302,7 @@ def test_dead_destination_backlog_does_not_starve_a_live_one(
         outbox_dir,
         [dead, _dest(live, "live")],
         RetryPolicy(),
-        batch_size=2,
-        timeouts=FAST,
+        settings=SenderSettings(batch_size=2, timeouts=FAST),
     )
     report = sender.run_once()
     assert report.claimed_per_destination == {"dead": 2, "live": 2}
@@ -331,7 +336,7 @@ def test_tls_destination_mutual_auth_and_wrong_ca_is_retried(
     sc = secondary_capture(ct_small, generate_uid(), 1)
     store.enqueue(engine, outbox_dir, [sc], [secure, mistrusted])
 
-    sender = OutboxSender(engine, outbox_dir, [secure, mistrusted], RetryPolicy(), timeouts=FAST)
+    sender = OutboxSender(engine, outbox_dir, [secure, mistrusted], RetryPolicy(), settings=QUICK)
     report = sender.run_once()
 
     assert report.per_destination == {"secure": {"sent": 1}, "mistrusted": {"retrying": 1}}
@@ -363,7 +368,12 @@ def test_lost_claim_is_counted_as_lost_not_sent_or_retrying(
     sc = secondary_capture(ct_small, generate_uid(), 1)
     store.enqueue(engine, outbox_dir, [sc], [_dest(pacs)], now=clock.now)
     sender = OutboxSender(
-        engine, outbox_dir, [_dest(pacs)], RetryPolicy(), timeouts=FAST, clock=clock, lease_s=60
+        engine,
+        outbox_dir,
+        [_dest(pacs)],
+        RetryPolicy(),
+        settings=SenderSettings(timeouts=FAST, lease_s=60),
+        clock=clock,
     )
 
     report = sender.run_once()

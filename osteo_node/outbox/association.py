@@ -1,0 +1,134 @@
+"""One association to a destination and one C-STORE over it, each ending in a plain result.
+
+:func:`associate` gives an established association or the reason why there is none;
+:func:`store_item` sends one claimed item and gives a :class:`StoreOutcome` (never raises for a
+peer's answer or a bad outbox file). Neither touches the outbox tables.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import structlog
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+
+from osteo_node.outbox.claims import ClaimedItem
+from osteo_node.outbox.contexts import UNCOMPRESSED, presentation_contexts
+from osteo_node.outbox.policy import Destination, Timeouts
+
+log = structlog.get_logger(__name__)
+
+#: C-STORE warning statuses (Part 4 B.2.3): the object was stored.
+WARNING_STATUSES = frozenset({0x0001, 0xB000, 0xB006, 0xB007})
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """How one delivery attempt ended: ``ok`` (stored, maybe with a warning ``reason``) or not;
+    ``permanent``: retrying cannot help (the item fails at once)."""
+
+    ok: bool
+    status: int | None
+    reason: str | None
+    permanent: bool = False
+
+
+def associate(dest: Destination, items: list[ClaimedItem], timeouts: Timeouts) -> Association | str:
+    """An established association proposing the contexts ``items`` need, or the reason why
+    there is none."""
+    ae = AE(ae_title=dest.calling_ae_title)
+    ae.connection_timeout = timeouts.connect
+    ae.acse_timeout = timeouts.acse
+    ae.dimse_timeout = timeouts.dimse
+    ae.network_timeout = timeouts.network
+    contexts = presentation_contexts(items)
+    connected = threading.Event()
+    handlers: list[evt.EventHandlerType] = [(evt.EVT_CONN_OPEN, lambda _event: connected.set())]
+    try:
+        tls_args = None
+        if dest.tls is not None:
+            tls_args = (dest.tls.ssl_context(), dest.tls.server_hostname or dest.host)
+        assoc = ae.associate(
+            dest.host,
+            dest.port,
+            contexts=contexts,
+            ae_title=dest.ae_title,
+            tls_args=tls_args,
+            evt_handlers=handlers,
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        return f"association failed: {type(exc).__name__}: {exc}"
+    if assoc.is_established:
+        log.debug(
+            "outbox.association",
+            destination=dest.name,
+            proposed=len(contexts),
+            accepted=len(assoc.accepted_contexts),
+        )
+        return assoc
+    if not connected.is_set():
+        why = "refused or timed out"
+        if tls_args:
+            why = "refused, timed out or TLS handshake failed"
+        return f"could not connect to {dest.host}:{dest.port} ({why})"
+    if assoc.is_rejected:
+        return "association rejected by the peer"
+    if assoc.rejected_contexts and not assoc.accepted_contexts:
+        classes = sorted({str(cx.abstract_syntax) for cx in contexts})
+        return f"peer accepted no presentation context for SOP class(es) {', '.join(classes)}"
+    if assoc.is_aborted:
+        return "association aborted by the peer"
+    return "no association (no answer to the association request)"
+
+
+def accepted_pairs(assoc: Association) -> set[tuple[str, str]]:
+    """The association's accepted (SOP class, transfer syntax) pairs."""
+    return {
+        (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+        for cx in assoc.accepted_contexts
+        if cx.transfer_syntax
+    }
+
+
+def store_item(
+    assoc: Association,
+    accepted: set[tuple[str, str]],
+    it: ClaimedItem,
+    msg_id: int,
+) -> StoreOutcome:
+    """C-STORE one item; ``accepted``: the association's (SOP class, syntax) pairs."""
+    ts = UID(it.transfer_syntax_uid)
+    try:
+        ds: Dataset = dcmread(it.path)
+        if (it.sop_class_uid, str(ts)) not in accepted:
+            fallback = [u for u in UNCOMPRESSED if (it.sop_class_uid, str(u)) in accepted]
+            if not fallback:
+                return StoreOutcome(
+                    False,
+                    None,
+                    f"peer accepted no presentation context for SOP class {it.sop_class_uid}",
+                )
+            if ts.is_compressed:
+                # The peer takes only uncompressed: send it decoded, keeping its UID.
+                ds.decompress(generate_instance_uid=False)
+        status = assoc.send_c_store(ds, msg_id=msg_id)
+    except (OSError, InvalidDicomError) as exc:
+        return StoreOutcome(False, None, f"cannot read outbox file: {exc}", permanent=True)
+    except (ValueError, AttributeError, RuntimeError, NotImplementedError) as exc:
+        return StoreOutcome(False, None, f"cannot send: {type(exc).__name__}: {exc}")
+    if "Status" not in status:
+        return StoreOutcome(False, None, "no C-STORE response (timeout or association aborted)")
+    code = int(status.Status)
+    comment = status.get("ErrorComment")
+    if code == 0x0000:
+        return StoreOutcome(True, code, None)
+    if code in WARNING_STATUSES:
+        return StoreOutcome(True, code, f"stored with warning 0x{code:04X}")
+    reason = f"C-STORE status 0x{code:04X}" + (f": {comment}" if comment else "")
+    return StoreOutcome(False, code, reason)
