@@ -3,7 +3,8 @@
 ``build_objects(output, uid_root=..., job_key=...)`` turns an :class:`AnalysisOutput` into the
 DICOM objects sent to PACS, in dependency order: SEG (so the SR can reference its segments), SR,
 SC, KOS (references the key slices and the other three). ``kinds`` selects which are made (the
-per-destination routing of the node picks from the returned list with :func:`select`).
+per-destination routing of the node picks from the returned list with :func:`select`);
+:class:`BuildOptions` carries the site's choices (institution, KOS threshold, series numbers...).
 
 Decisions:
 - status ``not_analysable``: NOTHING is produced (empty list). A PACS object saying "could not
@@ -70,6 +71,24 @@ class ExportedObject:
         return f"{self.kind}_{self.sop_instance_uid}.dcm"
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """The site's choices for the objects :func:`build_objects` makes (all optional).
+
+    ``institution_name``: written into every object; ``kos_min_grade``: the Genant grade from
+    which a KOS flags the study (None: the cited flag grade); ``render``: the SC's sagittal
+    overview renderer (None: CTANALYSIS's when installed, else the built-in one);
+    ``series_numbers`` / ``descriptions``: per-kind overrides of
+    :data:`osteo_node.exporters.common.DEFAULT_SERIES_NUMBERS` / ``DEFAULT_DESCRIPTIONS``.
+    """
+
+    institution_name: str | None = None
+    kos_min_grade: int | None = None
+    render: Renderer | None = None
+    series_numbers: Mapping[str, int] | None = None
+    descriptions: Mapping[str, str] | None = None
+
+
 def external_renderer() -> Renderer | None:
     """CTANALYSIS's sagittal overlay renderer when that module is installed."""
     module_name, attr = EXTERNAL_RENDERER
@@ -97,17 +116,13 @@ def build_objects(
     uid_root: str | None,
     job_key: str,
     kinds: Collection[str] = KINDS,
-    institution_name: str | None = None,
-    kos_min_grade: int | None = None,
-    render: Renderer | None = None,
-    series_numbers: Mapping[str, int] | None = None,
-    descriptions: Mapping[str, str] | None = None,
+    options: BuildOptions | None = None,
 ) -> list[ExportedObject]:
     """DICOM objects (SEG, SR, SC, KOS as applicable) for one analysis, deterministic per job.
 
-    ``series_numbers`` / ``descriptions`` override the defaults per kind (see
-    :data:`osteo_node.exporters.common.DEFAULT_SERIES_NUMBERS`).
+    ``options``: the site's choices (see :class:`BuildOptions`; None: all defaults).
     """
+    opts = options or BuildOptions()
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown object kinds {sorted(unknown)}; expected {KINDS}")
@@ -118,9 +133,9 @@ def build_objects(
         return []
     volume, _header = require_source(output.volume)
     settings = ExportSettings(
-        uids=UidFactory(job_key, uid_root), institution_name=institution_name,
-        series_numbers={**DEFAULT_SERIES_NUMBERS, **(series_numbers or {})},
-        descriptions={**DEFAULT_DESCRIPTIONS, **(descriptions or {})})
+        uids=UidFactory(job_key, uid_root), institution_name=opts.institution_name,
+        series_numbers={**DEFAULT_SERIES_NUMBERS, **(opts.series_numbers or {})},
+        descriptions={**DEFAULT_DESCRIPTIONS, **(opts.descriptions or {})})
     model = result.model
     algo_name = model.name if model else settings.model_name
     algo_version = model.version if model else settings.software_version
@@ -144,13 +159,13 @@ def build_objects(
                                  level_slices=segment_map.slices if segment_map else {}).build()
         objects.append(ExportedObject("sr", sr))
     if "sc" in kinds:
-        rgb, spacing = _render(volume, labels, result, settings, render)
+        rgb, spacing = _render(volume, labels, result, settings, opts.render)
         sc = SagittalSecondaryCapture(rgb, volume, settings, pixel_spacing_mm=spacing).build()
         objects.append(ExportedObject("sc", sc))
-    if "kos" in kinds and is_flagged(result, kos_min_grade):
+    if "kos" in kinds and is_flagged(result, opts.kos_min_grade):
         others = [o.dataset for o in objects]
         kos = KeyImagesKOS(result, volume, settings, others=others,
-                           min_grade=kos_min_grade).build()
+                           min_grade=opts.kos_min_grade).build()
         objects.append(ExportedObject("kos", kos))
     log.info("export_built", series_uid=result.series_instance_uid,
              study_uid=volume.study_instance_uid,

@@ -25,10 +25,10 @@ Publisher = Callable[[AnalysisOutput, str, ResultsSettings], Sequence[KindedObje
 def exporters_publisher(output: AnalysisOutput, job_key: str,
                         settings: ResultsSettings) -> list[KindedObject]:
     """The built-in exporters (SR, SEG, SC, KOS as applicable)."""
-    from osteo_node.exporters.publish import build_objects
+    from osteo_node.exporters.publish import BuildOptions, build_objects
 
     objects = build_objects(output, uid_root=settings.uid_root, job_key=job_key,
-                            institution_name=settings.institution_name)
+                            options=BuildOptions(institution_name=settings.institution_name))
     return [(o.kind, o.dataset) for o in objects]
 
 

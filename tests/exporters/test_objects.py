@@ -18,7 +18,13 @@ from PIL import Image
 
 from osteo_node import DISCLAIMER, logging_setup
 from osteo_node.exporters.kos import referenced_instance_uids
-from osteo_node.exporters.publish import ExportedObject, build_objects, select, write_objects
+from osteo_node.exporters.publish import (
+    BuildOptions,
+    ExportedObject,
+    build_objects,
+    select,
+    write_objects,
+)
 from osteo_node.exporters.sc import render_overview
 from osteo_node.exporters.seg import segment_levels
 from osteo_node.exporters.sr import read_report
@@ -240,8 +246,8 @@ def test_sr_without_seg_uses_tid1501_groups(ct20_output: AnalysisOutput) -> None
 
 
 def test_series_overrides(ct20_output: AnalysisOutput) -> None:
-    objs = build_objects(ct20_output, uid_root=None, job_key="over", kinds=("sr",),
-                         series_numbers={"sr": 77}, descriptions={"sr": "Osteo SR"})
+    over = BuildOptions(series_numbers={"sr": 77}, descriptions={"sr": "Osteo SR"})
+    objs = build_objects(ct20_output, uid_root=None, job_key="over", kinds=("sr",), options=over)
     assert objs[0].dataset.SeriesNumber == 77
     assert objs[0].dataset.SeriesDescription == "Osteo SR"
 
