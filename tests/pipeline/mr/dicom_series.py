@@ -108,22 +108,32 @@ def sagittal_case(
     )
 
 
+@dataclass(frozen=True)
+class MrProtocol:
+    """The sequence a written series claims in its header (the pixels stay the case's):
+    TR/TE/TI in ms (TI set: an inversion-recovery sequence, e.g. STIR) and the description."""
+
+    tr_ms: float = 3500.0
+    te_ms: float = 100.0
+    ti_ms: float | None = None
+    description: str = "T2 TSE SAG"
+
+
 def write_series(
     case: SagittalCase,
     out_dir: Path,
     *,
-    tr_ms: float = 3500.0,
-    te_ms: float = 100.0,
-    ti_ms: float | None = None,
-    description: str = "T2 TSE SAG",
+    protocol: MrProtocol | None = None,
     study_uid: str | None = None,
     iop: tuple[float, ...] = (0, 1, 0, 0, 0, -1),
 ) -> list[Path]:
     """Write one MR Image Storage file per slice; returns the paths.
 
+    ``protocol``: the sequence written into the header (None: a T2 TSE, see :class:`MrProtocol`).
     ``iop`` other than sagittal only relabels the header (for selection tests); the geometry
     then is not that of the pixels.
     """
+    p = protocol or MrProtocol()
     out_dir.mkdir(parents=True, exist_ok=True)
     study_uid = study_uid or generate_uid()
     series_uid = generate_uid()
@@ -154,16 +164,16 @@ def write_series(
         ds.StudyID = "1"
         ds.SeriesNumber = 3
         ds.InstanceNumber = s + 1
-        ds.SeriesDescription = description
+        ds.SeriesDescription = p.description
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NORM"]
-        ds.ScanningSequence = ["IR"] if ti_ms else ["SE"]
+        ds.ScanningSequence = ["IR"] if p.ti_ms else ["SE"]
         ds.SequenceVariant = ["SK", "SP"]
         ds.ScanOptions = ""
         ds.MRAcquisitionType = "2D"
-        ds.RepetitionTime = f"{tr_ms:g}"
-        ds.EchoTime = f"{te_ms:g}"
-        if ti_ms:
-            ds.InversionTime = f"{ti_ms:g}"
+        ds.RepetitionTime = f"{p.tr_ms:g}"
+        ds.EchoTime = f"{p.te_ms:g}"
+        if p.ti_ms:
+            ds.InversionTime = f"{p.ti_ms:g}"
         ds.EchoTrainLength = 17
         ds.MagneticFieldStrength = "1.5"
         ds.SliceThickness = f"{case.slice_mm:g}"

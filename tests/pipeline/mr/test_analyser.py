@@ -20,7 +20,12 @@ import SimpleITK as sitk
 from osteo_node.pipeline.mr.analyser import MRAnalyser
 from osteo_node.pipeline.mr.evaluate import score_case, summarise
 from osteo_node.pipeline.registry import analyser_for
-from tests.pipeline.mr.dicom_series import reference_for_volume, sagittal_case, write_series
+from tests.pipeline.mr.dicom_series import (
+    MrProtocol,
+    reference_for_volume,
+    sagittal_case,
+    write_series,
+)
 
 SPLIT = Path(__file__).resolve().parents[3] / "ai_models" / "mr_vertebral_bodies" / "split.json"
 # Thresholds the shipped model reaches on these held-out cases (see the model card for all 15).
@@ -98,7 +103,7 @@ def test_real_mri_as_sagittal_dicom_series_end_to_end(
     study = "1.2.826.0.1.3680043.8.498.1"
     write_series(case, tmp_path / "sag", study_uid=study)
     write_series(_axial_copy(case), tmp_path / "ax", study_uid=study,  # type: ignore[arg-type]
-                 iop=(1, 0, 0, 0, 1, 0), description="T2 TSE AX")
+                 iop=(1, 0, 0, 0, 1, 0), protocol=MrProtocol(description="T2 TSE AX"))
     out = analyser.analyse([tmp_path])
     r = out.result
     assert r.status == "analysed", r.reason
@@ -177,7 +182,8 @@ def test_sequence_from_header_is_reported(
         _vb(shared_data) / "vb2_09_image.nii.gz", _vb(shared_data) / "vb2_09_label.nii.gz",
         slab=4,
     )
-    write_series(case, tmp_path, tr_ms=4000, te_ms=60, ti_ms=150, description="SAG SPINE")
+    stir = MrProtocol(tr_ms=4000, te_ms=60, ti_ms=150, description="SAG SPINE")
+    write_series(case, tmp_path, protocol=stir)
     out = analyser.analyse([tmp_path])
     assert out.result.status == "analysed", out.result.reason
     assert any(w.startswith("series: sagittal STIR (inversion recovery with short TI")
