@@ -25,7 +25,7 @@ def patient(pid: str, gender: str, birth: str) -> dict[str, Any]:
     }
 
 
-def condition(cid: str, pid: str, system: str, code: str, display: str,  # noqa: PLR0917
+def condition(cid: str, pid: str, system: str, code: str, display: str,
               onset: str = "2019-03-01") -> dict[str, Any]:
     return {
         "resourceType": "Condition", "id": cid,
@@ -59,7 +59,7 @@ VITAL_SIGNS = ObsDetails(category="vital-signs")
 IMAGING = ObsDetails(category="imaging")
 
 
-def quantity_obs(oid: str, pid: str, loinc: str, display: str, value: float, unit: str,  # noqa: PLR0917
+def quantity_obs(oid: str, pid: str, loinc: str, display: str, value: float, unit: str,
                  *, details: ObsDetails = LABORATORY) -> dict[str, Any]:
     obs: dict[str, Any] = {
         "resourceType": "Observation", "id": oid, "status": "final",
