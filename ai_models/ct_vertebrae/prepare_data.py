@@ -205,20 +205,14 @@ def build_contrast_slab(data: Path) -> dict[str, np.ndarray]:
     (the runtime edge-pads a thin series the same way)."""
     from osteo_node.pipeline.ct.references import reference_on
     from osteo_node.pipeline.sitk_io import to_sitk
-    from osteo_node.pipeline.stages.segment import body_box, to_model_grid
+    from osteo_node.pipeline.stages.segment import crop_to_body, to_model_grid
     from osteo_node.pipeline.stages.volume import load_dicom_series
 
     d = data / "ct" / "totalseg_example"
     volume = load_dicom_series(d / "dicom").volume
     ref = reference_on(volume, d / "dicom_seg_reference.nii.gz")
     native = slab_native_targets(ref)
-    hu, geo = to_model_grid(volume, SPACING_MM)
-    box = body_box(hu)
-    hu = np.ascontiguousarray(hu[box])
-    start = np.array([box[2].start, box[1].start, box[0].start], dtype=np.float64)
-    origin = geo.index_to_lps(start)
-    geo = type(geo)(origin=tuple(float(v) for v in origin), spacing=geo.spacing,
-                    direction=geo.direction)
+    hu, geo = crop_to_body(*to_model_grid(volume, SPACING_MM))  # as the runtime does
     target = resample_labels(to_sitk(native, volume.geometry), geo, hu.shape).astype(np.uint8)
     # outside the native slab (resampling default 0) nothing is known
     inside = resample_labels(to_sitk(np.ones_like(native), volume.geometry), geo, hu.shape)

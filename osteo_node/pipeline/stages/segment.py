@@ -160,6 +160,16 @@ def body_box(hu: NDArray[np.float32], margin: int = 2) -> tuple[slice, slice, sl
     )
 
 
+def crop_to_body(hu: NDArray[np.float32], geo: Geometry) -> tuple[NDArray[np.float32], Geometry]:
+    """The model-grid image cropped to :func:`body_box`, with the geometry of the crop."""
+    box = body_box(hu)
+    start = np.array([box[2].start, box[1].start, box[0].start], dtype=np.float64)
+    origin = geo.index_to_lps(start)
+    cropped = Geometry(origin=(float(origin[0]), float(origin[1]), float(origin[2])),
+                       spacing=geo.spacing, direction=geo.direction)
+    return np.ascontiguousarray(hu[box]), cropped
+
+
 def _gaussian_weight(patch: tuple[int, int, int]) -> NDArray[np.float32]:
     axes = []
     for p in patch:
@@ -215,13 +225,7 @@ def run_model(volume: Volume, model: OnnxModel) -> ModelGridSegmentation:
     """Resample, crop, normalise and run the network; probabilities on the canonical grid."""
     m = model.manifest
     t0 = time.perf_counter()
-    hu, geo = to_model_grid(volume, m.spacing_mm)
-    box = body_box(hu)
-    hu = np.ascontiguousarray(hu[box])
-    start = np.array([box[2].start, box[1].start, box[0].start], dtype=np.float64)
-    origin = geo.index_to_lps(start)
-    geo = Geometry(origin=(float(origin[0]), float(origin[1]), float(origin[2])),
-                   spacing=geo.spacing, direction=geo.direction)
+    hu, geo = crop_to_body(*to_model_grid(volume, m.spacing_mm))
     t1 = time.perf_counter()
     x = np.clip(hu, m.normalisation.hu_min, m.normalisation.hu_max) / m.normalisation.scale
     probs = sliding_window(model, x.astype(np.float32), m.patch_size, WINDOW_OVERLAP)
