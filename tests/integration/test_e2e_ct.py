@@ -33,7 +33,6 @@ from osteo_node.clinical.fracture_flag import flag_min_genant_grade
 from osteo_node.exporters.kos import referenced_instance_uids
 from osteo_node.exporters.sr import read_report
 from osteo_node.pipeline.stages.volume import load_dicom_series, load_nifti
-from osteo_node.queue.jobs import jobs
 from osteo_node.store.db import make_engine
 from osteo_node.worklist.store import fls_worklist
 from tests.integration.ct_series import Identity, voxel_correspondence, write_axial_series
@@ -53,12 +52,6 @@ from tests.integration.e2e_support import (
 from tests.integration.orthanc import OrthancServer, orthanc_fixture  # noqa: F401
 from tests.node.support import (
     REPO,
-    NodeProcess,
-    free_port,
-    node_config,
-    storescu,
-    wait_until,
-    write_config,
 )
 
 CT_MODEL = REPO / "ai_models" / "ct_vertebrae" / "model.json"
@@ -157,34 +150,20 @@ def _without_spine(files: list[Path], columns: int) -> None:
 def test_ct_without_spine_is_not_analysable_and_nothing_is_sent(
         tmp_path: Path, shared_data: Path, orthanc: OrthancServer) -> None:
     """Real CT with no spine in view (30 chest slices cut to the patient's right side): the node
-    finishes the job, says why in its log, and sends nothing to PACS (never a fake result)."""
+    finishes the job, says why in its log, and sends nothing to PACS (never a fake result):
+    the study in Orthanc holds only the CT the scanner sent."""
     src = sorted((shared_data / "ct/chest_ct_series/dicom").glob("*.dcm"))[40:70]
     files = identified_copies(src, tmp_path / "sent")
     _without_spine(files, 160)
     analysis = analyze_json(tmp_path / "sent", tmp_path / "analysis.json")
     assert analysis["status"] == "not_analysable"
-    port = free_port()
-    cfg = node_config(tmp_path / "node", port, destinations=[
-        {"name": "orthanc", "ae_title": orthanc.aet, "host": orthanc.host,
-         "port": orthanc.dicom_port}])
-    (tmp_path / "node").mkdir(parents=True, exist_ok=True)
-    node = NodeProcess(write_config(tmp_path / "node", cfg), tmp_path / "node.log")
-    node.start(port)
-    try:
-        assert len(storescu(port, files).acknowledged) == len(files)
-        engine = make_engine(f"sqlite:///{tmp_path / 'node' / 'node.db'}")
-
-        def job_state() -> tuple[str, int] | None:
-            with engine.connect() as conn:
-                rows = list(conn.execute(select(jobs.c.state, jobs.c.objects)))
-            return rows[0] if rows and rows[0][0] in {"done", "failed"} else None
-
-        assert tuple(wait_until(job_state, 600, interval=0.5, what="job finished")) == ("done", 0)
-    finally:
-        assert node.stop() == 0
-    assert orthanc.instance_count() == 0
-    log = (tmp_path / "node.log").read_text(errors="replace")
-    assert "not_analysable" in log and analysis["reason"] in log
+    _study, objects, log = run_series_through_node(tmp_path, orthanc, files, expect=())
+    assert set(objects) == {"CT"} and len(objects["CT"]) == len(files)
+    # nothing was queued for PACS either (so nothing can arrive later)
+    done = [e for e in map(json.loads, filter(None, log.splitlines()))
+            if e.get("event") == "job done"]
+    assert [(e["status"], e["objects"]) for e in done] == [("not_analysable", 0)]
+    assert analysis["reason"] in log
     check_no_phi(log)
 
 
