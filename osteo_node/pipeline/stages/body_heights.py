@@ -1,0 +1,247 @@
+"""Anterior, middle and posterior heights of a vertebral body on its mid-sagittal plane.
+
+Heights are a pure function of a binary vertebral-body mask and its :class:`Geometry` (no image
+values), so the MR pipeline reuses :func:`measure_heights` unchanged.
+
+Heights are measured on the mid-sagittal plane of the body frame (:mod:`.body_frame`; a thin
+left-right slab, median over its planes) along SI lines at the anterior, middle and posterior
+positions of the body (inset from the anterior and posterior edges by a fraction of the AP
+depth, so rounded corners do not shorten them). Each height is the length of the continuous run
+of body along the line through the body's mid-height.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from osteo_node.pipeline.results import Heights
+from osteo_node.pipeline.stages.body_frame import (
+    BodyFrame,
+    Vec,
+    body_frame,
+    crop_mask,
+    touches_border,
+    unit,
+)
+from osteo_node.pipeline.stages.measure_params import MeasureParams
+from osteo_node.pipeline.types import Geometry
+
+MAX_ENDPLATE_TILT_COS = float(np.cos(np.radians(35.0)))  # endplate alignment: at most 35 deg
+TILT_TOLERANCE = float(np.tan(np.radians(1.0)))  # endplates aligned within 1 deg: done
+ALIGN_ITERATIONS = 3
+
+
+@dataclass(frozen=True)
+class HeightMeasurement:
+    heights: Heights
+    frame: BodyFrame
+    ap_depth_mm: float
+    truncated: bool
+    notes: tuple[str, ...] = ()
+
+
+def _run_bounds(column: NDArray[np.bool_], centre: int) -> tuple[int, int] | None:
+    """First and last index of the run of True containing ``centre`` or nearest to it."""
+    on = np.flatnonzero(column)
+    if on.size == 0:
+        return None
+    start = int(on[np.argmin(np.abs(on - centre))])
+    lo = hi = start
+    while lo > 0 and column[lo - 1]:
+        lo -= 1
+    while hi < len(column) - 1 and column[hi + 1]:
+        hi += 1
+    return lo, hi
+
+
+def _run_through(column: NDArray[np.bool_], centre: int) -> int:
+    """Length (samples) of the run of True containing ``centre`` or nearest to it."""
+    bounds = _run_bounds(column, centre)
+    return 0 if bounds is None else bounds[1] - bounds[0] + 1
+
+
+def _robust_edges(section: NDArray[np.bool_]) -> tuple[int, int]:
+    """Posterior/anterior edge columns of a sagittal section [v, u] from its central rows.
+
+    Median of the per-row extremes over the central half of the body height, so osteophytes and
+    rounded or lipped endplate corners do not move the edges (a wedged body keeps its anterior
+    wall at mid-height).
+    """
+    rows = np.flatnonzero(section.any(axis=1))
+    lo, hi = int(rows.min()), int(rows.max())
+    quarter = (hi - lo) / 4.0
+    central = [r for r in rows if lo + quarter <= r <= hi - quarter] or list(rows)
+    posts = [int(np.flatnonzero(section[r]).min()) for r in central]
+    ants = [int(np.flatnonzero(section[r]).max()) for r in central]
+    return round(float(np.median(posts))), round(float(np.median(ants)))
+
+
+@dataclass(frozen=True)
+class _Section:
+    sampled: NDArray[np.bool_]  # (w, v, u) mask samples on the slab around the mid-plane
+    u: Vec
+    v: Vec
+    n_w: int
+
+    @property
+    def mid(self) -> NDArray[np.bool_]:
+        return self.sampled[self.n_w]
+
+    @property
+    def centre_row(self) -> int:
+        return int(np.argmin(np.abs(self.v)))
+
+
+@dataclass(frozen=True)
+class _CroppedBody:
+    crop: NDArray[np.bool_]
+    offset: NDArray[np.int64]  # [k, j, i] of the crop's first voxel
+    points: Vec  # LPS mm of the body voxels
+
+
+def _sample_section(
+    body: _CroppedBody, geometry: Geometry, frame: BodyFrame, params: MeasureParams
+) -> _Section:
+    rel = body.points - frame.centre
+    u_all, v_all = rel @ frame.ap, rel @ frame.si
+    step = params.sample_step_mm
+    u = np.arange(u_all.min() - 2 * step, u_all.max() + 2 * step, step)
+    v = np.arange(v_all.min() - 3 * step, v_all.max() + 3 * step, step)
+    n_w = round(params.slab_half_width_mm / step)
+    w = np.arange(-n_w, n_w + 1) * step
+    # sampling grid (w, v, u) -> LPS -> continuous index into the crop
+    lps = (
+        frame.centre
+        + w[:, None, None, None] * frame.lr
+        + v[None, :, None, None] * frame.si
+        + u[None, None, :, None] * frame.ap
+    )
+    ijk = geometry.lps_to_index(lps.reshape(-1, 3)) - body.offset[::-1]
+    sampled = ndimage.map_coordinates(
+        body.crop.astype(np.float32), ijk[:, ::-1].T, order=1, mode="constant", cval=0.0
+    ).reshape(len(w), len(v), len(u)) >= 0.5
+    return _Section(sampled, u, v, n_w)
+
+
+def _endplate_slope(section: _Section, post_edge: int, ant_edge: int) -> float | None:
+    """Mean slope dv/du of the upper and lower endplates over the central 70% of the depth."""
+    mid = section.mid
+    centre_row = section.centre_row
+    span = ant_edge - post_edge
+    cols = range(post_edge + int(0.15 * span), ant_edge - int(0.15 * span) + 1)
+    us, tops, bottoms = [], [], []
+    for c in cols:
+        bounds = _run_bounds(mid[:, c], centre_row)
+        if bounds is None:
+            continue
+        us.append(section.u[c])
+        tops.append(section.v[bounds[1]])
+        bottoms.append(section.v[bounds[0]])
+    if len(us) < 4:
+        return None
+    return float((np.polyfit(us, tops, 1)[0] + np.polyfit(us, bottoms, 1)[0]) / 2.0)
+
+
+def _tilted_frame(frame: BodyFrame, slope: float, start_si: Vec) -> BodyFrame | None:
+    """The frame with SI tilted to level the endplates, or None past the maximum tilt."""
+    si = unit(frame.si - slope * frame.ap)
+    if si @ start_si < MAX_ENDPLATE_TILT_COS:
+        return None
+    ap = unit(frame.ap - (frame.ap @ si) * si)
+    return BodyFrame(frame.centre, si, ap, np.cross(si, ap))
+
+
+@dataclass(frozen=True)
+class _Aligned:
+    frame: BodyFrame
+    section: _Section  # the last section sampled (before the frame's last tilt, if any)
+    post_edge: int
+    ant_edge: int
+
+
+def _align_to_endplates(
+    body: _CroppedBody, geometry: Geometry, frame: BodyFrame, params: MeasureParams
+) -> _Aligned | BodyFrame:
+    """Tilt the SI axis in the mid-sagittal plane until the endplates are level.
+
+    Returns the frame alone when a mid-sagittal section comes out empty.
+    """
+    start_si = frame.si
+    for _ in range(ALIGN_ITERATIONS):
+        section = _sample_section(body, geometry, frame, params)
+        if not section.mid.any():
+            return frame
+        post_edge, ant_edge = _robust_edges(section.mid)
+        slope = _endplate_slope(section, post_edge, ant_edge)
+        if slope is None or abs(slope) < TILT_TOLERANCE:
+            break
+        tilted = _tilted_frame(frame, slope, start_si)
+        if tilted is None:
+            break
+        frame = tilted
+    return _Aligned(frame, section, post_edge, ant_edge)
+
+
+def _heights_on_section(
+    aligned: _Aligned, params: MeasureParams
+) -> dict[str, float | None]:
+    """Median run length along SI lines at the anterior, middle and posterior positions."""
+    section, post_edge, ant_edge = aligned.section, aligned.post_edge, aligned.ant_edge
+    step = params.sample_step_mm
+    inset = round(params.height_inset_fraction * (ant_edge - post_edge))
+    positions = {
+        "anterior": ant_edge - inset,
+        "middle": (ant_edge + post_edge) // 2,
+        "posterior": post_edge + inset,
+    }
+    centre_row = section.centre_row
+    half_line = round(params.line_half_width_mm / step)
+    heights: dict[str, float | None] = {}
+    n_u = len(section.u)
+    for name, col in positions.items():
+        runs = [
+            _run_through(section.sampled[s, :, c], centre_row)
+            for s in range(section.sampled.shape[0])
+            for c in range(max(0, col - half_line), min(n_u, col + half_line + 1))
+        ]
+        runs = [r for r in runs if r > 0]
+        heights[name] = float(np.median(runs)) * step if runs else None
+    return heights
+
+
+def measure_heights(
+    body_mask: NDArray[Any],
+    geometry: Geometry,
+    si_hint: Vec | None = None,
+    ap_hint: Vec | None = None,
+    params: MeasureParams | None = None,
+) -> HeightMeasurement:
+    """Anterior, middle and posterior heights (mm) of one vertebral body mask ([k, j, i]).
+
+    The SI axis starts from the hint (or PCA / patient axis) and is then aligned with the body's
+    own endplates: it is tilted in the mid-sagittal plane until the mean slope of the upper and
+    lower endplates is zero (at most ``MAX_ENDPLATE_TILT_COS`` away from the start).
+    """
+    params = params or MeasureParams()
+    truncated = touches_border(body_mask)
+    crop, offset = crop_mask(np.asarray(body_mask, dtype=bool))
+    points = geometry.index_to_lps((np.argwhere(crop) + offset)[:, ::-1].astype(np.float64))
+    body = _CroppedBody(crop, offset, points)
+    aligned = _align_to_endplates(body, geometry, body_frame(points, si_hint, ap_hint), params)
+    if isinstance(aligned, BodyFrame):
+        return HeightMeasurement(Heights(None, None, None), aligned, 0.0, truncated,
+                                 ("mid-sagittal section empty",))
+    heights = _heights_on_section(aligned, params)
+    depth = (aligned.ant_edge - aligned.post_edge + 1) * params.sample_step_mm
+    notes: list[str] = []
+    if truncated:
+        notes.append("body touches the edge of the scanned volume: heights unreliable")
+    return HeightMeasurement(
+        Heights(heights["anterior"], heights["middle"], heights["posterior"]),
+        aligned.frame, depth, truncated, tuple(notes),
+    )
