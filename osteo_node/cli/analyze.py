@@ -19,10 +19,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osteo_node.config.settings import ResultsSettings
 from osteo_node.pipeline.results import AnalysisOutput
+
+if TYPE_CHECKING:
+    from osteo_node.pipeline.registry import Analyser
 
 
 def export_dicom(output: AnalysisOutput, directory: Path,
@@ -112,43 +115,40 @@ def detect_modality(path: Path) -> str:
     return "MR" if "MR" in seen else "CT"
 
 
-def run(args: argparse.Namespace) -> int:
-    from osteo_node.config import ConfigError, load_settings
+class _UsageError(ValueError):
+    """The command line cannot be served; the message is printed and the exit status is 2."""
+
+
+def _make_analyser(modality: str, args: argparse.Namespace) -> Analyser:
+    """The analyser for ``modality`` with the command line's rules and progress settings."""
     from osteo_node.pipeline.ct.analyser import CTAnalyser
-    from osteo_node.pipeline.registry import Analyser, analyser_for, supported_modalities
+    from osteo_node.pipeline.registry import analyser_for, supported_modalities
     from osteo_node.pipeline.stages.select import SelectionRules
 
-    path: Path = args.path
-    if not path.exists():
-        print(f"error: {path} does not exist", file=sys.stderr)
-        return 2
-    modality = args.modality if args.modality != "auto" else detect_modality(path)
+    progress = None if args.quiet else _progress
     analyser: Analyser | None
     if modality == "CT":
         analyser = CTAnalyser(
             selection_rules=SelectionRules.load(args.rules) if args.rules else None,
-            progress=None if args.quiet else _progress,
+            progress=progress,
         )
     elif modality == "MR":
         if args.rules:
-            print("error: --rules holds CT series selection rules; MR selection uses its "
-                  "built-in rules (osteo_node.pipeline.mr.select.MRSelectionRules)",
-                  file=sys.stderr)
-            return 2
+            raise _UsageError("--rules holds CT series selection rules; MR selection uses its "
+                              "built-in rules (osteo_node.pipeline.mr.select.MRSelectionRules)")
         from osteo_node.pipeline.mr.analyser import MRAnalyser
 
-        analyser = MRAnalyser(progress=None if args.quiet else _progress)
+        analyser = MRAnalyser(progress=progress)
     else:
         analyser = analyser_for(modality)
     if analyser is None:
-        print(f"error: no analyser for modality {modality} "
-              f"(supported: {', '.join(supported_modalities())})", file=sys.stderr)
-        return 2
-    if not args.quiet:
-        _progress("select", f"modality {modality}: analyser {analyser.name}")
-    output = analyser.analyse([path])
-    result = output.result
-    status = 0 if result.status == "analysed" else 3
+        raise _UsageError(f"no analyser for modality {modality} "
+                          f"(supported: {', '.join(supported_modalities())})")
+    return analyser
+
+
+def _write_files(output: AnalysisOutput, args: argparse.Namespace) -> None:
+    """``--seg`` and ``--png``: a file that cannot be written is a warning, not a failure."""
     for flag, target, writer in (("--seg", args.seg, write_seg), ("--png", args.png, write_png)):
         if target is None:
             continue
@@ -157,18 +157,45 @@ def run(args: argparse.Namespace) -> int:
             _progress("write", f"{flag} {target}")
         except (ValueError, OSError, RuntimeError) as exc:
             print(f"warning: {flag} not written: {exc}", file=sys.stderr)
-    if args.dicom_out is not None:
-        try:
-            results = load_settings(args.config).results if args.config else None
-            args.dicom_out.mkdir(parents=True, exist_ok=True)
-            written = export_dicom(output, args.dicom_out, results)
-            for f in written:
-                _progress("write", f"--dicom-out {f}")
-            if not written:
-                _progress("write", "--dicom-out: nothing to send (not analysable)")
-        except (ConfigError, ValueError, OSError) as exc:
-            print(f"error: --dicom-out not written: {exc}", file=sys.stderr)
-            status = 1
+
+
+def _write_dicom_out(output: AnalysisOutput, args: argparse.Namespace) -> bool:
+    """``--dicom-out``: the DICOM objects the node would send; False when they were not written."""
+    from osteo_node.config import ConfigError, load_settings
+
+    try:
+        results = load_settings(args.config).results if args.config else None
+        args.dicom_out.mkdir(parents=True, exist_ok=True)
+        written = export_dicom(output, args.dicom_out, results)
+        for f in written:
+            _progress("write", f"--dicom-out {f}")
+        if not written:
+            _progress("write", "--dicom-out: nothing to send (not analysable)")
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"error: --dicom-out not written: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    path: Path = args.path
+    if not path.exists():
+        print(f"error: {path} does not exist", file=sys.stderr)
+        return 2
+    modality = args.modality if args.modality != "auto" else detect_modality(path)
+    try:
+        analyser = _make_analyser(modality, args)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        _progress("select", f"modality {modality}: analyser {analyser.name}")
+    output = analyser.analyse([path])
+    result = output.result
+    status = 0 if result.status == "analysed" else 3
+    _write_files(output, args)
+    if args.dicom_out is not None and not _write_dicom_out(output, args):
+        status = 1
     text = json.dumps(result.to_json(), indent=2)
     if args.json_out is not None:
         args.json_out.write_text(text + "\n", encoding="utf-8")

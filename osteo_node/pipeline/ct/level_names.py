@@ -87,6 +87,67 @@ def missing_between(centroids_mm: list[float]) -> list[int]:
     return out
 
 
+def _sacrum_and_rib(pos: list[int], t12: int) -> LevelAssignment:
+    """Both anchors in view: they agree when 5 lumbar vertebrae lie between them."""
+    lumbar = pos[-1] - pos[t12]
+    if lumbar == 5:
+        names, conf = _from_anchor(pos, t12, "T12", CONF_AGREE)
+        return LevelAssignment(
+            names, conf, ["levels from the sacrum and the last rib-bearing vertebra (agree)"],
+            "sacrum+rib",
+        )
+    names, conf = _from_anchor(pos, t12, "T12", CONF_TRANSITIONAL, lumbar=min(lumbar, 6))
+    notes = [
+        f"transitional anatomy suspected: {lumbar} rib-free vertebrae between the last "
+        "rib-bearing vertebra and the sacrum (expected 5); levels counted from the last rib "
+        "(T12), uncertain"
+    ]
+    return LevelAssignment(names, conf, notes, "sacrum+rib")
+
+
+def _last_rib(pos: list[int], t12: int, t1: int | None) -> LevelAssignment:
+    """Counted from T12; uncertain when the first rib (T1) is not 11 levels above it."""
+    names, conf = _from_anchor(pos, t12, "T12", CONF_RIB_ONLY)
+    notes = ["levels counted from the last rib-bearing vertebra (T12); sacrum not in view"]
+    if t1 is not None and pos[t12] - pos[t1] != 11:
+        conf = [min(c, CONF_TRANSITIONAL) for c in conf]
+        notes.append(f"{pos[t12] - pos[t1] + 1} rib-bearing vertebrae between the first and "
+                     "the last rib (expected 12): a rib was missed or transitional anatomy; "
+                     "uncertain")
+    return LevelAssignment(names, conf, notes, "rib")
+
+
+def _sacrum_only(pos: list[int], ribs: list[bool | None]) -> LevelAssignment:
+    """Counted up from L5; uncertain when the body counted as T12 is known to be rib-free."""
+    names, conf = _from_anchor(pos, len(pos) - 1, "L5", CONF_SACRUM_ONLY)
+    notes = ["levels counted up from the sacrum (L5 above it), assuming 5 lumbar vertebrae"]
+    if "T12" in names and ribs[names.index("T12")] is False:
+        conf = [min(c, CONF_TRANSITIONAL) for c in conf]
+        notes.append("no rib found at the vertebra counted as T12: rib detection missed "
+                     "it or transitional anatomy; uncertain")
+    return LevelAssignment(names, conf, notes, "sacrum")
+
+
+def _without_caudal_anchor(pos: list[int], t1: int | None, last_rib: int | None
+                           ) -> LevelAssignment:
+    """No sacrum and no last rib: count from T1, else guess from the ribs or from L1."""
+    if t1 is not None:
+        names, conf = _from_anchor(pos, t1, "T1", CONF_T1_ONLY)
+        return LevelAssignment(
+            names, conf, ["levels counted down from the first rib-bearing vertebra (T1)"], "t1"
+        )
+    if last_rib is not None:
+        names, conf = _from_anchor(pos, last_rib, "T12", CONF_GUESS_RIBS)
+        note = ("no anatomical anchor in view (neither sacrum nor the last rib-bearing "
+                "vertebra nor T1): the lowest rib-bearing vertebra was assumed to be T12; "
+                "levels are a guess")
+        return LevelAssignment(names, conf, [note], "none")
+    names, conf = _from_anchor(pos, 0, "L1", CONF_GUESS_NONE)
+    note = ("no anatomical anchor in view and no ribs: vertebrae assumed lumbar from L1 "
+            "downwards; levels are a guess")
+    return LevelAssignment(names, conf, [note], "none")
+
+
 def assign_levels(ribs: list[bool | None], sacrum: bool, missing: list[int] | None = None
                   ) -> LevelAssignment:
     """Names for bodies ordered cranial -> caudal from rib flags and sacrum presence.
@@ -107,53 +168,11 @@ def assign_levels(ribs: list[bool | None], sacrum: bool, missing: list[int] | No
         else None
     t1 = first_rib if first_rib is not None and first_rib > 0 and ribs[first_rib - 1] is False \
         else None
-    notes: list[str] = []
-    if t12 is not None and sacrum:
-        lumbar = pos[n - 1] - pos[t12]
-        if lumbar == 5:
-            names, conf = _from_anchor(pos, t12, "T12", CONF_AGREE)
-            notes.append("levels from the sacrum and the last rib-bearing vertebra (agree)")
-            return LevelAssignment(names, conf, notes, "sacrum+rib")
-        names, conf = _from_anchor(pos, t12, "T12", CONF_TRANSITIONAL, lumbar=min(lumbar, 6))
-        notes.append(
-            f"transitional anatomy suspected: {lumbar} rib-free vertebrae between the last "
-            "rib-bearing vertebra and the sacrum (expected 5); levels counted from the last rib "
-            "(T12), uncertain"
-        )
-        return LevelAssignment(names, conf, notes, "sacrum+rib")
     if t12 is not None:
-        names, conf = _from_anchor(pos, t12, "T12", CONF_RIB_ONLY)
-        notes.append("levels counted from the last rib-bearing vertebra (T12); sacrum not in view")
-        if t1 is not None and pos[t12] - pos[t1] != 11:
-            conf = [min(c, CONF_TRANSITIONAL) for c in conf]
-            notes.append(f"{pos[t12] - pos[t1] + 1} rib-bearing vertebrae between the first and "
-                         "the last rib (expected 12): a rib was missed or transitional anatomy; "
-                         "uncertain")
-        return LevelAssignment(names, conf, notes, "rib")
+        return _sacrum_and_rib(pos, t12) if sacrum else _last_rib(pos, t12, t1)
     if sacrum:
-        names, conf = _from_anchor(pos, n - 1, "L5", CONF_SACRUM_ONLY)
-        notes.append("levels counted up from the sacrum (L5 above it), assuming 5 lumbar vertebrae")
-        if "T12" in names:
-            t12_idx = names.index("T12")
-            if ribs[t12_idx] is False:
-                conf = [min(c, CONF_TRANSITIONAL) for c in conf]
-                notes.append("no rib found at the vertebra counted as T12: rib detection missed "
-                             "it or transitional anatomy; uncertain")
-        return LevelAssignment(names, conf, notes, "sacrum")
-    if t1 is not None:
-        names, conf = _from_anchor(pos, t1, "T1", CONF_T1_ONLY)
-        notes.append("levels counted down from the first rib-bearing vertebra (T1)")
-        return LevelAssignment(names, conf, notes, "t1")
-    if last_rib is not None:
-        names, conf = _from_anchor(pos, last_rib, "T12", CONF_GUESS_RIBS)
-        notes.append("no anatomical anchor in view (neither sacrum nor the last rib-bearing "
-                     "vertebra nor T1): the lowest rib-bearing vertebra was assumed to be T12; "
-                     "levels are a guess")
-        return LevelAssignment(names, conf, notes, "none")
-    names, conf = _from_anchor(pos, 0, "L1", CONF_GUESS_NONE)
-    notes.append("no anatomical anchor in view and no ribs: vertebrae assumed lumbar from L1 "
-                 "downwards; levels are a guess")
-    return LevelAssignment(names, conf, notes, "none")
+        return _sacrum_only(pos, ribs)
+    return _without_caudal_anchor(pos, t1, last_rib)
 
 
 def merged_body_check(bodies: list[BodyInstance], assignment: LevelAssignment, spacing: float

@@ -59,48 +59,105 @@ def _word(text: str, word: str) -> bool:
     return re.search(rf"(?<![a-z0-9]){word}(?![a-z0-9])", text) is not None
 
 
-def classify_sequence(ds: Dataset) -> SequenceInfo:
-    """The weighting of an MR series and the header evidence for it."""
-    desc = " ".join(str(ds.get(k, "") or "") for k in ("SeriesDescription", "ProtocolName")).lower()
-    seq_name = str(ds.get("SequenceName", "") or "").lower()
-    scanning = _strs(ds, "ScanningSequence")
-    image_type = set(_strs(ds, "ImageType"))
-    tr, te, ti = _float(ds, "RepetitionTime"), _float(ds, "EchoTime"), _float(ds, "InversionTime")
-    flip = _float(ds, "FlipAngle")
-    timing = ", ".join(
-        f"{name} {v:g} ms" for name, v in (("TR", tr), ("TE", te), ("TI", ti)) if v is not None
-    )
+@dataclass(frozen=True)
+class _Header:
+    """The header fields the weighting is read from."""
 
+    desc: str  # SeriesDescription + ProtocolName, lower case
+    seq_name: str  # SequenceName, lower case
+    scanning: list[str]  # ScanningSequence values, upper case
+    image_type: set[str]
+    tr: float | None
+    te: float | None
+    ti: float | None
+    flip: float | None
+
+    @classmethod
+    def of(cls, ds: Dataset) -> _Header:
+        return cls(
+            desc=" ".join(
+                str(ds.get(k, "") or "") for k in ("SeriesDescription", "ProtocolName")
+            ).lower(),
+            seq_name=str(ds.get("SequenceName", "") or "").lower(),
+            scanning=_strs(ds, "ScanningSequence"),
+            image_type=set(_strs(ds, "ImageType")),
+            tr=_float(ds, "RepetitionTime"),
+            te=_float(ds, "EchoTime"),
+            ti=_float(ds, "InversionTime"),
+            flip=_float(ds, "FlipAngle"),
+        )
+
+    @property
+    def timing(self) -> str:
+        return ", ".join(
+            f"{name} {v:g} ms"
+            for name, v in (("TR", self.tr), ("TE", self.te), ("TI", self.ti)) if v is not None
+        )
+
+
+def _diffusion(h: _Header) -> SequenceInfo | None:
     if (
-        image_type & _DIFFUSION_TYPES
-        or re.search(r"ep_b\d|diff", seq_name)
-        or any(_word(desc, w) for w in ("dwi", "adc", "diffusion", "trace"))
+        h.image_type & _DIFFUSION_TYPES
+        or re.search(r"ep_b\d|diff", h.seq_name)
+        or any(_word(h.desc, w) for w in ("dwi", "adc", "diffusion", "trace"))
     ):
         return SequenceInfo("DWI", "diffusion-weighted (ImageType/SequenceName/description)")
+    return None
 
-    is_ir = "IR" in scanning or "tir" in seq_name or (ti is not None and ti > 0)
-    if _word(desc, "stir") or _word(desc, "tirm"):
+
+def _inversion_recovery(h: _Header) -> SequenceInfo | None:
+    """STIR by description, else inversion recovery named by its inversion time."""
+    timing = h.timing
+    ti = h.ti
+    is_ir = "IR" in h.scanning or "tir" in h.seq_name or (ti is not None and ti > 0)
+    if _word(h.desc, "stir") or _word(h.desc, "tirm"):
         return SequenceInfo("STIR", f"description says STIR/TIRM{'; ' + timing if timing else ''}")
-    if is_ir and ti is not None and ti > 0:
-        if STIR_TI_MS[0] <= ti <= STIR_TI_MS[1]:
-            return SequenceInfo("STIR", f"inversion recovery with short TI ({timing})")
-        if ti >= FLAIR_MIN_TI_MS:
-            return SequenceInfo("FLAIR", f"inversion recovery with long TI ({timing})")
-        return SequenceInfo("T1", f"T1-weighted inversion recovery ({timing})")
+    if not (is_ir and ti is not None and ti > 0):
+        return None
+    if STIR_TI_MS[0] <= ti <= STIR_TI_MS[1]:
+        return SequenceInfo("STIR", f"inversion recovery with short TI ({timing})")
+    if ti >= FLAIR_MIN_TI_MS:
+        return SequenceInfo("FLAIR", f"inversion recovery with long TI ({timing})")
+    return SequenceInfo("T1", f"T1-weighted inversion recovery ({timing})")
 
-    if tr is not None and te is not None:
-        if "GR" in scanning and "SE" not in scanning and tr < GRE_MAX_TR_MS:
-            if flip is not None and flip >= GRE_T1_MIN_FLIP_DEG:
-                return SequenceInfo("T1", f"spoiled gradient echo, flip {flip:g} deg ({timing})")
-            return SequenceInfo("GRE", f"gradient echo, low flip angle ({timing})")
-        if te >= T2_MIN_TE_MS and tr >= T2_MIN_TR_MS:
-            return SequenceInfo("T2", f"long TR, long TE ({timing})")
-        if te <= T1_MAX_TE_MS and tr <= T1_MAX_TR_MS:
-            return SequenceInfo("T1", f"short TR, short TE ({timing})")
-        if tr >= T2_MIN_TR_MS and te <= T1_MAX_TE_MS:
-            return SequenceInfo("PD", f"long TR, short TE ({timing})")
 
+def _gradient_echo(h: _Header, tr: float, timing: str) -> SequenceInfo | None:
+    if "GR" in h.scanning and "SE" not in h.scanning and tr < GRE_MAX_TR_MS:
+        if h.flip is not None and h.flip >= GRE_T1_MIN_FLIP_DEG:
+            return SequenceInfo("T1", f"spoiled gradient echo, flip {h.flip:g} deg ({timing})")
+        return SequenceInfo("GRE", f"gradient echo, low flip angle ({timing})")
+    return None
+
+
+def _by_timing(h: _Header) -> SequenceInfo | None:
+    """Gradient echo, then spin-echo weighting from TR/TE."""
+    tr, te, timing = h.tr, h.te, h.timing
+    if tr is None or te is None:
+        return None
+    gre = _gradient_echo(h, tr, timing)
+    if gre is not None:
+        return gre
+    if te >= T2_MIN_TE_MS and tr >= T2_MIN_TR_MS:
+        return SequenceInfo("T2", f"long TR, long TE ({timing})")
+    if te <= T1_MAX_TE_MS and tr <= T1_MAX_TR_MS:
+        return SequenceInfo("T1", f"short TR, short TE ({timing})")
+    if tr >= T2_MIN_TR_MS and te <= T1_MAX_TE_MS:
+        return SequenceInfo("PD", f"long TR, short TE ({timing})")
+    return None
+
+
+def _by_description(h: _Header) -> SequenceInfo:
     for word, weighting in (("t2", "T2"), ("t1", "T1"), ("pd", "PD"), ("stir", "STIR")):
-        if _word(desc, word) or re.search(rf"(?<![a-z0-9]){word}[a-z_]", desc):
+        if _word(h.desc, word) or re.search(rf"(?<![a-z0-9]){word}[a-z_]", h.desc):
             return SequenceInfo(weighting, f"description says {word.upper()}")
-    return SequenceInfo("unknown", f"timing not conclusive ({timing or 'no TR/TE/TI'})")
+    return SequenceInfo("unknown", f"timing not conclusive ({h.timing or 'no TR/TE/TI'})")
+
+
+def classify_sequence(ds: Dataset) -> SequenceInfo:
+    """The weighting of an MR series and the header evidence for it."""
+    h = _Header.of(ds)
+    for rule in (_diffusion, _inversion_recovery, _by_timing):
+        info = rule(h)
+        if info is not None:
+            return info
+    return _by_description(h)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from osteo_node.pipeline.ct.instances import _cuts
+from osteo_node.pipeline.ct.fused_columns import disc_cuts as _cuts
 
 PERIOD = 10.0  # slices
 
