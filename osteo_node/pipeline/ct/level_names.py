@@ -176,7 +176,7 @@ def assign_levels(ribs: list[bool | None], sacrum: bool, missing: list[int] | No
 
 
 def merged_body_check(bodies: list[BodyInstance], assignment: LevelAssignment, spacing: float
-                       ) -> LevelAssignment:
+                      ) -> LevelAssignment:
     """Names counted across a body that is taller than the bodies below it are uncertain.
 
     Bodies are cranial -> caudal. A complete body more than MERGED_HEIGHT_FACTOR times the median
