@@ -15,11 +15,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage
 
 from osteo_node.exporters.common import density_level, label_level, level_caveat
 from osteo_node.pipeline.results import LEVELS, AnalysisResult, level_index
 from osteo_node.pipeline.types import LabelVolume, Volume
+from osteo_node.render.reformat import (
+    canonical,
+    label_points,
+    midline,
+    midline_plane,
+    slab_plane,
+)
 
 BANNER = "DECISION SUPPORT - NOT A DIAGNOSIS"
 WINDOW = (-250.0, 1250.0)  # HU shown from black to white (bone and soft tissue)
@@ -37,52 +43,6 @@ GRADE_COLOURS = {0: (120, 220, 120), 1: (255, 220, 80), 2: (255, 150, 40), 3: (2
 # notes (measure.py, ct/analyser.py) of a body cut by the field of view: drawn "partial"
 PARTIAL_NOTES = ("edge of the scanned volume", "cut by the field of view")
 CAVEAT_COLOUR = (255, 200, 0)  # amber: the level-uncertainty caveat in the footer
-
-
-def _canonical(
-    array: NDArray[Any], direction: NDArray[np.float64], spacing: tuple[float, ...]
-) -> tuple[NDArray[Any], tuple[float, float, float]]:
-    """View of a [k, j, i] array as [S->I, A->P, R->L] with the spacing of those axes."""
-    # array axis a (0=k, 1=j, 2=i) runs along direction column (2 - a)
-    cols = {0: direction[:, 2], 1: direction[:, 1], 2: direction[:, 0]}
-    sp = {0: spacing[2], 1: spacing[1], 2: spacing[0]}
-    patient_axis = {a: int(np.argmax(np.abs(cols[a]))) for a in cols}  # 0 x(L), 1 y(P), 2 z(S)
-    if sorted(patient_axis.values()) != [0, 1, 2]:
-        raise ValueError("volume axes are too oblique for a sagittal reformat")
-    by_patient = {p: a for a, p in patient_axis.items()}
-    order = (by_patient[2], by_patient[1], by_patient[0])  # S, P, L
-    view = np.transpose(array, order)
-    # want increasing index = inferior, posterior, left
-    wanted_sign = {2: -1.0, 1: 1.0, 0: 1.0}
-    slices = []
-    for p, a in zip((2, 1, 0), order, strict=True):
-        sign = float(np.sign(cols[a][p])) * wanted_sign[p]
-        slices.append(slice(None, None, -1) if sign < 0 else slice(None))
-    return view[tuple(slices)], (sp[order[0]], sp[order[1]], sp[order[2]])
-
-
-def _label_points(labels_c: NDArray[Any]) -> list[tuple[int, NDArray[np.int64]]]:
-    """(value, voxel indices) of every label, found via bounding boxes (no full-size masks)."""
-    out = []
-    for n, box in enumerate(ndimage.find_objects(labels_c), start=1):
-        if box is None:
-            continue
-        idx = np.argwhere(labels_c[box] == n)
-        out.append((n, idx + np.array([s.start for s in box])))
-    return out
-
-
-def _midline(labels_c: NDArray[Any] | None, n_rows: int, n_lr: int) -> NDArray[np.int64]:
-    """Left-right index of the spine per feet-head row, interpolated between vertebrae."""
-    if labels_c is None or not labels_c.any():
-        return np.full(n_rows, n_lr // 2, dtype=np.int64)
-    rows, lrs = [], []
-    for _value, idx in _label_points(labels_c):
-        rows.append(idx[:, 0].mean())
-        lrs.append(np.median(idx[:, 2]))
-    order = np.argsort(rows)
-    lr = np.interp(np.arange(n_rows), np.asarray(rows)[order], np.asarray(lrs)[order])
-    return np.clip(np.round(lr), 0, n_lr - 1).astype(np.int64)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -124,60 +84,49 @@ def _summary(result: AnalysisResult) -> str:
     return "   ".join(parts)
 
 
-def render_sagittal_overlay(
-    volume: Volume, labels: LabelVolume | None, result: AnalysisResult
-) -> NDArray[np.uint8]:
-    """Curved mid-sagittal reformat with colour labels, level names, HU and grades burned in."""
-    m = volume.geometry.matrix
-    img_c, (s_si, s_ap, s_lr) = _canonical(volume.array, m, volume.geometry.spacing)
-    lab_c = None
-    if labels is not None and labels.array.shape == volume.array.shape:
-        lab_c, _ = _canonical(labels.array, m, volume.geometry.spacing)
-    n_si, n_ap, n_lr = img_c.shape
-    mid = _midline(lab_c, n_si, n_lr)
-    half = max(0, int(SLAB_MM / s_lr))
-    offsets = np.arange(-half, half + 1)
-    lr_idx = np.clip(mid[:, None] + offsets[None, :], 0, n_lr - 1)  # (S, slab)
-    rows = np.arange(n_si)[:, None, None]
-    aps = np.arange(n_ap)[None, :, None]
-    plane = img_c[rows, aps, lr_idx[:, None, :]].mean(axis=2)
-    lo, hi = WINDOW
-    grey = np.clip((plane - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
-    rgb = np.repeat(grey[:, :, None], 3, axis=2).astype(np.float32)
-    lab_plane = None
-    value_to_level = {v: k for k, v in (labels.levels.items() if labels else [])}
-    if lab_c is not None:
-        lab_plane = np.asarray(
-            lab_c[np.arange(n_si)[:, None], np.arange(n_ap)[None, :], mid[:, None]]
+def _tint_labels(rgb: NDArray[np.float32], lab_plane: NDArray[Any],
+                 value_to_level: dict[int, str]) -> None:
+    """Blend each label's palette colour into ``rgb`` (in place) where it is on the plane."""
+    for value in np.unique(lab_plane[lab_plane > 0]):
+        level = value_to_level.get(int(value))
+        colour = np.asarray(
+            PALETTE[(level_index(level) if level in LEVELS else int(value)) % len(PALETTE)],
+            dtype=np.float32,
         )
-        for value in np.unique(lab_plane[lab_plane > 0]):
-            level = value_to_level.get(int(value))
-            colour = np.asarray(
-                PALETTE[(level_index(level) if level in LEVELS else int(value)) % len(PALETTE)],
-                dtype=np.float32,
-            )
-            sel = lab_plane == value
-            rgb[sel] = 0.6 * rgb[sel] + 0.4 * colour
-    points = _label_points(lab_c) if lab_c is not None else []
-    ap0 = 0
-    if points:  # crop anterior-posterior to the spine with context (aorta in front)
-        ap_lo = min(int(idx[:, 1].min()) for _, idx in points)
-        ap_hi = max(int(idx[:, 1].max()) for _, idx in points)
-        ap0 = max(0, ap_lo - int(CROP_ANTERIOR_MM / s_ap))
-        ap1 = min(n_ap, ap_hi + int(CROP_POSTERIOR_MM / s_ap) + 1)
-        rgb = rgb[:, ap0:ap1]
-        n_ap = ap1 - ap0
-    # physical aspect ratio: resample to square pixels of the finer in-plane spacing
+        sel = lab_plane == value
+        rgb[sel] = 0.6 * rgb[sel] + 0.4 * colour
+
+
+def _crop_to_spine(rgb: NDArray[np.float32], points: list[tuple[int, NDArray[np.int64]]],
+                   s_ap: float) -> tuple[NDArray[np.float32], int]:
+    """Crop anterior-posterior to the spine with context (aorta in front); the first column."""
+    if not points:
+        return rgb, 0
+    n_ap = rgb.shape[1]
+    ap_lo = min(int(idx[:, 1].min()) for _, idx in points)
+    ap_hi = max(int(idx[:, 1].max()) for _, idx in points)
+    ap0 = max(0, ap_lo - int(CROP_ANTERIOR_MM / s_ap))
+    ap1 = min(n_ap, ap_hi + int(CROP_POSTERIOR_MM / s_ap) + 1)
+    return rgb[:, ap0:ap1], ap0
+
+
+def _square_pixels(rgb: NDArray[np.float32], s_si: float, s_ap: float) -> Image.Image:
+    """Resample to square pixels of the finer in-plane spacing, ~700 px tall, <= 1000 wide."""
+    n_si, n_ap = rgb.shape[:2]
     px = min(s_si, s_ap)
     h_px, w_px = n_si * s_si / px, n_ap * s_ap / px
-    scale = min(max(1.0, 700.0 / h_px), max(1.0, 1000.0 / w_px))  # ~700 px tall, <= 1000 wide
+    scale = min(max(1.0, 700.0 / h_px), max(1.0, 1000.0 / w_px))
     out_h = round(n_si * s_si / px * scale)
     out_w = round(n_ap * s_ap / px * scale)
-    base = Image.fromarray(rgb.astype(np.uint8)).resize((out_w, out_h), Image.Resampling.BILINEAR)
-    names = ({lv: label_level(lv, result, labels) for lv in value_to_level.values()}
-             if lab_plane is not None else {})
-    drawn_unsure = [lv for lv, name in names.items() if name.endswith("?")]
-    caveat = level_caveat(result, drawn_unsure) if result.status == "analysed" else None
+    return Image.fromarray(rgb.astype(np.uint8)).resize((out_w, out_h),
+                                                        Image.Resampling.BILINEAR)
+
+
+def _frame(base: Image.Image, result: AnalysisResult, caveat: str | None
+           ) -> tuple[Image.Image, ImageDraw.ImageDraw, int]:
+    """Canvas with the image, the banner, the summary footer and the wrapped caveat; the
+    drawing context and the banner height."""
+    out_w, out_h = base.size
     caveat_lines = _wrap(caveat, out_w + PANEL_PX - 16, _font(14)) if caveat else []
     banner_h, footer_h = 34, 30 + 22 * len(caveat_lines)
     canvas = Image.new("RGB", (out_w + PANEL_PX, out_h + banner_h + footer_h), (0, 0, 0))
@@ -188,7 +137,38 @@ def render_sagittal_overlay(
     draw.text((8, out_h + banner_h + 7), _summary(result), fill=(255, 255, 255), font=_font(14))
     for n, line in enumerate(caveat_lines):
         draw.text((8, out_h + banner_h + 29 + 22 * n), line, fill=CAVEAT_COLOUR, font=_font(14))
-    if lab_plane is not None:
+    return canvas, draw, banner_h
+
+
+def render_sagittal_overlay(
+    volume: Volume, labels: LabelVolume | None, result: AnalysisResult
+) -> NDArray[np.uint8]:
+    """Curved mid-sagittal reformat with colour labels, level names, HU and grades burned in."""
+    m = volume.geometry.matrix
+    img_c, (s_si, s_ap, s_lr) = canonical(volume.array, m, volume.geometry.spacing)
+    lab_c = None
+    if labels is not None and labels.array.shape == volume.array.shape:
+        lab_c, _ = canonical(labels.array, m, volume.geometry.spacing)
+    n_si, n_ap, n_lr = img_c.shape
+    mid = midline(lab_c, n_si, n_lr)
+    plane = slab_plane(img_c, mid, max(0, int(SLAB_MM / s_lr)))
+    lo, hi = WINDOW
+    grey = np.clip((plane - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2).astype(np.float32)
+    value_to_level = {v: k for k, v in (labels.levels.items() if labels else [])}
+    if lab_c is not None:
+        _tint_labels(rgb, midline_plane(lab_c, mid), value_to_level)
+    points = label_points(lab_c) if lab_c is not None else []
+    rgb, ap0 = _crop_to_spine(rgb, points, s_ap)
+    n_ap = rgb.shape[1]
+    base = _square_pixels(rgb, s_si, s_ap)
+    out_w, out_h = base.size
+    names = ({lv: label_level(lv, result, labels) for lv in value_to_level.values()}
+             if lab_c is not None else {})
+    drawn_unsure = [lv for lv, name in names.items() if name.endswith("?")]
+    caveat = level_caveat(result, drawn_unsure) if result.status == "analysed" else None
+    canvas, draw, banner_h = _frame(base, result, caveat)
+    if lab_c is not None:
         _draw_levels(draw, result, points, value_to_level, names,
                      origin=(out_w, banner_h, ap0), scale=(out_h / n_si, out_w / n_ap))
     draw.text((4, banner_h + 2), "A", fill=(255, 255, 0), font=_font(16))
