@@ -157,9 +157,18 @@ class VertebraSegmentation:
             content_creator_name="osteo-node^",
             omit_empty_frames=True,
         )
+        _own_dimension_organization(seg, self.settings.uids.uid("seg-dimension-organization"))
         apply_common(seg, volume, header, self.settings, "seg")
         segment_map = SegmentMap(SEG_SOP_CLASS, str(seg.SOPInstanceUID), numbers, slices)
         return seg, segment_map
+
+
+def _own_dimension_organization(seg: Dataset, uid: str) -> None:
+    """highdicom draws the Dimension Organization UID at random from its own root; use this
+    job's deterministic UID from the configured root instead, so that a re-built object is
+    identical and every UID the node makes comes from its root."""
+    for item in (*seg.DimensionOrganizationSequence, *seg.DimensionIndexSequence):
+        item.DimensionOrganizationUID = uid
 
 
 def segment_levels(seg: Dataset) -> dict[int, str]:

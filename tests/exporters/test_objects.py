@@ -9,6 +9,7 @@ import io
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -179,6 +180,28 @@ def test_deterministic_uids(ct20_output: AnalysisOutput,
     other = build_objects(ct20_output, uid_root=None, job_key="another-job", kinds=("sr",))
     assert other[0].sop_instance_uid.startswith("2.25.")
     assert other[0].sop_instance_uid != objects["sr"].sop_instance_uid
+    # every UID the objects carry is the same again (a re-sent object is the same object), and
+    # the UIDs made for this job come from the configured root
+    for kind, obj in objects.items():
+        first, second = _uids(obj.dataset), _uids(again[kind].dataset)
+        assert first == second, (kind, set(first.items()) ^ set(second.items()))
+    dim_org = objects["seg"].dataset.DimensionOrganizationSequence[0].DimensionOrganizationUID
+    assert dim_org.startswith(UID_ROOT + ".")
+    assert {str(i.DimensionOrganizationUID)
+            for i in objects["seg"].dataset.DimensionIndexSequence} == {dim_org}
+
+
+def _uids(ds: Any, path: str = "") -> dict[str, str]:
+    """Every UI element of ``ds`` (nested sequences included), by path."""
+    out: dict[str, str] = {}
+    for elem in ds:
+        where = f"{path}/{elem.keyword or elem.tag}"
+        if elem.VR == "SQ":
+            for n, item in enumerate(elem.value):
+                out |= _uids(item, f"{where}[{n}]")
+        elif elem.VR == "UI" and elem.value:
+            out[where] = str(elem.value)
+    return out
 
 
 def test_kos_flags_key_slice_and_references_objects(objects: dict[str, ExportedObject],
