@@ -30,6 +30,7 @@ import itertools
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -300,7 +301,8 @@ def masked_dice_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ce + dice.mean()
 
 
-def main() -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The training command line (flags and defaults of every run so far)."""
     ap = argparse.ArgumentParser(description="train the CT vertebra network")
     ap.add_argument("--data", type=Path, nargs="+",
                     default=[HERE / "cache" / "train_example_ct.npz"],
@@ -322,35 +324,82 @@ def main() -> int:
                     help="opacified vessels (hard negatives) and enhanced soft tissue")
     ap.add_argument("--crop-p", type=float, default=0.0,
                     help="probability of a batch with a small field of view (CROP_SIZES)")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
 
+
+def seed_everything(args: argparse.Namespace) -> random.Random:
+    """Threads, seeds and determinism; returns the Python RNG the samplers and loop share."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    rng = random.Random(args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
+    return random.Random(args.seed)
 
+
+def augmentation(args: argparse.Namespace) -> dict[str, float]:
+    """The augmentation settings the flags select."""
     aug = dict(AUGMENTATIONS[args.aug])
     if args.robust_aug:
         aug.update(ROBUST[args.aug])
     aug["crop_p"] = args.crop_p
     if args.contrast_aug:
         aug.update(CONTRAST[args.aug])
+    return aug
+
+
+def load_samplers(args: argparse.Namespace, rng: random.Random,
+                  aug: dict[str, float]) -> tuple[list[Sampler], bool]:
+    """One Sampler per prepared volume; True when any volume has IGNORE (pseudo-label) voxels."""
     samplers = []
     partial = False  # any pseudo-labelled volume with IGNORE voxels?
     for path in args.data:
         data = np.load(path)
         partial |= bool((data["target"] == IGNORE).any())
         samplers.append(Sampler(data["image"], data["target"], args.patch, rng, aug))
+    return samplers, partial
+
+
+def initial_net(args: argparse.Namespace) -> torch.nn.Module:
+    """The network, from scratch or from the (averaged) --init checkpoints; prints its size."""
     net = build_net()
     if args.init is not None:
         net.load_state_dict(average_checkpoints(args.init)[0])
     n_params = sum(p.numel() for p in net.parameters())
     print(f"params {n_params}")
-    # fully labelled data: MONAI's Dice+CE (what trained 1.0.0); with IGNORE voxels: masked loss
-    loss_fn = masked_dice_ce if partial else DiceCELoss(
+    return net
+
+
+def loss_function(partial: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Fully labelled data: MONAI's Dice+CE (what trained 1.0.0); with IGNORE voxels: masked."""
+    if partial:
+        return masked_dice_ce
+    return DiceCELoss(
         to_onehot_y=True, softmax=True, squared_pred=False, smooth_nr=1e-4, smooth_dr=1e-4)
+
+
+def next_batch(it: int, args: argparse.Namespace, samplers: Sequence[Sampler],
+               aug: dict[str, float], rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """Iteration ``it``'s batch: maybe a small field of view, volumes taken in turn."""
+    size = None
+    if aug.get("crop_p", 0.0) > 0 and rng.random() < aug["crop_p"]:
+        size = tuple(rng.choice(CROP_SIZES) for _ in range(3))
+    xs, ys = zip(*(samplers[(it * args.batch + b) % len(samplers)].sample(size)
+                   for b in range(args.batch)), strict=True)
+    return torch.stack(xs), torch.stack(ys)
+
+
+def save_checkpoint(net: torch.nn.Module, it: int, args: argparse.Namespace) -> None:
+    """model.pt in --out: weights, iteration and the run's flags."""
+    meta = {k: str(v) for k, v in vars(args).items()}
+    torch.save({"state_dict": net.state_dict(), "iters": it, "args": meta},
+               args.out / "model.pt")
+
+
+def train(args: argparse.Namespace, net: torch.nn.Module, samplers: Sequence[Sampler],
+          aug: dict[str, float], rng: random.Random,
+          loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
+    """AdamW + one-cycle loop; prints the smoothed loss, checkpoints every 200 iterations and
+    at the end. Returns the start time."""
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.iters,
                                                 pct_start=0.05)
@@ -358,12 +407,7 @@ def main() -> int:
     running = 0.0
     net.train()
     for it in range(1, args.iters + 1):
-        size = None
-        if aug.get("crop_p", 0.0) > 0 and rng.random() < aug["crop_p"]:
-            size = tuple(rng.choice(CROP_SIZES) for _ in range(3))
-        xs, ys = zip(*(samplers[(it * args.batch + b) % len(samplers)].sample(size)
-                       for b in range(args.batch)), strict=True)
-        x, y = torch.stack(xs), torch.stack(ys)
+        x, y = next_batch(it, args, samplers, aug, rng)
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(net(x), y)
         loss.backward()
@@ -374,12 +418,20 @@ def main() -> int:
             print(f"it {it:5d} loss {running:.4f} lr {sched.get_last_lr()[0]:.2e} "
                   f"{time.time() - t0:7.1f}s", flush=True)
         if it % 200 == 0 or it == args.iters:
-            meta = {k: str(v) for k, v in vars(args).items()}
-            torch.save({"state_dict": net.state_dict(), "iters": it, "args": meta},
-                       args.out / "model.pt")
+            save_checkpoint(net, it, args)
+    return t0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    rng = seed_everything(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    aug = augmentation(args)
+    samplers, partial = load_samplers(args, rng, aug)
+    net = initial_net(args)
+    t0 = train(args, net, samplers, aug, rng, loss_function(partial))
     print(f"done in {time.time() - t0:.0f}s")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
