@@ -19,7 +19,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from osteo_node.clinical.dxa import DxaExam
+    from osteo_node.clinical.fhir_intake import ClinicalRecord
 
 
 def add_parser(subparsers: Any) -> None:
@@ -46,42 +50,57 @@ def _fail(message: str) -> int:
     return 2
 
 
-def run(args: argparse.Namespace) -> int:
-    from osteo_node.clinical.assessment import build_assessment
-    from osteo_node.clinical.dxa import DxaInputError, read_dxa
+class _InputError(Exception):
+    """An input could not be read at all (exit status 2, the message on stderr)."""
+
+
+def _read_record(args: argparse.Namespace) -> ClinicalRecord | None:
+    """The FHIR clinical record from --fhir-url/--patient or --fhir, or None without either."""
     from osteo_node.clinical.fhir_intake import (
-        ClinicalRecord,
         FhirIntakeError,
         fetch_from_server,
         load_bundle_file,
     )
 
-    record: ClinicalRecord | None = None
     try:
         if args.fhir_url:
             if not args.patient:
-                return _fail("--fhir-url needs --patient ID")
-            record = fetch_from_server(args.fhir_url, args.patient, timeout=args.timeout)
-        elif args.fhir:
-            record = load_bundle_file(args.fhir, args.patient)
+                raise _InputError("--fhir-url needs --patient ID")
+            return fetch_from_server(args.fhir_url, args.patient, timeout=args.timeout)
+        if args.fhir:
+            return load_bundle_file(args.fhir, args.patient)
     except FhirIntakeError as exc:
-        return _fail(str(exc))
-    dxa = None
-    if args.dxa:
-        try:
-            dxa = read_dxa(args.dxa)
-        except DxaInputError as exc:
-            return _fail(str(exc))
-    analysis = None
-    if args.imaging:
-        try:
-            analysis = json.loads(args.imaging.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return _fail(f"{args.imaging}: cannot read imaging analysis JSON ({exc})")
-        if not isinstance(analysis, dict):
-            return _fail(f"{args.imaging}: imaging analysis must be a JSON object")
-    assessment = build_assessment(record, dxa, analysis, args.menopause)
-    doc = assessment.to_json()
+        raise _InputError(str(exc)) from exc
+    return None
+
+
+def _read_dxa(args: argparse.Namespace) -> DxaExam | None:
+    """The DXA results from --dxa, or None without it."""
+    from osteo_node.clinical.dxa import DxaInputError, read_dxa
+
+    if not args.dxa:
+        return None
+    try:
+        return read_dxa(args.dxa)
+    except DxaInputError as exc:
+        raise _InputError(str(exc)) from exc
+
+
+def _read_imaging(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The analyze JSON object from --imaging, or None without it."""
+    if not args.imaging:
+        return None
+    try:
+        analysis = json.loads(args.imaging.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _InputError(f"{args.imaging}: cannot read imaging analysis JSON ({exc})") from exc
+    if not isinstance(analysis, dict):
+        raise _InputError(f"{args.imaging}: imaging analysis must be a JSON object")
+    return analysis
+
+
+def _write_outputs(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    """Messages on stderr, the JSON to --json (or stdout), and the --html page."""
     text = json.dumps(doc, indent=2)
     for message in doc["messages"]:
         print(f"note: {message}", file=sys.stderr)
@@ -96,4 +115,17 @@ def run(args: argparse.Namespace) -> int:
 
         args.html.parent.mkdir(parents=True, exist_ok=True)
         args.html.write_text(render_dashboard([doc]), encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    from osteo_node.clinical.assessment import build_assessment
+
+    try:
+        record = _read_record(args)
+        dxa = _read_dxa(args)
+        analysis = _read_imaging(args)
+    except _InputError as exc:
+        return _fail(str(exc))
+    assessment = build_assessment(record, dxa, analysis, args.menopause)
+    _write_outputs(args, assessment.to_json())
     return 0

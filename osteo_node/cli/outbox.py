@@ -14,9 +14,12 @@ import argparse
 import json
 import sys
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osteo_node.outbox.tables import STATES
+
+if TYPE_CHECKING:
+    from osteo_node.config import Settings
 
 
 def add_parser(subparsers: Any) -> None:
@@ -38,7 +41,6 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from osteo_node.cli.common import settings_or_report
-    from osteo_node.outbox import store
     from osteo_node.outbox.tables import TABLES
     from osteo_node.store.db import DatabaseUnavailableError, open_existing
 
@@ -51,33 +53,42 @@ def run(args: argparse.Namespace) -> int:
     except DatabaseUnavailableError as exc:
         print(f"osteo-node outbox: {exc}", file=sys.stderr)
         return 1
+    actions = {"list": _list, "retry": _retry, "purge": _purge}
     try:
-        if args.outbox_action == "list":
-            return _list(engine, args)
-        if args.outbox_action == "retry":
-            names = {d.name for d in settings.destinations}
-            if args.destination is not None and args.destination not in names:
-                print(
-                    f"unknown destination {args.destination!r}; configured: {sorted(names)}",
-                    file=sys.stderr,
-                )
-                return 2
-            n = store.retry_failed(engine, destination=args.destination)
-            print(f"re-queued {n} failed item(s)")
-            return 0
-        if args.older_than_days < 0:
-            print("--older-than-days must be >= 0", file=sys.stderr)
-            return 2
-        n = store.purge_sent(
-            engine, settings.storage.outbox_dir, timedelta(days=args.older_than_days)
-        )
-        print(f"removed {n} file(s) of delivered objects")
-        return 0
+        return actions[args.outbox_action](engine, settings, args)
     finally:
         engine.dispose()
 
 
-def _list(engine: Any, args: argparse.Namespace) -> int:
+def _retry(engine: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from osteo_node.outbox import store
+
+    names = {d.name for d in settings.destinations}
+    if args.destination is not None and args.destination not in names:
+        print(
+            f"unknown destination {args.destination!r}; configured: {sorted(names)}",
+            file=sys.stderr,
+        )
+        return 2
+    n = store.retry_failed(engine, destination=args.destination)
+    print(f"re-queued {n} failed item(s)")
+    return 0
+
+
+def _purge(engine: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from osteo_node.outbox import store
+
+    if args.older_than_days < 0:
+        print("--older-than-days must be >= 0", file=sys.stderr)
+        return 2
+    n = store.purge_sent(
+        engine, settings.storage.outbox_dir, timedelta(days=args.older_than_days)
+    )
+    print(f"removed {n} file(s) of delivered objects")
+    return 0
+
+
+def _list(engine: Any, settings: Settings, args: argparse.Namespace) -> int:
     from osteo_node.outbox import store
 
     counts = store.counts(engine)

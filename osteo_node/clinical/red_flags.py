@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from osteo_node.clinical.record import ClinicalRecord
+from osteo_node.clinical.record import ClinicalRecord, LabValue
 from osteo_node.clinical_data import load
 from osteo_node.pipeline.results import LEVELS, level_index
 from osteo_node.pipeline.stages.measure import (
@@ -304,10 +304,9 @@ def _lab_high(value: float | None, ref_high: float | None, fallback: float) -> b
     return value > (ref_high if ref_high is not None else fallback)
 
 
-def clinical_flags(rec: ClinicalRecord) -> list[RedFlag]:
-    cfg = _cfg()["labs"]
+def _history_flags(cond: Mapping[str, list[str]]) -> list[RedFlag]:
+    """Myeloma, bone metastasis, and other cancer in the recorded conditions."""
     flags: list[RedFlag] = []
-    cond = rec.conditions
     if "myeloma" in cond:
         flags.append(RedFlag("myeloma_history",
                              f"multiple myeloma recorded ({cond['myeloma'][0]})", "clinical"))
@@ -322,18 +321,30 @@ def clinical_flags(rec: ClinicalRecord) -> list[RedFlag]:
             others.remove(name)
     if others:
         flags.append(RedFlag("cancer_history", f"history of cancer ({others[0]})", "clinical"))
-    labs = rec.labs
+    return flags
+
+
+def _m_protein_sign(mp: LabValue | None, cfg: Mapping[str, Any]) -> str | None:
+    """A positive (and not negated) monoclonal protein result, as shown in the flag."""
+    if mp is None:
+        return None
+    text = (mp.text or "").lower()
+    positive = (mp.value is not None and mp.value > 0) or (
+        (mp.interpretation or "").upper() in cfg["m_protein_positive_interpretations"]
+    ) or any(w in text for w in cfg["m_protein_positive_words"])
+    negative = any(w in text for w in cfg["m_protein_negative_words"])
+    if positive and not negative:
+        shown = f"{mp.value:g} {mp.unit or ''}".strip() if mp.value is not None else text
+        return f"monoclonal protein on electrophoresis ({shown})"
+    return None
+
+
+def _myeloma_signs(labs: Mapping[str, LabValue], cfg: Mapping[str, Any]) -> list[str]:
+    """Laboratory signs of myeloma; low haemoglobin counts only next to another sign."""
     myeloma_signs: list[str] = []
-    mp = labs.get("m_protein")
-    if mp is not None:
-        text = (mp.text or "").lower()
-        positive = (mp.value is not None and mp.value > 0) or (
-            (mp.interpretation or "").upper() in cfg["m_protein_positive_interpretations"]
-        ) or any(w in text for w in cfg["m_protein_positive_words"])
-        negative = any(w in text for w in cfg["m_protein_negative_words"])
-        if positive and not negative:
-            shown = f"{mp.value:g} {mp.unit or ''}".strip() if mp.value is not None else text
-            myeloma_signs.append(f"monoclonal protein on electrophoresis ({shown})")
+    m_protein = _m_protein_sign(labs.get("m_protein"), cfg)
+    if m_protein is not None:
+        myeloma_signs.append(m_protein)
     flc = labs.get("flc_ratio")
     if flc is not None and flc.value is not None and not (
         float(cfg["flc_ratio_low"]) <= flc.value <= float(cfg["flc_ratio_high"])
@@ -346,21 +357,40 @@ def clinical_flags(rec: ClinicalRecord) -> list[RedFlag]:
     if hb is not None and hb.value is not None and myeloma_signs \
             and hb.value < float(cfg["myeloma_haemoglobin_low_g_l"]):
         myeloma_signs.append(f"haemoglobin {hb.value:g} g/L")
+    return myeloma_signs
+
+
+def _alp_flag(alp: LabValue | None, cfg: Mapping[str, Any]) -> RedFlag | None:
+    """Alkaline phosphatase above the lab's upper limit (or the configured one)."""
+    if alp is None or not _lab_high(alp.value, alp.high, float(cfg["alp_upper_limit_u_l"])):
+        return None
+    limit = alp.high if alp.high is not None else float(cfg["alp_upper_limit_u_l"])
+    return RedFlag("high_alp", f"alkaline phosphatase {alp.value:g} U/L above {limit:g} U/L",
+                   "clinical")
+
+
+def _anaemia_flag(rec: ClinicalRecord, cfg: Mapping[str, Any]) -> RedFlag | None:
+    """Haemoglobin below the sex-specific limit with no recorded explanation."""
+    hb = rec.labs.get("haemoglobin")
+    if hb is None or hb.value is None or rec.sex not in ("female", "male"):
+        return None
+    limit = float(cfg["anaemia_hb_g_l"][rec.sex])
+    explained = [n for n in rec.conditions if codes_explain_anaemia(n)]
+    if hb.value < limit and not explained:
+        return RedFlag("unexplained_anaemia",
+                       f"haemoglobin {hb.value:g} g/L below {limit:g} g/L with no "
+                       "recorded explanation", "clinical")
+    return None
+
+
+def clinical_flags(rec: ClinicalRecord) -> list[RedFlag]:
+    cfg = _cfg()["labs"]
+    flags = _history_flags(rec.conditions)
+    myeloma_signs = _myeloma_signs(rec.labs, cfg)
     if myeloma_signs:
         flags.append(RedFlag("myeloma_labs", "; ".join(myeloma_signs), "clinical"))
-    alp = labs.get("alp")
-    if alp is not None and _lab_high(alp.value, alp.high, float(cfg["alp_upper_limit_u_l"])):
-        limit = alp.high if alp.high is not None else float(cfg["alp_upper_limit_u_l"])
-        flags.append(RedFlag("high_alp",
-                             f"alkaline phosphatase {alp.value:g} U/L above {limit:g} U/L",
-                             "clinical"))
-    if hb is not None and hb.value is not None and rec.sex in ("female", "male"):
-        limit = float(cfg["anaemia_hb_g_l"][rec.sex])
-        explained = [n for n in cond if codes_explain_anaemia(n)]
-        if hb.value < limit and not explained:
-            flags.append(RedFlag("unexplained_anaemia",
-                                 f"haemoglobin {hb.value:g} g/L below {limit:g} g/L with no "
-                                 "recorded explanation", "clinical"))
+    flags.extend(f for f in (_alp_flag(rec.labs.get("alp"), cfg), _anaemia_flag(rec, cfg))
+                 if f is not None)
     return flags
 
 

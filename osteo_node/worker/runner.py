@@ -14,12 +14,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 from sqlalchemy import Engine
+from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from osteo_node.config import Settings
 from osteo_node.pipeline.registry import Analyser, analyser_for
+from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.queue import jobs as jq
 from osteo_node.store.db import make_engine
 from osteo_node.store.index import series_paths
@@ -97,34 +100,38 @@ class _Heartbeat:
         self.thread.join()
 
 
-def process_job(ctx: WorkerContext, job: jq.ClaimedJob) -> str:
-    """Run one claimed job to a final (or re-queued) state; returns that state. Never raises
-    for an analysis error: the error is recorded in the job."""
-    s = ctx.settings
-    bound = log.bind(job_id=job.id, series_instance_uid=job.series_uid, modality=job.modality,
-                     generation=job.generation, attempt=job.attempts)
-    if job.attempts > s.queue.max_job_attempts:
-        # Re-claimed after its lease expired this often: the analysis keeps killing its
-        # worker (crash, out of memory). Stop here instead of killing workers forever.
-        jq.finish(ctx.engine, job, jq.FAILED,
-                  error=f"worker stopped during this job {job.attempts - 1} times "
-                  "(crash or out of memory?)")
-        bound.error("job failed: its worker stopped during it too often")
-        return jq.FAILED
+def _fail_crashing(ctx: WorkerContext, job: jq.ClaimedJob, bound: BoundLogger) -> str:
+    """Re-claimed after its lease expired this often: the analysis keeps killing its worker
+    (crash, out of memory). Stop here instead of killing workers forever."""
+    jq.finish(ctx.engine, job, jq.FAILED,
+              error=f"worker stopped during this job {job.attempts - 1} times "
+              "(crash or out of memory?)")
+    bound.error("job failed: its worker stopped during it too often")
+    return jq.FAILED
+
+
+def _load_analyser(ctx: WorkerContext, job: jq.ClaimedJob, bound: BoundLogger) -> Analyser | str:
+    """The job's analyser, or the job's new state when there is none or it cannot load."""
     try:
         analyser = ctx.lookup(job.modality)
     except Exception as exc:  # noqa: BLE001 - a broken analyser import fails the job, not us
         bound.exception("analyser could not be loaded")
         return jq.retry_or_fail(ctx.engine, job, f"analyser load failed: {exc}",
-                                s.queue.max_job_attempts)
+                                ctx.settings.queue.max_job_attempts)
     if analyser is None:
         jq.finish(ctx.engine, job, jq.NO_ANALYSER,
                   error=f"no analyser registered for modality {job.modality}")
         bound.info("job finished: no analyser for this modality")
         return jq.NO_ANALYSER
-    with ctx.engine.connect() as conn:
-        paths = series_paths(conn, job.series_id, s.storage.spool_dir)
-    t0 = time.perf_counter()
+    return analyser
+
+
+def _analyse_and_enqueue(ctx: WorkerContext, job: jq.ClaimedJob, analyser: Analyser,
+                         paths: list[Path], bound: BoundLogger) -> tuple[AnalysisOutput, int] | str:
+    """Analyse under a heart-beat, publish, enqueue for the destinations and the worklist:
+    the output and the number of objects enqueued, or the job's state when it failed or was
+    taken over."""
+    s = ctx.settings
     try:
         with _Heartbeat(ctx, job) as hb:
             bound.info("analysis started", analyser=analyser.name, instances=len(paths))
@@ -143,6 +150,27 @@ def process_job(ctx: WorkerContext, job: jq.ClaimedJob) -> str:
         bound.exception("analysis failed")
         return jq.retry_or_fail(ctx.engine, job, f"{type(exc).__name__}: {exc}",
                                 s.queue.max_job_attempts)
+    return output, n
+
+
+def process_job(ctx: WorkerContext, job: jq.ClaimedJob) -> str:
+    """Run one claimed job to a final (or re-queued) state; returns that state. Never raises
+    for an analysis error: the error is recorded in the job."""
+    s = ctx.settings
+    bound = log.bind(job_id=job.id, series_instance_uid=job.series_uid, modality=job.modality,
+                     generation=job.generation, attempt=job.attempts)
+    if job.attempts > s.queue.max_job_attempts:
+        return _fail_crashing(ctx, job, bound)
+    analyser = _load_analyser(ctx, job, bound)
+    if isinstance(analyser, str):
+        return analyser
+    with ctx.engine.connect() as conn:
+        paths = series_paths(conn, job.series_id, s.storage.spool_dir)
+    t0 = time.perf_counter()
+    analysed = _analyse_and_enqueue(ctx, job, analyser, paths, bound)
+    if isinstance(analysed, str):
+        return analysed
+    output, n = analysed
     if not jq.finish(ctx.engine, job, jq.DONE, analyser=analyser.name, objects=n):
         bound.warning("job was taken over by another worker; result discarded")
         return "lost"

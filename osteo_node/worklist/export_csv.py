@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -41,22 +41,36 @@ def to_csv(rows: Sequence[WorklistRow]) -> str:
     return buf.getvalue()
 
 
+#: Columns whose empty cell is the empty string (every other column: None).
+_EMPTY_IS_TEXT = frozenset({"patient_id", "patient_name", "patient_birth_date", "patient_sex",
+                            "study_date", "accession_number", "vcf_levels", "findings_summary",
+                            "red_flags", "modality"})
+
+
+def _boolean(text: str) -> bool:
+    return {"true": True, "false": False}[text]
+
+
+#: How a non-empty cell becomes the column's value (columns not listed stay text).
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "id": int,
+    "max_genant_grade": int,
+    "density_hu": float,
+    "osteoporosis_suspected": _boolean,
+    "level_uncertain": _boolean,
+    "created_at": datetime.fromisoformat,
+    "updated_at": datetime.fromisoformat,
+    "status_changed_at": datetime.fromisoformat,
+}
+
+
 def _parse(column: str, text: str) -> Any:
     if column in TEXT_COLUMNS and text.startswith("'"):
         return text[1:]
-    if text == "" and column not in ("patient_id", "patient_name", "patient_birth_date",
-                                     "patient_sex", "study_date", "accession_number",
-                                     "vcf_levels", "findings_summary", "red_flags", "modality"):
+    if text == "" and column not in _EMPTY_IS_TEXT:
         return None
-    if column in ("id", "max_genant_grade"):
-        return int(text)
-    if column == "density_hu":
-        return float(text)
-    if column in ("osteoporosis_suspected", "level_uncertain"):
-        return {"true": True, "false": False}[text]
-    if column in ("created_at", "updated_at", "status_changed_at"):
-        return datetime.fromisoformat(text)
-    return text
+    convert = _CONVERTERS.get(column)
+    return text if convert is None else convert(text)
 
 
 def parse_csv(text: str) -> list[WorklistRow]:
