@@ -205,6 +205,95 @@ def _axial_series(nifti: Path, shared_data: Path, out: Path, who: Identity
     return files, written
 
 
+def _check_kos_references(kos: Any, results: dict[str, Any], held: dict[str, dict[str, str]],
+                          study_uid: str) -> set[str]:
+    """The KOS points at instances of this study that Orthanc holds, among them the SR, SEG and
+    SC of the same job; returns the referenced SOP Instance UIDs."""
+    evidence = _kos_evidence(kos)
+    assert {study for study, _, _ in evidence} == {study_uid}
+    for _, series_uid, sop_uid in evidence:
+        assert sop_uid in held and held[sop_uid]["series_uid"] == series_uid, sop_uid
+    content = set(referenced_instance_uids(kos))
+    assert content == {sop for _, _, sop in evidence}
+    assert {str(results[m].SOPInstanceUID) for m in ("SR", "SEG", "OT")} <= content
+    return content
+
+
+def _check_key_slices(content: set[str], held: dict[str, dict[str, str]], written: Any,
+                      analysis: dict[str, Any]) -> None:
+    """The key CT slices of the KOS are those through the flagged vertebrae, and only those."""
+    key_z = [float(held[u]["position"].split("\\")[2]) for u in content
+             if held[u]["modality"] == "CT"]
+    half_gap = written.geometry.spacing[2] / 2 + 1e-3
+    centroids = _key_image_centroids(analysis)
+    assert centroids and key_z
+    for level, z in centroids:
+        assert min(abs(z - kz) for kz in key_z) <= half_gap, (level, z, key_z)
+    for kz in key_z:
+        assert min(abs(z - kz) for _, z in centroids) <= half_gap, (kz, centroids)
+
+
+def _check_kos_description(kos: Any, findings: dict[str, Any]) -> None:
+    description = " ".join(str(item.get("TextValue", "")) for item in kos.ContentSequence)
+    if findings["osteoporosis_suspected"]:
+        assert "osteoporosis suspected" in description, description
+
+
+def _check_worklist_row(db: Path, study_uid: str) -> None:
+    """The FLS worklist has one row, for the study."""
+    engine = make_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        rows = list(conn.execute(select(fls_worklist.c.study_instance_uid)))
+    engine.dispose()
+    assert rows == [(study_uid,)]
+
+
+def _check_csv_export(config: Path, out: Path, study_uid: str, ct_series_uid: str,
+                      findings: dict[str, Any]) -> str:
+    """``worklist export csv``: one row with the study, patient, status and density; returns
+    the command's output."""
+    cli_output = worklist_export(config, "csv", out)
+    with open(out, newline="", encoding="utf-8") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == 1
+    row = csv_rows[0]
+    assert (row["study_instance_uid"], row["series_instance_uid"]) == (study_uid, ct_series_uid)
+    assert (row["patient_id"], row["patient_name"]) == (PATIENT_ID, PATIENT_NAME)
+    assert row["status"] == "new"
+    assert row["osteoporosis_suspected"] == str(bool(findings["osteoporosis_suspected"])).lower()
+    assert row["density_level"] == (findings["density_level"] or "")
+    density = findings["l1_hu"]
+    assert (float(row["density_hu"]) if row["density_hu"] else None) == (
+        None if density is None else pytest.approx(density, abs=0.05))
+    return cli_output
+
+
+def _check_fhir_export(config: Path, out: Path, study_uid: str,
+                       findings: dict[str, Any]) -> str:
+    """``worklist export fhir``: a Bundle with one Patient, ImagingStudy and DiagnosticReport
+    whose Observations carry the flag and the density; returns the command's output."""
+    cli_output = worklist_export(config, "fhir", out)
+    bundle = Bundle.model_validate_json(out.read_text(encoding="utf-8"))
+    by_type: dict[str, list[Any]] = defaultdict(list)
+    for entry in bundle.entry or []:
+        by_type[entry.resource.get_resource_type()].append(entry)
+    assert len(by_type["Patient"]) == 1 and len(by_type["ImagingStudy"]) == 1
+    assert len(by_type["DiagnosticReport"]) == 1
+    assert by_type["Patient"][0].resource.identifier[0].value == PATIENT_ID
+    study_entry = by_type["ImagingStudy"][0]
+    assert study_entry.resource.identifier[0].value == f"urn:oid:{study_uid}"
+    report = by_type["DiagnosticReport"][0].resource
+    assert [r.reference for r in report.imagingStudy] == [study_entry.fullUrl]
+    observations = {e.fullUrl: e.resource for e in by_type["Observation"]}
+    assert {r.reference for r in report.result} == set(observations)
+    values = [o.valueBoolean for o in observations.values() if o.valueBoolean is not None]
+    assert values == [bool(findings["osteoporosis_suspected"])]
+    density = findings["l1_hu"]
+    hu = [float(o.valueQuantity.value) for o in observations.values() if o.valueQuantity]
+    assert hu == ([] if density is None else [pytest.approx(density, abs=0.05)])
+    return cli_output
+
+
 def test_flagged_ct_to_orthanc_with_kos(tmp_path: Path, shared_data: Path, artifacts_dir: Path,
                                         orthanc: OrthancServer) -> None:
     # A real CT as a scanner stores it: axial slices with a real CT header and a (fake) patient.
@@ -234,25 +323,9 @@ def test_flagged_ct_to_orthanc_with_kos(tmp_path: Path, shared_data: Path, artif
     # The KOS points at instances of this study that Orthanc holds: the key CT slices through
     # the flagged vertebrae and the SR, SEG and SC of the same job.
     kos = results["KO"]
-    evidence = _kos_evidence(kos)
-    assert {study for study, _, _ in evidence} == {study_uid}
-    for _, series_uid, sop_uid in evidence:
-        assert sop_uid in held and held[sop_uid]["series_uid"] == series_uid, sop_uid
-    content = set(referenced_instance_uids(kos))
-    assert content == {sop for _, _, sop in evidence}
-    assert {str(results[m].SOPInstanceUID) for m in ("SR", "SEG", "OT")} <= content
-    key_z = [float(held[u]["position"].split("\\")[2]) for u in content
-             if held[u]["modality"] == "CT"]
-    half_gap = written.geometry.spacing[2] / 2 + 1e-3
-    centroids = _key_image_centroids(analysis)
-    assert centroids and key_z
-    for level, z in centroids:
-        assert min(abs(z - kz) for kz in key_z) <= half_gap, (level, z, key_z)
-    for kz in key_z:
-        assert min(abs(z - kz) for _, z in centroids) <= half_gap, (kz, centroids)
-    description = " ".join(str(item.get("TextValue", "")) for item in kos.ContentSequence)
-    if findings["osteoporosis_suspected"]:
-        assert "osteoporosis suspected" in description, description
+    content = _check_kos_references(kos, results, held, study_uid)
+    _check_key_slices(content, held, written, analysis)
+    _check_kos_description(kos, findings)
 
     # The SR's per-vertebra values equal the analyze JSON.
     assert_sr_matches_json(results["SR"], analysis)
@@ -262,43 +335,11 @@ def test_flagged_ct_to_orthanc_with_kos(tmp_path: Path, shared_data: Path, artif
                          artifacts_dir / "e2e_flagged_ct_sc.png")
 
     # The FLS worklist: one row for the study, exported as CSV and as a FHIR R4 Bundle.
-    engine = make_engine(f"sqlite:///{tmp_path / 'node' / 'node.db'}")
-    with engine.connect() as conn:
-        rows = list(conn.execute(select(fls_worklist.c.study_instance_uid)))
-    engine.dispose()
-    assert rows == [(study_uid,)]
+    _check_worklist_row(tmp_path / "node" / "node.db", study_uid)
     config = tmp_path / "node" / "node.yaml"
-    cli_output = worklist_export(config, "csv", tmp_path / "fls.csv")
-    with open(tmp_path / "fls.csv", newline="", encoding="utf-8") as f:
-        csv_rows = list(csv.DictReader(f))
-    assert len(csv_rows) == 1
-    row = csv_rows[0]
-    assert (row["study_instance_uid"], row["series_instance_uid"]) == (study_uid, ct_series_uid)
-    assert (row["patient_id"], row["patient_name"]) == (PATIENT_ID, PATIENT_NAME)
-    assert row["status"] == "new"
-    assert row["osteoporosis_suspected"] == str(bool(findings["osteoporosis_suspected"])).lower()
-    assert row["density_level"] == (findings["density_level"] or "")
-    density = findings["l1_hu"]
-    assert (float(row["density_hu"]) if row["density_hu"] else None) == (
-        None if density is None else pytest.approx(density, abs=0.05))
-    cli_output += worklist_export(config, "fhir", tmp_path / "fls.json")
-    bundle = Bundle.model_validate_json((tmp_path / "fls.json").read_text(encoding="utf-8"))
-    by_type: dict[str, list[Any]] = defaultdict(list)
-    for entry in bundle.entry or []:
-        by_type[entry.resource.get_resource_type()].append(entry)
-    assert len(by_type["Patient"]) == 1 and len(by_type["ImagingStudy"]) == 1
-    assert len(by_type["DiagnosticReport"]) == 1
-    assert by_type["Patient"][0].resource.identifier[0].value == PATIENT_ID
-    study_entry = by_type["ImagingStudy"][0]
-    assert study_entry.resource.identifier[0].value == f"urn:oid:{study_uid}"
-    report = by_type["DiagnosticReport"][0].resource
-    assert [r.reference for r in report.imagingStudy] == [study_entry.fullUrl]
-    observations = {e.fullUrl: e.resource for e in by_type["Observation"]}
-    assert {r.reference for r in report.result} == set(observations)
-    values = [o.valueBoolean for o in observations.values() if o.valueBoolean is not None]
-    assert values == [bool(findings["osteoporosis_suspected"])]
-    hu = [float(o.valueQuantity.value) for o in observations.values() if o.valueQuantity]
-    assert hu == ([] if density is None else [pytest.approx(density, abs=0.05)])
+    cli_output = _check_csv_export(config, tmp_path / "fls.csv", study_uid, ct_series_uid,
+                                   findings)
+    cli_output += _check_fhir_export(config, tmp_path / "fls.json", study_uid, findings)
 
     # No PHI in the node's log for the whole run, nor in the export commands' own output.
     check_no_phi(log)

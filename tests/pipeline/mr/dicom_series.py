@@ -119,6 +119,77 @@ class MrProtocol:
     description: str = "T2 TSE SAG"
 
 
+def _new_file(path: Path, sop_uid: str) -> FileDataset:
+    """An empty MR Image Storage file dataset (Explicit VR Little Endian) with its UIDs."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = MR_IMAGE_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    return ds
+
+
+def _set_patient_study(ds: FileDataset, study_uid: str, series_uid: str, frame_uid: str) -> None:
+    """The (test) patient, study and series of every slice."""
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = frame_uid
+    ds.Modality = "MR"
+    ds.PatientName = "Test^Sagittal"
+    ds.PatientID = "MRTEST1"
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.StudyDate = "20261122"
+    ds.StudyTime = "080000"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = "1"
+    ds.SeriesNumber = 3
+
+
+def _set_protocol(ds: FileDataset, p: MrProtocol) -> None:
+    """The sequence the header claims (spin echo, or inversion recovery when TI is set)."""
+    ds.SeriesDescription = p.description
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NORM"]
+    ds.ScanningSequence = ["IR"] if p.ti_ms else ["SE"]
+    ds.SequenceVariant = ["SK", "SP"]
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = "2D"
+    ds.RepetitionTime = f"{p.tr_ms:g}"
+    ds.EchoTime = f"{p.te_ms:g}"
+    if p.ti_ms:
+        ds.InversionTime = f"{p.ti_ms:g}"
+    ds.EchoTrainLength = 17
+    ds.MagneticFieldStrength = "1.5"
+
+
+def _set_geometry(ds: FileDataset, case: SagittalCase, s: int, iop: tuple[float, ...]) -> None:
+    """Slice ``s``'s plane: thickness, orientation, position (LPS) and pixel spacing."""
+    ds.SliceThickness = f"{case.slice_mm:g}"
+    ds.SpacingBetweenSlices = f"{case.slice_mm:g}"
+    ds.ImageOrientationPatient = list(iop)
+    pos = case.first_pixel_lps + case.slice_dir_lps * case.slice_mm * s
+    ds.ImagePositionPatient = [f"{v:.4f}" for v in pos]
+    ds.SliceLocation = f"{pos[0]:.4f}"
+    ds.PixelSpacing = [f"{case.pixel_mm[0]:g}", f"{case.pixel_mm[1]:g}"]
+    ds.PositionReferenceIndicator = ""
+
+
+def _set_pixels(ds: FileDataset, case: SagittalCase, s: int, scale: float) -> None:
+    """Slice ``s``'s pixels as 12-bit unsigned MONOCHROME2."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = case.image.shape[1], case.image.shape[2]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    pixels = np.clip(np.round(case.image[s] * scale), 0, 4095).astype(np.uint16)
+    ds.PixelData = pixels.tobytes()
+
+
 def write_series(
     case: SagittalCase,
     out_dir: Path,
@@ -141,59 +212,13 @@ def write_series(
     scale = 4000.0 / max(float(case.image.max()), 1.0)
     paths = []
     for s in range(case.image.shape[0]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
-        sop_uid = generate_uid()
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(out_dir / f"mr_{s:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = MR_IMAGE_STORAGE
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.Modality = "MR"
-        ds.PatientName = "Test^Sagittal"
-        ds.PatientID = "MRTEST1"
-        ds.PatientBirthDate = ""
-        ds.PatientSex = "O"
-        ds.StudyDate = "20261122"
-        ds.StudyTime = "080000"
-        ds.AccessionNumber = ""
-        ds.ReferringPhysicianName = ""
-        ds.StudyID = "1"
-        ds.SeriesNumber = 3
-        ds.InstanceNumber = s + 1
-        ds.SeriesDescription = p.description
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NORM"]
-        ds.ScanningSequence = ["IR"] if p.ti_ms else ["SE"]
-        ds.SequenceVariant = ["SK", "SP"]
-        ds.ScanOptions = ""
-        ds.MRAcquisitionType = "2D"
-        ds.RepetitionTime = f"{p.tr_ms:g}"
-        ds.EchoTime = f"{p.te_ms:g}"
-        if p.ti_ms:
-            ds.InversionTime = f"{p.ti_ms:g}"
-        ds.EchoTrainLength = 17
-        ds.MagneticFieldStrength = "1.5"
-        ds.SliceThickness = f"{case.slice_mm:g}"
-        ds.SpacingBetweenSlices = f"{case.slice_mm:g}"
-        ds.ImageOrientationPatient = list(iop)
-        pos = case.first_pixel_lps + case.slice_dir_lps * case.slice_mm * s
-        ds.ImagePositionPatient = [f"{v:.4f}" for v in pos]
-        ds.SliceLocation = f"{pos[0]:.4f}"
-        ds.PixelSpacing = [f"{case.pixel_mm[0]:g}", f"{case.pixel_mm[1]:g}"]
-        ds.PositionReferenceIndicator = ""
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = case.image.shape[1], case.image.shape[2]
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
-        pixels = np.clip(np.round(case.image[s] * scale), 0, 4095).astype(np.uint16)
-        ds.PixelData = pixels.tobytes()
         path = out_dir / f"mr_{s:03d}.dcm"
+        ds = _new_file(path, generate_uid())
+        _set_patient_study(ds, study_uid, series_uid, frame_uid)
+        ds.InstanceNumber = s + 1
+        _set_protocol(ds, p)
+        _set_geometry(ds, case, s, iop)
+        _set_pixels(ds, case, s, scale)
         pydicom.dcmwrite(path, ds, enforce_file_format=True)
         paths.append(path)
     return paths
