@@ -197,13 +197,69 @@ def indexed(db: Path) -> int:
         return int(conn.execute(select(func.count()).select_from(instances)).scalar_one())
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--repeat", type=int, default=3, help="runs of (a) and (b); medians")
     ap.add_argument("--repeat-storescp", action="store_true", help="repeat (c) too (slow)")
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temp folder)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def sequential_runs(args: argparse.Namespace, root: Path, files: list[Path],
+                    mb: float) -> dict[str, list[float]]:
+    """(a), (b), (c) one sender at a time, interleaved; seconds per run of each kind."""
+    runs: dict[str, list[float]] = {"discard": [], "node": [], "storescp": []}
+    for r in range(args.repeat):  # interleaved, so a load change hits all three alike
+        for kind, times in runs.items():
+            if kind == "storescp" and r > 0 and not args.repeat_storescp:
+                continue
+            work = root / f"{kind}{r}"
+            dt = run_one(kind, work, files)
+            times.append(dt)
+            print(f"  run {r + 1} {kind:<9} {dt:6.2f} s  ({mb / dt:6.0f} MB/s)")
+            if kind == "node":
+                n_node = indexed(work / "node.db")
+                assert n_node == len(files), f"node indexed {n_node} of {len(files)}"
+            shutil.rmtree(work, ignore_errors=True)
+    return runs
+
+
+def print_medians(repeat: int, runs: dict[str, list[float]], floors: list[float]) -> None:
+    a, b, c = (statistics.median(runs[k]) for k in ("node", "discard", "storescp"))
+    floor = statistics.median(floors)
+    print(f"medians of {repeat} run(s):")
+    print(f"(a) node, durable      {a:6.2f} s")
+    print(f"(b) pynetdicom discard {b:6.2f} s")
+    print(f"(c) dcmtk storescp     {c:6.2f} s")
+    print(f"(d) write+fsync only  {floor:6.2f} s  (the floor a durable server adds to b)")
+    print(f"ratio a/b = {a / b:.2f} (target <= 1.5), a/c = {a / c:.2f}; "
+          f"best-case a/b = {min(runs['node']) / min(runs['discard']):.2f}; "
+          f"a - b = {a - b:.2f} s, of which fsync floor {floor:.2f} s")
+
+
+def concurrent_senders(root: Path, files: list[Path]) -> int:
+    """4 concurrent senders to a fresh node; 0 when nothing is lost, else 1."""
+    work, port = root / "node4", free_port()
+    work.mkdir()
+    proc = start_python(NODE, work, port)
+    try:
+        wait_listening(port, proc)
+        groups = [files[i::4] for i in range(4)]
+        # New UIDs are not needed: a fresh node; each sender has a disjoint quarter.
+        dt = send_concurrently(port, groups)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    n = indexed(work / "node.db")
+    on_disk = sum(1 for _ in (work / "spool").rglob("*.dcm"))
+    print(f"4 concurrent senders: {dt:.2f} s, indexed {n}/{len(files)}, files {on_disk}"
+          f" -> {'nothing lost' if n == on_disk == len(files) else 'LOST INSTANCES'}")
+    return 0 if n == on_disk == len(files) else 1
+
+
+def main() -> int:
+    args = parse_args()
     for tool in ("storescu", "storescp", "echoscu"):
         if shutil.which(tool) is None:
             print(f"{tool} (dcmtk) is needed", file=sys.stderr)
@@ -214,53 +270,14 @@ def main() -> int:
         files = make_slices(root / "slices", args.slices)
         mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"generated {len(files)} slices, {mb:.0f} MB in {time.perf_counter() - t0:.1f} s")
-        runs: dict[str, list[float]] = {"discard": [], "node": [], "storescp": []}
-        for r in range(args.repeat):  # interleaved, so a load change hits all three alike
-            for kind, times in runs.items():
-                if kind == "storescp" and r > 0 and not args.repeat_storescp:
-                    continue
-                work = root / f"{kind}{r}"
-                dt = run_one(kind, work, files)
-                times.append(dt)
-                print(f"  run {r + 1} {kind:<9} {dt:6.2f} s  ({mb / dt:6.0f} MB/s)")
-                if kind == "node":
-                    n_node = indexed(work / "node.db")
-                    assert n_node == len(files), f"node indexed {n_node} of {len(files)}"
-                shutil.rmtree(work, ignore_errors=True)
+        runs = sequential_runs(args, root, files, mb)
         floors = [fsync_floor(files, root / f"floor{r}") for r in range(args.repeat)]
         print(f"  write+fsync of each slice alone: {', '.join(f'{x:.2f}' for x in floors)} s")
-        a, b, c = (statistics.median(runs[k]) for k in ("node", "discard", "storescp"))
-        floor = statistics.median(floors)
-        print(f"medians of {args.repeat} run(s):")
-        print(f"(a) node, durable      {a:6.2f} s")
-        print(f"(b) pynetdicom discard {b:6.2f} s")
-        print(f"(c) dcmtk storescp     {c:6.2f} s")
-        print(f"(d) write+fsync only  {floor:6.2f} s  (the floor a durable server adds to b)")
-        print(f"ratio a/b = {a / b:.2f} (target <= 1.5), a/c = {a / c:.2f}; "
-              f"best-case a/b = {min(runs['node']) / min(runs['discard']):.2f}; "
-              f"a - b = {a - b:.2f} s, of which fsync floor {floor:.2f} s")
-
-        # 4 concurrent senders, fresh node.
-        work, port = root / "node4", free_port()
-        work.mkdir()
-        proc = start_python(NODE, work, port)
-        try:
-            wait_listening(port, proc)
-            groups = [files[i::4] for i in range(4)]
-            # New UIDs are not needed: a fresh node; each sender has a disjoint quarter.
-            dt = send_concurrently(port, groups)
-        finally:
-            proc.terminate()
-            proc.wait(30)
-        n = indexed(work / "node.db")
-        on_disk = sum(1 for _ in (work / "spool").rglob("*.dcm"))
-        print(f"4 concurrent senders: {dt:.2f} s, indexed {n}/{len(files)}, files {on_disk}"
-              f" -> {'nothing lost' if n == on_disk == len(files) else 'LOST INSTANCES'}")
-        return 0 if n == on_disk == len(files) else 1
+        print_medians(args.repeat, runs, floors)
+        return concurrent_senders(root, files)
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
-
 
 if __name__ == "__main__":
     sys.exit(main())
