@@ -253,14 +253,16 @@ def test_results_reach_a_dicom_destination(tmp_path: Path, shared_data: Path) ->
     node.proc.start(node.port)
     try:
         assert len(storescu(node.port, files, "-xv").acknowledged) == 20
-        got = wait_until(lambda: list(received.iterdir()), 90, what="result at the PACS")
+        # "sent" is recorded after the PACS's C-STORE response, which storescp gives once the
+        # file is written: only then is the file complete (it appears while being written)
+        wait_until(lambda: node.rows(select(outbox_items.c.state)) == [("sent",)], 90,
+                   what="outbox item marked sent")
+        got = list(received.iterdir())
+        assert len(got) == 1  # sent once
         ds = dcmread(got[0])
         assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
         assert ds.StudyInstanceUID == dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
         assert [r.state for r in node.job_rows()] == ["done"]
-        wait_until(lambda: node.rows(select(outbox_items.c.state)) == [("sent",)], 30,
-                   what="outbox item marked sent")
-        assert len(list(received.iterdir())) == 1  # sent once
     finally:
         assert node.proc.stop() == 0
         pacs.terminate()
