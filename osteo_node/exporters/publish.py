@@ -19,7 +19,6 @@ Decisions:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,18 +38,18 @@ from osteo_node.exporters.common import (
     require_source,
 )
 from osteo_node.exporters.kos import KeyImagesKOS, is_flagged
-from osteo_node.exporters.sc import SagittalSecondaryCapture, render_overview
+from osteo_node.exporters.sc import SagittalSecondaryCapture
 from osteo_node.exporters.seg import SegmentMap, VertebraSegmentation, labelled_levels
 from osteo_node.exporters.sr import MeasurementReportSR
 from osteo_node.exporters.uids import UidFactory
 from osteo_node.pipeline.results import AnalysisOutput, AnalysisResult
 from osteo_node.pipeline.types import LabelVolume, Volume
+from osteo_node.render.sagittal import render_sagittal_overlay
 
 log = structlog.get_logger(__name__)
 
 Kind = Literal["sr", "seg", "sc", "kos"]
 Renderer = Callable[[Volume, LabelVolume | None, AnalysisResult], NDArray[np.uint8]]
-EXTERNAL_RENDERER = ("osteo_node.render.sagittal", "render_sagittal_overlay")
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ class BuildOptions:
 
     ``institution_name``: written into every object; ``kos_min_grade``: the Genant grade from
     which a KOS flags the study (None: the cited flag grade); ``render``: the SC's sagittal
-    overview renderer (None: CTANALYSIS's when installed, else the built-in one);
+    overview renderer (None: :func:`osteo_node.render.sagittal.render_sagittal_overlay`);
     ``series_numbers`` / ``descriptions``: per-kind overrides of
     :data:`osteo_node.exporters.common.DEFAULT_SERIES_NUMBERS` / ``DEFAULT_DESCRIPTIONS``.
     """
@@ -87,27 +86,6 @@ class BuildOptions:
     render: Renderer | None = None
     series_numbers: Mapping[str, int] | None = None
     descriptions: Mapping[str, str] | None = None
-
-
-def external_renderer() -> Renderer | None:
-    """CTANALYSIS's sagittal overlay renderer when that module is installed."""
-    module_name, attr = EXTERNAL_RENDERER
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError:
-        return None
-    fn = getattr(module, attr, None)
-    return fn if callable(fn) else None
-
-
-def _render(volume: Volume, labels: LabelVolume | None, result: AnalysisResult,
-            settings: ExportSettings, render: Renderer | None
-            ) -> tuple[NDArray[np.uint8], tuple[float, float] | None]:
-    fn = render or external_renderer()
-    if fn is not None:
-        return np.asarray(fn(volume, labels, result), dtype=np.uint8), None
-    rgb, _spacing = render_overview(volume, labels, result, settings.disclaimer)
-    return rgb, None  # canvas has banner + legend columns: no single physical pixel spacing
 
 
 def build_objects(
@@ -159,8 +137,10 @@ def build_objects(
                                  level_slices=segment_map.slices if segment_map else {}).build()
         objects.append(ExportedObject("sr", sr))
     if "sc" in kinds:
-        rgb, spacing = _render(volume, labels, result, settings, opts.render)
-        sc = SagittalSecondaryCapture(rgb, volume, settings, pixel_spacing_mm=spacing).build()
+        render = opts.render or render_sagittal_overlay
+        rgb = np.asarray(render(volume, labels, result), dtype=np.uint8)
+        # the canvas has banner and text panels: no single physical pixel spacing
+        sc = SagittalSecondaryCapture(rgb, volume, settings, pixel_spacing_mm=None).build()
         objects.append(ExportedObject("sc", sc))
     if "kos" in kinds and is_flagged(result, opts.kos_min_grade):
         others = [o.dataset for o in objects]

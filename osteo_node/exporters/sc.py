@@ -1,10 +1,8 @@
 """Secondary Capture (highdicom SCImage) of a sagittal overview.
 
 :class:`SagittalSecondaryCapture` wraps any RGB uint8 image (rows, columns, 3) into an SC
-instance of the original study. The image normally comes from
-``osteo_node.render.sagittal.render_sagittal_overlay`` (CTANALYSIS); :func:`render_overview`
-(in :mod:`osteo_node.exporters.overview`, re-exported here) is the exporter's own plain
-renderer used when that module is not installed.
+instance of the original study. The image comes from
+``osteo_node.render.sagittal.render_sagittal_overlay`` (or a renderer the caller passes).
 """
 
 from __future__ import annotations
@@ -22,10 +20,7 @@ from osteo_node.exporters.common import (
     require_source,
     safe_get,
 )
-from osteo_node.exporters.overview import CAVEAT_RGB, render_overview
 from osteo_node.pipeline.types import Volume
-
-__all__ = ["CAVEAT_RGB", "SagittalSecondaryCapture", "render_overview"]
 
 
 @dataclass(frozen=True)

@@ -211,22 +211,3 @@ def _kos_description(kos: pydicom.Dataset) -> str:
              if getattr(item, "ValueType", "") == "TEXT"]
     assert len(texts) == 1
     return texts[0]
-
-
-@pytest.mark.shared_data
-def test_fallback_renderer_marks_levels(ct20_output: AnalysisOutput) -> None:
-    """The exporter's own overview (used when osteo_node.render is not installed)."""
-    from osteo_node.exporters.sc import CAVEAT_RGB, render_overview
-    from osteo_node.exporters.seg import level_rgb
-
-    volume = ct20_output.volume
-    assert volume is not None
-    title = LEVEL_CAVEAT.split(":")[0]
-    for confidence, name in ((lv.CONF_GUESS_RIBS, "T12?"), (lv.CONF_AGREE, "T12")):
-        out = with_level_confidence(ct20_output, confidence)
-        rgb, _ = render_overview(volume, out.labels, out.result, "Decision support only")
-        t12 = next(v for v in out.result.vertebrae if v.level == "T12")
-        assert t12.trabecular_hu is not None
-        text = f"{name}  {t12.trabecular_hu.mean:.0f} HU  G{t12.genant_grade}"
-        assert len(find_text(rgb, text, 16, level_rgb("T12"))) == 1, text
-        assert len(find_text(rgb, title, 14, CAVEAT_RGB)) == (1 if name == "T12?" else 0)

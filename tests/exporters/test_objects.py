@@ -26,7 +26,6 @@ from osteo_node.exporters.publish import (
     select,
     write_objects,
 )
-from osteo_node.exporters.sc import render_overview
 from osteo_node.exporters.seg import segment_levels
 from osteo_node.exporters.sr import read_report
 from osteo_node.pipeline.results import AnalysisOutput
@@ -305,18 +304,6 @@ def test_sc_pixels_saved_for_review(objects: dict[str, ExportedObject], artifact
     path.parent.mkdir(exist_ok=True)
     Image.fromarray(rgb).save(path)
     _assert_banner_and_colour(rgb)
-
-
-def test_fallback_renderer(ct20_output: AnalysisOutput, artifacts_dir: Path) -> None:
-    """The exporter's own renderer (used when osteo_node.render is absent)."""
-    assert ct20_output.volume is not None
-    rgb, spacing = render_overview(ct20_output.volume, ct20_output.labels, ct20_output.result,
-                                   DISCLAIMER)
-    path = artifacts_dir / "exporters" / "ct20_sc_fallback.png"
-    path.parent.mkdir(exist_ok=True)
-    Image.fromarray(rgb).save(path)
-    _assert_banner_and_colour(rgb)
-    assert spacing[0] > 0 and spacing[1] > 0
 
 
 def _assert_banner_and_colour(rgb: np.ndarray) -> None:
