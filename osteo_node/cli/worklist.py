@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,7 @@ def parse_since(text: str) -> date | datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a date: expected {SINCE_FORMAT}") from None
-    # the database holds UTC: a given offset is converted, none means UTC
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment  # an offset is that instant, none means UTC (worklist.store.list_rows)
 
 
 def _db_args(p: argparse.ArgumentParser) -> None:
