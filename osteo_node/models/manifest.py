@@ -9,9 +9,12 @@ Keys (all required unless noted)::
     normalisation          {"type": "hu_clip_scale", "min": -1000, "max": 2000, "scale": 1000}
                            -> input = clip(HU, min, max) / scale
     labels                 {"0": "background", "1": "vertebral_body", ...} output channel names
-    patch_size             [k, j, i] sliding-window size used at inference
+    patch_size             [k, j, i] sliding-window size used at inference (3D models), or the
+                           [rows, columns] training patch of a 2D model
     divisor                (optional, default 8) spatial sizes must be multiples of it
     opset                  (optional) ONNX opset of the file
+    planes_mm              (optional, 2D models on the straightened column) offsets of the
+                           sagittal planes given as input channels
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ class ModelManifest:
     spacing_mm: float
     normalisation: Normalisation
     labels: dict[int, str]
-    patch_size: tuple[int, int, int]
+    patch_size: tuple[int, ...]
     divisor: int = 8
     opset: int | None = None
+    planes_mm: tuple[float, ...] = ()
 
     def label_value(self, name: str) -> int:
         for value, label in self.labels.items():
@@ -82,8 +86,8 @@ def load_manifest(path: Path) -> ModelManifest:
     if norm.get("type") != "hu_clip_scale":
         raise ModelError(f"{path}: unsupported normalisation {norm.get('type')!r}")
     patch = tuple(int(v) for v in _require(raw, "patch_size", path))
-    if len(patch) != 3:
-        raise ModelError(f"{path}: patch_size needs 3 values")
+    if len(patch) not in (2, 3):
+        raise ModelError(f"{path}: patch_size needs 2 or 3 values")
     try:
         return ModelManifest(
             name=str(_require(raw, "name", path)),
@@ -94,9 +98,10 @@ def load_manifest(path: Path) -> ModelManifest:
             normalisation=Normalisation(float(norm["min"]), float(norm["max"]),
                                         float(norm["scale"])),
             labels={int(k): str(v) for k, v in _require(raw, "labels", path).items()},
-            patch_size=(patch[0], patch[1], patch[2]),
+            patch_size=patch,
             divisor=int(raw.get("divisor", 8)),
             opset=int(raw["opset"]) if "opset" in raw else None,
+            planes_mm=tuple(float(v) for v in raw.get("planes_mm", ())),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{path}: invalid manifest: {exc}") from exc

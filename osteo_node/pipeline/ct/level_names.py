@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from osteo_node.pipeline.ct.instances import BodyInstance
-from osteo_node.pipeline.ct.ribs import RibEvidence
 
 # VerSe label numbering (also used by the TPTBox references): stable values for the label map.
 VERTEBRA_NAMES: tuple[str, ...] = (
@@ -30,6 +28,7 @@ CONF_AGREE = 0.95
 CONF_RIB_ONLY = 0.85
 CONF_SACRUM_ONLY = 0.8
 CONF_T1_ONLY = 0.75
+CONF_C2 = 0.8
 CONF_TRANSITIONAL = 0.5
 CONF_GUESS_RIBS = 0.25
 CONF_GUESS_NONE = 0.15
@@ -41,6 +40,25 @@ GAP_FACTOR = 1.6  # a gap this many times the neighbouring spacing holds a misse
 # 1992;17:299-306: thoracic and lumbar body heights increase caudally); a body this much
 # taller than the bodies just below it probably holds two vertebrae that were not separated
 MERGED_HEIGHT_FACTOR = 1.2
+C2_HEIGHT_FACTOR = 1.5
+C2_SPACE_ABOVE_MM = 10.0
+
+
+@dataclass(frozen=True)
+class BodyInstance:
+    """One vertebral body along the column, as naming needs it (``label``: its instance value).
+
+    ``k_range``: its rows (inclusive) on a grid whose rows increase cranially; ``touches_fov``:
+    cut by the top or bottom of the scan (partial); ``cut_cranially``: by the top;
+    ``cut_endplate``: one of its endplates was not resolved (no disc seen there)."""
+
+    label: int
+    centroid_kji: tuple[float, float, float]
+    k_range: tuple[int, int]
+    volume_ml: float
+    touches_fov: bool
+    cut_endplate: bool = False
+    cut_cranially: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +146,22 @@ def _sacrum_only(pos: list[int], ribs: list[bool | None]) -> LevelAssignment:
     return LevelAssignment(names, conf, notes, "sacrum")
 
 
+def _from_c2(pos: list[int], t1: int | None) -> LevelAssignment:
+    """The topmost body is C2 (the column ends below the skull); T1, when found, must agree."""
+    names, conf = _from_anchor(pos, 0, "C2", CONF_C2)
+    notes = ["levels counted down from C2 (the topmost vertebral body, below the skull base)"]
+    if t1 is not None:
+        if pos[t1] - pos[0] == 6:
+            names, conf = _from_anchor(pos, 0, "C2", CONF_AGREE)
+            notes = ["levels from C2 and the first rib-bearing vertebra (T1) (agree)"]
+        else:
+            conf = [min(c, CONF_TRANSITIONAL) for c in conf]
+            notes.append(f"the first rib-bearing vertebra is {pos[t1] - pos[0] + 2} levels below "
+                         "C2 (expected T1 = 7 levels below C2): a cervical rib, a missed rib or "
+                         "a missed vertebra; uncertain")
+    return LevelAssignment(names, conf, notes, "c2")
+
+
 def _without_caudal_anchor(pos: list[int], t1: int | None, last_rib: int | None
                            ) -> LevelAssignment:
     """No sacrum and no last rib: count from T1, else guess from the ribs or from L1."""
@@ -148,13 +182,15 @@ def _without_caudal_anchor(pos: list[int], t1: int | None, last_rib: int | None
     return LevelAssignment(names, conf, [note], "none")
 
 
-def assign_levels(ribs: list[bool | None], sacrum: bool, missing: list[int] | None = None
-                  ) -> LevelAssignment:
+def assign_levels(ribs: list[bool | None], sacrum: bool, missing: list[int] | None = None,
+                  *, c2_on_top: bool = False) -> LevelAssignment:
     """Names for bodies ordered cranial -> caudal from rib flags and sacrum presence.
 
     ``ribs[i]``: True rib-bearing, False rib-free, None not known (see ``rib_flags``): an anchor
     needs a rib-free vertebra that is known to be rib-free next to the rib-bearing one.
     ``missing[i]``: vertebrae missed between body i-1 and body i (see missing_between).
+    ``c2_on_top``: the topmost body is C2 (see :func:`is_c2`); used when neither the sacrum nor
+    the last rib is in view.
     """
     n = len(ribs)
     if n == 0:
@@ -172,7 +208,20 @@ def assign_levels(ribs: list[bool | None], sacrum: bool, missing: list[int] | No
         return _sacrum_and_rib(pos, t12) if sacrum else _last_rib(pos, t12, t1)
     if sacrum:
         return _sacrum_only(pos, ribs)
+    if c2_on_top:
+        return _from_c2(pos, t1)
     return _without_caudal_anchor(pos, t1, last_rib)
+
+
+def is_c2(bodies: list[BodyInstance], space_above_mm: float, spacing: float) -> bool:
+    """The topmost body (``bodies`` cranial -> caudal) is C2: complete, with the scan going on
+    above the column (the skull base, no further body) and much taller than the bodies below
+    it (the dens rises from its body: C2 is about twice as tall as C3-C6; Panjabi MM et al.
+    Spine 1991;16:861-869)."""
+    if len(bodies) < 3 or bodies[0].touches_fov or space_above_mm < C2_SPACE_ABOVE_MM:
+        return False
+    heights = [(b.k_range[1] - b.k_range[0] + 1) * spacing for b in bodies[:5]]
+    return heights[0] >= C2_HEIGHT_FACTOR * float(np.median(heights[1:]))
 
 
 def merged_body_check(bodies: list[BodyInstance], assignment: LevelAssignment, spacing: float
@@ -209,8 +258,7 @@ def merged_body_check(bodies: list[BodyInstance], assignment: LevelAssignment, s
     return assignment
 
 
-def rib_flags(bodies: list[BodyInstance], ribs: dict[int, RibEvidence], n_k: int
-              ) -> list[bool | None]:
+def rib_flags(bodies: list[BodyInstance], bearing: dict[int, bool]) -> list[bool | None]:
     """Rib-bearing (True), rib-free (False) or not known (None) per body, cranial -> caudal.
 
     Ribs articulate with the upper part of their vertebra (costal facets on the upper body and
@@ -222,7 +270,6 @@ def rib_flags(bodies: list[BodyInstance], ribs: dict[int, RibEvidence], n_k: int
     """
     flags: list[bool | None] = []
     for b in bodies:
-        bears = ribs.get(b.label, RibEvidence(0, 0)).bears_ribs
-        cranial_cut = b.touches_fov and b.k_range[1] >= n_k - 2  # k increases cranially
-        flags.append(True if bears else (None if cranial_cut else False))
+        bears = bearing.get(b.label, False)
+        flags.append(True if bears else (None if b.cut_cranially else False))
     return flags

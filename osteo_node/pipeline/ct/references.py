@@ -4,7 +4,9 @@ Reference label files (NIfTI) are resampled (nearest neighbour) onto the analyse
 so DICOM and NIfTI inputs are compared in the same voxel space. Two numberings are understood:
 - ``verse``: 1-7 C1-C7, 8-19 T1-T12, 20-25 L1-L6, 26 sacrum, 28 T13;
 - ``totalseg``: TotalSegmentator v2 "total" task, 25 sacrum, 26 S1, 27 L5 ... 31 L1, 32 T12 ...
-  43 T1, 44 C7 ... 50 C1.
+  43 T1, 44 C7 ... 50 C1;
+- ``totalseg_dataset``: the merged label maps of ``ct/totalseg_dataset``: 1-7 C1-C7, 8-19
+  T1-T12, 20-24 L1-L5, 25 S1.
 Used by the analyser evaluation (``evaluation.py``), the CT model evaluation
 (``ai_models/ct_vertebrae/evaluate.py``) and the tests.
 """
@@ -32,6 +34,23 @@ def totalseg_to_verse(value: int) -> int | None:
     if value in (25, 26):
         return 26
     return None
+
+
+def dataset_to_verse(value: int) -> int | None:
+    if 1 <= value <= 24:
+        return value
+    return 26 if value == 25 else None
+
+
+def to_verse(value: int, numbering: str) -> int | None:
+    """A reference value in ``numbering`` as a VerSe value (None: not a vertebra)."""
+    if numbering == "verse":
+        return value
+    if numbering == "totalseg_dataset":
+        return dataset_to_verse(value)
+    if numbering == "totalseg":
+        return totalseg_to_verse(value)
+    raise ValueError(f"unknown reference numbering {numbering!r}")
 
 
 def _totalseg_names(values: range) -> dict[int, str]:
@@ -68,7 +87,7 @@ def reference_label_volume(
     levels: dict[str, int] = {}
     for value in np.flatnonzero(np.bincount(raw.ravel(), minlength=256)):
         v = int(value)
-        verse = v if numbering == "verse" else totalseg_to_verse(v)
+        verse = to_verse(v, numbering)
         if v == 0 or verse is None or verse not in VERSE_NAMES:
             continue
         lut[v] = verse

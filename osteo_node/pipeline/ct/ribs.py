@@ -1,12 +1,17 @@
 """Which vertebrae bear ribs: bone that starts at a vertebra and reaches far laterally.
 
-On the canonical grid (HU, 3 mm): bone is HU >= ``BONE_HU``; the vertebrae (and sacrum) found by
-the network are removed (with a one-voxel margin); what remains is split into connected
-components. A component is *rib-like* when it reaches at least ``MIN_LATERAL_MM`` from the
-spine's midline (ribs curve far out; lumbar transverse processes belong to the vertebra mask and
-end closer) and is not part of the pelvis (nothing below the top of the sacrum). Its voxels
+On an axis-aligned grid (HU): bone is HU >= ``BONE_HU``; the vertebrae (and sacrum) found are
+removed (with a one-voxel margin); what remains is split into connected components. A component
+is *rib-like* when it reaches at least ``MIN_LATERAL_MM`` from the spine's midline (ribs curve
+far out; lumbar transverse processes end closer), is not a whole skull or pelvis (more than
+``MAX_RIB_ML``) and is not part of the pelvis (nothing below the top of the sacrum). Its voxels
 within ``CONTACT_MM`` of a vertebra, and off the midline, are contacts (costovertebral and
-costotransverse joints); each contact votes for the vertebra it touches.
+costotransverse joints); each contact votes for the vertebra it touches (volumes in mm^3, so the
+rule does not depend on the grid).
+
+:func:`bearing` decides per vertebra: enough contact in absolute terms and compared with the
+vertebrae within two levels (the twelfth rib runs down past the first lumbar transverse process
+and touches it a little; that is not a rib of L1).
 """
 
 from __future__ import annotations
@@ -20,21 +25,32 @@ from scipy import ndimage
 BONE_HU = 180.0
 MIN_LATERAL_MM = 60.0
 MIN_RIB_ML = 0.8
+MAX_RIB_ML = 120.0  # a skull or a pelvis touching the column is not a rib
 CONTACT_MM = 7.0
 MIN_OFF_MIDLINE_MM = 8.0
-MIN_CONTACT_VOXELS = 2
+MIN_CONTACT_MM3 = 54.0  # two voxels of the 3 mm grid the rule was first set on
+RELATIVE_CONTACT = 0.2  # ... and at least this share of the most contact within two levels
 
 
 @dataclass(frozen=True)
 class RibEvidence:
-    """Rib contacts of one vertebra (voxel counts on its left and right side)."""
+    """Rib contact of one vertebra (mm^3 on its left and right side)."""
 
-    left: int
-    right: int
+    left: float
+    right: float
 
     @property
-    def bears_ribs(self) -> bool:
-        return max(self.left, self.right) >= MIN_CONTACT_VOXELS
+    def contact(self) -> float:
+        return max(self.left, self.right)
+
+
+def bearing(evidence: dict[int, RibEvidence]) -> dict[int, bool]:
+    """Rib-bearing per label, labels numbered consecutively along the column."""
+    out = {}
+    for label, ev in evidence.items():
+        near = [evidence[n].contact for n in range(label - 2, label + 3) if n in evidence]
+        out[label] = ev.contact >= max(MIN_CONTACT_MM3, RELATIVE_CONTACT * max(near))
+    return out
 
 
 def _midline_i(centroids_kji: NDArray[np.float64], n_k: int) -> NDArray[np.float64]:
@@ -53,7 +69,7 @@ def rib_evidence(
 ) -> dict[int, RibEvidence]:
     """Rib contacts per vertebra label of ``vertebra_map`` (labels without ribs map to 0, 0)."""
     labels = [int(v) for v in np.unique(vertebra_map) if v > 0]
-    out = {v: RibEvidence(0, 0) for v in labels}
+    out = {v: RibEvidence(0.0, 0.0) for v in labels}
     if not labels or len(centroids_kji) == 0:
         return out
     spine = vertebra_map > 0
@@ -72,7 +88,7 @@ def rib_evidence(
         if sl is None:
             continue
         m = lab[sl] == idx
-        if m.sum() * voxel_ml < MIN_RIB_ML:
+        if not MIN_RIB_ML <= m.sum() * voxel_ml <= MAX_RIB_ML:
             continue
         kk, _, ii = np.nonzero(m)
         kk = kk + sl[0].start
@@ -101,4 +117,5 @@ def rib_evidence(
     for v, s in zip(owner.tolist(), side.tolist(), strict=True):
         if v in counts and abs(s) >= MIN_OFF_MIDLINE_MM:
             counts[v][0 if s > 0 else 1] += 1  # canonical i increases towards patient left
-    return {v: RibEvidence(left=c[0], right=c[1]) for v, c in counts.items()}
+    voxel = spacing**3
+    return {v: RibEvidence(left=c[0] * voxel, right=c[1] * voxel) for v, c in counts.items()}

@@ -1,0 +1,287 @@
+"""Train the sagittal CT network (MONAI 2D UNet) on straightened real CT.
+
+Input: three sagittal planes of the straightened column (``osteo_node.pipeline.ct.straighten``:
+v - 3 mm, v, v + 3 mm), HU normalised as ``clip(HU, HU_MIN, HU_MAX) / HU_SCALE``; output: the
+classes of ``reference_classes`` (background, body, posterior elements, disc, sacrum) on plane v.
+Vertebra instances and level names are not learnt (anatomy does that at run time).
+
+Reproducible (fixed seeds, deterministic CPU kernels)::
+
+    .venv/bin/python ai_models/ct_sagittal/prepare_data.py
+    .venv/bin/python ai_models/ct_sagittal/train.py --out runs/all            # shipped model
+    .venv/bin/python ai_models/ct_sagittal/train.py --exclude s0009 --out runs/loo_s0009
+
+``--exclude`` leaves a case out (leave-one-case-out evaluation). Every patch is augmented on the
+fly, because six labelled volumes are all there is: scaling, rotation, shift off the canal,
+left-right mirroring, HU scale/shift, bone density (osteoporotic to dense), enhanced soft
+tissue, opacified vessels in front of the spine (hard negatives), thick-slice blur, noise, and
+synthetic compression fractures (wedge, biconcave, crush: the body is compressed, the disc above
+fills the space), so that a fractured body is still segmented as one body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceCELoss
+from monai.networks.nets import UNet
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from cases import CASES  # noqa: E402
+
+N_CLASSES = 5
+BODY, POSTERIOR, DISC = 1, 2, 3
+HU_MIN, HU_MAX, HU_SCALE = -1000.0, 2000.0, 1000.0
+AIR_HU = -1024.0
+CHANNELS = (16, 32, 64, 128)
+STRIDES = (2, 2, 2)
+PLANE_OFFSET = 2  # channels are planes v - 2, v, v + 2 (1.5 mm steps: +-3 mm)
+PATCH = (128, 96)  # rows (z) x columns (u); u is padded from 89 to 96
+STEP_MM = 1.5
+
+
+def build_net() -> torch.nn.Module:
+    return UNet(spatial_dims=2, in_channels=3, out_channels=N_CLASSES, channels=CHANNELS,
+                strides=STRIDES, num_res_units=1, norm="batch")
+
+
+@dataclass
+class CaseData:
+    name: str
+    image: np.ndarray  # [z, u, v] HU
+    classes: np.ndarray  # [z, u, v]
+    levels: np.ndarray  # [z, u, v] VerSe values
+
+
+def load_cases(exclude: set[str]) -> list[CaseData]:
+    out = []
+    for case in CASES:
+        if case.name in exclude:
+            continue
+        z = np.load(HERE / "cache" / f"{case.name}.npz")
+        out.append(CaseData(case.name, z["image"], z["classes"], z["levels"]))
+    return out
+
+
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    if a.shape[0] >= rows:
+        return a
+    extra = rows - a.shape[0]
+    before = extra // 2
+    return np.pad(a, [(before, extra - before)] + [(0, 0)] * (a.ndim - 1), mode="edge")
+
+
+def crop(case: CaseData, rng: random.Random) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random patch: image [3, rows, u], classes [rows, u], levels [rows, u] (u unpadded)."""
+    nz, _, nv = case.image.shape
+    centre = nv // 2
+    if rng.random() < 0.6:
+        v = rng.randint(centre - 12, centre + 12)
+    else:
+        v = rng.randint(PLANE_OFFSET, nv - 1 - PLANE_OFFSET)
+    planes = [max(0, v - PLANE_OFFSET), v, min(nv - 1, v + PLANE_OFFSET)]
+    rows = PATCH[0] + 32  # room for scaling / rotation
+    z0 = rng.randint(0, max(0, nz - rows))
+    img = _pad_rows(case.image[z0:z0 + rows][:, :, planes], rows)
+    cls = _pad_rows(case.classes[z0:z0 + rows, :, v], rows)
+    lev = _pad_rows(case.levels[z0:z0 + rows, :, v], rows)
+    if rng.random() < 0.5:  # left-right mirror: plane order reverses
+        img = img[:, :, ::-1]
+    return np.ascontiguousarray(img.transpose(2, 0, 1)), cls, lev
+
+
+def fracture(img: np.ndarray, cls: np.ndarray, lev: np.ndarray, rng: random.Random) -> None:
+    """Compress one body of the patch in place (wedge, biconcave or crush, 15-55 % loss); the
+    disc and bone above slide down into the space (rows increase cranially)."""
+    values = [int(v) for v in np.unique(lev[cls == BODY]) if v]
+    if not values:
+        return
+    body = (lev == rng.choice(values)) & (cls == BODY)
+    rows_any = np.flatnonzero(body.any(axis=1))
+    cols_any = np.flatnonzero(body.any(axis=0))
+    if rows_any.size < 6 or cols_any.size < 6:
+        return
+    lo, hi = int(rows_any[0]), int(rows_any[-1])
+    ua, up = int(cols_any[0]), int(cols_any[-1])  # anterior (small u) .. posterior
+    loss = rng.uniform(0.15, 0.55)
+    kind = rng.choice(("wedge", "biconcave", "crush"))
+    u = np.arange(img.shape[2], dtype=np.float64)
+    t = np.clip((u - ua) / max(1, up - ua), 0, 1)
+    frac = {"wedge": loss * (1 - t), "biconcave": loss * (1 - np.abs(2 * t - 1)),
+            "crush": np.full_like(t, loss)}[kind]
+    outside = np.maximum(ua - u, u - up).clip(min=0)
+    frac = frac * np.clip(1 - outside / 5.0, 0, 1)  # taper off beyond the body's front/back
+    height = hi - lo + 1
+    reach = hi + round(12 / STEP_MM)  # the disc above (and a little more) fills the gap
+    n = img.shape[1]
+    z = np.arange(n, dtype=np.float64)[:, None]
+    new_top = lo + height * (1 - frac[None, :])
+    src = np.where(z <= new_top, lo + (z - lo) / np.maximum(1e-3, 1 - frac[None, :]),
+                   hi + (z - new_top) * (reach - hi) / np.maximum(1e-3, reach - new_top))
+    src = np.where(z < lo, z, np.where(z > reach, z, src))
+    src = np.clip(src, 0, n - 1)
+    for c in range(img.shape[0]):
+        img[c] = _interp_rows(img[c], src)
+    cls[:] = _nearest_rows(cls, src)
+    lev[:] = _nearest_rows(lev, src)
+
+
+def _interp_rows(a: np.ndarray, src: np.ndarray) -> np.ndarray:
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, a.shape[0] - 1)
+    w = src - i0
+    cols = np.arange(a.shape[1])[None, :]
+    return (a[i0, cols] * (1 - w) + a[i1, cols] * w).astype(a.dtype)
+
+
+def _nearest_rows(a: np.ndarray, src: np.ndarray) -> np.ndarray:
+    cols = np.arange(a.shape[1])[None, :]
+    return a[np.rint(src).astype(int), cols]
+
+
+def intensity(img: np.ndarray, cls: np.ndarray, rng: random.Random) -> np.ndarray:
+    """HU-domain augmentation of one patch [3, rows, u]."""
+    x = img.astype(np.float32)
+    bone = x > 100
+    x[bone] = 100 + (x[bone] - 100) * rng.uniform(0.45, 1.4)  # osteoporotic .. dense
+    if rng.random() < 0.4:  # enhanced soft tissue (contrast CT)
+        soft = (x > -50) & (x < 120)
+        x[soft] += rng.uniform(10, 90)
+    if rng.random() < 0.35:  # opacified vessels in front of the spine: hard negatives
+        for _ in range(rng.randint(1, 2)):
+            r = rng.uniform(6, 14) / STEP_MM
+            cu = rng.uniform(2, 30)
+            hu = rng.uniform(150, 450)
+            u = np.arange(x.shape[2])[None, :]
+            zz = np.arange(x.shape[1])[:, None]
+            zc = rng.uniform(0, x.shape[1])
+            long = rng.uniform(1.0, 6.0)  # vessels run along z
+            m = ((u - cu) / r) ** 2 + ((zz - zc) / (r * long)) ** 2 <= 1
+            m &= cls == 0
+            x[:, m] = hu + rng.uniform(-20, 20)
+    x = x * rng.uniform(0.92, 1.08) + rng.uniform(-25, 25)
+    if rng.random() < 0.5:  # thick slices: blur along z
+        from scipy.ndimage import gaussian_filter1d
+
+        x = gaussian_filter1d(x, rng.uniform(0.5, 2.0), axis=1, mode="nearest")
+    if rng.random() < 0.6:
+        x += np.random.default_rng(rng.randint(0, 2**31)).normal(
+            0, rng.uniform(5, 40), x.shape).astype(np.float32)
+    return x
+
+
+def spatial(x: torch.Tensor, y: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor,
+                                                                           torch.Tensor]:
+    """Random scale/rotation/shift of a batch, cropped to PATCH (image bilinear, labels nearest)."""
+    n = x.shape[0]
+    theta = torch.zeros(n, 2, 3)
+    for b in range(n):
+        s = rng.uniform(0.8, 1.25)
+        sz = s * rng.uniform(0.9, 1.1)
+        a = np.deg2rad(rng.uniform(-10, 10))
+        rows, cols = x.shape[2], x.shape[3]
+        # output grid PATCH inside the input; normalised coordinates of the input
+        fz, fu = PATCH[0] / rows, PATCH[1] / cols
+        theta[b, 0, 0] = np.cos(a) * fu / s
+        theta[b, 0, 1] = -np.sin(a) * fz / sz * rows / cols
+        theta[b, 1, 0] = np.sin(a) * fu / s * cols / rows
+        theta[b, 1, 1] = np.cos(a) * fz / sz
+        theta[b, 0, 2] = rng.uniform(-10, 10) / STEP_MM / (cols / 2)
+        theta[b, 1, 2] = rng.uniform(-0.1, 0.1)
+    grid = F.affine_grid(theta, [n, 1, *PATCH], align_corners=False)
+    xo = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    yo = F.grid_sample(y.float(), grid, mode="nearest", padding_mode="border",
+                       align_corners=False)
+    return xo, yo.long()
+
+
+def next_batch(data: list[CaseData], rng: random.Random, batch: int,
+               fracture_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    weights = [max(60, c.image.shape[0]) for c in data]
+    imgs, labs = [], []
+    for _ in range(batch):
+        case = rng.choices(data, weights=weights)[0]
+        img, cls, lev = crop(case, rng)
+        img = img.copy()
+        cls = cls.copy()
+        lev = lev.copy()
+        if rng.random() < fracture_p:
+            fracture(img, cls, lev, rng)
+        x = intensity(img, cls, rng)
+        pad = 96 - x.shape[2]
+        x = np.pad(x, [(0, 0), (0, 0), (0, pad)], mode="edge")
+        cls = np.pad(cls, [(0, 0), (0, pad)], mode="edge")
+        imgs.append(np.clip(x, HU_MIN, HU_MAX) / HU_SCALE)
+        labs.append(cls[None])
+    x = torch.from_numpy(np.stack(imgs).astype(np.float32))
+    y = torch.from_numpy(np.stack(labs).astype(np.int64))
+    return spatial(x, y, rng)
+
+
+def train(args: argparse.Namespace) -> None:
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    rng = random.Random(args.seed)
+    data = load_cases(set(args.exclude))
+    net = build_net()
+    if args.init:
+        net.load_state_dict(torch.load(args.init, map_location="cpu"))
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.iters,
+                                                pct_start=0.1)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=1.0, lambda_ce=1.0)
+    out = HERE / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    log = []
+    t0 = time.time()
+    net.train()
+    running = 0.0
+    for it in range(1, args.iters + 1):
+        x, y = next_batch(data, rng, args.batch, args.fracture_p)
+        opt.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running += float(loss.detach())
+        if it % 50 == 0:
+            log.append({"iter": it, "loss": running / 50, "s": round(time.time() - t0, 1)})
+            print(f"iter {it} loss {running / 50:.4f} {time.time() - t0:.0f}s", flush=True)
+            running = 0.0
+    torch.save(net.state_dict(), out / "model.pt")
+    (out / "train_log.json").write_text(json.dumps({
+        "args": vars(args), "cases": [c.name for c in data], "log": log}, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exclude", nargs="*", default=[], help="case names left out")
+    p.add_argument("--iters", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--fracture-p", type=float, default=0.3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init", type=Path, default=None)
+    p.add_argument("--out", default="runs/all")
+    train(p.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

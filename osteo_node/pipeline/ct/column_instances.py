@@ -1,0 +1,155 @@
+"""Vertebra instances on the straightened column from the sagittal network's probabilities.
+
+1. Discs: pieces of the disc class in the column's cross-section, each fitted with a plane
+   (:mod:`.disc_profile`, which also applies the body-height prior).
+2. Bodies: body-class voxels between the disc planes below and above each run (a tilted disc,
+   a wedge-shaped disc above a fracture, the lumbosacral disc are followed); the largest
+   connected piece per body.
+3. Posterior elements: grown from the bodies through the bone of the vertebra (watershed with a
+   flat cost: each pedicle reaches its own body first); bone not connected to a body is dropped.
+4. Sacrum: the largest sacrum-class component.
+
+Arrays are ``[z, u, v]`` on the straightened grid; rows increase cranially.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from osteo_node.pipeline.ct.disc_profile import BodyRun, bodies_between, column_rows, find_discs
+from osteo_node.pipeline.ct.straighten import StraightFrame
+
+BODY, POSTERIOR, DISC, SACRUM = 1, 2, 3, 4
+FOOTPRINT_SMOOTH_MM = 10.0
+FOOTPRINT_MIN = 0.3
+FOOTPRINT_MAX_U_MM = -2.0  # bodies and discs lie in front of the canal centre
+FOOTPRINT_HALF_WIDTH_MM = 25.0
+MIN_SACRUM_ML = 4.0
+
+
+@dataclass
+class ColumnInstances:
+    """Bodies caudal -> cranial (label i + 1 is ``runs[i]``) and their maps on the grid."""
+
+    runs: list[BodyRun]
+    bodies: NDArray[np.int16]
+    vertebrae: NDArray[np.int16]
+    sacrum: NDArray[np.bool_] | None
+    body_probability: list[float]
+    column_top: int = 0  # last row of the column (body and disc cross-section)
+
+
+def footprint(probs: NDArray[np.float32], frame: StraightFrame) -> NDArray[np.bool_]:
+    """Cells of each row that belong to the column's body/disc cross-section."""
+    sigma = FOOTPRINT_SMOOTH_MM / frame.step
+    bd = ndimage.gaussian_filter1d(probs[BODY] + probs[DISC], sigma, axis=0, mode="nearest")
+    u = frame.u_of(np.arange(frame.nu))[None, :, None]
+    v = (np.arange(frame.nv) - frame.nv // 2)[None, None, :] * frame.step
+    return np.asarray((bd > FOOTPRINT_MIN) & (u < FOOTPRINT_MAX_U_MM)
+                      & (np.abs(v) <= FOOTPRINT_HALF_WIDTH_MM))
+
+
+def profile(probs: NDArray[np.float32], f: NDArray[np.bool_], frame: StraightFrame
+            ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per row: body amount and column cross-section (both mm^2)."""
+    cell = frame.step * frame.step
+    body = (probs[BODY] * f).sum(axis=(1, 2), dtype=np.float64)
+    area = f.sum(axis=(1, 2), dtype=np.float64) * cell
+    return body * cell, area
+
+
+def _largest_piece(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return np.asarray(lab == int(np.argmax(sizes)))
+
+
+def _body_maps(probs: NDArray[np.float32], runs: list[BodyRun]) -> NDArray[np.int16]:
+    body_cls = np.argmax(probs, axis=0) == BODY
+    nz, nu, nv = body_cls.shape
+    z = np.arange(nz, dtype=np.float64)[:, None, None]
+    uu, vv = np.meshgrid(np.arange(nu, dtype=np.float64), np.arange(nv, dtype=np.float64),
+                         indexing="ij")
+    out = np.zeros(body_cls.shape, dtype=np.int16)
+    for i, run in enumerate(runs):
+        below = run.lower.z_at(uu, vv)[None] if run.lower is not None else -1.0
+        above = run.upper.z_at(uu, vv)[None] if run.upper is not None else float(nz)
+        m = body_cls & (z > below) & (z < above) & (out == 0)
+        if m.any():
+            out[_largest_piece(m)] = i + 1
+    return out
+
+
+def _grow_posterior(probs: NDArray[np.float32], bodies: NDArray[np.int16]) -> NDArray[np.int16]:
+    cls = np.argmax(probs, axis=0)
+    bone = (cls == BODY) | (cls == POSTERIOR)
+    comp, _ = ndimage.label(bone)
+    keep = np.unique(comp[bodies > 0])
+    bone &= np.isin(comp, keep[keep > 0])
+    cost = np.where(bone, 0, 255).astype(np.uint8)
+    grown = ndimage.watershed_ift(cost, bodies.astype(np.int16))
+    return np.where(bone, grown, 0).astype(np.int16)
+
+
+def _sacrum(probs: NDArray[np.float32], frame: StraightFrame) -> NDArray[np.bool_] | None:
+    cls = np.argmax(probs, axis=0)
+    m = cls == SACRUM
+    if not m.any():
+        return None
+    piece = _largest_piece(m)
+    if piece.sum() * frame.step**3 / 1000.0 < MIN_SACRUM_ML:
+        return None
+    return piece
+
+
+def _below_sacrum(bodies: NDArray[np.int16], n: int,
+                  sacrum: NDArray[np.bool_] | None) -> set[int]:
+    """Runs whose body centre lies below the top of the sacrum: parts of S1, not vertebrae."""
+    if sacrum is None or n == 0:
+        return set()
+    top = float(np.percentile(np.nonzero(sacrum)[0], 95))
+    rows = ndimage.center_of_mass(bodies > 0, labels=bodies, index=list(range(1, n + 1)))
+    return {i for i, c in enumerate(rows) if not np.isnan(c[0]) and c[0] < top}
+
+
+def _axis(probs: NDArray[np.float32], f: NDArray[np.bool_], frame: StraightFrame
+          ) -> tuple[float, float]:
+    """(u, v) of the column's axis: the median body position in its cross-section."""
+    body = (np.argmax(probs, axis=0) == BODY) & f
+    if not body.any():
+        return (float(frame.nu // 3), float(frame.nv // 2))
+    _, uu, vv = np.nonzero(body)
+    return float(np.median(uu)), float(np.median(vv))
+
+
+def find_instances(probs: NDArray[np.float32], frame: StraightFrame) -> ColumnInstances | None:
+    """Bodies, whole vertebrae and sacrum on the straightened grid; None without a column."""
+    f = footprint(probs, frame)
+    body_amount, area = profile(probs, f, frame)
+    rows = column_rows(area)
+    if rows is None:
+        return None
+    discs = find_discs(probs[DISC], f, area, _axis(probs, f, frame), frame.step)
+    runs = bodies_between(discs, rows, body_amount, frame.step)
+    bodies = _body_maps(probs, runs)
+    sacrum = _sacrum(probs, frame)
+    below = _below_sacrum(bodies, len(runs), sacrum)
+    present = [i for i, _ in enumerate(runs) if (bodies == i + 1).any() and i not in below]
+    runs = [runs[i] for i in present]
+    relabel = np.zeros(max(present, default=0) + 2, dtype=np.int16)
+    for new, old in enumerate(present, start=1):
+        relabel[old + 1] = new
+    bodies = relabel[bodies]
+    vertebrae = _grow_posterior(probs, bodies)
+    conf = ndimage.mean(probs[BODY], labels=bodies, index=list(range(1, len(runs) + 1))) \
+        if runs else []
+    return ColumnInstances(runs=runs, bodies=bodies, vertebrae=vertebrae, sacrum=sacrum,
+                           body_probability=[float(c) for c in np.atleast_1d(conf)],
+                           column_top=rows[1])

@@ -1,0 +1,315 @@
+"""Vertebrae of a CT, found along the spinal column: canal -> straightened column -> sagittal
+network -> bodies between discs -> level names -> label maps on the input grid.
+
+Steps (each its own module):
+
+1. :mod:`.column`: the spinal canal tracked through the scan on a coarse axis-aligned grid
+   (classical; nothing off this column can become a vertebra);
+2. :mod:`.straighten`: the column resampled upright at 1.5 mm;
+3. :mod:`.sagittal_net`: the 2D network on every sagittal plane (body, posterior elements,
+   disc, sacrum);
+4. :mod:`.column_instances` / :mod:`.disc_profile`: bodies between the discs (with a body-height
+   prior), posterior elements grown from them, the sacrum;
+5. :mod:`.ribs` and :mod:`.level_names`: rib-bearing vertebrae and the sacrum anchor the names;
+6. the maps back on the input grid (linear interpolation of the probabilities, identity from the
+   nearest instance).
+
+A vertebra is reported only when its body lies in front of the tracked canal
+(``MAX_BODY_U_MM``) and near its midline (``MAX_BODY_V_MM``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from osteo_node.models import OnnxModel
+from osteo_node.pipeline.ct.column import WORKING_MM, SpinalCanal, track_canal
+from osteo_node.pipeline.ct.column_instances import ColumnInstances, find_instances
+from osteo_node.pipeline.ct.level_names import (
+    VERSE_VALUES,
+    BodyInstance,
+    LevelAssignment,
+    assign_levels,
+    is_c2,
+    merged_body_check,
+    missing_between,
+    rib_flags,
+)
+from osteo_node.pipeline.ct.ribs import RibEvidence, bearing, rib_evidence
+from osteo_node.pipeline.ct.sagittal_net import column_probabilities
+from osteo_node.pipeline.ct.straighten import StraightFrame, frame_for, sample
+from osteo_node.pipeline.results import ModelInfo
+from osteo_node.pipeline.stages.segment import crop_to_body, to_model_grid
+from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
+
+log = structlog.get_logger(__name__)
+
+BODY, POSTERIOR, DISC, SACRUM = 1, 2, 3, 4
+MAX_BODY_U_MM = -3.0  # a body's centre lies in front of the canal centre ...
+MIN_BODY_U_MM = -75.0  # ... but not further than any vertebral body is deep
+MAX_BODY_V_MM = 20.0
+CHUNK_SLICES = 48
+
+
+@dataclass
+class ColumnSegmentation:
+    """Labels on the input grid (VerSe values, whole vertebrae and bodies) and what was found."""
+
+    labels: LabelVolume
+    bodies: NDArray[np.uint8]
+    model: ModelInfo
+    canal: SpinalCanal | None = None
+    frame: StraightFrame | None = None
+    cut_endplates: frozenset[str] = frozenset()
+    body_confidence: dict[str, float] = field(default_factory=dict)
+    partial: frozenset[str] = frozenset()
+    ribs: dict[str, RibEvidence] = field(default_factory=dict)
+    anchor: str = "none"
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def _empty(volume: Volume, model: ModelInfo, note: str, **kw: object) -> ColumnSegmentation:
+    shape = volume.array.shape
+    lab = LabelVolume(np.zeros(shape, dtype=np.uint8), volume.geometry, {}, {}, [note])
+    return ColumnSegmentation(lab, np.zeros(shape, dtype=np.uint8), model, **kw)  # type: ignore[arg-type]
+
+
+def _on_column(inst: ColumnInstances, frame: StraightFrame) -> list[int]:
+    """Indices of the runs whose body centre lies in front of the canal, near its midline."""
+    keep = []
+    objs = ndimage.find_objects(inst.bodies)
+    for i in range(len(inst.runs)):
+        sl = objs[i] if i < len(objs) else None
+        if sl is None:
+            continue
+        idx = np.argwhere(inst.bodies[sl] == i + 1).mean(axis=0)
+        u = frame.u_of(idx[1] + sl[1].start)
+        v = (idx[2] + sl[2].start - frame.nv // 2) * frame.step
+        if MIN_BODY_U_MM <= float(u) <= MAX_BODY_U_MM and abs(v) <= MAX_BODY_V_MM:
+            keep.append(i)
+    return keep
+
+
+def _on_working_grid(maps: list[NDArray[np.int16]], frame: StraightFrame, geo: Geometry,
+                     shape: tuple[int, ...]) -> list[NDArray[np.int16]]:
+    """Straightened label maps looked up (nearest) at every voxel of the working grid."""
+    nk, nj, ni = shape
+    out = [np.zeros(shape, dtype=np.int16) for _ in maps]
+    ii, jj = np.meshgrid(np.arange(ni, dtype=np.float64), np.arange(nj, dtype=np.float64))
+    for k in range(nk):
+        lps = geo.index_to_lps(np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, float(k))], 1))
+        idx = np.rint(frame.index_of(lps)).astype(np.int64)
+        ok = ((idx[:, 0] >= 0) & (idx[:, 0] < frame.nz) & (idx[:, 1] >= 0)
+              & (idx[:, 1] < frame.nu) & (idx[:, 2] >= 0) & (idx[:, 2] < frame.nv))
+        if not ok.any():
+            continue
+        for src, dst in zip(maps, out, strict=True):
+            vals = np.zeros(ii.size, dtype=np.int16)
+            vals[ok] = src[idx[ok, 0], idx[ok, 1], idx[ok, 2]]
+            dst[k] = vals.reshape(nj, ni)
+    return out
+
+
+def _body_instances(inst: ColumnInstances, frame: StraightFrame) -> list[BodyInstance]:
+    """The runs as level_names' BodyInstance records, cranial -> caudal (rows of the frame)."""
+    out = []
+    objs = ndimage.find_objects(inst.bodies)
+    voxel_ml = frame.step**3 / 1000.0
+    for i, run in enumerate(inst.runs):
+        sl = objs[i]
+        assert sl is not None
+        m = inst.bodies[sl] == i + 1
+        c = np.argwhere(m).mean(axis=0) + [s.start for s in sl]
+        below = run.lower is None and run.lo <= 1 and frame.scan_edge_below
+        above = run.upper is None and run.hi >= frame.nz - 2 and frame.scan_edge_above
+        out.append(BodyInstance(label=i + 1, centroid_kji=(float(c[0]), float(c[1]),
+                                                           float(c[2])),
+                                k_range=(run.lo, run.hi), volume_ml=float(m.sum()) * voxel_ml,
+                                touches_fov=bool(below or above),
+                                cut_endplate=run.blind_lower or run.blind_upper,
+                                cut_cranially=bool(above)))
+    return out[::-1]
+
+
+def _expand(labels: NDArray[np.int16], steps: int = 2) -> NDArray[np.int16]:
+    out = labels.copy()
+    for _ in range(steps):
+        grown = ndimage.grey_dilation(out, size=(3, 3, 3))
+        out = np.where(out == 0, grown, out)
+    return out
+
+
+def _tube_box(frame: StraightFrame, volume: Volume) -> tuple[slice, slice, slice] | None:
+    corners = np.array([[z, u, v] for z in (0, frame.nz - 1) for u in (0, frame.nu - 1)
+                        for v in (0, frame.nv - 1)], dtype=np.float64)
+    zs = np.linspace(0, frame.nz - 1, 16)
+    extra = np.array([[z, u, v] for z in zs for u in (0, frame.nu - 1)
+                      for v in (0, frame.nv - 1)], dtype=np.float64)
+    pts = np.concatenate([corners, extra])
+    lps = frame.lps_of(pts[:, 0], pts[:, 1], pts[:, 2])
+    idx = volume.geometry.lps_to_index(lps)
+    lo = np.floor(idx.min(axis=0)).astype(int) - 1
+    hi = np.ceil(idx.max(axis=0)).astype(int) + 2
+    nk, nj, ni = volume.array.shape
+    i0, j0, k0 = max(0, lo[0]), max(0, lo[1]), max(0, lo[2])
+    i1, j1, k1 = min(ni, hi[0]), min(nj, hi[1]), min(nk, hi[2])
+    if i0 >= i1 or j0 >= j1 or k0 >= k1:
+        return None
+    return slice(int(k0), int(k1)), slice(int(j0), int(j1)), slice(int(i0), int(i1))
+
+
+def to_input_grid(probs: NDArray[np.float32], vertebrae: NDArray[np.int16],
+                  bodies: NDArray[np.int16], frame: StraightFrame, volume: Volume,
+                  values: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """Whole-vertebra and body maps on the input grid (``values[label]`` = VerSe value).
+
+    vertebra = P(body) + P(posterior) + P(sacrum) >= 0.5, body = vertebra voxels where P(body) is
+    at least half of that, identity from the nearest instance (expanded by two cells)."""
+    shape = volume.array.shape
+    labels = np.zeros(shape, dtype=np.uint8)
+    body_out = np.zeros(shape, dtype=np.uint8)
+    box = _tube_box(frame, volume)
+    if box is None:
+        return labels, body_out
+    p_vert = probs[BODY] + probs[POSTERIOR] + probs[SACRUM]
+    p_body = probs[BODY]
+    v_exp, b_exp = _expand(vertebrae), _expand(bodies)
+    ks, js, is_ = box
+    jj, ii = np.meshgrid(np.arange(js.start, js.stop, dtype=np.float64),
+                         np.arange(is_.start, is_.stop, dtype=np.float64), indexing="ij")
+    for k0 in range(ks.start, ks.stop, CHUNK_SLICES):
+        k1 = min(ks.stop, k0 + CHUNK_SLICES)
+        kk = np.arange(k0, k1, dtype=np.float64)[:, None, None]
+        ijk = np.stack(np.broadcast_arrays(ii[None], jj[None], kk), axis=-1).reshape(-1, 3)
+        s = frame.index_of(volume.geometry.index_to_lps(ijk)).T
+        pv = ndimage.map_coordinates(p_vert, s, order=1, mode="constant", cval=0.0,
+                                     prefilter=False)
+        pb = ndimage.map_coordinates(p_body, s, order=1, mode="constant", cval=0.0,
+                                     prefilter=False)
+        vi = ndimage.map_coordinates(v_exp, s, order=0, mode="constant", cval=0, prefilter=False)
+        bi = ndimage.map_coordinates(b_exp, s, order=0, mode="constant", cval=0, prefilter=False)
+        vert = (pv >= 0.5) & (vi > 0)
+        body = vert & (pb >= 0.5 * pv) & (bi > 0)
+        sub = (slice(k0, k1), js, is_)
+        cshape = (k1 - k0, js.stop - js.start, is_.stop - is_.start)
+        labels[sub] = np.where(vert, values[vi], 0).reshape(cshape)
+        body_out[sub] = np.where(body, values[bi], 0).reshape(cshape)
+    return labels, body_out
+
+
+def _sacrum_below(inst: ColumnInstances, frame: StraightFrame) -> bool:
+    """The sacrum lies directly below the lowest body (its L5/S1 disc in between)."""
+    if inst.sacrum is None or not inst.runs:
+        return False
+    top = int(np.flatnonzero(inst.sacrum.any(axis=(1, 2))).max())
+    return inst.runs[0].lo - top <= round(25.0 / frame.step)
+
+
+def _names(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.float32],
+           geo_w: Geometry) -> tuple[LevelAssignment, list[BodyInstance], dict[int, RibEvidence]]:
+    sac = inst.sacrum.astype(np.int16) if inst.sacrum is not None else \
+        np.zeros(inst.vertebrae.shape, dtype=np.int16)
+    vmap_w, sac_w = _on_working_grid([inst.vertebrae, sac], frame, geo_w, hu_w.shape)
+    labels = list(range(1, len(inst.runs) + 1))
+    cents = ndimage.center_of_mass(vmap_w > 0, labels=vmap_w, index=labels) if labels else []
+    cents_arr = np.array([c for c in cents if not np.any(np.isnan(c))], dtype=np.float64)
+    ribs = rib_evidence(hu_w, vmap_w, sac_w > 0 if sac_w.any() else None,
+                        cents_arr.reshape(-1, 3), WORKING_MM)
+    bodies = _body_instances(inst, frame)
+    flags = rib_flags(bodies, bearing(ribs))
+    along = [-b.centroid_kji[0] * frame.step for b in bodies]
+    missing = missing_between(along)
+    space_above = frame.scan_z[1] - float(frame.z_of(inst.column_top))
+    c2 = is_c2(bodies, space_above, frame.step)
+    assignment = assign_levels(flags, _sacrum_below(inst, frame), missing, c2_on_top=c2)
+    if any(missing):
+        assignment.notes.append(
+            f"{sum(missing)} vertebra(e) apparently not found (gap in the column); levels "
+            "counted across the gap by spacing, lower confidence")
+    return merged_body_check(bodies, assignment, frame.step), bodies, ribs
+
+
+def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
+    """Find, separate and name the vertebrae of ``volume`` (see the module docstring)."""
+    t = [time.perf_counter()]
+    hu_w, geo_w = crop_to_body(*to_model_grid(volume, WORKING_MM))
+    canal = track_canal(hu_w, geo_w)
+    t.append(time.perf_counter())
+    if canal is None:
+        return _empty(volume, model.info, "no spinal canal found in the field of view")
+    frame = frame_for(canal, volume)
+    image = sample(volume, frame)
+    t.append(time.perf_counter())
+    probs = column_probabilities(model, image, frame.step)
+    t.append(time.perf_counter())
+    inst = find_instances(probs, frame)
+    if inst is None or not inst.runs:
+        return _empty(volume, model.info, "no vertebral body found along the spinal canal",
+                      canal=canal, frame=frame)
+    keep = _on_column(inst, frame)
+    inst = _subset(inst, keep)
+    assignment, bodies, ribs = _names(inst, frame, hu_w, geo_w)
+    t.append(time.perf_counter())
+    values = np.zeros(len(inst.runs) + 1, dtype=np.uint8)
+    levels: dict[str, int] = {}
+    confidence: dict[str, float] = {}
+    body_conf: dict[str, float] = {}
+    cut: set[str] = set()
+    partial: set[str] = set()
+    rib_by_name: dict[str, RibEvidence] = {}
+    notes = list(assignment.notes)
+    for body, name, conf in zip(bodies, assignment.names, assignment.confidence, strict=True):
+        if name is None or name in levels:
+            continue
+        values[body.label] = VERSE_VALUES[name]
+        levels[name] = VERSE_VALUES[name]
+        confidence[name] = round(conf * (0.9 if body.touches_fov else 1.0), 3)
+        body_conf[name] = round(inst.body_probability[body.label - 1], 3)
+        rib_by_name[name] = ribs.get(body.label, RibEvidence(0.0, 0.0))
+        if body.cut_endplate:
+            cut.add(name)
+        if body.touches_fov:
+            partial.add(name)
+            notes.append(f"{name} is cut by the field of view (partial vertebra)")
+    vert_in, body_in = to_input_grid(probs, inst.vertebrae, inst.bodies, frame, volume, values)
+    if inst.sacrum is not None and _sacrum_below(inst, frame):
+        sac_vals = np.array([0, VERSE_VALUES["S1"]], dtype=np.uint8)
+        sac_in, _ = to_input_grid(probs, inst.sacrum.astype(np.int16),
+                                  np.zeros_like(inst.bodies), frame, volume, sac_vals)
+        vert_in[(sac_in > 0) & (vert_in == 0)] = VERSE_VALUES["S1"]
+        levels["S1"] = VERSE_VALUES["S1"]
+        confidence["S1"] = 0.9
+    t.append(time.perf_counter())
+    present = {int(v) for v in np.unique(vert_in)}
+    for name in [n for n, v in levels.items() if v not in present]:
+        levels.pop(name)
+        confidence.pop(name, None)
+        body_conf.pop(name, None)
+    log.info("vertebrae.labelled", levels=list(levels), anchor=assignment.anchor,
+             provider=model.provider)
+    timings = {"canal": t[1] - t[0], "straighten": t[2] - t[1], "inference": t[3] - t[2],
+               "instances": t[4] - t[3], "to_input_grid": t[5] - t[4]}
+    lab = LabelVolume(vert_in, volume.geometry, levels, confidence, notes)
+    return ColumnSegmentation(lab, body_in, model.info, canal=canal, frame=frame,
+                              cut_endplates=frozenset(cut & set(levels)),
+                              body_confidence=body_conf,
+                              partial=frozenset(partial & set(levels)), ribs=rib_by_name,
+                              anchor=assignment.anchor, timings_s=timings)
+
+
+def _subset(inst: ColumnInstances, keep: list[int]) -> ColumnInstances:
+    if len(keep) == len(inst.runs):
+        return inst
+    lut = np.zeros(len(inst.runs) + 1, dtype=np.int16)
+    for new, old in enumerate(keep, start=1):
+        lut[old + 1] = new
+    return ColumnInstances(runs=[inst.runs[i] for i in keep], bodies=lut[inst.bodies],
+                           vertebrae=lut[inst.vertebrae], sacrum=inst.sacrum,
+                           body_probability=[inst.body_probability[i] for i in keep],
+                           column_top=inst.column_top)

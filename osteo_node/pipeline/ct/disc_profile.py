@@ -1,0 +1,252 @@
+"""Where the discs are along the straightened column, and the bodies between them.
+
+Discs are objects, not rows: pieces of the network's disc class on the mid-sagittal slab (where
+consecutive discs are always separated by a body), each fitted with a plane
+``z = z0 + du * (u - u_axis) + dv * (v - v_axis)`` to the disc voxels of the whole column near
+it (weighted by the disc probability), so a disc tilted by lordosis or scoliosis, a wedge-shaped
+disc above a wedge fracture or the lumbosacral disc are followed. A disc's *strength* is the
+share of the column's cross-section it covers.
+
+Bodies lie between consecutive discs. Thin or degenerate discs can be faint, and a body must not
+be split in two, so the spacing of the discs is checked against their neighbours (the
+body-height prior): a gap much larger than its neighbours is split at its best faint disc (else,
+when clearly two bodies tall, at a blind plane, whose endplates are then not resolved); two
+gaps much smaller than their neighbours with a weak disc between them are joined. A fractured
+body keeps its clear discs and is never joined.
+
+Rows (z) increase cranially; u, v are indices of the straightened grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+DISC_P = 0.4  # disc voxels: network disc probability at least this
+MID_SLAB_MM = 6.0  # discs are found on the mid-sagittal slab +- this
+MIN_DISC_DEPTH_MM = 6.0  # a disc piece spans at least this much antero-posteriorly
+NEAR_LINE_MM = 3.0  # disc voxels of the column within this of a disc's mid-sagittal line
+SAME_DISC_MM = 4.0  # two pieces whose planes meet the axis this close are one disc
+STRONG = 0.3  # a disc covering this share of the column's cross-section is certain
+FAINT = 0.08  # ... this share: used only where the height prior asks for a disc
+MIN_COLUMN_AREA_MM2 = 60.0  # rows with less body + disc cross-section are not column
+SPLIT_FACTOR = 1.55  # a gap this much larger than its neighbours holds two bodies
+BLIND_SPLIT_FACTOR = 1.8  # ... split even without a visible disc
+JOIN_FACTOR = 0.55  # two neighbouring gaps each smaller than this x their neighbours ...
+JOIN_MAX_FACTOR = 1.3  # ... and together not larger than this x, with a weak disc between
+NEVER_JOIN = 0.6  # never join across a disc this strong (a fractured body is short, not split)
+DEFAULT_PERIOD_MM = 26.0  # body + disc, used when no neighbour is known
+MAX_TILT = 1.2  # |dz/du|, |dz/dv| of a plane (about 50 degrees)
+
+
+@dataclass(frozen=True)
+class DiscPlane:
+    """A disc: its plane through the column axis and how clearly it was seen."""
+
+    z0: float  # row where the plane meets the column axis
+    du: float  # rows per u cell
+    dv: float  # rows per v cell
+    strength: float  # share of the column cross-section covered (0 for a blind plane)
+    u_axis: float
+    v_axis: float
+    blind: bool = False
+
+    def z_at(self, u: NDArray[np.float64], v: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(self.z0 + self.du * (u - self.u_axis) + self.dv * (v - self.v_axis))
+
+
+@dataclass(frozen=True)
+class BodyRun:
+    """One vertebral body: between ``lower`` and ``upper`` disc (None at an end of the column);
+    ``lo``..``hi`` its rows on the column axis."""
+
+    lo: int
+    hi: int
+    lower: DiscPlane | None
+    upper: DiscPlane | None
+
+    @property
+    def rows(self) -> int:
+        return self.hi - self.lo + 1
+
+    @property
+    def blind_lower(self) -> bool:
+        return self.lower is not None and self.lower.blind
+
+    @property
+    def blind_upper(self) -> bool:
+        return self.upper is not None and self.upper.blind
+
+
+def column_rows(area_mm2: NDArray[np.float64]) -> tuple[int, int] | None:
+    """First and last row of the longest run of rows that hold column cross-section."""
+    lab, n = ndimage.label(area_mm2 >= MIN_COLUMN_AREA_MM2)
+    if n == 0:
+        return None
+    best = int(np.argmax(np.bincount(lab)[1:])) + 1
+    idx = np.flatnonzero(lab == best)
+    return int(idx[0]), int(idx[-1])
+
+
+def _fit(zz: NDArray[np.float64], uu: NDArray[np.float64], vv: NDArray[np.float64],
+         w: NDArray[np.float64], u_axis: float, v_axis: float) -> tuple[float, float, float]:
+    a = np.stack([np.ones_like(uu), uu - u_axis, vv - v_axis], axis=1) * w[:, None]
+    try:
+        coef, *_ = np.linalg.lstsq(a, zz * w, rcond=None)
+    except np.linalg.LinAlgError:
+        return float(np.average(zz, weights=w)), 0.0, 0.0
+    z0, du, dv = (float(c) for c in coef)
+    if abs(du) > MAX_TILT or abs(dv) > MAX_TILT:
+        return float(np.average(zz, weights=w)), 0.0, 0.0
+    return z0, du, dv
+
+
+def _mid_pieces(p_disc: NDArray[np.float32], in_column: NDArray[np.bool_], axis_v: int,
+                half: int, min_cells: int) -> list[tuple[NDArray[np.int64], NDArray[np.int64],
+                                                         NDArray[np.float64]]]:
+    """Discs as 4-connected pieces of the mid-sagittal slab's disc probability (z, u): in a
+    sagittal view consecutive discs are always separated by a body."""
+    sl = slice(max(0, axis_v - half), axis_v + half + 1)
+    mid = p_disc[:, :, sl].mean(axis=2)
+    mask = (mid >= DISC_P) & in_column[:, :, sl].any(axis=2)
+    lab, _ = ndimage.label(mask)
+    out = []
+    for i, box in enumerate(ndimage.find_objects(lab), start=1):
+        if box is None:
+            continue
+        zz, uu = np.nonzero(lab[box] == i)
+        if np.unique(uu).size < min_cells:
+            continue
+        out.append((zz + box[0].start, uu + box[1].start, mid[box][lab[box] == i].astype(
+            np.float64)))
+    return out
+
+
+def find_discs(p_disc: NDArray[np.float32], in_column: NDArray[np.bool_],
+               column_area: NDArray[np.float64], axis: tuple[float, float],
+               step_mm: float) -> list[DiscPlane]:
+    """Disc planes (caudal -> cranial) from the disc probability ``[z, u, v]`` inside the
+    column mask; ``column_area`` (mm^2 per row) gives each disc's share of the cross-section.
+
+    Each disc is found on the mid-sagittal slab (a line z(u)), then its plane is fitted to the
+    disc voxels of the whole column near that line (lateral tilt too)."""
+    cell = step_mm * step_mm
+    half = max(1, round(MID_SLAB_MM / step_mm))
+    min_cells = max(2, round(MIN_DISC_DEPTH_MM / step_mm))
+    near = max(1.0, NEAR_LINE_MM / step_mm)
+    disc = (p_disc >= DISC_P) & in_column
+    zz3, uu3, vv3 = (a.astype(np.float64) for a in np.nonzero(disc))
+    w3 = p_disc[disc].astype(np.float64)
+    planes: list[DiscPlane] = []
+    for zz, uu, w in _mid_pieces(p_disc, in_column, round(axis[1]), half, min_cells):
+        z0, du = _line(zz.astype(np.float64), uu.astype(np.float64), w, axis[0])
+        sel = np.abs(zz3 - (z0 + du * (uu3 - axis[0]))) <= near
+        if sel.sum() < min_cells:
+            continue
+        z0, du, dv = _fit(zz3[sel], uu3[sel], vv3[sel], w3[sel], *axis)
+        area = len(set(zip(uu3[sel].tolist(), vv3[sel].tolist(), strict=True))) * cell
+        row = int(np.clip(round(z0), 0, len(column_area) - 1))
+        around = column_area[max(0, row - 8): row + 9]
+        cross = float(np.median(around)) if around.size else area
+        planes.append(DiscPlane(z0, du, dv, min(1.0, area / max(cross, 1.0)), *axis))
+    return _merge_same(sorted(planes, key=lambda d: d.z0), step_mm)
+
+
+def _line(zz: NDArray[np.float64], uu: NDArray[np.float64], w: NDArray[np.float64],
+          u_axis: float) -> tuple[float, float]:
+    if np.unique(uu).size < 2:
+        return float(np.average(zz, weights=w)), 0.0
+    a = np.stack([np.ones_like(uu), uu - u_axis], axis=1) * w[:, None]
+    coef, *_ = np.linalg.lstsq(a, zz * w, rcond=None)
+    z0, du = float(coef[0]), float(coef[1])
+    if abs(du) > MAX_TILT:
+        return float(np.average(zz, weights=w)), 0.0
+    return z0, du
+
+
+def _merge_same(planes: list[DiscPlane], step_mm: float) -> list[DiscPlane]:
+    """Pieces of one disc (split by an osteophyte or a vacuum cleft) become the stronger one."""
+    out: list[DiscPlane] = []
+    for d in planes:
+        if out and (d.z0 - out[-1].z0) * step_mm <= SAME_DISC_MM:
+            if d.strength > out[-1].strength:
+                out[-1] = d
+            continue
+        out.append(d)
+    return out
+
+
+def _runs(discs: list[DiscPlane], lo: int, hi: int) -> list[BodyRun]:
+    bounds: list[DiscPlane | None] = [None, *discs, None]
+    out = []
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        r_lo = lo if a is None else int(np.floor(a.z0)) + 1
+        r_hi = hi if b is None else int(np.ceil(b.z0)) - 1
+        if r_hi >= r_lo:
+            out.append(BodyRun(r_lo, r_hi, a, b))
+    return out
+
+
+def _expected(periods: list[float], i: int) -> float:
+    near = [periods[j] for j in (i - 2, i - 1, i + 1, i + 2) if 0 <= j < len(periods)]
+    return float(np.median(near)) if near else DEFAULT_PERIOD_MM
+
+
+def _split_once(discs: list[DiscPlane], faint: list[DiscPlane], body_amount: NDArray[np.float64],
+                step_mm: float) -> bool:
+    periods = [(b.z0 - a.z0) * step_mm for a, b in zip(discs, discs[1:], strict=False)]
+    for i, period in enumerate(periods):
+        exp = _expected(periods, i)
+        if period <= SPLIT_FACTOR * exp:
+            continue
+        a, b = discs[i], discs[i + 1]
+        margin = 0.25 * (b.z0 - a.z0)
+        inner = [d for d in faint if a.z0 + margin < d.z0 < b.z0 - margin]
+        if inner:
+            discs.append(max(inner, key=lambda d: d.strength))
+        elif period > BLIND_SPLIT_FACTOR * exp:
+            lo, hi = round(a.z0 + margin), round(b.z0 - margin)
+            row = lo + int(np.argmin(body_amount[lo: hi + 1])) if hi > lo else round(
+                (a.z0 + b.z0) / 2)
+            discs.append(DiscPlane(float(row), (a.du + b.du) / 2, (a.dv + b.dv) / 2, 0.0,
+                                   a.u_axis, a.v_axis, blind=True))
+        else:
+            continue
+        discs.sort(key=lambda d: d.z0)
+        return True
+    return False
+
+
+def _join_once(discs: list[DiscPlane], step_mm: float) -> bool:
+    periods = [(b.z0 - a.z0) * step_mm for a, b in zip(discs, discs[1:], strict=False)]
+    for i in range(len(periods) - 1):
+        middle = discs[i + 1]
+        if middle.blind or middle.strength >= NEVER_JOIN:
+            continue
+        exp = _expected(periods, i)
+        if periods[i] < JOIN_FACTOR * exp and periods[i + 1] < JOIN_FACTOR * exp and \
+                periods[i] + periods[i + 1] <= JOIN_MAX_FACTOR * exp:
+            discs.remove(middle)
+            return True
+    return False
+
+
+def bodies_between(discs: list[DiscPlane], rows: tuple[int, int],
+                   body_amount: NDArray[np.float64], step_mm: float) -> list[BodyRun]:
+    """Body runs (caudal -> cranial) between the strong discs, after the height-prior checks."""
+    lo, hi = rows
+    inside = [d for d in discs if lo < d.z0 < hi]
+    strong = [d for d in inside if d.strength >= STRONG]
+    faint = [d for d in inside if FAINT <= d.strength < STRONG]
+    for _ in range(12):
+        if not (_split_once(strong, faint, body_amount, step_mm) or _join_once(strong, step_mm)):
+            break
+    runs = _runs(strong, lo, hi)
+    return [r for r in runs if r.rows * step_mm >= 4.0 or r.lower is None or r.upper is None]
+
+
+def with_strength(d: DiscPlane, strength: float) -> DiscPlane:
+    return replace(d, strength=strength)
