@@ -33,5 +33,5 @@ __all__ = [
 
 
 def default_ct_model_dir() -> Path:
-    """``$OSTEO_CT_MODEL_DIR`` or the repository's ``ai_models/ct_vertebrae``."""
-    return resource_path("ai_models/ct_vertebrae", "OSTEO_CT_MODEL_DIR")
+    """``$OSTEO_CT_MODEL_DIR`` or the repository's ``ai_models/ct_sagittal``."""
+    return resource_path("ai_models/ct_sagittal", "OSTEO_CT_MODEL_DIR")

@@ -3,8 +3,8 @@
 Each stage is a typed function; :class:`CTAnalyser` wires them, times them, reports progress and
 turns every refusal into a ``not_analysable`` result with the precise reason (never raises for
 bad input). The segmentation function is an explicit constructor parameter (tests inject one
-that returns reference labels); by default it is the project's ONNX model
-(``osteo_node.pipeline.stages.segment``).
+that returns reference labels); by default it is the project's column segmentation with the
+shipped sagittal ONNX model (``osteo_node.pipeline.ct.segment``).
 
 The stages' types live in :mod:`.stage_types` (re-exported here: ``Segmentation``,
 ``SegmentFn``, ``NotAnalysable``), the plausibility check of the labels in
@@ -46,7 +46,6 @@ from osteo_node.pipeline.stages.volume import (
     load_nifti,
     read_headers,
 )
-from osteo_node.pipeline.types import Volume
 
 __all__ = [
     "AnalysisContext",
@@ -70,18 +69,10 @@ ProgressFn = Callable[[str, str], None]
 
 
 def default_segment_fn() -> SegmentFn:
-    """The project's segmentation model (CTMODEL's ``segment`` stage)."""
-    try:
-        from osteo_node.pipeline.stages import segment as segment_stage
-    except ImportError as exc:
-        missing = str(exc)
+    """The project's column segmentation with the shipped model."""
+    from osteo_node.pipeline.ct.segment import segment_for_analysis
 
-        def unavailable(volume: Volume) -> Segmentation:
-            raise NotAnalysable(f"vertebra segmentation model not available: {missing}")
-
-        return unavailable
-    fn: SegmentFn = segment_stage.segment_for_analysis
-    return fn
+    return segment_for_analysis
 
 
 class CTAnalyser:

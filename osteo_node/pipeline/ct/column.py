@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from osteo_node.pipeline.stages.segment import crop_to_body, to_model_grid
+from osteo_node.pipeline.ct.working_grid import crop_to_body, to_canonical_grid
 from osteo_node.pipeline.types import Geometry, Volume
 
 WORKING_MM = 2.0
@@ -104,7 +104,7 @@ def enclosure(bone: NDArray[np.bool_], spacing: float) -> NDArray[np.float32]:
                 seen.add(o)
                 hit |= _shifted(bone, *o)
         hits += hit
-    return np.asarray(hits, dtype=np.float32) / RAYS
+    return np.asarray(hits, dtype=np.float32) * np.float32(1.0 / RAYS)
 
 
 def _box_mean(x: NDArray[np.float32], spacing: float, box_mm: tuple[float, float, float],
@@ -132,7 +132,7 @@ def canal_score(hu: NDArray[np.float32], spacing: float) -> NDArray[np.float32]:
     body = _box_mean(np.clip(hu / BODY_HU_FULL, 0.0, 1.0).astype(np.float32), spacing,
                      BODY_BOX_MM, -1)
     arch = _box_mean(bone.astype(np.float32), spacing, ARCH_BOX_MM, +1)
-    score = enclosure(bone, spacing) * content
+    score: NDArray[np.float32] = enclosure(bone, spacing) * content
     score *= np.clip(body / BODY_MIN_FRACTION, 0.0, 1.0)
     score *= np.clip(arch / ARCH_MIN_FRACTION, 0.0, 1.0)
     return score
@@ -226,5 +226,5 @@ def track_canal(hu: NDArray[np.float32], geometry: Geometry) -> SpinalCanal | No
 
 def find_canal(volume: Volume) -> SpinalCanal | None:
     """:func:`track_canal` on the volume brought onto the WORKING_MM axis-aligned grid."""
-    hu, geo = crop_to_body(*to_model_grid(volume, WORKING_MM))
+    hu, geo = crop_to_body(*to_canonical_grid(volume, WORKING_MM))
     return track_canal(hu, geo)

@@ -29,6 +29,7 @@ FOOTPRINT_MIN = 0.3
 FOOTPRINT_MAX_U_MM = -2.0  # bodies and discs lie in front of the canal centre
 FOOTPRINT_HALF_WIDTH_MM = 25.0
 MIN_SACRUM_ML = 4.0
+GROW_STEPS = 45  # breadth-first steps from a body into its posterior elements (1.5 mm each)
 
 
 @dataclass
@@ -47,7 +48,7 @@ def footprint(probs: NDArray[np.float32], frame: StraightFrame) -> NDArray[np.bo
     """Cells of each row that belong to the column's body/disc cross-section."""
     sigma = FOOTPRINT_SMOOTH_MM / frame.step
     bd = ndimage.gaussian_filter1d(probs[BODY] + probs[DISC], sigma, axis=0, mode="nearest")
-    u = frame.u_of(np.arange(frame.nu))[None, :, None]
+    u = frame.u_of(np.arange(frame.nu, dtype=np.float64))[None, :, None]
     v = (np.arange(frame.nv) - frame.nv // 2)[None, None, :] * frame.step
     return np.asarray((bd > FOOTPRINT_MIN) & (u < FOOTPRINT_MAX_U_MM)
                       & (np.abs(v) <= FOOTPRINT_HALF_WIDTH_MM))
@@ -88,14 +89,32 @@ def _body_maps(probs: NDArray[np.float32], runs: list[BodyRun]) -> NDArray[np.in
 
 
 def _grow_posterior(probs: NDArray[np.float32], bodies: NDArray[np.int16]) -> NDArray[np.int16]:
+    """Each vertebra's bone reached from its body through bone (breadth-first, six
+    neighbours, GROW_MM at most): a pedicle reaches its own body first."""
     cls = np.argmax(probs, axis=0)
     bone = (cls == BODY) | (cls == POSTERIOR)
-    comp, _ = ndimage.label(bone)
-    keep = np.unique(comp[bodies > 0])
-    bone &= np.isin(comp, keep[keep > 0])
-    cost = np.where(bone, 0, 255).astype(np.uint8)
-    grown = ndimage.watershed_ift(cost, bodies.astype(np.int16))
-    return np.where(bone, grown, 0).astype(np.int16)
+    out = np.where(bone, bodies, 0).astype(np.int16)
+    if not out.any():
+        return out
+    box = ndimage.find_objects(bone.astype(np.uint8))[0]
+    lab, free = out[box], bone[box] & (out[box] == 0)
+    for _ in range(GROW_STEPS):
+        grown = lab.copy()
+        for axis in range(3):
+            for shift in (1, -1):
+                moved = np.roll(lab, shift, axis=axis)
+                edge = [slice(None)] * 3
+                edge[axis] = slice(0, 1) if shift == 1 else slice(-1, None)
+                moved[tuple(edge)] = 0
+                take = free & (grown == 0) & (moved > 0)
+                grown[take] = moved[take]
+        new = free & (grown > 0)
+        if not new.any():
+            break
+        lab = grown
+        free &= ~new
+    out[box] = lab
+    return out
 
 
 def _sacrum(probs: NDArray[np.float32], frame: StraightFrame) -> NDArray[np.bool_] | None:

@@ -41,11 +41,16 @@ from osteo_node.pipeline.ct.level_names import (
     missing_between,
     rib_flags,
 )
-from osteo_node.pipeline.ct.ribs import RibEvidence, bearing, rib_evidence
+from osteo_node.pipeline.ct.ribs import (
+    HEAD_ABOVE_DISC_MM,
+    RibEvidence,
+    evidence_by_level,
+    rib_heads,
+)
 from osteo_node.pipeline.ct.sagittal_net import column_probabilities
 from osteo_node.pipeline.ct.straighten import StraightFrame, frame_for, sample
+from osteo_node.pipeline.ct.working_grid import crop_to_body, to_canonical_grid
 from osteo_node.pipeline.results import ModelInfo
-from osteo_node.pipeline.stages.segment import crop_to_body, to_model_grid
 from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
 
 log = structlog.get_logger(__name__)
@@ -211,18 +216,33 @@ def _sacrum_below(inst: ColumnInstances, frame: StraightFrame) -> bool:
     return inst.runs[0].lo - top <= round(25.0 / frame.step)
 
 
-def _names(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.float32],
-           geo_w: Geometry) -> tuple[LevelAssignment, list[BodyInstance], dict[int, RibEvidence]]:
+def _rib_evidence(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.float32],
+                  geo_w: Geometry) -> dict[int, RibEvidence]:
+    """Rib heads per body label, found on the working grid."""
     sac = inst.sacrum.astype(np.int16) if inst.sacrum is not None else \
         np.zeros(inst.vertebrae.shape, dtype=np.int16)
     vmap_w, sac_w = _on_working_grid([inst.vertebrae, sac], frame, geo_w, hu_w.shape)
-    labels = list(range(1, len(inst.runs) + 1))
-    cents = ndimage.center_of_mass(vmap_w > 0, labels=vmap_w, index=labels) if labels else []
-    cents_arr = np.array([c for c in cents if not np.any(np.isnan(c))], dtype=np.float64)
-    ribs = rib_evidence(hu_w, vmap_w, sac_w > 0 if sac_w.any() else None,
-                        cents_arr.reshape(-1, 3), WORKING_MM)
+    z_w = geo_w.origin[2] + np.arange(hu_w.shape[0], dtype=np.float64) * geo_w.spacing[2]
+    x, y = frame.canal.at(z_w)
+    idx = geo_w.lps_to_index(np.stack([x, y, z_w], axis=1))
+    heads = rib_heads(hu_w, vmap_w, sac_w > 0 if sac_w.any() else None, idx[:, [1, 0]],
+                      WORKING_MM)
+
+    def k_of(row: float) -> float:
+        return (float(frame.z_of(row)) - geo_w.origin[2]) / geo_w.spacing[2]
+
+    extra = HEAD_ABOVE_DISC_MM / frame.step
+    intervals = {i + 1: (k_of(r.lower.z0) if r.lower is not None else -np.inf,
+                         k_of((r.upper.z0 if r.upper is not None else r.hi) + extra))
+                 for i, r in enumerate(inst.runs)}
+    return evidence_by_level(heads, intervals)
+
+
+def _names(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.float32],
+           geo_w: Geometry) -> tuple[LevelAssignment, list[BodyInstance], dict[int, RibEvidence]]:
+    ribs = _rib_evidence(inst, frame, hu_w, geo_w)
     bodies = _body_instances(inst, frame)
-    flags = rib_flags(bodies, bearing(ribs))
+    flags = rib_flags(bodies, {label: ev.bears_ribs for label, ev in ribs.items()})
     along = [-b.centroid_kji[0] * frame.step for b in bodies]
     missing = missing_between(along)
     space_above = frame.scan_z[1] - float(frame.z_of(inst.column_top))
@@ -238,7 +258,7 @@ def _names(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.float32
 def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
     """Find, separate and name the vertebrae of ``volume`` (see the module docstring)."""
     t = [time.perf_counter()]
-    hu_w, geo_w = crop_to_body(*to_model_grid(volume, WORKING_MM))
+    hu_w, geo_w = crop_to_body(*to_canonical_grid(volume, WORKING_MM))
     canal = track_canal(hu_w, geo_w)
     t.append(time.perf_counter())
     if canal is None:
@@ -271,7 +291,7 @@ def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
         levels[name] = VERSE_VALUES[name]
         confidence[name] = round(conf * (0.9 if body.touches_fov else 1.0), 3)
         body_conf[name] = round(inst.body_probability[body.label - 1], 3)
-        rib_by_name[name] = ribs.get(body.label, RibEvidence(0.0, 0.0))
+        rib_by_name[name] = ribs.get(body.label, RibEvidence(0, 0))
         if body.cut_endplate:
             cut.add(name)
         if body.touches_fov:

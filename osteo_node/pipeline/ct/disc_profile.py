@@ -19,6 +19,7 @@ Rows (z) increase cranially; u, v are indices of the straightened grid.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -182,7 +183,7 @@ def _merge_same(planes: list[DiscPlane], step_mm: float) -> list[DiscPlane]:
 def _runs(discs: list[DiscPlane], lo: int, hi: int) -> list[BodyRun]:
     bounds: list[DiscPlane | None] = [None, *discs, None]
     out = []
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         r_lo = lo if a is None else int(np.floor(a.z0)) + 1
         r_hi = hi if b is None else int(np.ceil(b.z0)) - 1
         if r_hi >= r_lo:
@@ -197,7 +198,7 @@ def _expected(periods: list[float], i: int) -> float:
 
 def _split_once(discs: list[DiscPlane], faint: list[DiscPlane], body_amount: NDArray[np.float64],
                 step_mm: float) -> bool:
-    periods = [(b.z0 - a.z0) * step_mm for a, b in zip(discs, discs[1:], strict=False)]
+    periods = [(b.z0 - a.z0) * step_mm for a, b in itertools.pairwise(discs)]
     for i, period in enumerate(periods):
         exp = _expected(periods, i)
         if period <= SPLIT_FACTOR * exp:
@@ -221,7 +222,7 @@ def _split_once(discs: list[DiscPlane], faint: list[DiscPlane], body_amount: NDA
 
 
 def _join_once(discs: list[DiscPlane], step_mm: float) -> bool:
-    periods = [(b.z0 - a.z0) * step_mm for a, b in zip(discs, discs[1:], strict=False)]
+    periods = [(b.z0 - a.z0) * step_mm for a, b in itertools.pairwise(discs)]
     for i in range(len(periods) - 1):
         middle = discs[i + 1]
         if middle.blind or middle.strength >= NEVER_JOIN:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 # VerSe label numbering (also used by the TPTBox references): stable values for the label map.
 VERTEBRA_NAMES: tuple[str, ...] = (
     *(f"C{i}" for i in range(1, 8)),

@@ -15,6 +15,7 @@ the canal is at u = 0 and the posterior wall of every vertebral body is parallel
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -37,12 +38,12 @@ def _anterior_wall(mask: NDArray[np.bool_], frame: StraightFrame) -> float | Non
     """u index of the posterior wall of the body of one vertebra (median over rows)."""
     half = round(MID_HALF_MM / frame.step)
     c = frame.nv // 2
-    mid = mask[:, :, max(0, c - half): c + half + 1].any(axis=2)  # [z, u]
+    mid: NDArray[np.bool_] = np.asarray(mask[:, :, max(0, c - half): c + half + 1].any(axis=2))
     min_run = max(2, round(MIN_BODY_RUN_MM / frame.step))
     start_max = (BODY_START_MAX_U_MM - frame.u0) / frame.step
     walls = []
-    for row in mid:
-        idx = np.flatnonzero(row)
+    for z in range(mid.shape[0]):
+        idx = np.flatnonzero(mid[z])
         if idx.size == 0 or idx[0] > start_max:
             continue
         breaks = np.flatnonzero(np.diff(idx) > 1)
@@ -90,7 +91,7 @@ def _add_discs(out: NDArray[np.uint8], body_of: dict[int, NDArray[np.bool_]],
     max_gap = MAX_DISC_MM / frame.step
     sacrum = levels == S1_VALUE
     order = sorted(body_of)  # VerSe values increase caudally
-    pairs = [(a, b) for a, b in zip(order, order[1:], strict=False) if b == a + 1]
+    pairs = [(a, b) for a, b in itertools.pairwise(order) if b == a + 1]
     if order and sacrum.any() and order[-1] in (24, 25):
         pairs.append((order[-1], S1_VALUE))
     for upper, lower in pairs:

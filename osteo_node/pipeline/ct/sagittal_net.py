@@ -16,8 +16,7 @@ import threading
 import numpy as np
 from numpy.typing import NDArray
 
-from osteo_node.models import OnnxModel, load_model
-from osteo_node.resources import resource_path
+from osteo_node.models import OnnxModel, default_ct_model_dir, load_model
 
 PLANES_PER_RUN = 6
 
@@ -51,15 +50,10 @@ _MODEL: OnnxModel | None = None
 _LOCK = threading.Lock()
 
 
-def default_model_dir() -> object:
-    """``$OSTEO_CT_MODEL_DIR`` or the repository's ``ai_models/ct_sagittal``."""
-    return resource_path("ai_models/ct_sagittal", "OSTEO_CT_MODEL_DIR")
-
-
 def default_model() -> OnnxModel:
     """The shipped sagittal CT model, loaded (and checksum-verified) once per process."""
     global _MODEL  # noqa: PLW0603 - process-wide cache of an immutable session
     with _LOCK:
         if _MODEL is None:
-            _MODEL = load_model(default_model_dir())  # type: ignore[arg-type]
+            _MODEL = load_model(default_ct_model_dir())
         return _MODEL
