@@ -1,10 +1,23 @@
-"""``osteo-node evaluate [CASES.yaml] [--data DIR] [--reference-segmentation]``.
+"""``osteo-node evaluate [CASES.yaml] [--data DIR] [--loo DIR] [--reference-segmentation]
+[--fractures] [--roc PNG] [--json OUT]``.
 
 Runs the CT analyser over labelled real cases (default ``benchmarks/ct_cases.yaml``, paths
-relative to the shared data folder) and prints per-case and overall: level accuracy (same name
-and centroid within 10 mm of the reference vertebra), body Dice (vertebra Dice where the
-reference has no body masks), centroid error, trabecular HU difference vs the eroded reference
-body mask, and Genant grade agreement with the grades computed on the reference labels.
+relative to the shared data folder) and prints per case and overall: level accuracy (same name
+and centroid within 10 mm of the reference vertebra), body Dice (against the case's body
+reference, or one derived from its whole-vertebra labels), centroid error, the density level's
+trabecular HU against the reference body eroded by 3 mm, the complete bodies T4-L5 that got a
+Genant grade, and grade agreement with the grades computed on the reference labels.
+
+``--loo DIR``: leave-one-case-out. Each case is analysed with the model trained WITHOUT it
+(``DIR/<fold>/model.json``, written by ``ai_models/ct_sagittal/train.py --exclude`` and
+``export.py``): held-out numbers. Without it, the shipped model is used: on the cases it was
+trained on, that is training fit.
+
+``--fractures``: fracture detection on real vertebrae deformed into wedge, biconcave and crush
+fractures of grades 1-3 and on the undeformed ones (``osteo_node.evaluation.fractures``):
+accuracy, sensitivity and specificity for grade >= 2, ROC AUC of the height loss; ``--roc``
+writes the ROC curve as a PNG.
+
 ``--reference-segmentation`` scores the measurement chain alone (segmentation = reference).
 """
 
@@ -28,8 +41,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("cases", nargs="?", type=Path, default=REPO / "benchmarks" / "ct_cases.yaml")
     p.add_argument("--data", type=Path, default=None,
                    help="shared data folder (default $OSTEO_SHARED_DATA or ../shared/data)")
+    p.add_argument("--loo", type=Path, default=None, metavar="DIR",
+                   help="leave-one-case-out: folder of per-case models trained without it")
+    p.add_argument("--only", nargs="*", default=None, help="evaluate only these case names")
     p.add_argument("--reference-segmentation", action="store_true",
                    help="use the reference labels as segmentation (measurement-only check)")
+    p.add_argument("--fractures", action="store_true",
+                   help="also measure fracture detection on deformed real vertebrae")
+    p.add_argument("--roc", type=Path, default=None, help="ROC curve PNG (with --fractures)")
     p.add_argument("--json", type=Path, dest="json_out", help="also write the scores as JSON")
     p.set_defaults(func=run)
 
@@ -38,71 +57,115 @@ def _fmt(v: float | None, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _segment_for(args: argparse.Namespace, case: Any) -> Any:
+    from osteo_node.models import load_model
+    from osteo_node.pipeline.ct.analyser import default_segment_fn
+    from osteo_node.pipeline.ct.evaluation import reference_segment_fn
+    from osteo_node.pipeline.ct.segment import segment_with
+
+    if args.reference_segmentation:
+        return reference_segment_fn(case.reference)
+    if args.loo is not None:
+        return segment_with(load_model(args.loo / case.fold))
+    return default_segment_fn()
+
+
+def _print_case(s: Any) -> dict[str, Any]:
+    if s.status != "analysed":
+        print(f"{s.name:16} NOT ANALYSABLE: {s.reason}")
+    for lv in s.levels:
+        print(f"{s.name:16} {lv.level:5} {lv.found!s:5} {'y' if lv.correct else 'n':3} "
+              f"{_fmt(lv.centroid_error_mm, '.1f'):>6} {_fmt(lv.dice):>5} "
+              f"{_fmt(lv.vertebra_dice):>5} {_fmt(lv.hu, '.1f'):>7} "
+              f"{_fmt(lv.hu_reference, '.1f'):>7} {_fmt(lv.grade, 'd'):>5} "
+              f"{_fmt(lv.grade_reference, 'd'):>5} {'y' if lv.complete else '-':>4} "
+              f"{'y' if lv.graded else '-':>6}")
+    graded, complete = s.graded_complete
+    row = {
+        "case": s.name, "status": s.status, "reason": s.reason,
+        "level_accuracy": s.level_accuracy, "body_reference": s.body_reference,
+        "mean_body_dice": s.mean_dice, "mean_centroid_error_mm": s.mean_centroid_error,
+        "density_level": s.density_level, "density_hu": s.density_hu,
+        "density_hu_reference": s.density_hu_reference,
+        "density_hu_difference": s.density_difference,
+        "l1_hu_difference": s.hu_difference("L1"),
+        "mean_abs_hu_difference": s.mean_abs_hu_difference,
+        "complete_bodies_graded": graded, "complete_bodies": complete,
+        "grade_agreement": s.grade_agreement, "extra_levels": s.extra_levels,
+        "timings_s": s.timings_s,
+    }
+    print(f"  -> {s.name}: level accuracy {_fmt(s.level_accuracy)}, body Dice "
+          f"{_fmt(s.mean_dice, '.3f')} ({s.body_reference} reference), centroid error "
+          f"{_fmt(s.mean_centroid_error, '.1f')} mm, density {s.density_level or '-'} "
+          f"{_fmt(s.density_hu, '.1f')} HU vs {_fmt(s.density_hu_reference, '.1f')} "
+          f"(diff {_fmt(s.density_difference, '.1f')}), complete bodies graded "
+          f"{graded}/{complete}, grade agreement {_fmt(s.grade_agreement)}, extra levels "
+          f"{s.extra_levels or '-'}")
+    return row
+
+
+def _overall(scores: list[Any]) -> dict[str, Any]:
+    all_levels = [lv for s in scores for lv in s.levels]
+    dices = [lv.dice for lv in all_levels if lv.dice is not None]
+    errs = [lv.centroid_error_mm for lv in all_levels if lv.centroid_error_mm is not None]
+    hud = [abs(s.density_difference) for s in scores if s.density_difference is not None]
+    gpairs = [(lv.grade, lv.grade_reference) for lv in all_levels
+              if lv.grade is not None and lv.grade_reference is not None]
+    graded = sum(s.graded_complete[0] for s in scores)
+    complete = sum(s.graded_complete[1] for s in scores)
+    return {
+        "levels": len(all_levels),
+        "level_accuracy": sum(lv.correct for lv in all_levels) / len(all_levels)
+        if all_levels else None,
+        "mean_body_dice": sum(dices) / len(dices) if dices else None,
+        "mean_centroid_error_mm": sum(errs) / len(errs) if errs else None,
+        "mean_abs_density_hu_difference": sum(hud) / len(hud) if hud else None,
+        "complete_bodies_graded": graded, "complete_bodies": complete,
+        "grade_agreement": sum(a == b for a, b in gpairs) / len(gpairs) if gpairs else None,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
-    from osteo_node.pipeline.ct.analyser import SegmentFn, default_segment_fn
-    from osteo_node.pipeline.ct.evaluation import load_cases, reference_segment_fn, score_case
+    from osteo_node.pipeline.ct.evaluation import load_cases, score_case
 
     root = args.data or Path(os.environ.get("OSTEO_SHARED_DATA", REPO.parent / "shared" / "data"))
     if not args.cases.is_file():
         print(f"error: case list {args.cases} not found", file=sys.stderr)
         return 2
-    cases = load_cases(args.cases, root.resolve())
+    if args.loo is not None and not args.loo.is_dir():
+        print(f"error: leave-one-case-out model folder {args.loo} not found", file=sys.stderr)
+        return 2
+    cases = [c for c in load_cases(args.cases, root.resolve())
+             if args.only is None or c.name in args.only]
+    source = ("reference labels" if args.reference_segmentation
+              else f"leave-one-case-out models from {args.loo}" if args.loo
+              else "shipped model (training fit on the cases it was trained on)")
+    print(f"segmentation: {source}")
     scores = []
     for case in cases:
         if not case.input.exists():
             print(f"{case.name}: input {case.input} missing, skipped", file=sys.stderr)
             continue
-        seg: SegmentFn = (reference_segment_fn(case.reference) if args.reference_segmentation
-                          else default_segment_fn())
         print(f"[evaluate] {case.name}", file=sys.stderr, flush=True)
-        scores.append(score_case(case, seg))
-    rows: list[dict[str, Any]] = []
-    print(f"{'case':28} {'level':6} {'found':5} {'ok':3} {'c_err':>6} {'dice':>5} "
-          f"{'HU':>7} {'HU_ref':>7} {'grade':>5} {'g_ref':>5}")
-    for s in scores:
-        if s.status != "analysed":
-            print(f"{s.name:28} NOT ANALYSABLE: {s.reason}")
-        for lv in s.levels:
-            print(f"{s.name:28} {lv.level:6} {lv.found!s:5} {'y' if lv.correct else 'n':3} "
-                  f"{_fmt(lv.centroid_error_mm, '.1f'):>6} {_fmt(lv.dice):>5} "
-                  f"{_fmt(lv.hu, '.1f'):>7} {_fmt(lv.hu_reference, '.1f'):>7} "
-                  f"{_fmt(lv.grade, 'd'):>5} {_fmt(lv.grade_reference, 'd'):>5}")
-        row = {
-            "case": s.name, "status": s.status, "reason": s.reason,
-            "level_accuracy": s.level_accuracy, "dice_kind": s.dice_kind,
-            "mean_dice": s.mean_dice, "mean_centroid_error_mm": s.mean_centroid_error,
-            "l1_hu_difference": s.hu_difference("L1"),
-            "mean_abs_hu_difference": s.mean_abs_hu_difference,
-            "grade_agreement": s.grade_agreement, "extra_levels": s.extra_levels,
-            "timings_s": s.timings_s,
-        }
-        rows.append(row)
-        print(f"  -> {s.name}: level accuracy {_fmt(s.level_accuracy)}, {s.dice_kind} Dice "
-              f"{_fmt(s.mean_dice, '.3f')}, centroid error {_fmt(s.mean_centroid_error, '.1f')} "
-              f"mm, L1 HU diff {_fmt(s.hu_difference('L1'), '.1f')}, mean |HU diff| "
-              f"{_fmt(s.mean_abs_hu_difference, '.1f')}, grade agreement "
-              f"{_fmt(s.grade_agreement)}, extra levels {s.extra_levels or '-'}")
-    all_levels = [lv for s in scores for lv in s.levels]
-    dices = [lv.dice for lv in all_levels if lv.dice is not None]
-    errs = [lv.centroid_error_mm for lv in all_levels if lv.centroid_error_mm is not None]
-    hud = [abs(lv.hu - lv.hu_reference) for lv in all_levels
-           if lv.hu is not None and lv.hu_reference is not None]
-    gpairs = [(lv.grade, lv.grade_reference) for lv in all_levels
-              if lv.grade is not None and lv.grade_reference is not None]
-    overall = {
-        "levels": len(all_levels),
-        "level_accuracy": sum(lv.correct for lv in all_levels) / len(all_levels)
-        if all_levels else None,
-        "mean_dice": sum(dices) / len(dices) if dices else None,
-        "mean_centroid_error_mm": sum(errs) / len(errs) if errs else None,
-        "mean_abs_hu_difference": sum(hud) / len(hud) if hud else None,
-        "grade_agreement": sum(a == b for a, b in gpairs) / len(gpairs) if gpairs else None,
-    }
+        scores.append(score_case(case, _segment_for(args, case)))
+    print(f"{'case':16} {'level':5} {'found':5} {'ok':3} {'c_err':>6} {'bDice':>5} "
+          f"{'vDice':>5} {'HU':>7} {'HU_ref':>7} {'grade':>5} {'g_ref':>5} {'cmpl':>4} "
+          f"{'graded':>6}")
+    rows = [_print_case(s) for s in scores]
+    overall = _overall(scores)
     print(f"OVERALL ({overall['levels']} reference levels): level accuracy "
-          f"{_fmt(overall['level_accuracy'])}, Dice {_fmt(overall['mean_dice'], '.3f')}, "
-          f"centroid error {_fmt(overall['mean_centroid_error_mm'], '.1f')} mm, mean |HU diff| "
-          f"{_fmt(overall['mean_abs_hu_difference'], '.1f')}, grade agreement "
-          f"{_fmt(overall['grade_agreement'])}")
+          f"{_fmt(overall['level_accuracy'])}, body Dice {_fmt(overall['mean_body_dice'], '.3f')}"
+          f", centroid error {_fmt(overall['mean_centroid_error_mm'], '.1f')} mm, mean |density "
+          f"HU diff| {_fmt(overall['mean_abs_density_hu_difference'], '.1f')}, complete bodies "
+          f"graded {overall['complete_bodies_graded']}/{overall['complete_bodies']}, grade "
+          f"agreement {_fmt(overall['grade_agreement'])}")
+    report: dict[str, Any] = {"cases": rows, "overall": overall}
+    if args.fractures:
+        from osteo_node.evaluation.fractures import evaluate_fractures, print_fracture_report
+
+        fr = evaluate_fractures(cases, lambda c: _segment_for(args, c), roc_png=args.roc)
+        print_fracture_report(fr)
+        report["fractures"] = fr.to_json()
     if args.json_out is not None:
-        args.json_out.write_text(json.dumps({"cases": rows, "overall": overall}, indent=2))
+        args.json_out.write_text(json.dumps(report, indent=2))
     return 0

@@ -46,6 +46,7 @@ from osteo_node.pipeline.stages.volume import (
     load_nifti,
     read_headers,
 )
+from osteo_node.pipeline.types import Volume
 
 __all__ = [
     "AnalysisContext",
@@ -105,10 +106,17 @@ class CTAnalyser:
         return timed_stage(ctx.timings, self.progress, name, message)
 
     def analyse(self, paths: Sequence[Path]) -> AnalysisOutput:
+        return self._guarded(lambda ctx: self._analyse(list(paths), ctx))
+
+    def analyse_volume(self, volume: Volume) -> AnalysisOutput:
+        """Analyse a volume already in memory (evaluation on deformed real CT, tests)."""
+        return self._guarded(lambda ctx: self._analyse_volume(volume, ctx))
+
+    def _guarded(self, body: Callable[[AnalysisContext], AnalysisOutput]) -> AnalysisOutput:
         ctx = AnalysisContext()
         t0 = time.perf_counter()
         try:
-            out = self._analyse(list(paths), ctx)
+            out = body(ctx)
         except NotAnalysable as exc:
             out = AnalysisOutput(result_for_refusal(str(exc), ctx))
         except VolumeError as exc:
@@ -151,8 +159,10 @@ class CTAnalyser:
         if not paths:
             raise NotAnalysable("no input files")
         loaded = self._load(paths, ctx)
-        volume = loaded.volume
         ctx.warnings.extend(loaded.warnings)
+        return self._analyse_volume(loaded.volume, ctx)
+
+    def _analyse_volume(self, volume: Volume, ctx: AnalysisContext) -> AnalysisOutput:
         ctx.study_uid = volume.study_instance_uid or ctx.study_uid
         ctx.series_uid = volume.series_instance_uid or ctx.series_uid
         if volume.modality != "CT":

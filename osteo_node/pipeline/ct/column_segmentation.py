@@ -48,7 +48,7 @@ from osteo_node.pipeline.ct.ribs import (
     rib_heads,
 )
 from osteo_node.pipeline.ct.sagittal_net import column_probabilities
-from osteo_node.pipeline.ct.straighten import StraightFrame, frame_for, sample
+from osteo_node.pipeline.ct.straighten import StraightFrame, frame_for, sample, unstraighten
 from osteo_node.pipeline.ct.working_grid import crop_to_body, to_canonical_grid
 from osteo_node.pipeline.results import ModelInfo
 from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
@@ -59,7 +59,6 @@ BODY, POSTERIOR, DISC, SACRUM = 1, 2, 3, 4
 MAX_BODY_U_MM = -3.0  # a body's centre lies in front of the canal centre ...
 MIN_BODY_U_MM = -75.0  # ... but not further than any vertebral body is deep
 MAX_BODY_V_MM = 20.0
-CHUNK_SLICES = 48
 
 
 @dataclass
@@ -150,25 +149,6 @@ def _expand(labels: NDArray[np.int16], steps: int = 2) -> NDArray[np.int16]:
     return out
 
 
-def _tube_box(frame: StraightFrame, volume: Volume) -> tuple[slice, slice, slice] | None:
-    corners = np.array([[z, u, v] for z in (0, frame.nz - 1) for u in (0, frame.nu - 1)
-                        for v in (0, frame.nv - 1)], dtype=np.float64)
-    zs = np.linspace(0, frame.nz - 1, 16)
-    extra = np.array([[z, u, v] for z in zs for u in (0, frame.nu - 1)
-                      for v in (0, frame.nv - 1)], dtype=np.float64)
-    pts = np.concatenate([corners, extra])
-    lps = frame.lps_of(pts[:, 0], pts[:, 1], pts[:, 2])
-    idx = volume.geometry.lps_to_index(lps)
-    lo = np.floor(idx.min(axis=0)).astype(int) - 1
-    hi = np.ceil(idx.max(axis=0)).astype(int) + 2
-    nk, nj, ni = volume.array.shape
-    i0, j0, k0 = max(0, lo[0]), max(0, lo[1]), max(0, lo[2])
-    i1, j1, k1 = min(ni, hi[0]), min(nj, hi[1]), min(nk, hi[2])
-    if i0 >= i1 or j0 >= j1 or k0 >= k1:
-        return None
-    return slice(int(k0), int(k1)), slice(int(j0), int(j1)), slice(int(i0), int(i1))
-
-
 def to_input_grid(probs: NDArray[np.float32], vertebrae: NDArray[np.int16],
                   bodies: NDArray[np.int16], frame: StraightFrame, volume: Volume,
                   values: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
@@ -176,36 +156,14 @@ def to_input_grid(probs: NDArray[np.float32], vertebrae: NDArray[np.int16],
 
     vertebra = P(body) + P(posterior) + P(sacrum) >= 0.5, body = vertebra voxels where P(body) is
     at least half of that, identity from the nearest instance (expanded by two cells)."""
-    shape = volume.array.shape
-    labels = np.zeros(shape, dtype=np.uint8)
-    body_out = np.zeros(shape, dtype=np.uint8)
-    box = _tube_box(frame, volume)
-    if box is None:
-        return labels, body_out
     p_vert = probs[BODY] + probs[POSTERIOR] + probs[SACRUM]
-    p_body = probs[BODY]
-    v_exp, b_exp = _expand(vertebrae), _expand(bodies)
-    ks, js, is_ = box
-    jj, ii = np.meshgrid(np.arange(js.start, js.stop, dtype=np.float64),
-                         np.arange(is_.start, is_.stop, dtype=np.float64), indexing="ij")
-    for k0 in range(ks.start, ks.stop, CHUNK_SLICES):
-        k1 = min(ks.stop, k0 + CHUNK_SLICES)
-        kk = np.arange(k0, k1, dtype=np.float64)[:, None, None]
-        ijk = np.stack(np.broadcast_arrays(ii[None], jj[None], kk), axis=-1).reshape(-1, 3)
-        s = frame.index_of(volume.geometry.index_to_lps(ijk)).T
-        pv = ndimage.map_coordinates(p_vert, s, order=1, mode="constant", cval=0.0,
-                                     prefilter=False)
-        pb = ndimage.map_coordinates(p_body, s, order=1, mode="constant", cval=0.0,
-                                     prefilter=False)
-        vi = ndimage.map_coordinates(v_exp, s, order=0, mode="constant", cval=0, prefilter=False)
-        bi = ndimage.map_coordinates(b_exp, s, order=0, mode="constant", cval=0, prefilter=False)
-        vert = (pv >= 0.5) & (vi > 0)
-        body = vert & (pb >= 0.5 * pv) & (bi > 0)
-        sub = (slice(k0, k1), js, is_)
-        cshape = (k1 - k0, js.stop - js.start, is_.stop - is_.start)
-        labels[sub] = np.where(vert, values[vi], 0).reshape(cshape)
-        body_out[sub] = np.where(body, values[bi], 0).reshape(cshape)
-    return labels, body_out
+    pv, pb, vi, bi = unstraighten(
+        [(p_vert, 1), (probs[BODY], 1), (_expand(vertebrae), 0), (_expand(bodies), 0)],
+        frame, volume.geometry, volume.array.shape)
+    vert = (pv >= 0.5) & (vi > 0)
+    body = vert & (pb >= 0.5 * pv) & (bi > 0)
+    labels = np.where(vert, values[vi], 0).astype(np.uint8)
+    return labels, np.where(body, values[bi], 0).astype(np.uint8)
 
 
 def _sacrum_below(inst: ColumnInstances, frame: StraightFrame) -> bool:

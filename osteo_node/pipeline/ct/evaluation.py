@@ -1,7 +1,9 @@
 """Evaluation of the CT analyser on labelled real cases: case lists, scoring per level.
 
 The reference labels (numberings, resampling onto the analysed grid) are read by
-``osteo_node.pipeline.ct.references``.
+``osteo_node.pipeline.ct.references``. Cases whose reference has whole vertebrae only get a
+*derived* body reference: the vertebra in front of its body's posterior wall on the
+straightened column (``reference_classes``, the same rule as the network's training targets).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from osteo_node.pipeline.ct.references import (
     resample_to_grid,
 )
 from osteo_node.pipeline.metrics import dice
-from osteo_node.pipeline.results import ModelInfo
-from osteo_node.pipeline.types import Geometry, Volume
+from osteo_node.pipeline.results import ModelInfo, VertebraResult
+from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
+
+EDGE_MM = 3.0  # a reference body this close to the first/last slice is cut by the scan
 
 
 @dataclass(frozen=True)
@@ -31,25 +35,52 @@ class ReferenceSpec:
     """Where a case's reference labels are and how to read them."""
 
     vertebrae: Path
-    numbering: str  # verse | totalseg
+    numbering: str  # verse | totalseg | totalseg_dataset
     bodies: Path | None = None
     body_values: tuple[int, ...] = (1,)
 
 
-def reference_bodies(spec: ReferenceSpec, geometry: Geometry, shape: tuple[int, ...]
-                     ) -> NDArray[np.bool_] | None:
+def given_bodies(spec: ReferenceSpec, geometry: Geometry, shape: tuple[int, ...]
+                 ) -> NDArray[np.bool_] | None:
+    """The case's own body reference on a grid (None when it has none)."""
     if spec.bodies is None:
         return None
     return np.isin(resample_to_grid(spec.bodies, geometry, shape), spec.body_values)
 
 
+def derived_bodies(volume: Volume, labels: LabelVolume) -> NDArray[np.bool_] | None:
+    """Body reference derived from whole-vertebra labels (see the module docstring)."""
+    from osteo_node.pipeline.ct.column import find_canal
+    from osteo_node.pipeline.ct.reference_classes import BODY, derive_classes
+    from osteo_node.pipeline.ct.straighten import frame_for, sample_labels, unstraighten
+
+    canal = find_canal(volume)
+    if canal is None:
+        return None
+    frame = frame_for(canal, volume)
+    classes = derive_classes(sample_labels(labels.array, volume.geometry, frame), frame)
+    (body,) = unstraighten([((classes == BODY).astype(np.uint8), 0)], frame, volume.geometry,
+                           volume.array.shape)
+    return np.asarray((body > 0) & (labels.array > 0))
+
+
+def reference_bodies(spec: ReferenceSpec, volume: Volume, labels: LabelVolume
+                     ) -> tuple[NDArray[np.bool_] | None, str]:
+    """Body reference on the volume's grid and where it came from ("given" / "derived")."""
+    given = given_bodies(spec, volume.geometry, volume.array.shape)
+    if given is not None:
+        return given, "given"
+    return derived_bodies(volume, labels), "derived"
+
+
 def reference_segment_fn(spec: ReferenceSpec) -> SegmentFn:
-    """A segment function returning the reference labels (for measurement tests / evaluation)."""
+    """A segment function returning the reference labels (for measurement tests / evaluation);
+    bodies are the given or derived body reference."""
 
     def segment(volume: Volume) -> Segmentation:
         shape = volume.array.shape
         labels = reference_label_volume(spec.vertebrae, spec.numbering, volume.geometry, shape)
-        bodies = reference_bodies(spec, volume.geometry, shape)
+        bodies, _ = reference_bodies(spec, volume, labels)
         return Segmentation(labels, bodies, ModelInfo("reference-labels", "n/a", "n/a", "n/a"))
 
     return segment
@@ -75,6 +106,7 @@ class Case:
     input: Path
     reference: ReferenceSpec
     note: str = ""
+    fold: str = ""  # leave-one-case-out: the model trained without this case
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], root: Path) -> Case:
@@ -89,6 +121,7 @@ class Case:
                 body_values=tuple(int(v) for v in ref.get("body_values", [1])),
             ),
             note=str(data.get("note", "")),
+            fold=str(data.get("fold", data["name"])),
         )
 
 
@@ -117,11 +150,14 @@ class LevelScore:
     found: bool
     centroid_error_mm: float | None
     correct: bool
-    dice: float | None
+    dice: float | None  # body Dice (vertebra Dice for the sacrum, which has no body)
+    vertebra_dice: float | None
     hu: float | None
     hu_reference: float | None
     grade: int | None
     grade_reference: int | None
+    complete: bool  # the reference body is not cut by the scan
+    graded: bool  # the body found at this reference body's place got a Genant grade
 
 
 @dataclass
@@ -129,10 +165,13 @@ class CaseScore:
     name: str
     status: str
     reason: str | None
-    dice_kind: str  # "body" or "vertebra"
+    body_reference: str  # given | derived
     levels: list[LevelScore]
     extra_levels: list[str]
     timings_s: dict[str, float]
+    density_level: str | None = None
+    density_hu: float | None = None
+    density_hu_reference: float | None = None
 
     @property
     def level_accuracy(self) -> float | None:
@@ -154,11 +193,23 @@ class CaseScore:
                  if s.grade is not None and s.grade_reference is not None]
         return sum(a == b for a, b in pairs) / len(pairs) if pairs else None
 
+    @property
+    def graded_complete(self) -> tuple[int, int]:
+        """(complete reference bodies in the graded range that got a grade, all of them)."""
+        complete = [s for s in self.levels if s.complete]
+        return sum(s.graded for s in complete), len(complete)
+
     def hu_difference(self, level: str = "L1") -> float | None:
         for s in self.levels:
             if s.level == level and s.hu is not None and s.hu_reference is not None:
                 return s.hu - s.hu_reference
         return None
+
+    @property
+    def density_difference(self) -> float | None:
+        if self.density_hu is None or self.density_hu_reference is None:
+            return None
+        return self.density_hu - self.density_hu_reference
 
     @property
     def mean_abs_hu_difference(self) -> float | None:
@@ -167,31 +218,67 @@ class CaseScore:
         return float(np.mean(d)) if d else None
 
 
+def _complete(mask: NDArray[np.bool_], volume: Volume) -> bool:
+    """The body does not reach the first or last slice of the scan (within EDGE_MM)."""
+    ks = np.flatnonzero(mask.any(axis=(1, 2)))
+    if ks.size == 0:
+        return False
+    edge = max(1, round(EDGE_MM / volume.geometry.spacing[2]))
+    return bool(ks[0] >= edge and ks[-1] <= volume.array.shape[0] - 1 - edge)
+
+
+def _body_of(pred: Segmentation, level: str) -> NDArray[np.bool_] | None:
+    if level not in pred.labels.levels or pred.bodies is None:
+        return None
+    value = pred.labels.levels[level]
+    if pred.bodies.dtype == bool or int(pred.bodies.max()) <= 1:
+        return np.asarray((pred.labels.array == value) & (pred.bodies > 0))
+    return np.asarray(pred.bodies == value)
+
+
+def _graded_here(ref_body: NDArray[np.bool_], pred: Segmentation,
+                 by_level: dict[str, VertebraResult]) -> bool:
+    """The predicted vertebra that overlaps this reference body most got a grade."""
+    hits = pred.labels.array[ref_body]
+    hits = hits[hits > 0]
+    if hits.size == 0:
+        return False
+    value = int(np.bincount(hits).argmax())
+    name = next((n for n, v in pred.labels.levels.items() if v == value), None)
+    v = by_level.get(name) if name else None
+    return v is not None and v.genant_grade is not None
+
+
 def score_case(
     case: Case, segment: SegmentFn, *, centroid_tolerance_mm: float = 10.0,
     roi_margin_mm: float = 3.0,
 ) -> CaseScore:
     """Run the analyser with ``segment`` and with the reference labels; compare."""
     from osteo_node.pipeline.ct.analyser import CTAnalyser
+    from osteo_node.pipeline.stages.grade import GradingRules
     from osteo_node.pipeline.stages.measure import eroded_mean_hu
 
     capture = CapturingSegment(segment)
     out = CTAnalyser(segment=capture).analyse([case.input])
     ref_out = CTAnalyser(segment=reference_segment_fn(case.reference)).analyse([case.input])
     res = out.result
-    if out.volume is None or res.status != "analysed" or capture.last is None:
+    if capture.last is None:  # refused before segmentation: nothing to score
         return CaseScore(case.name, res.status, res.reason, "-", [], [], res.timings_s)
-    vol, pred = out.volume, capture.last
+    # a refusal after segmentation (e.g. no level of the graded range in view) still has
+    # levels and masks to score
+    vol = out.volume if out.volume is not None else _load_volume(case.input)
+    pred = capture.last
     shape, geo = vol.array.shape, vol.geometry
     ref_labels = reference_label_volume(case.reference.vertebrae, case.reference.numbering,
                                         geo, shape)
-    ref_bodies = reference_bodies(case.reference, geo, shape)
-    dice_kind = "body" if ref_bodies is not None and pred.bodies is not None else "vertebra"
+    ref_bodies, body_kind = reference_bodies(case.reference, vol, ref_labels)
+    graded_range = set(GradingRules.default().levels_measured)
     by_level = {v.level: v for v in res.vertebrae}
     ref_by_level = {v.level: v for v in ref_out.result.vertebrae}
     scores: list[LevelScore] = []
     for level, value in ref_labels.levels.items():
         ref_mask = ref_labels.array == value
+        ref_body = ref_mask & ref_bodies if ref_bodies is not None else None
         ref_c = centroid_lps(ref_mask, geo)
         found = level in pred.labels.levels
         pred_mask = pred.labels.array == pred.labels.levels[level] if found else None
@@ -199,25 +286,28 @@ def score_case(
         if pred_mask is not None and ref_c is not None:
             pc = centroid_lps(pred_mask, geo)
             err = None if pc is None else float(np.linalg.norm(pc - ref_c))
-        d = None
-        if pred_mask is not None and not (dice_kind == "body" and level == "S1"):
-            # the sacrum has no vertebral-body mask in the pipeline: no body Dice for it
-            if dice_kind == "body":
-                assert ref_bodies is not None and pred.bodies is not None
-                pb = pred_mask & (pred.bodies > 0) if pred.bodies.dtype == bool or \
-                    int(pred.bodies.max()) <= 1 else pred.bodies == pred.labels.levels[level]
-                d = dice(pb, ref_mask & ref_bodies)
-            else:
-                d = dice(pred_mask, ref_mask)
+        vdice = dice(pred_mask, ref_mask) if pred_mask is not None else None
+        pb = _body_of(pred, level)
+        if level == "S1":
+            bdice = vdice
+        elif pb is not None and ref_body is not None and ref_body.any():
+            bdice = dice(pb, ref_body)
+        else:
+            bdice = None
         hu_ref = None
-        if ref_bodies is not None and np.any(ref_mask & ref_bodies):
-            hu_ref = eroded_mean_hu(vol.array, geo, ref_mask & ref_bodies, roi_margin_mm)
+        if ref_body is not None and ref_body.any():
+            hu_ref = eroded_mean_hu(vol.array, geo, ref_body, roi_margin_mm)
         v, rv = by_level.get(level), ref_by_level.get(level)
+        has_body = ref_body is not None and bool(ref_body.any())
+        complete = level in graded_range and has_body and _complete(ref_mask, vol)
         scores.append(LevelScore(
             level=level, found=found, centroid_error_mm=err,
-            correct=err is not None and err <= centroid_tolerance_mm, dice=d,
+            correct=err is not None and err <= centroid_tolerance_mm, dice=bdice,
+            vertebra_dice=vdice,
             hu=v.trabecular_hu.mean if v and v.trabecular_hu else None, hu_reference=hu_ref,
             grade=v.genant_grade if v else None, grade_reference=rv.genant_grade if rv else None,
+            complete=complete,
+            graded=complete and ref_body is not None and _graded_here(ref_body, pred, by_level),
         ))
     ref_centroids = {lv: c for lv, value in ref_labels.levels.items()
                      if (c := centroid_lps(ref_labels.array == value, geo)) is not None}
@@ -228,4 +318,22 @@ def score_case(
         pc = centroid_lps(pred.labels.array == value, geo)
         near, dist = nearest_level(pc, ref_centroids) if pc is not None else (None, 0.0)
         extra.append(f"{lv} (nearest reference {near}, {dist:.1f} mm)" if near else lv)
-    return CaseScore(case.name, res.status, res.reason, dice_kind, scores, extra, res.timings_s)
+    score = CaseScore(case.name, res.status, res.reason, body_kind, scores, extra,
+                      res.timings_s)
+    _density(score, res.findings)
+    return score
+
+
+def _load_volume(path: Path) -> Volume:
+    from osteo_node.pipeline.stages.volume import is_nifti, load_dicom_series, load_nifti
+
+    return (load_nifti(path) if is_nifti(path) else load_dicom_series(path)).volume
+
+
+def _density(score: CaseScore, findings: Any) -> None:
+    if findings is None or findings.density_level is None:
+        return
+    score.density_level = findings.density_level
+    match = next((s for s in score.levels if s.level == findings.density_level), None)
+    score.density_hu = match.hu if match else findings.l1_hu
+    score.density_hu_reference = match.hu_reference if match else None

@@ -16,6 +16,7 @@ v to the patient's left (+L).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -142,3 +143,43 @@ def sample_labels(labels: NDArray[np.integer], geometry: Geometry,
     vals = ndimage.map_coordinates(labels, [ijk[:, 2], ijk[:, 1], ijk[:, 0]], order=0,
                                    mode="constant", cval=0, prefilter=False)
     return vals.reshape(frame.shape).astype(labels.dtype)
+
+
+def _tube_box(frame: StraightFrame, geometry: Geometry, shape: tuple[int, ...]
+              ) -> tuple[slice, slice, slice] | None:
+    """Index box of the input grid that holds the straightened grid."""
+    zs = np.linspace(0, frame.nz - 1, 17)
+    pts = np.array([[z, u, v] for z in zs for u in (0, frame.nu - 1) for v in (0, frame.nv - 1)],
+                   dtype=np.float64)
+    idx = geometry.lps_to_index(frame.lps_of(pts[:, 0], pts[:, 1], pts[:, 2]))
+    lo = np.floor(idx.min(axis=0)).astype(int) - 1
+    hi = np.ceil(idx.max(axis=0)).astype(int) + 2
+    nk, nj, ni = shape
+    i0, j0, k0 = max(0, lo[0]), max(0, lo[1]), max(0, lo[2])
+    i1, j1, k1 = min(ni, hi[0]), min(nj, hi[1]), min(nk, hi[2])
+    if i0 >= i1 or j0 >= j1 or k0 >= k1:
+        return None
+    return slice(int(k0), int(k1)), slice(int(j0), int(j1)), slice(int(i0), int(i1))
+
+
+def unstraighten(arrays: list[tuple[NDArray[Any], int]], frame: StraightFrame,
+                 geometry: Geometry, shape: tuple[int, ...]) -> list[NDArray[Any]]:
+    """Arrays of the straightened grid (each with its interpolation order: 1 linear, 0
+    nearest) sampled at every voxel of an input grid (0 outside the straightened grid)."""
+    outs = [np.zeros(shape, dtype=a.dtype) for a, _ in arrays]
+    box = _tube_box(frame, geometry, shape)
+    if box is None:
+        return outs
+    ks, js, is_ = box
+    jj, ii = np.meshgrid(np.arange(js.start, js.stop, dtype=np.float64),
+                         np.arange(is_.start, is_.stop, dtype=np.float64), indexing="ij")
+    for k0 in range(ks.start, ks.stop, CHUNK_ROWS):
+        k1 = min(ks.stop, k0 + CHUNK_ROWS)
+        kk = np.arange(k0, k1, dtype=np.float64)[:, None, None]
+        ijk = np.stack(np.broadcast_arrays(ii[None], jj[None], kk), axis=-1).reshape(-1, 3)
+        s = frame.index_of(geometry.index_to_lps(ijk)).T
+        cshape = (k1 - k0, js.stop - js.start, is_.stop - is_.start)
+        for (a, order), out in zip(arrays, outs, strict=True):
+            out[k0:k1, js, is_] = ndimage.map_coordinates(
+                a, s, order=order, mode="constant", cval=0, prefilter=False).reshape(cshape)
+    return outs

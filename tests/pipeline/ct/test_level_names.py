@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from osteo_node.pipeline.ct.instances import BodyInstance
-from osteo_node.pipeline.ct.level_names import VERSE_VALUES, assign_levels, rib_flags
-from osteo_node.pipeline.ct.ribs import RibEvidence
+from osteo_node.pipeline.ct.level_names import (
+    VERSE_VALUES,
+    BodyInstance,
+    assign_levels,
+    is_c2,
+    rib_flags,
+)
 
 
 def test_verse_numbering() -> None:
@@ -108,14 +112,15 @@ def test_missed_vertebra_is_counted_across_the_gap() -> None:
 
 
 def _bodies(heights_slices: list[int], fov: tuple[int, ...] = ()) -> list[BodyInstance]:
-    """Bodies cranial -> caudal with the given heights (3 mm slices), stacked without gaps."""
+    """Bodies cranial -> caudal with the given heights (3 mm slices), stacked without gaps;
+    ``fov``: indices cut by the scan (the first one, if listed, by the top)."""
     out: list[BodyInstance] = []
     top = sum(heights_slices)
     for n, h in enumerate(heights_slices):
         k1 = top - 1
         k0 = top - h
         out.append(BodyInstance(n + 1, (float(k0 + k1) / 2, 10.0, 10.0), (k0, k1), 20.0,
-                                n in fov))
+                                n in fov, cut_cranially=n == 0 and n in fov))
         top = k0
     return out
 
@@ -171,12 +176,30 @@ def test_unknown_rib_status_is_no_anchor() -> None:
 def test_rib_flags_top_cut_vertebra_without_ribs_is_unknown() -> None:
     """Ribs attach to the upper part of a vertebra: a vertebra cut by the top of the scan that
     shows no rib is not known to be rib-free; one cut by the bottom shows its upper part."""
-    n_k = 13
     bodies = _bodies([3, 8, 2], fov=(0, 2))  # k 10-12 (top cut), 2-9, 0-1 (bottom cut)
-    none = RibEvidence(0, 0)
-    ribbed = RibEvidence(20, 20)
-    assert rib_flags(bodies, {1: none, 2: ribbed, 3: none}, n_k) == [None, True, False]
+    assert rib_flags(bodies, {1: False, 2: True, 3: False}) == [None, True, False]
     # a rib seen is evidence wherever the vertebra is cut
-    assert rib_flags(bodies, {1: ribbed, 2: ribbed, 3: none}, n_k) == [True, True, False]
+    assert rib_flags(bodies, {1: True, 2: True, 3: False}) == [True, True, False]
     # labels without rib evidence (no entry) count as rib-free unless cut at the top
-    assert rib_flags(bodies, {}, n_k) == [None, False, False]
+    assert rib_flags(bodies, {}) == [None, False, False]
+
+
+def test_c2_on_top_anchors_a_neck_scan_and_agrees_with_the_first_rib() -> None:
+    """A neck CT (s0003: C1-T4 in view) has neither sacrum nor last rib: the topmost body,
+    complete and twice as tall as the ones below (the dens), with the skull base above it, is
+    C2; the first rib-bearing vertebra 7 levels below confirms it."""
+    bodies = _bodies([12, 6, 6, 6, 6, 7, 7, 7, 7])  # C2 (dens) then C3.. (1.5 mm rows)
+    assert is_c2(bodies, space_above_mm=40.0, spacing=1.5)
+    assert not is_c2(bodies, space_above_mm=2.0, spacing=1.5)  # scan ends: no skull seen
+    assert not is_c2(_bodies([6, 6, 6, 6, 7]), space_above_mm=40.0, spacing=1.5)  # not tall
+    assert not is_c2(_bodies([12, 6, 6, 6], fov=(0,)), space_above_mm=40.0, spacing=1.5)
+    ribs = [False] * 6 + [True] * 3
+    a = assign_levels(ribs, sacrum=False, c2_on_top=True)
+    assert a.anchor == "c2"
+    assert a.names == ["C2", "C3", "C4", "C5", "C6", "C7", "T1", "T2", "T3"]
+    assert a.confidence[0] > 0.9 and min(a.confidence) > 0.8  # C2 and T1 agree
+    # a rib found one level too high (a cervical rib, or a missed vertebra): uncertain
+    b = assign_levels([False] * 5 + [True] * 4, sacrum=False, c2_on_top=True)
+    assert b.names[0] == "C2" and max(b.confidence) <= 0.5
+    # caudal anchors win when in view
+    assert assign_levels([True] * 3 + [False], sacrum=False, c2_on_top=True).anchor == "rib"

@@ -1,4 +1,5 @@
-"""Segment stage on real CT: canonical grid, block averaging, sliding window, probabilities."""
+"""The coarse canonical grid on real CT: orientation, block averaging, body crop, resampling,
+and the segment stage's contract."""
 
 from __future__ import annotations
 
@@ -8,22 +9,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from osteo_node.models import default_ct_model_dir, load_model
-from osteo_node.pipeline.stages.segment import (
+from osteo_node.pipeline.ct.working_grid import (
     block_mean,
     body_box,
-    run_model,
-    sliding_window,
-    to_model_grid,
+    resample_image,
 )
+from osteo_node.pipeline.ct.working_grid import to_canonical_grid as to_model_grid
+from osteo_node.pipeline.sitk_io import geometry_of, resample_labels, to_sitk
 from osteo_node.pipeline.stages.volume import load_dicom_series, load_nifti
 
 EX = "ct/totalseg_example/example_ct.nii.gz"
-
-
-@pytest.fixture(scope="module")
-def model():  # type: ignore[no-untyped-def]
-    return load_model(default_ct_model_dir(), threads=2)
 
 
 def test_canonical_grid_of_a_ras_nifti_is_an_exact_flip(shared_data: Path) -> None:
@@ -66,8 +61,6 @@ def test_model_grid_does_not_depend_on_storage_order(shared_data: Path, storage:
     """
     import dataclasses
 
-    from osteo_node.pipeline.ct.seg_grid import geometry_of, to_sitk
-
     vol = load_nifti(shared_data / "ct/tptbox_sample/sub-ct_label-22_ct.nii.gz").volume
     img = to_sitk(vol.array, vol.geometry)
     lps = sitk.DICOMOrient(img, "LPS")
@@ -88,8 +81,6 @@ def test_body_box_keeps_the_spine_and_drops_air(shared_data: Path) -> None:
     inside = np.zeros(hu.shape, dtype=bool)
     inside[box] = True
     ref = sitk.ReadImage(str(shared_data / "ct/totalseg_example/example_ct_vertebrae.nii.gz"))
-    from osteo_node.pipeline.ct.seg_grid import resample_labels
-
     spine = resample_labels(ref, geo, hu.shape) > 0  # type: ignore[arg-type]
     assert spine.sum() > 1000
     assert inside[spine].all()
@@ -97,27 +88,9 @@ def test_body_box_keeps_the_spine_and_drops_air(shared_data: Path) -> None:
     assert (hu[~inside] > -400).mean() < 0.05  # what is left out is (nearly) all air / table
 
 
-def test_sliding_window_probabilities(model, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
-    vol = load_nifti(shared_data / EX).volume
-    hu, _ = to_model_grid(vol, model.manifest.spacing_mm)
-    x = (np.clip(hu, -1000, 2000) / 1000.0).astype(np.float32)[:70, :60, :50]
-    p = sliding_window(model, x, (32, 32, 32), 0.25)
-    assert p.shape == (len(model.manifest.labels), *x.shape)
-    np.testing.assert_allclose(p.sum(axis=0), 1.0, atol=1e-4)
-    assert p.min() >= 0
-
-
-def test_run_model_on_a_volume_smaller_than_a_patch(model, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
-    vol = load_nifti(shared_data / "ct/tptbox_sample/sub-ct_label-22_ct.nii.gz").volume
-    mg = run_model(vol, model)
-    assert mg.probs.shape[1:] == mg.hu.shape
-    body = mg.classes == mg.channel("vertebral_body")
-    assert body.sum() * 27.0 / 1000.0 > 10.0  # at least one whole body (L3 is complete), ml
-
-
 def test_segment_for_analysis_returns_the_analyser_contract(shared_data: Path) -> None:
     from osteo_node.pipeline.ct.analyser import Segmentation
-    from osteo_node.pipeline.stages.segment import segment_for_analysis
+    from osteo_node.pipeline.ct.segment import segment_for_analysis
 
     vol = load_nifti(shared_data / "ct/tptbox_sample/sub-ct_label-22_ct.nii.gz").volume
     seg = segment_for_analysis(vol)
@@ -170,8 +143,6 @@ def test_thin_slab_does_not_end_in_air_on_the_model_grid(shared_data: Path) -> N
 def test_resample_fills_only_beyond_half_a_voxel_with_the_default() -> None:
     """Edge voxels are repeated once: up to one voxel beyond the last voxel centre a point gets
     the edge value, further out the default."""
-    from osteo_node.pipeline.ct.seg_grid import resample_image
-    from osteo_node.pipeline.sitk_io import to_sitk
     from osteo_node.pipeline.types import Geometry
 
     arr = np.full((4, 3, 3), 100.0, dtype=np.float32)

@@ -1,0 +1,255 @@
+"""Fracture detection measured on real vertebrae deformed into compression fractures.
+
+For every labelled case, every complete vertebral body in the graded range (T4-L5, not cut by
+the scan) is deformed three times (wedge, biconcave, crush; the height loss cycles through
+grade 1, 2 and 3 sizes from one vertebra to the next, ``LOSS_CYCLE``) by
+:mod:`.synthetic_fractures`, and is also kept undeformed (the control). Each version is analysed
+by the pipeline under test (for a leave-one-case-out evaluation, the model trained without the
+case). The **reference grade** is the project's own Genant grading on the deformed *reference*
+labels (the deformation is applied to them too), so the reference does not depend on the
+network. A case is positive when its reference grade is >= 2; the pipeline detects it when the
+vertebra it found at that place has grade >= 2. Reported: accuracy (exact grade), sensitivity,
+specificity, and the ROC AUC of the pipeline's height loss (a vertebra found but not graded, or
+not found, scores 0).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from osteo_node.evaluation.synthetic_fractures import KINDS, Deformation, deform
+from osteo_node.pipeline.ct.analyser import CTAnalyser, Segmentation, SegmentFn
+from osteo_node.pipeline.ct.column import find_canal
+from osteo_node.pipeline.ct.evaluation import Case, reference_bodies
+from osteo_node.pipeline.ct.references import reference_label_volume
+from osteo_node.pipeline.ct.straighten import frame_for
+from osteo_node.pipeline.results import AnalysisResult, ModelInfo
+from osteo_node.pipeline.stages.grade import GradingRules
+from osteo_node.pipeline.stages.volume import is_nifti, load_dicom_series, load_nifti
+from osteo_node.pipeline.types import LabelVolume, Volume
+
+LOSS_CYCLE = (0.22, 0.33, 0.48)  # about Genant grade 1, 2 and 3 at the most deformed point
+EDGE_MM = 10.0  # bodies closer than this to the first/last slice are not used
+POSITIVE_GRADE = 2
+REFERENCE_MODEL = ModelInfo("reference-labels", "n/a", "n/a", "n/a")
+
+
+@dataclass
+class FractureCase:
+    case: str
+    level: str
+    kind: str  # wedge | biconcave | crush | none (the undeformed control)
+    loss: float
+    reference_grade: int | None
+    reference_loss: float | None
+    grade: int | None
+    height_loss: float | None
+    found_as: str | None  # level name the pipeline gave the vertebra at that place
+
+
+@dataclass
+class FractureReport:
+    cases: list[FractureCase]
+    roc: list[tuple[float, float]]
+    auc: float | None
+
+    def _usable(self) -> list[FractureCase]:
+        return [c for c in self.cases if c.reference_grade is not None]
+
+    @property
+    def positives(self) -> list[FractureCase]:
+        return [c for c in self._usable() if c.reference_grade >= POSITIVE_GRADE]  # type: ignore[operator]
+
+    @property
+    def negatives(self) -> list[FractureCase]:
+        return [c for c in self._usable() if c.reference_grade < POSITIVE_GRADE]  # type: ignore[operator]
+
+    @property
+    def sensitivity(self) -> float | None:
+        pos = self.positives
+        return sum(_detected(c) for c in pos) / len(pos) if pos else None
+
+    @property
+    def specificity(self) -> float | None:
+        neg = self.negatives
+        return sum(not _detected(c) for c in neg) / len(neg) if neg else None
+
+    @property
+    def accuracy(self) -> float | None:
+        usable = self._usable()
+        return sum(c.grade == c.reference_grade for c in usable) / len(usable) if usable else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cases": [asdict(c) for c in self.cases], "auc": self.auc,
+                "sensitivity": self.sensitivity, "specificity": self.specificity,
+                "accuracy": self.accuracy, "positives": len(self.positives),
+                "negatives": len(self.negatives), "roc": self.roc}
+
+
+def _detected(c: FractureCase) -> bool:
+    return c.grade is not None and c.grade >= POSITIVE_GRADE
+
+
+def _load(path: Path) -> Volume:
+    return (load_nifti(path) if is_nifti(path) else load_dicom_series(path)).volume
+
+
+def _candidates(labels: LabelVolume, bodies: NDArray[np.bool_], volume: Volume) -> list[str]:
+    wanted = set(GradingRules.default().levels_measured)
+    edge = EDGE_MM / volume.geometry.spacing[2]
+    out = []
+    for level, value in labels.levels.items():
+        if level not in wanted:
+            continue
+        ks = np.flatnonzero(((labels.array == value) & bodies).any(axis=(1, 2)))
+        if ks.size and ks[0] >= edge and ks[-1] <= volume.array.shape[0] - 1 - edge:
+            out.append(level)
+    return out
+
+
+def _fixed(labels: NDArray[np.integer], levels: dict[str, int],
+           bodies: NDArray[np.bool_]) -> SegmentFn:
+    def segment(volume: Volume) -> Segmentation:
+        lab = LabelVolume(labels, volume.geometry, dict(levels), {k: 1.0 for k in levels})
+        return Segmentation(lab, bodies, REFERENCE_MODEL)
+
+    return segment
+
+
+def _at(result: AnalysisResult, labels: LabelVolume | None, body: NDArray[np.bool_]
+        ) -> tuple[int | None, float | None, str | None]:
+    """Grade, height loss and name of the analysed vertebra that overlaps ``body`` most."""
+    if labels is None or result.status != "analysed":
+        return None, None, None
+    hits = labels.array[body]
+    hits = hits[hits > 0]
+    if hits.size == 0:
+        return None, None, None
+    value = int(np.bincount(hits).argmax())
+    v = next((v for v in result.vertebrae if v.label_value == value), None)
+    if v is None:
+        return None, None, None
+    return v.genant_grade, v.height_loss, v.level
+
+
+def _reference(volume: Volume, labels: NDArray[np.integer], levels: dict[str, int],
+               bodies: NDArray[np.bool_], level: str) -> tuple[int | None, float | None]:
+    out = CTAnalyser(segment=_fixed(labels, levels, bodies)).analyse_volume(volume)
+    v = next((v for v in out.result.vertebrae if v.level == level), None)
+    return (v.genant_grade, v.height_loss) if v else (None, None)
+
+
+def fracture_cases(case: Case, segment: SegmentFn) -> list[FractureCase]:
+    """Deformed and undeformed versions of every usable vertebra of one labelled case."""
+    volume = _load(case.input)
+    ref = reference_label_volume(case.reference.vertebrae, case.reference.numbering,
+                                 volume.geometry, volume.array.shape)
+    bodies, _ = reference_bodies(case.reference, volume, ref)
+    canal = find_canal(volume)
+    if bodies is None or canal is None:
+        return []
+    frame = frame_for(canal, volume)
+    levels = _candidates(ref, bodies, volume)
+    analyser = CTAnalyser(segment=segment)
+    control = analyser.analyse_volume(volume)
+    combined = ref.array.astype(np.uint16) * 2 + bodies
+    out = []
+    for i, level in enumerate(levels):
+        body = (ref.array == ref.levels[level]) & bodies
+        g, hl = _reference(volume, ref.array, ref.levels, bodies, level)
+        pg, pl, name = _at(control.result, control.labels, body)
+        out.append(FractureCase(case.name, level, "none", 0.0, g, hl, pg, pl, name))
+        for j, kind in enumerate(KINDS):
+            loss = LOSS_CYCLE[(i + j) % len(LOSS_CYCLE)]
+            # labels and body reference warped together: value = 2 * label + body
+            vol2, both = deform(volume, combined, body, frame, Deformation(kind, loss))
+            lab2, bodies2 = (both // 2).astype(np.uint8), (both % 2).astype(bool)
+            body2 = (lab2 == ref.levels[level]) & bodies2
+            g, hl = _reference(vol2, lab2, ref.levels, bodies2, level)
+            res = analyser.analyse_volume(vol2)
+            pg, pl, name = _at(res.result, res.labels, body2)
+            out.append(FractureCase(case.name, level, kind, loss, g, hl, pg, pl, name))
+    return out
+
+
+def roc_curve(scores: Sequence[float], labels: Sequence[bool]) -> tuple[list[tuple[float, float]],
+                                                                       float | None]:
+    """ROC points (FPR, TPR) over all thresholds and the area under the curve (trapezoids)."""
+    pos = sum(labels)
+    neg = len(labels) - pos
+    if pos == 0 or neg == 0:
+        return [], None
+    order = sorted(zip(scores, labels, strict=True), key=lambda t: -t[0])
+    pts = [(0.0, 0.0)]
+    tp = fp = 0
+    for k, (s, lab) in enumerate(order):
+        tp += lab
+        fp += not lab
+        if k == len(order) - 1 or order[k + 1][0] != s:
+            pts.append((fp / neg, tp / pos))
+    auc = sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in itertools.pairwise(pts))
+    return pts, float(auc)
+
+
+def draw_roc(points: list[tuple[float, float]], auc: float | None, path: Path, title: str) -> None:
+    from PIL import Image, ImageDraw
+
+    size, pad = 420, 50
+    img = Image.new("RGB", (size + 2 * pad, size + 2 * pad), "white")
+    d = ImageDraw.Draw(img)
+    d.rectangle([pad, pad, pad + size, pad + size], outline="black")
+    d.line([pad, pad + size, pad + size, pad], fill=(180, 180, 180))
+    for t in range(0, 11, 2):
+        x = pad + size * t / 10
+        y = pad + size - size * t / 10
+        d.text((x - 8, pad + size + 6), f"{t / 10:.1f}", fill="black")
+        d.text((pad - 30, y - 6), f"{t / 10:.1f}", fill="black")
+    xy = [(pad + size * x, pad + size - size * y) for x, y in points]
+    if len(xy) > 1:
+        d.line(xy, fill=(200, 30, 30), width=3)
+    d.text((pad, 15), title, fill="black")
+    d.text((pad + size / 2 - 60, pad + size + 24), "1 - specificity", fill="black")
+    d.text((5, pad - 20), "sensitivity", fill="black")
+    d.text((pad + size / 2, pad + size - 30), f"AUC {auc:.3f}" if auc is not None else "AUC -",
+           fill="black")
+    img.save(path)
+
+
+def evaluate_fractures(cases: Sequence[Case], segment_for: Callable[[Case], SegmentFn],
+                       roc_png: Path | None = None) -> FractureReport:
+    rows: list[FractureCase] = []
+    for case in cases:
+        if case.input.exists():
+            rows.extend(fracture_cases(case, segment_for(case)))
+    usable = [c for c in rows if c.reference_grade is not None]
+    pts, auc = roc_curve([c.height_loss or 0.0 if c.grade is not None else 0.0 for c in usable],
+                         [bool(c.reference_grade >= POSITIVE_GRADE) for c in usable])  # type: ignore[operator]
+    report = FractureReport(rows, pts, auc)
+    if roc_png is not None and pts:
+        draw_roc(pts, auc, roc_png, f"grade >= 2 from the height loss ({len(usable)} vertebrae)")
+    return report
+
+
+def print_fracture_report(r: FractureReport) -> None:
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    print(f"{'case':14} {'level':5} {'kind':9} {'loss':>5} {'g_ref':>5} {'l_ref':>6} "
+          f"{'grade':>5} {'loss':>6} found_as")
+    for c in r.cases:
+        print(f"{c.case:14} {c.level:5} {c.kind:9} {c.loss:5.2f} "
+              f"{'-' if c.reference_grade is None else c.reference_grade:>5} "
+              f"{f(c.reference_loss):>6} {'-' if c.grade is None else c.grade:>5} "
+              f"{f(c.height_loss):>6} {c.found_as or '-'}")
+    print(f"FRACTURES: {len(r.cases)} vertebrae ({sum(c.kind != 'none' for c in r.cases)} "
+          f"deformed), positives (reference grade >= 2) {len(r.positives)}, negatives "
+          f"{len(r.negatives)}: sensitivity {f(r.sensitivity)}, specificity "
+          f"{f(r.specificity)}, grade accuracy {f(r.accuracy)}, ROC AUC (height loss) "
+          f"{f(r.auc)}")
