@@ -139,6 +139,26 @@ def _at(result: AnalysisResult, labels: LabelVolume | None, body: NDArray[np.boo
     return v.genant_grade, v.height_loss, v.level
 
 
+def _disc_above(ref: LabelVolume, bodies: NDArray[np.bool_], level: str, volume: Volume,
+                frame: Any) -> float:
+    """Height (mm) of the disc above a body: from its top to the next body's bottom (median
+    along the column), at least 4 mm."""
+    names = list(ref.levels)
+    values = sorted(ref.levels[n] for n in names if n != "S1")
+    value = ref.levels[level]
+    above = [v for v in values if v < value]  # VerSe values decrease cranially
+    if not above:
+        return 8.0
+
+    def rows(v: int, q: float) -> float:
+        idx = np.argwhere((ref.array == v) & bodies)[:, ::-1].astype(np.float64)
+        z = frame.index_of(volume.geometry.index_to_lps(idx))[:, 0]
+        return float(np.percentile(z, q))
+
+    gap = (rows(max(above), 5) - rows(value, 95)) * frame.step
+    return max(4.0, gap)
+
+
 def _reference(volume: Volume, labels: NDArray[np.integer], levels: dict[str, int],
                bodies: NDArray[np.bool_], level: str) -> tuple[int | None, float | None]:
     out = CTAnalyser(segment=_fixed(labels, levels, bodies)).analyse_volume(volume)
@@ -169,7 +189,8 @@ def fracture_cases(case: Case, segment: SegmentFn) -> list[FractureCase]:
         for j, kind in enumerate(KINDS):
             loss = LOSS_CYCLE[(i + j) % len(LOSS_CYCLE)]
             # labels and body reference warped together: value = 2 * label + body
-            vol2, both = deform(volume, combined, body, frame, Deformation(kind, loss))
+            vol2, both = deform(volume, combined, body, frame, Deformation(kind, loss),
+                                fill_mm=_disc_above(ref, bodies, level, volume, frame))
             lab2, bodies2 = (both // 2).astype(np.uint8), (both % 2).astype(bool)
             body2 = (lab2 == ref.levels[level]) & bodies2
             g, hl = _reference(vol2, lab2, ref.levels, bodies2, level)

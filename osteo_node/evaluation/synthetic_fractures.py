@@ -1,15 +1,19 @@
 """Real vertebrae deformed into compression fractures, to measure fracture detection.
 
 Labelled CT with real fractures is not available here, so real vertebral bodies of labelled
-real CT are deformed into the three Genant shapes: **wedge** (anterior height lost, none at the
-posterior wall), **biconcave** (the centre of the endplate sinks, most in the middle of the body
-in both directions) and **crush** (the whole body lower). The deformation moves the upper
-endplate down along the column (the column frame of ``osteo_node.pipeline.ct.straighten``, so
-an inclined column is compressed along its own axis); the body's bone is compressed with it and
-the disc above slides into the space (``FILL_MM`` above the old endplate), as in a real
-fracture with the adjacent disc bulging into it. Image and reference labels go through the same
-warp (image: linear, labels: nearest), so the reference grade of a case is the project's
-height measurement on the *deformed reference body*, independent of the pipeline under test.
+real CT are deformed into the three Genant shapes, along the column (the frame of
+``osteo_node.pipeline.ct.straighten``):
+
+- **wedge**: the anterior height is lost, none at the posterior wall (linear in between); the
+  disc above fills the space in front (it becomes wedge-shaped);
+- **biconcave**: the centre of the upper endplate sinks (a smooth dome, deepest in the middle of
+  the body in both directions) and the disc above bulges into it;
+- **crush**: the whole body is lower and the column above it (inside the straightened tube,
+  tapered outside) comes down with it, so no disc is stretched.
+
+The body's bone is compressed with it. Image and reference labels go through the same warp
+(image: linear, labels: nearest), so the reference grade of a case is the project's height
+measurement on the *deformed reference body*, independent of the pipeline under test.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from osteo_node.pipeline.ct.straighten import StraightFrame
 from osteo_node.pipeline.types import Volume
 
 KINDS = ("wedge", "biconcave", "crush")
-FILL_MM = 12.0
 TAPER_MM = 5.0
+TUBE_TAPER_MM = 15.0  # the column above a crushed body comes down; tissue beyond blends
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ def _loss_field(kind: str, loss: float, t_ap: NDArray[np.float64],
     if kind == "wedge":
         return np.asarray(loss * t_ap)
     if kind == "biconcave":
-        return np.asarray(loss * (1 - np.abs(2 * t_ap - 1)) * np.sqrt(1 - np.abs(2 * t_lr - 1)))
+        return np.asarray(loss * (1 - (2 * t_ap - 1) ** 2) * np.sqrt(1 - (2 * t_lr - 1) ** 2))
     if kind == "crush":
         return np.full(np.broadcast(t_ap, t_lr).shape, loss)
     raise ValueError(f"unknown fracture kind {kind!r}")
@@ -56,22 +60,51 @@ def _body_extent(body: NDArray[np.bool_], volume: Volume, frame: StraightFrame
     return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]), float(lo[2]), float(hi[2])
 
 
-def deform(volume: Volume, labels: NDArray[np.integer], body: NDArray[np.bool_],
-           frame: StraightFrame, deformation: Deformation) -> tuple[Volume, NDArray[np.integer]]:
-    """The volume and label map with ``body`` (a mask on the volume's grid) compressed."""
-    z_lo, z_hi, u_lo, u_hi, v_lo, v_hi = _body_extent(body, volume, frame)
-    fill = FILL_MM / frame.step
-    taper = TAPER_MM / frame.step
-    reach = z_hi + fill
-    # the affected region on the input grid: the body and the space above it, with margins
+def _source_rows(z: NDArray[np.float64], frac: NDArray[np.float64], z_lo: float, z_hi: float,
+                 reach: float, kind: str) -> NDArray[np.float64]:
+    """Rows of the undeformed image that each output row shows (inverse warp)."""
+    new_top = z_lo + (z_hi - z_lo) * (1 - frac)
+    inside = z_lo + (z - z_lo) / (1 - frac)
+    if kind == "crush":
+        above = z + (z_hi - new_top)  # everything above comes down by the height lost
+        src = np.where(z <= new_top, inside, above)
+        return np.where(z < z_lo, z, src)
+    fill = z_hi + (z - new_top) * (reach - z_hi) / np.maximum(1e-3, reach - new_top)
+    src = np.where(z <= new_top, inside, fill)
+    return np.where((z < z_lo) | (z > reach), z, src)
+
+
+def _region(body: NDArray[np.bool_], volume: Volume, frame: StraightFrame, margin_mm: float,
+            to_top: bool) -> tuple[slice, ...]:
+    """Index box of the input grid around the body (to the top of the scan for a crush)."""
     box_idx = np.argwhere(ndimage.binary_dilation(body, iterations=3))
-    lo_idx = box_idx.min(axis=0)
-    hi_idx = box_idx.max(axis=0) + 1
-    grow = np.ceil(np.array([fill + taper] * 3) * frame.step
-                   / np.array(volume.geometry.spacing[::-1])).astype(int)
-    lo_idx = np.maximum(0, lo_idx - grow)
-    hi_idx = np.minimum(volume.array.shape, hi_idx + grow)
-    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo_idx, hi_idx, strict=True))
+    grow = np.ceil(margin_mm / np.array(volume.geometry.spacing[::-1])).astype(int)
+    lo_idx = np.maximum(0, box_idx.min(axis=0) - grow)
+    hi_idx = np.minimum(volume.array.shape, box_idx.max(axis=0) + 1 + grow)
+    if to_top:  # the whole column above, whichever index direction is cranial
+        corner = volume.geometry.index_to_lps(np.zeros(3))
+        k_up = volume.geometry.index_to_lps(np.array([0.0, 0.0, 1.0]))[2] > corner[2]
+        if k_up:
+            hi_idx[0] = volume.array.shape[0]
+        else:
+            lo_idx[0] = 0
+        lo_idx[1:] = 0
+        hi_idx[1:] = volume.array.shape[1:]
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo_idx, hi_idx, strict=True))
+
+
+def deform(volume: Volume, labels: NDArray[np.integer], body: NDArray[np.bool_],
+           frame: StraightFrame, deformation: Deformation, fill_mm: float = 8.0,
+           ) -> tuple[Volume, NDArray[np.integer]]:
+    """The volume and label map with ``body`` (a mask on the volume's grid) compressed.
+
+    ``fill_mm``: how far above the body the disc fills the space (wedge, biconcave): the
+    height of the disc above."""
+    z_lo, z_hi, u_lo, u_hi, v_lo, v_hi = _body_extent(body, volume, frame)
+    taper = TAPER_MM / frame.step
+    reach = z_hi + max(2.0, fill_mm / frame.step)
+    crush = deformation.kind == "crush"
+    sl = _region(body, volume, frame, fill_mm + 3 * TAPER_MM + TUBE_TAPER_MM, crush)
     kk, jj, ii = np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float64) for s in sl],
                              indexing="ij")
     ijk = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1)
@@ -79,18 +112,21 @@ def deform(volume: Volume, labels: NDArray[np.integer], body: NDArray[np.bool_],
     z, u, v = s[:, 0], s[:, 1], s[:, 2]
     t_ap = np.clip((u_hi - u) / max(1e-3, u_hi - u_lo), 0, 1)  # u increases posteriorly
     t_lr = np.clip((v - v_lo) / max(1e-3, v_hi - v_lo), 0, 1)
-    frac = _loss_field(deformation.kind, deformation.loss, t_ap, t_lr)
-    outside = np.maximum.reduce([u_lo - u, u - u_hi, v_lo - v, v - v_hi, np.zeros_like(u)])
-    frac = frac * np.clip(1 - outside / taper, 0, 1)
-    frac = np.minimum(frac, 0.9)
-    new_top = z_lo + (z_hi - z_lo) * (1 - frac)
-    src = np.where(z <= new_top, z_lo + (z - z_lo) / (1 - frac),
-                   z_hi + (z - new_top) * (reach - z_hi) / np.maximum(1e-3, reach - new_top))
-    src = np.where((z < z_lo) | (z > reach), z, src)
-    src_lps = frame.lps_of(src, u, v)
-    src_ijk = volume.geometry.lps_to_index(src_lps)
+    # a crush takes the whole vertebra level down inside the straightened tube (blending out
+    # beyond it) and the column above comes down with it; wedge and biconcave stay in the body
+    beyond = np.maximum.reduce([-u, u - (frame.nu - 1), -v, v - (frame.nv - 1),
+                                np.zeros_like(u)])
+    weight = np.clip(1 - beyond / (TUBE_TAPER_MM / frame.step), 0, 1)
+    if crush:
+        frac = np.minimum(deformation.loss * weight, 0.9)
+    else:
+        frac = _loss_field(deformation.kind, deformation.loss, t_ap, t_lr)
+        outside = np.maximum.reduce([u_lo - u, u - u_hi, v_lo - v, v - v_hi, np.zeros_like(u)])
+        frac = np.minimum(frac * np.clip(1 - outside / taper, 0, 1), 0.9)
+    src = _source_rows(z, frac, z_lo, z_hi, reach, deformation.kind)
+    src_ijk = volume.geometry.lps_to_index(frame.lps_of(src, u, v))
     coords = [src_ijk[:, 2], src_ijk[:, 1], src_ijk[:, 0]]
-    shape = tuple(s.stop - s.start for s in sl)
+    shape = tuple(x.stop - x.start for x in sl)
     image = volume.array.copy()
     image[sl] = ndimage.map_coordinates(volume.array, coords, order=1, mode="nearest",
                                         prefilter=False).reshape(shape)
