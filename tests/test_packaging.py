@@ -55,7 +55,7 @@ def test_wheel_install_finds_shipped_data(tmp_path: Path) -> None:
     module, ct, mr, rules, templates = json.loads(out.stdout)
     assert module.startswith(str(venv)), module
     share = venv / "share" / "osteo-node"
-    assert Path(ct) == share / "ai_models/ct_vertebrae" and (Path(ct) / "model.onnx").is_file()
+    assert Path(ct) == share / "ai_models/ct_sagittal" and (Path(ct) / "model.onnx").is_file()
     assert Path(mr) == share / "ai_models/mr_vertebral_bodies"
     assert Path(rules) == share / "config/series_selection.yaml"
     assert Path(templates) == share / "dicom_sr_templates"

@@ -32,11 +32,11 @@ def test_missing_path(tmp_path: Path) -> None:
 
 def _model_available() -> bool:
     from osteo_node.models import ModelError
-    from osteo_node.pipeline.stages import segment
+    from osteo_node.pipeline.ct.sagittal_net import default_model
 
     try:
-        segment.default_model()
-    except (ModelError, OSError):  # model not shipped yet: skip the end-to-end CLI run
+        default_model()
+    except (ModelError, OSError):  # model not shipped: skip the end-to-end CLI run
         return False
     return True
 

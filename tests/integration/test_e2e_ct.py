@@ -54,7 +54,7 @@ from tests.node.support import (
     REPO,
 )
 
-CT_MODEL = REPO / "ai_models" / "ct_vertebrae" / "model.json"
+CT_MODEL = REPO / "ai_models" / "ct_sagittal" / "model.json"
 
 pytestmark = [
     pytest.mark.integration,

@@ -26,7 +26,7 @@ MODEL_DIR = default_ct_model_dir()
 
 @pytest.fixture()
 def model_copy(tmp_path: Path) -> Path:
-    dst = tmp_path / "ct_vertebrae"
+    dst = tmp_path / "ct_sagittal"
     dst.mkdir()
     for name in ("model.json", "model.onnx"):
         shutil.copy(MODEL_DIR / name, dst / name)
@@ -56,11 +56,15 @@ def test_load_reports_the_provider_the_session_really_got() -> None:
 
 
 def test_inference_shape_and_dynamic_axes() -> None:
+    """The sagittal model takes a batch of planes [n, 3, rows, columns] of any size (multiples
+    of the divisor)."""
     model = load_model(MODEL_DIR, threads=1)
-    x = np.full((1, 1, 24, 32, 40), -1.0, dtype=np.float32)
-    y = model.run(x)
-    assert y.shape == (1, len(model.manifest.labels), 24, 32, 40)
-    assert np.isfinite(y).all()
+    assert len(model.manifest.planes_mm) == 3 and len(model.manifest.patch_size) == 2
+    for shape in ((1, 3, 24, 96), (3, 3, 200, 40)):
+        x = np.full(shape, -1.0, dtype=np.float32)
+        y = model.run(x)
+        assert y.shape == (shape[0], len(model.manifest.labels), *shape[2:])
+        assert np.isfinite(y).all()
 
 
 def test_sha256_mismatch_in_manifest_is_refused(model_copy: Path) -> None:

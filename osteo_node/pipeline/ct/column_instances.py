@@ -29,6 +29,8 @@ FOOTPRINT_MIN = 0.3
 FOOTPRINT_MAX_U_MM = -2.0  # bodies and discs lie in front of the canal centre
 FOOTPRINT_HALF_WIDTH_MM = 25.0
 MIN_SACRUM_ML = 4.0
+PIECE_SHARE = 0.85  # a body-class piece this much inside one run is that body whole
+BALL = ndimage.generate_binary_structure(3, 1)  # closing: notches up to about 3 mm
 GROW_STEPS = 45  # breadth-first steps from a body into its posterior elements (1.5 mm each)
 
 
@@ -72,20 +74,51 @@ def _largest_piece(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     return np.asarray(lab == int(np.argmax(sizes)))
 
 
-def _body_maps(probs: NDArray[np.float32], runs: list[BodyRun]) -> NDArray[np.int16]:
-    body_cls = np.argmax(probs, axis=0) == BODY
-    nz, nu, nv = body_cls.shape
+def _planes_map(shape: tuple[int, ...], runs: list[BodyRun]) -> NDArray[np.int16]:
+    """Run index + 1 of every cell by the disc planes (0 outside every run)."""
+    nz, nu, nv = shape
     z = np.arange(nz, dtype=np.float64)[:, None, None]
     uu, vv = np.meshgrid(np.arange(nu, dtype=np.float64), np.arange(nv, dtype=np.float64),
                          indexing="ij")
-    out = np.zeros(body_cls.shape, dtype=np.int16)
+    out = np.zeros(shape, dtype=np.int16)
     for i, run in enumerate(runs):
         below = run.lower.z_at(uu, vv)[None] if run.lower is not None else -1.0
         above = run.upper.z_at(uu, vv)[None] if run.upper is not None else float(nz)
-        m = body_cls & (z > below) & (z < above) & (out == 0)
-        if m.any():
-            out[_largest_piece(m)] = i + 1
+        out[(z > below) & (z < above) & (out == 0)] = i + 1
     return out
+
+
+def _body_maps(probs: NDArray[np.float32], runs: list[BodyRun]) -> NDArray[np.int16]:
+    """Body voxels per run. A connected piece of the body class that lies (almost) entirely
+    between two discs is that body whole, so a plane that is a little off near the body's edge
+    does not cut a corner off; pieces bridging two runs (an osteophyte, a faint disc) are cut
+    at the planes. Each body is then closed (``CLOSE_MM``: the narrow notches of a network
+    outline, not a fracture's depression) and its holes filled."""
+    body_cls = np.argmax(probs, axis=0) == BODY
+    by_plane = _planes_map(body_cls.shape, runs)
+    pieces, n = ndimage.label(body_cls)
+    out = np.zeros(body_cls.shape, dtype=np.int16)
+    if n:
+        counts = np.zeros((n + 1, len(runs) + 1), dtype=np.int64)
+        np.add.at(counts, (pieces[body_cls], by_plane[body_cls]), 1)
+        best = counts.argmax(axis=1)
+        whole = counts.max(axis=1) >= PIECE_SHARE * np.maximum(counts.sum(axis=1), 1)
+        owner = np.where(whole, best, -1)
+        owner[0] = 0
+        own = owner[pieces]
+        out = np.where(body_cls, np.where(own >= 0, own, by_plane), 0).astype(np.int16)
+    final = np.zeros_like(out)
+    for i in range(1, len(runs) + 1):
+        m = out == i
+        if not m.any():
+            continue
+        m = _largest_piece(m)
+        box = ndimage.find_objects(m.astype(np.uint8))[0]
+        pad = tuple(slice(max(0, b.start - 2), b.stop + 2) for b in box)
+        closed = ndimage.binary_fill_holes(ndimage.binary_closing(m[pad], structure=BALL))
+        free = (final[pad] == 0) & ((out[pad] == 0) | (out[pad] == i))
+        final[pad][closed & free] = i
+    return final
 
 
 def _grow_posterior(probs: NDArray[np.float32], bodies: NDArray[np.int16]) -> NDArray[np.int16]:

@@ -154,15 +154,17 @@ def to_input_grid(probs: NDArray[np.float32], vertebrae: NDArray[np.int16],
                   values: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
     """Whole-vertebra and body maps on the input grid (``values[label]`` = VerSe value).
 
-    vertebra = P(body) + P(posterior) + P(sacrum) >= 0.5, body = vertebra voxels where P(body) is
-    at least half of that, identity from the nearest instance (expanded by two cells)."""
+    vertebra = P(body) + P(posterior) + P(sacrum) >= 0.5 or body; body = the straightened body
+    map (closed and filled, see ``column_instances``) linearly interpolated >= 0.5; identity
+    from the nearest instance (expanded by two cells)."""
     p_vert = probs[BODY] + probs[POSTERIOR] + probs[SACRUM]
+    in_body = (bodies > 0).astype(np.float32)
     pv, pb, vi, bi = unstraighten(
-        [(p_vert, 1), (probs[BODY], 1), (_expand(vertebrae), 0), (_expand(bodies), 0)],
+        [(p_vert, 1), (in_body, 1), (_expand(vertebrae), 0), (_expand(bodies), 0)],
         frame, volume.geometry, volume.array.shape)
-    vert = (pv >= 0.5) & (vi > 0)
-    body = vert & (pb >= 0.5 * pv) & (bi > 0)
-    labels = np.where(vert, values[vi], 0).astype(np.uint8)
+    body = (pb >= 0.5) & (bi > 0)
+    vert = ((pv >= 0.5) & (vi > 0)) | body
+    labels = np.where(body, values[bi], np.where(vert, values[vi], 0)).astype(np.uint8)
     return labels, np.where(body, values[bi], 0).astype(np.uint8)
 
 
