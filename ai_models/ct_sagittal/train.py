@@ -15,8 +15,10 @@ Reproducible (fixed seeds, deterministic CPU kernels)::
 fly, because six labelled volumes are all there is: scaling, rotation, shift off the canal,
 left-right mirroring, HU scale/shift, bone density (osteoporotic to dense), enhanced soft
 tissue, opacified vessels in front of the spine (hard negatives), thick-slice blur, noise, and
-synthetic compression fractures (wedge, biconcave, crush: the body is compressed, the disc above
-fills the space), so that a fractured body is still segmented as one body.
+synthetic compression fractures (wedge and biconcave: the body is compressed and the disc above
+fills the space; crush: the column above comes down), so that a fractured body is still
+segmented as one body. (The fracture *evaluation* deforms in 3D with its own, independent code:
+``osteo_node.evaluation.synthetic_fractures``.)
 """
 
 from __future__ import annotations
@@ -102,8 +104,9 @@ def crop(case: CaseData, rng: random.Random) -> tuple[np.ndarray, np.ndarray, np
 
 
 def fracture(img: np.ndarray, cls: np.ndarray, lev: np.ndarray, rng: random.Random) -> None:
-    """Compress one body of the patch in place (wedge, biconcave or crush, 15-55 % loss); the
-    disc and bone above slide down into the space (rows increase cranially)."""
+    """Compress one body of the patch in place (wedge, biconcave or crush, 15-55 % loss; rows
+    increase cranially). Wedge and biconcave: the disc above fills the space; crush: everything
+    above comes down with the body."""
     values = [int(v) for v in np.unique(lev[cls == BODY]) if v]
     if not values:
         return
@@ -118,18 +121,24 @@ def fracture(img: np.ndarray, cls: np.ndarray, lev: np.ndarray, rng: random.Rand
     kind = rng.choice(("wedge", "biconcave", "crush"))
     u = np.arange(img.shape[2], dtype=np.float64)
     t = np.clip((u - ua) / max(1, up - ua), 0, 1)
-    frac = {"wedge": loss * (1 - t), "biconcave": loss * (1 - np.abs(2 * t - 1)),
+    frac = {"wedge": loss * (1 - t), "biconcave": loss * (1 - (2 * t - 1) ** 2),
             "crush": np.full_like(t, loss)}[kind]
-    outside = np.maximum(ua - u, u - up).clip(min=0)
-    frac = frac * np.clip(1 - outside / 5.0, 0, 1)  # taper off beyond the body's front/back
+    if kind != "crush":
+        outside = np.maximum(ua - u, u - up).clip(min=0)
+        frac = frac * np.clip(1 - outside / 5.0, 0, 1)  # taper off beyond the body
     height = hi - lo + 1
-    reach = hi + round(12 / STEP_MM)  # the disc above (and a little more) fills the gap
     n = img.shape[1]
     z = np.arange(n, dtype=np.float64)[:, None]
     new_top = lo + height * (1 - frac[None, :])
-    src = np.where(z <= new_top, lo + (z - lo) / np.maximum(1e-3, 1 - frac[None, :]),
-                   hi + (z - new_top) * (reach - hi) / np.maximum(1e-3, reach - new_top))
-    src = np.where(z < lo, z, np.where(z > reach, z, src))
+    inside = lo + (z - lo) / np.maximum(1e-3, 1 - frac[None, :])
+    if kind == "crush":
+        src = np.where(z <= new_top, inside, z + (hi - new_top))
+        src = np.where(z < lo, z, src)
+    else:
+        reach = hi + rng.uniform(4, 10) / STEP_MM  # the disc above
+        fill = hi + (z - new_top) * (reach - hi) / np.maximum(1e-3, reach - new_top)
+        src = np.where(z <= new_top, inside, fill)
+        src = np.where((z < lo) | (z > reach), z, src)
     src = np.clip(src, 0, n - 1)
     for c in range(img.shape[0]):
         img[c] = _interp_rows(img[c], src)
@@ -274,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=3000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--fracture-p", type=float, default=0.3)
+    p.add_argument("--fracture-p", type=float, default=0.4)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--init", type=Path, default=None)

@@ -192,7 +192,7 @@ def _runs(discs: list[DiscPlane], lo: int, hi: int) -> list[BodyRun]:
 
 
 def _expected(periods: list[float], i: int) -> float:
-    near = [periods[j] for j in (i - 2, i - 1, i + 1, i + 2) if 0 <= j < len(periods)]
+    near = [periods[j] for j in range(i - 3, i + 4) if j != i and 0 <= j < len(periods)]
     return float(np.median(near)) if near else DEFAULT_PERIOD_MM
 
 
@@ -243,7 +243,7 @@ def bodies_between(discs: list[DiscPlane], rows: tuple[int, int],
     strong = [d for d in inside if d.strength >= STRONG]
     faint = [d for d in inside if FAINT <= d.strength < STRONG]
     for _ in range(12):
-        if not (_split_once(strong, faint, body_amount, step_mm) or _join_once(strong, step_mm)):
+        if not (_join_once(strong, step_mm) or _split_once(strong, faint, body_amount, step_mm)):
             break
     runs = _runs(strong, lo, hi)
     return [r for r in runs if r.rows * step_mm >= 4.0 or r.lower is None or r.upper is None]

@@ -6,7 +6,11 @@ the canal is at u = 0 and the posterior wall of every vertebral body is parallel
 
 - **body**: the vertebra's voxels in front of its body's posterior wall. The wall is found on
   the mid-sagittal planes (|v| <= ``MID_HALF_MM``): per row, the posterior end of the most
-  anterior run of the label that starts in front of the canal; the median over rows is the wall;
+  anterior run of the label that starts in front of the canal; the median over rows is the wall.
+  The canal is straight on this grid, so the walls of neighbouring bodies line up: a wall more
+  than ``WALL_OUTLIER_MM`` behind the median of its neighbours takes that median, and no wall
+  lies behind ``MAX_WALL_U_MM`` (the front of the canal; a label that runs on into the canal,
+  as where a reference labelled myelographic contrast as bone, is cut there);
 - **posterior elements**: the rest of the vertebra; C1 (no body) is posterior elements only;
 - **disc**: background between the bodies of consecutive vertebrae along z, column by column,
   when the gap is at most ``MAX_DISC_MM`` (from L5 to the sacrum as well);
@@ -32,6 +36,8 @@ MID_HALF_MM = 4.5
 MIN_BODY_RUN_MM = 4.0
 BODY_START_MAX_U_MM = -4.0  # a body run starts in front of the canal centre
 MAX_DISC_MM = 20.0
+WALL_OUTLIER_MM = 6.0
+MAX_WALL_U_MM = -5.0
 
 
 def _anterior_wall(mask: NDArray[np.bool_], frame: StraightFrame) -> float | None:
@@ -53,6 +59,22 @@ def _anterior_wall(mask: NDArray[np.bool_], frame: StraightFrame) -> float | Non
     return float(np.median(walls)) if walls else None
 
 
+def _walls(levels: NDArray[np.integer[Any]], values: list[int], frame: StraightFrame
+           ) -> dict[int, float]:
+    """Posterior wall (u index) per vertebra, outliers replaced by their neighbours' median."""
+    own = {v: w for v in values if v not in (S1_VALUE, C1_VALUE)
+           and (w := _anterior_wall(levels == v, frame)) is not None}
+    out = {}
+    limit = WALL_OUTLIER_MM / frame.step
+    canal_front = (MAX_WALL_U_MM - frame.u0) / frame.step
+    for v, w in own.items():
+        near = [own[n] for n in range(v - 2, v + 3) if n in own and n != v]
+        if near and w > float(np.median(near)) + limit:
+            w = float(np.median(near))
+        out[v] = min(w, canal_front)
+    return out
+
+
 def derive_classes(levels: NDArray[np.integer[Any]], frame: StraightFrame,
                    bodies: NDArray[np.bool_] | None = None) -> NDArray[np.uint8]:
     """Class map ``[z, u, v]`` from a VerSe-valued vertebra map on the straightened grid.
@@ -63,6 +85,7 @@ def derive_classes(levels: NDArray[np.integer[Any]], frame: StraightFrame,
     values = [int(v) for v in np.unique(levels) if v > 0]
     body_of: dict[int, NDArray[np.bool_]] = {}
     u_idx = np.arange(frame.nu)[None, :, None]
+    walls = {} if bodies is not None else _walls(levels, values, frame)
     for v in values:
         m = levels == v
         if v == S1_VALUE:
@@ -73,11 +96,10 @@ def derive_classes(levels: NDArray[np.integer[Any]], frame: StraightFrame,
             continue
         if bodies is not None:
             body = m & bodies
+        elif v in walls:
+            body = m & (u_idx <= walls[v])
         else:
-            wall = _anterior_wall(m, frame)
-            if wall is None:
-                continue
-            body = m & (u_idx <= wall)
+            continue
         out[body] = BODY
         body_of[v] = body
     _add_discs(out, body_of, levels, frame)

@@ -1,0 +1,66 @@
+"""Real vertebrae deformed into compression fractures (the fracture evaluation's input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from osteo_node.evaluation.fractures import roc_curve
+from osteo_node.evaluation.synthetic_fractures import Deformation, deform
+from osteo_node.pipeline.ct.column import find_canal
+from osteo_node.pipeline.ct.references import reference_label_volume
+from osteo_node.pipeline.ct.straighten import frame_for
+from osteo_node.pipeline.stages.body_heights import measure_heights
+from osteo_node.pipeline.stages.measure_params import MeasureParams
+from osteo_node.pipeline.stages.volume import load_nifti
+
+TS = "ct/totalseg_example"
+
+
+@pytest.fixture(scope="module")
+def example(shared_data: Path) -> tuple:  # type: ignore[type-arg]
+    vol = load_nifti(shared_data / TS / "example_ct.nii.gz").volume
+    ref = reference_label_volume(shared_data / TS / "example_ct_vertebrae.nii.gz", "totalseg",
+                                 vol.geometry, vol.array.shape)
+    bodies = load_nifti(shared_data / TS / "vertebrae_body.nii.gz").volume.array == 1
+    canal = find_canal(vol)
+    assert canal is not None
+    return vol, ref, bodies, frame_for(canal, vol)
+
+
+def _heights(mask: np.ndarray, vol: object) -> tuple[float, float, float]:
+    hm = measure_heights(mask, vol.geometry, None, None, MeasureParams())  # type: ignore[attr-defined]
+    h = hm.heights
+    assert h.anterior and h.middle and h.posterior
+    return h.anterior, h.middle, h.posterior
+
+
+@pytest.mark.parametrize(("kind", "check"), [
+    ("wedge", lambda a, m, p, a0, m0, p0: a / a0 < 0.75 and p / p0 > 0.9),
+    ("biconcave", lambda a, m, p, a0, m0, p0: m / m0 < 0.8 and a / a0 > 0.85),
+    ("crush", lambda a, m, p, a0, m0, p0: max(a / a0, m / m0, p / p0) < 0.75),
+])
+def test_deformation_has_the_requested_shape(example: tuple, kind: str, check: object) -> None:  # type: ignore[type-arg]
+    vol, ref, bodies, frame = example
+    l3 = (ref.array == ref.levels["L3"]) & bodies
+    combined = ref.array.astype(np.uint16) * 2 + bodies
+    out, both = deform(vol, combined, l3, frame, Deformation(kind, 0.4), fill_mm=8.0)
+    l3_after = ((both // 2) == ref.levels["L3"]) & (both % 2 == 1)
+    before, after = _heights(l3, vol), _heights(l3_after, vol)
+    assert check(*after, *before), (kind, before, after)  # type: ignore[operator]
+    # the vertebrae below are untouched, image and labels
+    l5 = ref.array == ref.levels["L5"]
+    assert np.array_equal(out.array[l5], vol.array[l5])
+    assert ((both // 2)[l5] == ref.levels["L5"]).all()
+
+
+def test_roc_curve_and_auc() -> None:
+    pts, auc = roc_curve([0.9, 0.8, 0.3, 0.1], [True, True, False, False])
+    assert auc == pytest.approx(1.0) and pts[0] == (0.0, 0.0) and pts[-1] == (1.0, 1.0)
+    _, auc = roc_curve([0.9, 0.1, 0.8, 0.3], [False, True, False, True])
+    assert auc == pytest.approx(0.0)
+    _, auc = roc_curve([0.5, 0.5, 0.5, 0.5], [True, False, True, False])
+    assert auc == pytest.approx(0.5)
+    assert roc_curve([0.1, 0.2], [True, True]) == ([], None)

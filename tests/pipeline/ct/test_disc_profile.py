@@ -1,0 +1,109 @@
+"""Discs as planes and bodies between them, with the body-height prior (pure logic).
+
+The inputs are hand-made disc-probability columns (the test is about the logic that turns a
+network's output into bodies, not about the network)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from osteo_node.pipeline.ct.disc_profile import bodies_between, column_rows, find_discs
+
+STEP = 1.5
+NU, NV = 40, 21
+
+
+def column(discs: list[tuple[float, float]], nz: int = 200, tilt: float = 0.0
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Disc probability [z, u, v] with discs at rows ``z`` of ``strength`` (probability), the
+    column mask (u 5..35, all v) and the column area per row."""
+    p = np.zeros((nz, NU, NV), dtype=np.float32)
+    zz = np.arange(nz)[:, None, None]
+    uu = np.arange(NU)[None, :, None]
+    for z, strength in discs:
+        centre = z + tilt * (uu - 20)
+        sel = (np.abs(zz - centre) <= 1.5) & (uu >= 5) & (uu <= 35)
+        p[np.broadcast_to(sel, p.shape)] = strength
+    mask = np.zeros_like(p, dtype=bool)
+    mask[:, 5:36, :] = True
+    area = mask.sum(axis=(1, 2)).astype(np.float64) * STEP * STEP
+    return p, mask, area
+
+
+def runs_for(discs: list[tuple[float, float]], **kw: float) -> list[tuple[int, int]]:
+    p, mask, area = column(discs, **kw)
+    planes = find_discs(p, mask, area, (20.0, 10.0), STEP)
+    rows = column_rows(area)
+    assert rows is not None
+    body = np.ones(p.shape[0])
+    return [(r.lo, r.hi) for r in bodies_between(planes, rows, body, STEP)]
+
+
+def test_regular_column_gives_one_body_between_each_pair_of_discs() -> None:
+    discs = [(z, 0.9) for z in (20, 40, 60, 80, 100, 120, 140, 160, 180)]
+    runs = runs_for(discs)
+    assert len(runs) == 10
+    inner = runs[1:-1]
+    assert all(abs((hi - lo + 1) - 20) <= 1 for lo, hi in inner)  # disc centre to disc centre
+
+
+def test_tilted_discs_are_followed() -> None:
+    """Discs tilted by lordosis: a plane per disc, bodies still one per gap."""
+    p, mask, area = column([(z, 0.9) for z in (30, 60, 90, 120, 150)], tilt=0.6)
+    planes = find_discs(p, mask, area, (20.0, 10.0), STEP)
+    assert len(planes) == 5
+    assert all(abs(d.du - 0.6) < 0.1 and abs(d.dv) < 0.1 for d in planes)
+
+
+def test_a_faint_disc_is_used_where_the_height_prior_asks_for_it() -> None:
+    """A thin thoracic disc the network barely saw (probability just above the disc threshold
+    only in part of the column) is accepted because the gap around it is twice as tall."""
+    p, mask, area = column([(z, 0.9) for z in (20, 40, 60, 100, 120, 140)])
+    zz = np.arange(p.shape[0])[:, None, None]
+    uu = np.arange(NU)[None, :, None]
+    faint = (np.abs(zz - 80) <= 1) & (uu >= 16) & (uu <= 20)
+    p[np.broadcast_to(faint, p.shape)] = 0.5  # a small faint piece
+    planes = find_discs(p, mask, area, (20.0, 10.0), STEP)
+    rows = column_rows(area)
+    assert rows is not None
+    runs = bodies_between(planes, rows, np.ones(p.shape[0]), STEP)
+    assert any(abs(r.lower.z0 - 80) < 2 for r in runs if r.lower is not None)
+    assert not any(r.blind_lower or r.blind_upper for r in runs)
+
+
+def test_two_bodies_without_any_disc_are_split_blind() -> None:
+    """No disc at all where the spacing says two bodies: a blind split, its endplates marked
+    as not resolved (no heights there)."""
+    p, mask, area = column([(z, 0.9) for z in (20, 40, 60, 100, 120, 140)])
+    planes = find_discs(p, mask, area, (20.0, 10.0), STEP)
+    rows = column_rows(area)
+    assert rows is not None
+    body = np.ones(p.shape[0])
+    body[78:83] = 0.2  # the narrowest part of the merged run
+    runs = bodies_between(planes, rows, body, STEP)
+    blind = [r for r in runs if r.blind_lower or r.blind_upper]
+    assert len(blind) == 2 and len(runs) == 8
+
+
+def test_a_short_fractured_body_between_clear_discs_is_kept() -> None:
+    """A crushed body (half the height of its neighbours) keeps its clear discs: not joined."""
+    runs = runs_for([(z, 0.9) for z in (20, 40, 60, 70, 90, 110, 130)])
+    heights = [hi - lo + 1 for lo, hi in runs]
+    assert len(runs) == 8
+    assert min(heights[1:-1]) < 10
+
+
+def test_a_weak_spurious_disc_inside_a_body_is_joined() -> None:
+    """A 'disc' across part of the middle of a body (a fracture line, a basivertebral vein), on
+    both sides of which the gaps are half the usual: one body."""
+    p, mask, area = column([(z, 0.9) for z in (20, 40, 60, 80, 100, 120)])
+    zz = np.arange(p.shape[0])[:, None, None]
+    uu = np.arange(NU)[None, :, None]
+    part = (np.abs(zz - 90) <= 1) & (uu >= 8) & (uu <= 20)  # 40 % of the cross-section
+    p[np.broadcast_to(part, p.shape)] = 0.9
+    planes = find_discs(p, mask, area, (20.0, 10.0), STEP)
+    assert len(planes) == 7  # seen...
+    rows = column_rows(area)
+    assert rows is not None
+    runs = bodies_between(planes, rows, np.ones(p.shape[0]), STEP)
+    assert len(runs) == 7  # ...and joined
