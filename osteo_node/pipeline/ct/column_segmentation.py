@@ -215,6 +215,60 @@ def _names(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.float32
     return merged_body_check(bodies, assignment, frame.step), bodies, ribs
 
 
+@dataclass
+class _Named:
+    """What the names give: label value -> VerSe value, and per level its properties."""
+
+    values: NDArray[np.uint8]
+    levels: dict[str, int] = field(default_factory=dict)
+    confidence: dict[str, float] = field(default_factory=dict)
+    body_conf: dict[str, float] = field(default_factory=dict)
+    cut: set[str] = field(default_factory=set)
+    partial: set[str] = field(default_factory=set)
+    ribs: dict[str, RibEvidence] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _named(inst: ColumnInstances, bodies: list[BodyInstance], assignment: LevelAssignment,
+           ribs: dict[int, RibEvidence]) -> _Named:
+    out = _Named(np.zeros(len(inst.runs) + 1, dtype=np.uint8), notes=list(assignment.notes))
+    for body, name, conf in zip(bodies, assignment.names, assignment.confidence, strict=True):
+        if name is None or name in out.levels:
+            continue
+        out.values[body.label] = VERSE_VALUES[name]
+        out.levels[name] = VERSE_VALUES[name]
+        out.confidence[name] = round(conf * (0.9 if body.touches_fov else 1.0), 3)
+        out.body_conf[name] = round(inst.body_probability[body.label - 1], 3)
+        out.ribs[name] = ribs.get(body.label, RibEvidence(0, 0))
+        if body.cut_endplate:
+            out.cut.add(name)
+        if body.touches_fov:
+            out.partial.add(name)
+            out.notes.append(f"{name} is cut by the field of view (partial vertebra)")
+    return out
+
+
+def _maps(probs: NDArray[np.float32], inst: ColumnInstances, frame: StraightFrame,
+          volume: Volume, named: _Named) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """Vertebra and body maps on the input grid, the sacrum added as S1; names whose voxels
+    did not survive are dropped from ``named``."""
+    vert_in, body_in = to_input_grid(probs, inst.vertebrae, inst.bodies, frame, volume,
+                                     named.values)
+    if inst.sacrum is not None and _sacrum_below(inst, frame):
+        sac_vals = np.array([0, VERSE_VALUES["S1"]], dtype=np.uint8)
+        sac_in, _ = to_input_grid(probs, inst.sacrum.astype(np.int16),
+                                  np.zeros_like(inst.bodies), frame, volume, sac_vals)
+        vert_in[(sac_in > 0) & (vert_in == 0)] = VERSE_VALUES["S1"]
+        named.levels["S1"] = VERSE_VALUES["S1"]
+        named.confidence["S1"] = 0.9
+    present = {int(v) for v in np.unique(vert_in)}
+    for name in [n for n, v in named.levels.items() if v not in present]:
+        named.levels.pop(name)
+        named.confidence.pop(name, None)
+        named.body_conf.pop(name, None)
+    return vert_in, body_in
+
+
 def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
     """Find, separate and name the vertebrae of ``volume`` (see the module docstring)."""
     t = [time.perf_counter()]
@@ -232,54 +286,22 @@ def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
     if inst is None or not inst.runs:
         return _empty(volume, model.info, "no vertebral body found along the spinal canal",
                       canal=canal, frame=frame)
-    keep = _on_column(inst, frame)
-    inst = _subset(inst, keep)
+    inst = _subset(inst, _on_column(inst, frame))
     assignment, bodies, ribs = _names(inst, frame, hu_w, geo_w)
+    named = _named(inst, bodies, assignment, ribs)
     t.append(time.perf_counter())
-    values = np.zeros(len(inst.runs) + 1, dtype=np.uint8)
-    levels: dict[str, int] = {}
-    confidence: dict[str, float] = {}
-    body_conf: dict[str, float] = {}
-    cut: set[str] = set()
-    partial: set[str] = set()
-    rib_by_name: dict[str, RibEvidence] = {}
-    notes = list(assignment.notes)
-    for body, name, conf in zip(bodies, assignment.names, assignment.confidence, strict=True):
-        if name is None or name in levels:
-            continue
-        values[body.label] = VERSE_VALUES[name]
-        levels[name] = VERSE_VALUES[name]
-        confidence[name] = round(conf * (0.9 if body.touches_fov else 1.0), 3)
-        body_conf[name] = round(inst.body_probability[body.label - 1], 3)
-        rib_by_name[name] = ribs.get(body.label, RibEvidence(0, 0))
-        if body.cut_endplate:
-            cut.add(name)
-        if body.touches_fov:
-            partial.add(name)
-            notes.append(f"{name} is cut by the field of view (partial vertebra)")
-    vert_in, body_in = to_input_grid(probs, inst.vertebrae, inst.bodies, frame, volume, values)
-    if inst.sacrum is not None and _sacrum_below(inst, frame):
-        sac_vals = np.array([0, VERSE_VALUES["S1"]], dtype=np.uint8)
-        sac_in, _ = to_input_grid(probs, inst.sacrum.astype(np.int16),
-                                  np.zeros_like(inst.bodies), frame, volume, sac_vals)
-        vert_in[(sac_in > 0) & (vert_in == 0)] = VERSE_VALUES["S1"]
-        levels["S1"] = VERSE_VALUES["S1"]
-        confidence["S1"] = 0.9
+    vert_in, body_in = _maps(probs, inst, frame, volume, named)
     t.append(time.perf_counter())
-    present = {int(v) for v in np.unique(vert_in)}
-    for name in [n for n, v in levels.items() if v not in present]:
-        levels.pop(name)
-        confidence.pop(name, None)
-        body_conf.pop(name, None)
-    log.info("vertebrae.labelled", levels=list(levels), anchor=assignment.anchor,
+    log.info("vertebrae.labelled", levels=list(named.levels), anchor=assignment.anchor,
              provider=model.provider)
     timings = {"canal": t[1] - t[0], "straighten": t[2] - t[1], "inference": t[3] - t[2],
                "instances": t[4] - t[3], "to_input_grid": t[5] - t[4]}
-    lab = LabelVolume(vert_in, volume.geometry, levels, confidence, notes)
+    lab = LabelVolume(vert_in, volume.geometry, named.levels, named.confidence, named.notes)
+    kept = set(named.levels)
     return ColumnSegmentation(lab, body_in, model.info, canal=canal, frame=frame,
-                              cut_endplates=frozenset(cut & set(levels)),
-                              body_confidence=body_conf,
-                              partial=frozenset(partial & set(levels)), ribs=rib_by_name,
+                              cut_endplates=frozenset(named.cut & kept),
+                              body_confidence=named.body_conf,
+                              partial=frozenset(named.partial & kept), ribs=named.ribs,
                               anchor=assignment.anchor, timings_s=timings)
 
 

@@ -309,6 +309,15 @@ def score_case(
             complete=complete,
             graded=complete and ref_body is not None and _graded_here(ref_body, pred, by_level),
         ))
+    extra = _extra_levels(pred, ref_labels, geo)
+    score = CaseScore(case.name, res.status, res.reason, body_kind, scores, extra,
+                      res.timings_s)
+    _density(score, res.findings)
+    return score
+
+
+def _extra_levels(pred: Segmentation, ref_labels: LabelVolume, geo: Geometry) -> list[str]:
+    """Predicted levels the reference does not have, with the nearest reference level."""
     ref_centroids = {lv: c for lv, value in ref_labels.levels.items()
                      if (c := centroid_lps(ref_labels.array == value, geo)) is not None}
     extra = []
@@ -318,10 +327,7 @@ def score_case(
         pc = centroid_lps(pred.labels.array == value, geo)
         near, dist = nearest_level(pc, ref_centroids) if pc is not None else (None, 0.0)
         extra.append(f"{lv} (nearest reference {near}, {dist:.1f} mm)" if near else lv)
-    score = CaseScore(case.name, res.status, res.reason, body_kind, scores, extra,
-                      res.timings_s)
-    _density(score, res.findings)
-    return score
+    return extra
 
 
 def _load_volume(path: Path) -> Volume:

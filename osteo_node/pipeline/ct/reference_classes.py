@@ -67,11 +67,10 @@ def _walls(levels: NDArray[np.integer[Any]], values: list[int], frame: StraightF
     out = {}
     limit = WALL_OUTLIER_MM / frame.step
     canal_front = (MAX_WALL_U_MM - frame.u0) / frame.step
-    for v, w in own.items():
+    for v, wall in own.items():
         near = [own[n] for n in range(v - 2, v + 3) if n in own and n != v]
-        if near and w > float(np.median(near)) + limit:
-            w = float(np.median(near))
-        out[v] = min(w, canal_front)
+        usual = float(np.median(near)) if near else wall
+        out[v] = min(usual if wall > usual + limit else wall, canal_front)
     return out
 
 

@@ -7,8 +7,8 @@ so DICOM and NIfTI inputs are compared in the same voxel space. Two numberings a
   43 T1, 44 C7 ... 50 C1;
 - ``totalseg_dataset``: the merged label maps of ``ct/totalseg_dataset``: 1-7 C1-C7, 8-19
   T1-T12, 20-24 L1-L5, 25 S1.
-Used by the analyser evaluation (``evaluation.py``), the CT model evaluation
-(``ai_models/ct_vertebrae/evaluate.py``) and the tests.
+Used by the analyser evaluation (``evaluation.py``), the training data preparation
+(``ai_models/ct_sagittal/prepare_data.py``) and the tests.
 """
 
 from __future__ import annotations
@@ -53,16 +53,6 @@ def to_verse(value: int, numbering: str) -> int | None:
     raise ValueError(f"unknown reference numbering {numbering!r}")
 
 
-def _totalseg_names(values: range) -> dict[int, str]:
-    return {v: VERSE_NAMES[verse] for v in values if (verse := totalseg_to_verse(v)) is not None}
-
-
-# The levels the CT model evaluation reads from each numbering: T10-L5 (TotalSegmentator values
-# 27 L5 ... 34 T10) and T12-L5 (VerSe values 19 T12 ... 24 L5).
-TS_TOTAL: dict[int, str] = _totalseg_names(range(27, 35))
-VERSE: dict[int, str] = {v: VERSE_NAMES[v] for v in range(19, 25)}
-
-
 def resample_to_grid(
     path: Path, geometry: Geometry, shape: tuple[int, ...]
 ) -> NDArray[np.uint8]:
@@ -95,20 +85,6 @@ def reference_label_volume(
     out = lut[raw]
     del raw
     return LabelVolume(out, geometry, levels, {k: 1.0 for k in levels}, ["reference labels"])
-
-
-def split(ref: NDArray[np.generic], names: dict[int, str]) -> dict[str, NDArray[np.bool_]]:
-    """One mask per level name of ``names`` (value -> name) present in ``ref``."""
-    return {name: np.asarray(ref == v) for v, name in names.items() if (ref == v).any()}
-
-
-def example_body_reference(
-    body: NDArray[np.generic], vert: NDArray[np.generic]
-) -> dict[str, NDArray[np.bool_]]:
-    """example_ct body reference per level: vertebrae_body == 1 inside each reference vertebra
-    of example_ct_vertebrae (TotalSegmentator numbering). vertebrae_pp_refined is a tighter,
-    refined body mask; both are reported by the tests and the model card."""
-    return split(np.where(body == 1, vert, 0), TS_TOTAL)
 
 
 def centroid_lps(mask: NDArray[Any], geometry: Geometry) -> NDArray[np.float64] | None:
