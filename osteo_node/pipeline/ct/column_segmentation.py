@@ -48,7 +48,12 @@ from osteo_node.pipeline.ct.ribs import (
     rib_heads,
 )
 from osteo_node.pipeline.ct.sagittal_net import column_probabilities
-from osteo_node.pipeline.ct.straighten import StraightFrame, frame_for, sample, unstraighten
+from osteo_node.pipeline.ct.straighten import (
+    StraightFrame,
+    frame_for,
+    sample,
+    unstraighten_chunks,
+)
 from osteo_node.pipeline.ct.working_grid import crop_to_body, to_canonical_grid
 from osteo_node.pipeline.results import ModelInfo
 from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
@@ -159,13 +164,16 @@ def to_input_grid(probs: NDArray[np.float32], vertebrae: NDArray[np.int16],
     from the nearest instance (expanded by two cells)."""
     p_vert = probs[BODY] + probs[POSTERIOR] + probs[SACRUM]
     in_body = (bodies > 0).astype(np.float32)
-    pv, pb, vi, bi = unstraighten(
-        [(p_vert, 1), (in_body, 1), (_expand(vertebrae), 0), (_expand(bodies), 0)],
-        frame, volume.geometry, volume.array.shape)
-    body = (pb >= 0.5) & (bi > 0)
-    vert = ((pv >= 0.5) & (vi > 0)) | body
-    labels = np.where(body, values[bi], np.where(vert, values[vi], 0)).astype(np.uint8)
-    return labels, np.where(body, values[bi], 0).astype(np.uint8)
+    labels = np.zeros(volume.array.shape, dtype=np.uint8)
+    body_map = np.zeros(volume.array.shape, dtype=np.uint8)
+    for box, (pv, pb, vi, bi) in unstraighten_chunks(
+            [(p_vert, 1), (in_body, 1), (_expand(vertebrae), 0), (_expand(bodies), 0)],
+            frame, volume.geometry, volume.array.shape):
+        body = (pb >= 0.5) & (bi > 0)
+        vert = ((pv >= 0.5) & (vi > 0)) | body
+        labels[box] = np.where(body, values[bi], np.where(vert, values[vi], 0))
+        body_map[box] = np.where(body, values[bi], 0)
+    return labels, body_map
 
 
 def _sacrum_below(inst: ColumnInstances, frame: StraightFrame) -> bool:
@@ -177,16 +185,16 @@ def _sacrum_below(inst: ColumnInstances, frame: StraightFrame) -> bool:
 
 
 def _rib_evidence(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.float32],
-                  geo_w: Geometry) -> dict[int, RibEvidence]:
-    """Rib heads per body label, found on the working grid."""
+                  geo_w: Geometry) -> tuple[dict[int, RibEvidence], bool]:
+    """Rib heads per body label, found on the working grid; whether ribs are in view."""
     sac = inst.sacrum.astype(np.int16) if inst.sacrum is not None else \
         np.zeros(inst.vertebrae.shape, dtype=np.int16)
     vmap_w, sac_w = _on_working_grid([inst.vertebrae, sac], frame, geo_w, hu_w.shape)
     z_w = geo_w.origin[2] + np.arange(hu_w.shape[0], dtype=np.float64) * geo_w.spacing[2]
     x, y = frame.canal.at(z_w)
     idx = geo_w.lps_to_index(np.stack([x, y, z_w], axis=1))
-    heads = rib_heads(hu_w, vmap_w, sac_w > 0 if sac_w.any() else None, idx[:, [1, 0]],
-                      WORKING_MM)
+    heads, in_view = rib_heads(hu_w, vmap_w, sac_w > 0 if sac_w.any() else None,
+                               idx[:, [1, 0]], WORKING_MM)
 
     def k_of(row: float) -> float:
         return (float(frame.z_of(row)) - geo_w.origin[2]) / geo_w.spacing[2]
@@ -195,19 +203,20 @@ def _rib_evidence(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.
     intervals = {i + 1: (k_of(r.lower.z0) if r.lower is not None else -np.inf,
                          k_of((r.upper.z0 if r.upper is not None else r.hi) + extra))
                  for i, r in enumerate(inst.runs)}
-    return evidence_by_level(heads, intervals)
+    return evidence_by_level(heads, intervals), in_view
 
 
 def _names(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.float32],
            geo_w: Geometry) -> tuple[LevelAssignment, list[BodyInstance], dict[int, RibEvidence]]:
-    ribs = _rib_evidence(inst, frame, hu_w, geo_w)
+    ribs, ribs_in_view = _rib_evidence(inst, frame, hu_w, geo_w)
     bodies = _body_instances(inst, frame)
     flags = rib_flags(bodies, {label: ev.bears_ribs for label, ev in ribs.items()})
     along = [-b.centroid_kji[0] * frame.step for b in bodies]
     missing = missing_between(along)
     space_above = frame.scan_z[1] - float(frame.z_of(inst.column_top))
     c2 = is_c2(bodies, space_above, frame.step)
-    assignment = assign_levels(flags, _sacrum_below(inst, frame), missing, c2_on_top=c2)
+    assignment = assign_levels(flags, _sacrum_below(inst, frame), missing, c2_on_top=c2,
+                               ribs_in_view=ribs_in_view)
     if any(missing):
         assignment.notes.append(
             f"{sum(missing)} vertebra(e) apparently not found (gap in the column); levels "

@@ -161,8 +161,8 @@ def _from_c2(pos: list[int], t1: int | None) -> LevelAssignment:
     return LevelAssignment(names, conf, notes, "c2")
 
 
-def _without_caudal_anchor(pos: list[int], t1: int | None, last_rib: int | None
-                           ) -> LevelAssignment:
+def _without_caudal_anchor(pos: list[int], t1: int | None, last_rib: int | None,
+                           ribs_in_view: bool) -> LevelAssignment:
     """No sacrum and no last rib: count from T1, else guess from the ribs or from L1."""
     if t1 is not None:
         names, conf = _from_anchor(pos, t1, "T1", CONF_T1_ONLY)
@@ -175,6 +175,11 @@ def _without_caudal_anchor(pos: list[int], t1: int | None, last_rib: int | None
                 "vertebra nor T1): the lowest rib-bearing vertebra was assumed to be T12; "
                 "levels are a guess")
         return LevelAssignment(names, conf, [note], "none")
+    if ribs_in_view:  # a thin slab crossed by ribs whose heads lie outside it
+        names, conf = _from_anchor(pos, len(pos) - 1, "T12", CONF_GUESS_NONE)
+        note = ("no anatomical anchor in view and no rib head, but ribs cross the scan: the "
+                "lowest vertebra was assumed to be T12; levels are a guess")
+        return LevelAssignment(names, conf, [note], "none")
     names, conf = _from_anchor(pos, 0, "L1", CONF_GUESS_NONE)
     note = ("no anatomical anchor in view and no ribs: vertebrae assumed lumbar from L1 "
             "downwards; levels are a guess")
@@ -182,14 +187,15 @@ def _without_caudal_anchor(pos: list[int], t1: int | None, last_rib: int | None
 
 
 def assign_levels(ribs: list[bool | None], sacrum: bool, missing: list[int] | None = None,
-                  *, c2_on_top: bool = False) -> LevelAssignment:
+                  *, c2_on_top: bool = False, ribs_in_view: bool = False) -> LevelAssignment:
     """Names for bodies ordered cranial -> caudal from rib flags and sacrum presence.
 
     ``ribs[i]``: True rib-bearing, False rib-free, None not known (see ``rib_flags``): an anchor
     needs a rib-free vertebra that is known to be rib-free next to the rib-bearing one.
     ``missing[i]``: vertebrae missed between body i-1 and body i (see missing_between).
     ``c2_on_top``: the topmost body is C2 (see :func:`is_c2`); used when neither the sacrum nor
-    the last rib is in view.
+    the last rib is in view. ``ribs_in_view``: rib-like bone crosses the scan even where no
+    rib head is seen (only steers the guess when there is no anchor at all).
     """
     n = len(ribs)
     if n == 0:
@@ -209,7 +215,7 @@ def assign_levels(ribs: list[bool | None], sacrum: bool, missing: list[int] | No
         return _sacrum_only(pos, ribs)
     if c2_on_top:
         return _from_c2(pos, t1)
-    return _without_caudal_anchor(pos, t1, last_rib)
+    return _without_caudal_anchor(pos, t1, last_rib, ribs_in_view)
 
 
 def is_c2(bodies: list[BodyInstance], space_above_mm: float, spacing: float) -> bool:

@@ -73,13 +73,14 @@ def rib_heads(
     sacrum: NDArray[np.bool_] | None,
     canal_ji: NDArray[np.float64],
     spacing: float,
-) -> list[tuple[float, float, int]]:
-    """Rib heads as (k, lateral offset mm (+ = patient left), nearest vertebra label).
+) -> tuple[list[tuple[float, float, int]], bool]:
+    """Rib heads as (k, lateral offset mm (+ = patient left), nearest vertebra label), and
+    whether rib-like bone is in view at all (a thin slab can show ribs but no rib head).
 
     ``canal_ji``: the canal centre (j, i) for every slice k of the grid."""
     spine = vertebra_map > 0
     if not spine.any():
-        return []
+        return [], False
     if sacrum is not None:
         spine = spine | sacrum
     cand = (hu >= BONE_HU) & ~ndimage.binary_dilation(spine, iterations=1)
@@ -88,7 +89,7 @@ def rib_heads(
         if sacrum is not None and sacrum.any() else -1
     ribs = _rib_like(cand, canal_ji[:, 1], spacing, column_top, sacrum_top)
     if not ribs.any():
-        return []
+        return [], False
     _, nj, ni = hu.shape
     lateral = (np.arange(ni)[None, None, :] - canal_ji[:, 1][:, None, None]) * spacing
     ap = (np.arange(nj)[None, :, None] - canal_ji[:, 0][:, None, None]) * spacing
@@ -112,7 +113,7 @@ def rib_heads(
             continue
         owner = int(vertebra_map[nearest[0][k, j, i], nearest[1][k, j, i], nearest[2][k, j, i]])
         heads.append((float(k), float(off[medial]), owner))
-    return heads
+    return heads, True
 
 
 def evidence_by_level(heads: list[tuple[float, float, int]],

@@ -15,6 +15,7 @@ v to the patient's left (+L).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,14 +163,15 @@ def _tube_box(frame: StraightFrame, geometry: Geometry, shape: tuple[int, ...]
     return slice(int(k0), int(k1)), slice(int(j0), int(j1)), slice(int(i0), int(i1))
 
 
-def unstraighten(arrays: list[tuple[NDArray[Any], int]], frame: StraightFrame,
-                 geometry: Geometry, shape: tuple[int, ...]) -> list[NDArray[Any]]:
+def unstraighten_chunks(arrays: list[tuple[NDArray[Any], int]], frame: StraightFrame,
+                        geometry: Geometry, shape: tuple[int, ...]
+                        ) -> Iterator[tuple[tuple[slice, slice, slice], list[NDArray[Any]]]]:
     """Arrays of the straightened grid (each with its interpolation order: 1 linear, 0
-    nearest) sampled at every voxel of an input grid (0 outside the straightened grid)."""
-    outs = [np.zeros(shape, dtype=a.dtype) for a, _ in arrays]
+    nearest) sampled on an input grid, a slab of slices at a time (memory stays small for
+    long series): yields the slab's index box and the sampled arrays, 0 outside the tube."""
     box = _tube_box(frame, geometry, shape)
     if box is None:
-        return outs
+        return
     ks, js, is_ = box
     jj, ii = np.meshgrid(np.arange(js.start, js.stop, dtype=np.float64),
                          np.arange(is_.start, is_.stop, dtype=np.float64), indexing="ij")
@@ -179,7 +181,16 @@ def unstraighten(arrays: list[tuple[NDArray[Any], int]], frame: StraightFrame,
         ijk = np.stack(np.broadcast_arrays(ii[None], jj[None], kk), axis=-1).reshape(-1, 3)
         s = frame.index_of(geometry.index_to_lps(ijk)).T
         cshape = (k1 - k0, js.stop - js.start, is_.stop - is_.start)
-        for (a, order), out in zip(arrays, outs, strict=True):
-            out[k0:k1, js, is_] = ndimage.map_coordinates(
-                a, s, order=order, mode="constant", cval=0, prefilter=False).reshape(cshape)
+        yield (slice(k0, k1), js, is_), [
+            ndimage.map_coordinates(a, s, order=order, mode="constant", cval=0,
+                                    prefilter=False).reshape(cshape) for a, order in arrays]
+
+
+def unstraighten(arrays: list[tuple[NDArray[Any], int]], frame: StraightFrame,
+                 geometry: Geometry, shape: tuple[int, ...]) -> list[NDArray[Any]]:
+    """:func:`unstraighten_chunks` assembled into whole arrays of the input grid's shape."""
+    outs = [np.zeros(shape, dtype=a.dtype) for a, _ in arrays]
+    for box, parts in unstraighten_chunks(arrays, frame, geometry, shape):
+        for out, part in zip(outs, parts, strict=True):
+            out[box] = part
     return outs

@@ -203,3 +203,12 @@ def test_c2_on_top_anchors_a_neck_scan_and_agrees_with_the_first_rib() -> None:
     assert b.names[0] == "C2" and max(b.confidence) <= 0.5
     # caudal anchors win when in view
     assert assign_levels([True] * 3 + [False], sacrum=False, c2_on_top=True).anchor == "rib"
+
+
+def test_a_thin_slab_crossed_by_ribs_without_a_rib_head_is_guessed_thoracolumbar() -> None:
+    """No anchor and no rib head (the 20-slice contrast slab), but ribs cross the scan: the
+    lowest vertebra is guessed T12 rather than L1, still a labelled guess."""
+    a = assign_levels([None, False], sacrum=False, ribs_in_view=True)
+    assert a.names == ["T11", "T12"] and a.anchor == "none" and max(a.confidence) < 0.3
+    b = assign_levels([None, False], sacrum=False)
+    assert b.names == ["L1", "L2"] and b.anchor == "none"
