@@ -28,7 +28,8 @@ FOOTPRINT_SMOOTH_MM = 10.0
 FOOTPRINT_MIN = 0.3
 FOOTPRINT_MAX_U_MM = -2.0  # bodies and discs lie in front of the canal centre
 FOOTPRINT_HALF_WIDTH_MM = 25.0
-MIN_SACRUM_ML = 4.0
+SACRUM_ML = 8.0
+SACRUM_SEEN_MM = 15.0
 PIECE_SHARE = 0.85  # a body-class piece this much inside one run is that body whole
 BALL = ndimage.generate_binary_structure(3, 1)  # closing: notches up to about 3 mm
 GROW_STEPS = 45  # breadth-first steps from a body into its posterior elements (1.5 mm each)
@@ -151,12 +152,17 @@ def _grow_posterior(probs: NDArray[np.float32], bodies: NDArray[np.int16]) -> ND
 
 
 def _sacrum(probs: NDArray[np.float32], frame: StraightFrame) -> NDArray[np.bool_] | None:
+    """The largest sacrum-class piece, when it can be a sacrum: at least SACRUM_ML of it and
+    SACRUM_SEEN_MM of it from top to bottom (a sliver of a lumbar or thoracic body at the
+    bottom edge of a chest CT that the network took for sacrum is not)."""
     cls = np.argmax(probs, axis=0)
     m = cls == SACRUM
     if not m.any():
         return None
     piece = _largest_piece(m)
-    if piece.sum() * frame.step**3 / 1000.0 < MIN_SACRUM_ML:
+    rows = np.flatnonzero(piece.any(axis=(1, 2)))
+    seen_mm = (int(rows.max()) - int(rows.min()) + 1) * frame.step
+    if piece.sum() * frame.step**3 / 1000.0 < SACRUM_ML or seen_mm < SACRUM_SEEN_MM:
         return None
     return piece
 
@@ -183,6 +189,11 @@ def _axis(probs: NDArray[np.float32], f: NDArray[np.bool_], frame: StraightFrame
 
 def find_instances(probs: NDArray[np.float32], frame: StraightFrame) -> ColumnInstances | None:
     """Bodies, whole vertebrae and sacrum on the straightened grid; None without a column."""
+    sacrum = _sacrum(probs, frame)
+    if sacrum is None and probs[SACRUM].max() > 0.5:  # no real sacrum: what the network
+        probs = probs.copy()  # took for one is (part of) a vertebral body
+        probs[BODY] += probs[SACRUM]
+        probs[SACRUM] = 0.0
     f = footprint(probs, frame)
     body_amount, area = profile(probs, f, frame)
     rows = column_rows(area)
@@ -191,7 +202,6 @@ def find_instances(probs: NDArray[np.float32], frame: StraightFrame) -> ColumnIn
     discs = find_discs(probs[DISC], f, area, _axis(probs, f, frame), frame.step)
     runs = bodies_between(discs, rows, body_amount, frame.step)
     bodies = _body_maps(probs, runs)
-    sacrum = _sacrum(probs, frame)
     below = _below_sacrum(bodies, len(runs), sacrum)
     present = [i for i, _ in enumerate(runs) if (bodies == i + 1).any() and i not in below]
     runs = [runs[i] for i in present]

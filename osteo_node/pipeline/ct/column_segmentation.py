@@ -177,7 +177,8 @@ def to_input_grid(probs: NDArray[np.float32], vertebrae: NDArray[np.int16],
 
 
 def _sacrum_below(inst: ColumnInstances, frame: StraightFrame) -> bool:
-    """The sacrum lies directly below the lowest body (its L5/S1 disc in between)."""
+    """The sacrum (see column_instances) lies directly below the lowest body, its L5/S1 disc in
+    between. It anchors the names only if that body bears no rib (L5 never does)."""
     if inst.sacrum is None or not inst.runs:
         return False
     top = int(np.flatnonzero(inst.sacrum.any(axis=(1, 2))).max())
@@ -187,8 +188,8 @@ def _sacrum_below(inst: ColumnInstances, frame: StraightFrame) -> bool:
 def _rib_evidence(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.float32],
                   geo_w: Geometry) -> tuple[dict[int, RibEvidence], bool]:
     """Rib heads per body label, found on the working grid; whether ribs are in view."""
-    sac = inst.sacrum.astype(np.int16) if inst.sacrum is not None else \
-        np.zeros(inst.vertebrae.shape, dtype=np.int16)
+    sac = inst.sacrum.astype(np.int16) if inst.sacrum is not None and \
+        _sacrum_below(inst, frame) else np.zeros(inst.vertebrae.shape, dtype=np.int16)
     vmap_w, sac_w = _on_working_grid([inst.vertebrae, sac], frame, geo_w, hu_w.shape)
     z_w = geo_w.origin[2] + np.arange(hu_w.shape[0], dtype=np.float64) * geo_w.spacing[2]
     x, y = frame.canal.at(z_w)
@@ -207,21 +208,25 @@ def _rib_evidence(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.
 
 
 def _names(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.float32],
-           geo_w: Geometry) -> tuple[LevelAssignment, list[BodyInstance], dict[int, RibEvidence]]:
+           geo_w: Geometry) -> tuple[LevelAssignment, list[BodyInstance],
+                                     dict[int, RibEvidence], bool]:
+    """Level names, the bodies (cranial -> caudal), rib evidence, and whether the sacrum
+    anchors the names."""
     ribs, ribs_in_view = _rib_evidence(inst, frame, hu_w, geo_w)
+    sacrum = _sacrum_below(inst, frame) and not ribs.get(1, RibEvidence(0, 0)).bears_ribs
     bodies = _body_instances(inst, frame)
     flags = rib_flags(bodies, {label: ev.bears_ribs for label, ev in ribs.items()})
     along = [-b.centroid_kji[0] * frame.step for b in bodies]
     missing = missing_between(along)
     space_above = frame.scan_z[1] - float(frame.z_of(inst.column_top))
     c2 = is_c2(bodies, space_above, frame.step)
-    assignment = assign_levels(flags, _sacrum_below(inst, frame), missing, c2_on_top=c2,
+    assignment = assign_levels(flags, sacrum, missing, c2_on_top=c2,
                                ribs_in_view=ribs_in_view)
     if any(missing):
         assignment.notes.append(
             f"{sum(missing)} vertebra(e) apparently not found (gap in the column); levels "
             "counted across the gap by spacing, lower confidence")
-    return merged_body_check(bodies, assignment, frame.step), bodies, ribs
+    return merged_body_check(bodies, assignment, frame.step), bodies, ribs, sacrum
 
 
 @dataclass
@@ -258,12 +263,13 @@ def _named(inst: ColumnInstances, bodies: list[BodyInstance], assignment: LevelA
 
 
 def _maps(probs: NDArray[np.float32], inst: ColumnInstances, frame: StraightFrame,
-          volume: Volume, named: _Named) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+          volume: Volume, named: _Named, sacrum: bool
+          ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
     """Vertebra and body maps on the input grid, the sacrum added as S1; names whose voxels
     did not survive are dropped from ``named``."""
     vert_in, body_in = to_input_grid(probs, inst.vertebrae, inst.bodies, frame, volume,
                                      named.values)
-    if inst.sacrum is not None and _sacrum_below(inst, frame):
+    if inst.sacrum is not None and sacrum:
         sac_vals = np.array([0, VERSE_VALUES["S1"]], dtype=np.uint8)
         sac_in, _ = to_input_grid(probs, inst.sacrum.astype(np.int16),
                                   np.zeros_like(inst.bodies), frame, volume, sac_vals)
@@ -296,12 +302,13 @@ def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
         return _empty(volume, model.info, "no vertebral body found along the spinal canal",
                       canal=canal, frame=frame)
     inst = _subset(inst, _on_column(inst, frame))
-    assignment, bodies, ribs = _names(inst, frame, hu_w, geo_w)
+    assignment, bodies, ribs, sacrum = _names(inst, frame, hu_w, geo_w)
     named = _named(inst, bodies, assignment, ribs)
     t.append(time.perf_counter())
-    vert_in, body_in = _maps(probs, inst, frame, volume, named)
+    vert_in, body_in = _maps(probs, inst, frame, volume, named, sacrum)
     t.append(time.perf_counter())
     log.info("vertebrae.labelled", levels=list(named.levels), anchor=assignment.anchor,
+             ribs={k: v.left + v.right for k, v in named.ribs.items()}, sacrum=sacrum,
              provider=model.provider)
     timings = {"canal": t[1] - t[0], "straighten": t[2] - t[1], "inference": t[3] - t[2],
                "instances": t[4] - t[3], "to_input_grid": t[5] - t[4]}

@@ -41,6 +41,7 @@ JOIN_MAX_FACTOR = 1.3  # ... and together not larger than this x, with a weak di
 NEVER_JOIN = 0.6  # never join across a disc this strong (a fractured body is short, not split)
 DEFAULT_PERIOD_MM = 26.0  # body + disc, used when no neighbour is known
 MAX_TILT = 1.2  # |dz/du|, |dz/dv| of a plane (about 50 degrees)
+MAX_TILT_DIFFERENCE = 0.5  # ... and from the discs around it (about 27 degrees)
 
 
 @dataclass(frozen=True)
@@ -191,16 +192,19 @@ def _runs(discs: list[DiscPlane], lo: int, hi: int) -> list[BodyRun]:
     return out
 
 
-def _expected(periods: list[float], i: int) -> float:
+def _expected(periods: list[float], i: int, q: float = 50.0) -> float:
+    """Typical body + disc period around gap i: the ``q`` percentile of up to 3 gaps on each
+    side (the upper quartile for splitting, so short neighbours (a fracture, a cleft) do not
+    make a normal gap look like two bodies)."""
     near = [periods[j] for j in range(i - 3, i + 4) if j != i and 0 <= j < len(periods)]
-    return float(np.median(near)) if near else DEFAULT_PERIOD_MM
+    return float(np.percentile(near, q)) if near else DEFAULT_PERIOD_MM
 
 
 def _split_once(discs: list[DiscPlane], faint: list[DiscPlane], body_amount: NDArray[np.float64],
                 step_mm: float) -> bool:
     periods = [(b.z0 - a.z0) * step_mm for a, b in itertools.pairwise(discs)]
     for i, period in enumerate(periods):
-        exp = _expected(periods, i)
+        exp = _expected(periods, i, 75.0)
         if period <= SPLIT_FACTOR * exp:
             continue
         a, b = discs[i], discs[i + 1]
@@ -235,13 +239,30 @@ def _join_once(discs: list[DiscPlane], step_mm: float) -> bool:
     return False
 
 
+def _tilted_unlike_neighbours(discs: list[DiscPlane]) -> list[DiscPlane]:
+    """Not-so-clear discs tilted far from the discs around them (a cleft or a node in a body,
+    the network's disc class on a posterior bulge): consecutive discs are nearly parallel."""
+    out = []
+    for i, d in enumerate(discs):
+        near = [discs[j] for j in (i - 2, i - 1, i + 1, i + 2) if 0 <= j < len(discs)]
+        if d.strength >= NEVER_JOIN or len(near) < 2:
+            continue
+        du = float(np.median([n.du for n in near]))
+        dv = float(np.median([n.dv for n in near]))
+        if max(abs(d.du - du), abs(d.dv - dv)) > MAX_TILT_DIFFERENCE:
+            out.append(d)
+    return out
+
+
 def bodies_between(discs: list[DiscPlane], rows: tuple[int, int],
                    body_amount: NDArray[np.float64], step_mm: float) -> list[BodyRun]:
     """Body runs (caudal -> cranial) between the strong discs, after the height-prior checks."""
     lo, hi = rows
     inside = [d for d in discs if lo < d.z0 < hi]
     strong = [d for d in inside if d.strength >= STRONG]
-    faint = [d for d in inside if FAINT <= d.strength < STRONG]
+    odd = _tilted_unlike_neighbours(strong)
+    strong = [d for d in strong if d not in odd]
+    faint = [d for d in inside if FAINT <= d.strength < STRONG] + odd
     for _ in range(12):
         if not (_join_once(strong, step_mm) or _split_once(strong, faint, body_amount, step_mm)):
             break

@@ -107,3 +107,19 @@ def test_a_weak_spurious_disc_inside_a_body_is_joined() -> None:
     assert rows is not None
     runs = bodies_between(planes, rows, np.ones(p.shape[0]), STEP)
     assert len(runs) == 7  # ...and joined
+
+
+def test_a_disc_tilted_unlike_its_neighbours_is_only_a_faint_candidate() -> None:
+    """A steep piece of disc class through a body (s0009's T12 with the first sagittal model:
+    48 degrees against 10 degrees for the discs around it) does not split the body."""
+    p, mask, area = column([(z, 0.9) for z in (20, 40, 60, 80, 100)])
+    zz = np.arange(p.shape[0])[:, None, None]
+    uu = np.arange(NU)[None, :, None]
+    steep = (np.abs(zz - (70 - 1.1 * (uu - 20))) <= 1) & (uu >= 17) & (uu <= 23)
+    p[np.broadcast_to(steep, p.shape)] = 0.9
+    planes = find_discs(p, mask, area, (20.0, 10.0), STEP)
+    assert len(planes) == 6
+    rows = column_rows(area)
+    assert rows is not None
+    runs = bodies_between(planes, rows, np.ones(p.shape[0]), STEP)
+    assert len(runs) == 6
