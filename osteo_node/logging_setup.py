@@ -69,3 +69,10 @@ def configure(level: str = "INFO", json: bool | None = None, stream: TextIO | No
     logging.getLogger("pynetdicom").setLevel(max(lvl, logging.WARNING))
     # highdicom logs every copied module at INFO ("copy attributes of module ...")
     logging.getLogger("highdicom").setLevel(max(lvl, logging.WARNING))
+    # pydicom logs invalid element values WITH the value ("Invalid value for VR DA:
+    # '1951-03-09'"): patient data. The exporters check every value they copy themselves
+    # (exporters.common.sanitized_header) and log only the keyword.
+    from pydicom import config as pydicom_config
+
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.ERROR)

@@ -44,6 +44,7 @@ from cases import CASES  # noqa: E402
 
 N_CLASSES = 5
 BODY, POSTERIOR, DISC = 1, 2, 3
+IGNORE = 255
 HU_MIN, HU_MAX, HU_SCALE = -1000.0, 2000.0, 1000.0
 AIR_HU = -1024.0
 CHANNELS = (16, 32, 64, 128)
@@ -66,14 +67,38 @@ class CaseData:
     levels: np.ndarray  # [z, u, v] VerSe values
 
 
-def load_cases(exclude: set[str]) -> list[CaseData]:
+def load_cases(exclude: set[str], extra: list[Path] | None = None) -> list[CaseData]:
+    """The labelled cases' caches (prepare_data.py) minus ``exclude``, plus ``extra`` caches
+    (pseudo_labels.py; class IGNORE marks voxels without a target)."""
     out = []
     for case in CASES:
         if case.name in exclude:
             continue
         z = np.load(HERE / "cache" / f"{case.name}.npz")
         out.append(CaseData(case.name, z["image"], z["classes"], z["levels"]))
+    for path in extra or []:
+        z = np.load(path)
+        out.append(CaseData(path.stem, z["image"], z["classes"], z["levels"]))
     return out
+
+
+class MaskedDiceCE(torch.nn.Module):
+    """Dice + cross-entropy (as MONAI's DiceCELoss: softmax, one-hot targets, Dice per sample
+    and class, smooth 1e-5) over the pixels whose target is not IGNORE."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        y = target[:, 0]
+        valid = y != IGNORE
+        y0 = torch.where(valid, y, torch.zeros_like(y))
+        ce = F.cross_entropy(logits, y0, reduction="none")
+        ce = (ce * valid).sum() / valid.sum().clamp(min=1)
+        p = torch.softmax(logits, dim=1)
+        onehot = F.one_hot(y0, N_CLASSES).permute(0, 3, 1, 2).float()
+        m = valid[:, None].float()
+        inter = (p * onehot * m).sum(dim=(2, 3))
+        denom = ((p + onehot) * m).sum(dim=(2, 3))
+        dice = 1.0 - (2.0 * inter + 1e-5) / (denom + 1e-5)
+        return dice.mean() + ce
 
 
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
@@ -245,14 +270,15 @@ def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     rng = random.Random(args.seed)
-    data = load_cases(set(args.exclude))
+    data = load_cases(set(args.exclude), args.extra)
     net = build_net()
     if args.init:
         net.load_state_dict(torch.load(args.init, map_location="cpu"))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.iters,
                                                 pct_start=0.1)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=1.0, lambda_ce=1.0)
+    loss_fn: torch.nn.Module = MaskedDiceCE() if args.extra else DiceCELoss(
+        to_onehot_y=True, softmax=True, lambda_dice=1.0, lambda_ce=1.0)
     out = HERE / args.out
     out.mkdir(parents=True, exist_ok=True)
     log = []
@@ -286,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fracture-p", type=float, default=0.4)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--init", type=Path, default=None)
+    p.add_argument("--init", type=Path, default=None, help="start from this checkpoint")
+    p.add_argument("--extra", type=Path, nargs="*", default=[],
+                   help="extra training caches (pseudo-labels, IGNORE-aware loss)")
     p.add_argument("--out", default="runs/all")
     train(p.parse_args(argv))
     return 0

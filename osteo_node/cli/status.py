@@ -24,7 +24,7 @@ def collect(database_url: str, limit: int) -> dict[str, Any]:
 
     from osteo_node.outbox.tables import outbox_items
     from osteo_node.queue import jobs as job_queue
-    from osteo_node.queue.jobs import FAILED, recent_jobs, state_counts
+    from osteo_node.queue.jobs import FAILED, NOT_ANALYSABLE, recent_jobs, state_counts
     from osteo_node.store import index
     from osteo_node.store.db import open_existing
 
@@ -43,6 +43,7 @@ def collect(database_url: str, limit: int) -> dict[str, Any]:
                 "outbox": outbox,
                 "recent_jobs": recent_jobs(conn, limit),
                 "recent_failures": recent_jobs(conn, limit, (FAILED,)),
+                "recent_not_analysable": recent_jobs(conn, limit, (NOT_ANALYSABLE,)),
             }
     finally:
         engine.dispose()
@@ -69,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
           + ", ".join(f"{k} {v}" for k, v in info["jobs"].items()))
     print("outbox: " + (", ".join(f"{k} {v}" for k, v in info["outbox"].items()) or "empty"))
     for title, rows in (("recent jobs", info["recent_jobs"]),
-                        ("recent failures", info["recent_failures"])):
+                        ("recent failures", info["recent_failures"]),
+                        ("recent not analysable", info["recent_not_analysable"])):
         print(f"{title}:")
         for j in rows:
-            err = f"  {j['last_error']}" if j["last_error"] and j["state"] == "failed" else ""
-            print(f"  #{j['id']} {j['state']:<11} {j['modality']:<3} series "
+            shown = j["last_error"] and j["state"] in ("failed", "not_analysable")
+            err = f"  {j['last_error']}" if shown else ""
+            print(f"  #{j['id']} {j['state']:<14} {j['modality']:<3} series "
                   f"{j['series_instance_uid']} gen {j['generation']} attempts {j['attempts']}"
                   f"{err}")
     return 0

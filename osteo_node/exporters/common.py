@@ -8,19 +8,25 @@
 - :func:`apply_common`: copies the patient and study modules from the source header onto an
   exported object and sets the series-level attributes, so each object lands in the ORIGINAL
   study with the same patient.
+- :func:`sanitized_header`: the source header with every value valid for its VR (what the
+  builders copy from).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import structlog
+from pydicom import config
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException
+from pydicom.multival import MultiValue
+from pydicom.valuerep import validate_value
 
 from osteo_node import DISCLAIMER, __version__
 from osteo_node.exporters.uids import UidFactory
@@ -131,6 +137,58 @@ def public_attributes(header: Dataset) -> Dataset:
             continue
         base.add(copy.deepcopy(elem))
     return base
+
+
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_ISO_TIME = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?$")
+
+
+def _normalised(vr: str, value: Any) -> str | None:
+    """A common non-standard spelling turned into the VR's own (ISO dates and times)."""
+    text = str(value).strip()
+    if vr == "DA" and (m := _ISO_DATE.match(text)):
+        return "".join(m.groups())
+    if vr == "TM" and (m := _ISO_TIME.match(text)):
+        return "".join(g or "" for g in m.groups())
+    return None
+
+
+CHECKED_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UI"})
+
+
+def _valid(vr: str, value: Any) -> bool:
+    """Text values checked against their VR (numbers were already parsed by pydicom)."""
+    if vr not in CHECKED_VRS:
+        return True
+    values = list(value) if isinstance(value, MultiValue) else [value]
+    try:
+        for v in values:
+            validate_value(vr, str(v), config.RAISE)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def sanitized_header(header: Dataset) -> Dataset:
+    """The source header's public attributes with every value checked against its VR, so one
+    non-standard value (``PatientBirthDate = '1951-03-09'``, common in real data) cannot stop
+    an export: ISO dates and times are rewritten (19510309), other invalid values emptied
+    (valid for the type 2 patient and study attributes the builders copy). Only the keyword is
+    logged, never the value (patient data)."""
+    out = public_attributes(header)
+    for elem in list(out):
+        if elem.VR == "SQ" or elem.value is None or elem.value == "":
+            continue
+        if _valid(elem.VR, elem.value):
+            continue
+        fixed = _normalised(elem.VR, elem.value)
+        if fixed is not None and _valid(elem.VR, fixed):
+            elem.value = fixed
+            log.warning("export_header_value_normalised", keyword=elem.keyword, vr=elem.VR)
+        else:
+            elem.value = ""
+            log.warning("export_header_value_dropped", keyword=elem.keyword, vr=elem.VR)
+    return out
 
 
 def source_datasets(volume: Volume, header: Dataset) -> list[Dataset]:

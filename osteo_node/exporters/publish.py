@@ -20,7 +20,7 @@ Decisions:
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +36,7 @@ from osteo_node.exporters.common import (
     ExportError,
     ExportSettings,
     require_source,
+    sanitized_header,
 )
 from osteo_node.exporters.kos import KeyImagesKOS, is_flagged
 from osteo_node.exporters.sc import SagittalSecondaryCapture
@@ -45,6 +46,7 @@ from osteo_node.exporters.uids import UidFactory
 from osteo_node.pipeline.results import AnalysisOutput, AnalysisResult
 from osteo_node.pipeline.types import LabelVolume, Volume
 from osteo_node.render.sagittal import render_sagittal_overlay
+from osteo_node.safe_errors import describe
 
 log = structlog.get_logger(__name__)
 
@@ -109,48 +111,90 @@ def build_objects(
         log.info("export_skipped_not_analysable", series_uid=result.series_instance_uid,
                  reason=result.reason)
         return []
-    volume, _header = require_source(output.volume)
+    volume, header = require_source(output.volume)
+    volume = replace(volume, header=sanitized_header(header))
     settings = ExportSettings(
         uids=UidFactory(job_key, uid_root), institution_name=opts.institution_name,
         series_numbers={**DEFAULT_SERIES_NUMBERS, **(opts.series_numbers or {})},
         descriptions={**DEFAULT_DESCRIPTIONS, **(opts.descriptions or {})})
-    model = result.model
-    algo_name = model.name if model else settings.model_name
-    algo_version = model.version if model else settings.software_version
-    objects: list[ExportedObject] = []
-    seg_ds: Dataset | None = None
-    segment_map: SegmentMap | None = None
-    labels = output.labels
-    if labels is not None and labels.array.shape == volume.array.shape and labelled_levels(labels):
-        seg_ds, segment_map = VertebraSegmentation(volume, labels, settings, algo_name,
-                                                   algo_version, result=result).build()
-        if "seg" in kinds:
-            objects.append(ExportedObject("seg", seg_ds))
-    elif labels is not None:
-        log.warning("export_no_seg", series_uid=result.series_instance_uid,
-                    reason="label map missing, empty or on another grid")
-    seg_ref = seg_ds if "seg" in kinds else None
-    if "sr" in kinds and result.vertebrae:
-        sr = MeasurementReportSR(result, settings, volume,
-                                 segment_map=segment_map if seg_ref is not None else None,
-                                 seg_dataset=seg_ref,
-                                 level_slices=segment_map.slices if segment_map else {}).build()
-        objects.append(ExportedObject("sr", sr))
-    if "sc" in kinds:
-        render = opts.render or render_sagittal_overlay
-        rgb = np.asarray(render(volume, labels, result), dtype=np.uint8)
-        # the canvas has banner and text panels: no single physical pixel spacing
-        sc = SagittalSecondaryCapture(rgb, volume, settings, pixel_spacing_mm=None).build()
-        objects.append(ExportedObject("sc", sc))
-    if "kos" in kinds and is_flagged(result, opts.kos_min_grade):
-        others = [o.dataset for o in objects]
-        kos = KeyImagesKOS(result, volume, settings, others=others,
-                           min_grade=opts.kos_min_grade).build()
-        objects.append(ExportedObject("kos", kos))
+    build = _Builder(output, volume, settings, opts, kinds)
+    objects = build.all()
     log.info("export_built", series_uid=result.series_instance_uid,
              study_uid=volume.study_instance_uid,
-             objects=[(o.kind, o.sop_instance_uid) for o in objects])
+             objects=[(o.kind, o.sop_instance_uid) for o in objects], failed=build.failed)
+    if build.failed and not objects:
+        raise ExportError(f"no result object could be built ({'; '.join(build.failed)})")
     return objects
+
+
+class _Builder:
+    """Builds the objects one kind at a time; a kind that fails is logged (type and place,
+    no patient data) and left out, the others still go out (the SR without SEG references
+    when the SEG failed)."""
+
+    def __init__(self, output: AnalysisOutput, volume: Volume, settings: ExportSettings,
+                 opts: BuildOptions, kinds: Collection[str]) -> None:
+        self.output, self.volume, self.settings = output, volume, settings
+        self.opts, self.kinds = opts, kinds
+        model = output.result.model
+        self.algo = (model.name if model else settings.model_name,
+                     model.version if model else settings.software_version)
+        self.failed: list[str] = []
+
+    def _guarded(self, kind: str, make: Callable[[], Any]) -> Any:
+        try:
+            return make()
+        except Exception as exc:  # noqa: BLE001 - one object's failure keeps the others
+            self.failed.append(f"{kind}: {describe(exc)}")
+            log.error("export_object_failed", kind=kind, error=describe(exc),
+                      series_uid=self.output.result.series_instance_uid)
+            return None
+
+    def _seg(self) -> tuple[Dataset, SegmentMap] | None:
+        labels, result = self.output.labels, self.output.result
+        if labels is None or labels.array.shape != self.volume.array.shape or \
+                not labelled_levels(labels):
+            if labels is not None:
+                log.warning("export_no_seg", series_uid=result.series_instance_uid,
+                            reason="label map missing, empty or on another grid")
+            return None
+        built: tuple[Dataset, SegmentMap] | None = self._guarded(
+            "seg", lambda: VertebraSegmentation(self.volume, labels, self.settings, *self.algo,
+                                                result=result).build())
+        return built
+
+    def all(self) -> list[ExportedObject]:
+        result, volume, settings, kinds = (self.output.result, self.volume, self.settings,
+                                           self.kinds)
+        objects: list[ExportedObject] = []
+        seg = self._seg()
+        seg_ds, segment_map = seg if seg is not None else (None, None)
+        if seg_ds is not None and "seg" in kinds:
+            objects.append(ExportedObject("seg", seg_ds))
+        seg_ref = seg_ds if "seg" in kinds else None
+        if "sr" in kinds and result.vertebrae:
+            sr = self._guarded("sr", lambda: MeasurementReportSR(
+                result, settings, volume,
+                segment_map=segment_map if seg_ref is not None else None, seg_dataset=seg_ref,
+                level_slices=segment_map.slices if segment_map else {}).build())
+            if sr is not None:
+                objects.append(ExportedObject("sr", sr))
+        if "sc" in kinds:
+            render = self.opts.render or render_sagittal_overlay
+            # the canvas has banner and text panels: no single physical pixel spacing
+            sc = self._guarded("sc", lambda: SagittalSecondaryCapture(
+                np.asarray(render(volume, self.output.labels, result), dtype=np.uint8), volume,
+                settings, pixel_spacing_mm=None).build())
+            if sc is not None:
+                objects.append(ExportedObject("sc", sc))
+        if "kos" in kinds and is_flagged(result, self.opts.kos_min_grade):
+            others = [o.dataset for o in objects]
+            kos = self._guarded("kos", lambda: KeyImagesKOS(
+                result, volume, settings, others=others,
+                min_grade=self.opts.kos_min_grade).build())
+            if kos is not None:
+                objects.append(ExportedObject("kos", kos))
+        return objects
 
 
 def default_job_key(result: AnalysisResult) -> str:
@@ -188,8 +232,3 @@ def write_objects(objects: Sequence[ExportedObject], directory: Path) -> list[Pa
         obj.dataset.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
-
-
-def describe(objects: Sequence[ExportedObject]) -> list[dict[str, Any]]:
-    return [{"kind": o.kind, "sop_class_uid": o.sop_class_uid,
-             "sop_instance_uid": o.sop_instance_uid} for o in objects]

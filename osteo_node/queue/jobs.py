@@ -2,7 +2,7 @@
 
 States::
 
-    queued --claim--> running --> done | failed | no_analyser
+    queued --claim--> running --> done | not_analysable | failed | no_analyser
        ^                 |
        '--- error with attempts left, or lease expired / node restarted (recover) ---'
 
@@ -49,9 +49,11 @@ from osteo_node.store.index import series, studies
 QUEUED = "queued"
 RUNNING = "running"
 DONE = "done"
+NOT_ANALYSABLE = "not_analysable"  # analysed, refused with a reason (tilt, no spine, ...)
 FAILED = "failed"
 NO_ANALYSER = "no_analyser"
-STATES = (QUEUED, RUNNING, DONE, FAILED, NO_ANALYSER)
+STATES = (QUEUED, RUNNING, DONE, NOT_ANALYSABLE, FAILED, NO_ANALYSER)
+FINAL_STATES = (DONE, NOT_ANALYSABLE, FAILED, NO_ANALYSER)
 
 jobs = Table(
     "jobs", METADATA,
@@ -186,9 +188,9 @@ def heartbeat(engine: Engine, job: ClaimedJob, lease_seconds: float,
 
 def finish(engine: Engine, job: ClaimedJob, state: str, *, error: str | None = None,
            analyser: str | None = None, objects: int = 0, now: float | None = None) -> bool:
-    """Move a claimed job to a final state (done/failed/no_analyser). False: not ours any more
-    (its lease expired and it was re-claimed), so the caller must discard its result."""
-    if state not in (DONE, FAILED, NO_ANALYSER):
+    """Move a claimed job to a final state (see FINAL_STATES). False: not ours any more (its
+    lease expired and it was re-claimed), so the caller must discard its result."""
+    if state not in FINAL_STATES:
         raise ValueError(f"not a final state: {state}")
     t = time.time() if now is None else now
     with engine.begin() as conn:

@@ -24,6 +24,7 @@ from osteo_node.config import Settings
 from osteo_node.pipeline.registry import Analyser, analyser_for
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.queue import jobs as jq
+from osteo_node.safe_errors import describe
 from osteo_node.store.db import make_engine
 from osteo_node.store.index import series_paths
 from osteo_node.store.schema import create_node_tables
@@ -83,8 +84,9 @@ class _Heartbeat:
         while not self.stop.wait(max(0.5, lease / 3)):
             try:
                 alive = jq.heartbeat(self.ctx.engine, self.job, lease)
-            except Exception:  # a database hiccup (locked, connection lost): keep beating
-                log.warning("heartbeat failed; retrying", job_id=self.job.id, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - a database hiccup: keep beating
+                log.warning("heartbeat failed; retrying", job_id=self.job.id,
+                            error=describe(exc))
                 continue
             if not alive:
                 self.lost = True
@@ -115,8 +117,8 @@ def _load_analyser(ctx: WorkerContext, job: jq.ClaimedJob, bound: BoundLogger) -
     try:
         analyser = ctx.lookup(job.modality)
     except Exception as exc:  # noqa: BLE001 - a broken analyser import fails the job, not us
-        bound.exception("analyser could not be loaded")
-        return jq.retry_or_fail(ctx.engine, job, f"analyser load failed: {exc}",
+        bound.error("analyser could not be loaded", error=describe(exc))
+        return jq.retry_or_fail(ctx.engine, job, f"analyser load failed: {describe(exc)}",
                                 ctx.settings.queue.max_job_attempts)
     if analyser is None:
         jq.finish(ctx.engine, job, jq.NO_ANALYSER,
@@ -147,9 +149,9 @@ def _analyse_and_enqueue(ctx: WorkerContext, job: jq.ClaimedJob, analyser: Analy
             if s.results.worklist and output.result.status == "analysed":
                 add_from_result(ctx.engine, output)
     except Exception as exc:  # noqa: BLE001 - record any analysis failure in the job
-        bound.exception("analysis failed")
-        return jq.retry_or_fail(ctx.engine, job, f"{type(exc).__name__}: {exc}",
-                                s.queue.max_job_attempts)
+        # the type and place only: a message may quote header values (patient data)
+        bound.error("analysis failed", error=describe(exc))
+        return jq.retry_or_fail(ctx.engine, job, describe(exc), s.queue.max_job_attempts)
     return output, n
 
 
@@ -171,12 +173,16 @@ def process_job(ctx: WorkerContext, job: jq.ClaimedJob) -> str:
     if isinstance(analysed, str):
         return analysed
     output, n = analysed
-    if not jq.finish(ctx.engine, job, jq.DONE, analyser=analyser.name, objects=n):
+    refused = output.result.status == "not_analysable"
+    state = jq.NOT_ANALYSABLE if refused else jq.DONE
+    # the refusal reason is the analyser's own text (rules, geometry, UIDs), never a header value
+    reason = (output.result.reason or "not analysable")[:4000] if refused else None
+    if not jq.finish(ctx.engine, job, state, error=reason, analyser=analyser.name, objects=n):
         bound.warning("job was taken over by another worker; result discarded")
         return "lost"
-    bound.info("job done", analyser=analyser.name, status=output.result.status,
-               objects=n, seconds=round(time.perf_counter() - t0, 2))
-    return jq.DONE
+    bound.info("job done", analyser=analyser.name, status=output.result.status, state=state,
+               reason=reason, objects=n, seconds=round(time.perf_counter() - t0, 2))
+    return state
 
 
 def run_worker(settings: Settings, stop: threading.Event, index: int = 0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -71,3 +72,47 @@ def test_export_to_dir_uses_stable_key(ct20_output: AnalysisOutput, tmp_path: Pa
     assert sorted(p.name for p in first) == sorted(p.name for p in second)
     assert len(first) == 4
     assert ct20_output.result.series_instance_uid in default_job_key(ct20_output.result)
+
+
+def _with_header(output: AnalysisOutput, **values: str) -> AnalysisOutput:
+    assert output.volume is not None
+    header = copy.deepcopy(output.volume.header)  # the fixture is shared
+    for keyword, value in values.items():
+        setattr(header, keyword, value)
+    return AnalysisOutput(output.result, dataclasses.replace(output.volume, header=header),
+                          output.labels)
+
+
+def test_iso_birth_date_does_not_stop_the_export(ct20_output: AnalysisOutput,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16 (1): ``PatientBirthDate = '1951-03-09'`` (ISO, common in real data) made the
+    SEG builder raise and the job lost every object. It is written as the DA it means, every
+    object is built, and nothing logs the value."""
+    output = _with_header(ct20_output, PatientBirthDate="1951-03-09", StudyTime="10:22:05",
+                          PatientSex="unknown-and-far-too-long-for-CS")
+    objects = build_objects(output, uid_root=None, job_key="iso-dates")
+    assert sorted(o.kind for o in objects) == ["kos", "sc", "seg", "sr"]
+    for o in objects:
+        assert o.dataset.PatientBirthDate == "19510309"
+        assert o.dataset.StudyTime == "102205"
+        assert o.dataset.PatientSex == ""  # invalid for CS: dropped (type 2: empty)
+    logged = capsys.readouterr()
+    assert "export_header_value_normalised" in logged.out + logged.err
+    assert "1951-03-09" not in logged.out + logged.err
+
+
+def test_one_failing_object_keeps_the_others(ct20_output: AnalysisOutput,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16 (1): a failure in one exporter (here the SC renderer, raising with a patient's
+    name in its message) must not discard the others; the failure is logged without it."""
+    from osteo_node.exporters.publish import BuildOptions
+
+    def broken(*_a: object) -> np.ndarray:
+        raise ValueError("cannot draw 'Canary^Phi'")
+
+    objects = build_objects(ct20_output, uid_root=None, job_key="one-fails",
+                            options=BuildOptions(render=broken))
+    assert sorted(o.kind for o in objects) == ["kos", "seg", "sr"]
+    logged = capsys.readouterr()
+    assert "export_object_failed" in logged.out + logged.err
+    assert "Canary" not in logged.out + logged.err

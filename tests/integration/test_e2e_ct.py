@@ -150,14 +150,15 @@ def _without_spine(files: list[Path], columns: int) -> None:
 def test_ct_without_spine_is_not_analysable_and_nothing_is_sent(
         tmp_path: Path, shared_data: Path, orthanc: OrthancServer) -> None:
     """Real CT with no spine in view (30 chest slices cut to the patient's right side): the node
-    finishes the job, says why in its log, and sends nothing to PACS (never a fake result):
-    the study in Orthanc holds only the CT the scanner sent."""
+    ends the job as not_analysable, says why in its log and the job record, and sends nothing
+    to PACS (never a fake result): the study in Orthanc holds only the CT the scanner sent."""
     src = sorted((shared_data / "ct/chest_ct_series/dicom").glob("*.dcm"))[40:70]
     files = identified_copies(src, tmp_path / "sent")
     _without_spine(files, 160)
     analysis = analyze_json(tmp_path / "sent", tmp_path / "analysis.json")
     assert analysis["status"] == "not_analysable"
-    _study, objects, log = run_series_through_node(tmp_path, orthanc, files, expect=())
+    _study, objects, log = run_series_through_node(tmp_path, orthanc, files, expect=(),
+                                                   job_state="not_analysable")
     assert set(objects) == {"CT"} and len(objects["CT"]) == len(files)
     # nothing was queued for PACS either (so nothing can arrive later)
     done = [e for e in map(json.loads, filter(None, log.splitlines()))

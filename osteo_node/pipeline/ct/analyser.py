@@ -47,6 +47,7 @@ from osteo_node.pipeline.stages.volume import (
     read_headers,
 )
 from osteo_node.pipeline.types import Volume
+from osteo_node.safe_errors import describe
 
 __all__ = [
     "AnalysisContext",
@@ -121,10 +122,10 @@ class CTAnalyser:
             out = AnalysisOutput(result_for_refusal(str(exc), ctx))
         except VolumeError as exc:
             out = AnalysisOutput(result_for_refusal(f"series not loadable: {exc}", ctx))
-        except Exception as exc:
-            log.exception("ct_analysis_failed", series_uid=ctx.series_uid)
+        except Exception as exc:  # noqa: BLE001 - never raise: a refusal, described without PHI
+            log.error("ct_analysis_failed", series_uid=ctx.series_uid, error=describe(exc))
             out = AnalysisOutput(result_for_refusal(
-                f"internal error during analysis ({exc.__class__.__name__}: {exc})", ctx
+                f"internal error during analysis ({describe(exc)})", ctx
             ))
         out.result.timings_s["total"] = round(time.perf_counter() - t0, 3)
         if self.progress is not None:

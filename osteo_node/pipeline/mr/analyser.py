@@ -53,6 +53,7 @@ from osteo_node.pipeline.stages.volume import (
     load_nifti,
     read_headers,
 )
+from osteo_node.safe_errors import describe
 
 log = structlog.get_logger(__name__)
 
@@ -121,11 +122,11 @@ class MRAnalyser:
             out = AnalysisOutput(self._refusal(f"series not loadable: {exc}", ctx))
         except ModelError as exc:
             out = AnalysisOutput(self._refusal(f"MR model not available: {exc}", ctx))
-        except Exception as exc:
-            log.exception("mr_analysis_failed", series_uid=ctx.series_uid)
+        except Exception as exc:  # noqa: BLE001 - never raise: a refusal, described without PHI
+            log.error("mr_analysis_failed", series_uid=ctx.series_uid, error=describe(exc))
             out = AnalysisOutput(
                 self._refusal(
-                    f"internal error during analysis ({exc.__class__.__name__}: {exc})", ctx
+                    f"internal error during analysis ({describe(exc)})", ctx
                 )
             )
         out.result.timings_s["total"] = round(time.perf_counter() - t0, 3)
