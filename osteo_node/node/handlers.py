@@ -25,6 +25,7 @@ from osteo_node.node.validate import (
     Rejected,
     check_dataset,
 )
+from osteo_node.safe_errors import describe
 from osteo_node.store.index import InstanceRecord
 from osteo_node.store.index_writer import IndexWriter
 from osteo_node.store.spool import Spool, SpoolFullError, SpoolKey
@@ -60,13 +61,41 @@ class AssociationPolicy:
             # rejected-permanent, service-user, calling AE title not recognised
             assoc.acse.send_reject(0x01, 0x01, 0x03)
             assoc.kill()  # waits until the A-ASSOCIATE-RJ is on the wire, as pynetdicom does
-        except Exception:
-            log.exception("association policy check failed; aborting association")
+        except Exception as exc:  # noqa: BLE001 - never raise into pynetdicom
+            log.error("association policy check failed; aborting association",
+                      error=describe(exc))
             evt.assoc.abort()
 
 
 def handle_echo(evt: Any) -> int:
     return STATUS_SUCCESS
+
+
+C_STORE_RQ = 0x0001
+
+
+def answer_invalid_store(evt: Any) -> None:
+    """EVT_DIMSE_RECV: a C-STORE-RQ without an Affected SOP Instance UID is not a valid request;
+    pynetdicom drops it without an answer and the sender waits for its DIMSE timeout (120 s and
+    more). Answer it at once with 0xC000 (cannot understand) instead. Never raises."""
+    try:
+        cmd = evt.message.command_set
+        if int(cmd.get("CommandField", 0)) != C_STORE_RQ or \
+                str(cmd.get("AffectedSOPInstanceUID", "") or "").strip():
+            return
+        from pynetdicom.dimse_primitives import C_STORE
+
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo = int(cmd.MessageID)
+        rsp.AffectedSOPClassUID = str(cmd.get("AffectedSOPClassUID", "") or "") or None
+        rsp.Status = STATUS_CANNOT_UNDERSTAND
+        rsp.ErrorComment = "no Affected SOP Instance UID"
+        evt.assoc.dimse.send_msg(rsp, evt.message.context_id)
+        log.warning("C-STORE refused: request without Affected SOP Instance UID",
+                    calling_ae=str(evt.assoc.requestor.ae_title).strip(),
+                    status=hex(STATUS_CANNOT_UNDERSTAND))
+    except Exception as exc:  # noqa: BLE001 - never raise into pynetdicom's reactor
+        log.error("invalid C-STORE request could not be answered", error=describe(exc))
 
 
 class StoreHandler:
@@ -82,9 +111,9 @@ class StoreHandler:
     def __call__(self, evt: Any) -> Dataset:
         try:
             return self._handle(evt)
-        except Exception:
-            log.exception("C-STORE failed unexpectedly",
-                          sop_instance_uid=_request_uid(evt))
+        except Exception as exc:  # noqa: BLE001 - a handler answers, never raises
+            log.error("C-STORE failed unexpectedly", sop_instance_uid=_request_uid(evt),
+                      error=describe(exc))
             return status(STATUS_PROCESSING_FAILURE, "internal error, see node log")
 
     def _handle(self, evt: Any) -> Dataset:
@@ -103,7 +132,7 @@ class StoreHandler:
         except Exception as exc:  # noqa: BLE001 - any decoding error means "cannot understand"
             log.warning("C-STORE refused: dataset cannot be decoded",
                         sop_instance_uid=affected_uid, calling_ae=calling,
-                        error=f"{type(exc).__name__}: {exc}")
+                        error=describe(exc))  # a decoder's message may quote values
             return status(STATUS_CANNOT_UNDERSTAND, "dataset cannot be decoded")
         if isinstance(verdict, Rejected):
             log.warning("C-STORE refused", reason=verdict.reason, status=hex(verdict.status),

@@ -9,10 +9,16 @@ from typing import Any
 
 import structlog
 from pynetdicom import AE, evt
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from osteo_node.config import DicomSettings, ListenerTls, Settings
-from osteo_node.node.handlers import AssociationPolicy, StoreHandler, handle_echo
+from osteo_node.node.handlers import (
+    AssociationPolicy,
+    StoreHandler,
+    answer_invalid_store,
+    handle_echo,
+)
 from osteo_node.node.sop_classes import TRANSFER_SYNTAXES, storage_sop_classes
 from osteo_node.store.db import make_engine
 from osteo_node.store.index_writer import IndexWriter
@@ -25,6 +31,11 @@ log = structlog.get_logger(__name__)
 
 
 def build_ae(settings: DicomSettings) -> AE:
+    # pynetdicom's "standard" handlers only log PDU and DIMSE contents at DEBUG (patient data;
+    # this node logs pynetdicom at WARNING), and the DIMSE one raises on a C-STORE request
+    # without an Affected SOP Instance UID, which stops every later handler of the event
+    # (answer_invalid_store). Documented setting: pynetdicom._config.LOG_HANDLER_LEVEL.
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_pdu_size = settings.max_pdu
     ae.maximum_associations = settings.max_associations
@@ -94,6 +105,7 @@ class Listener:
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, AssociationPolicy(d)),
             (evt.EVT_C_ECHO, handle_echo),
+            (evt.EVT_DIMSE_RECV, answer_invalid_store),
             (evt.EVT_C_STORE, StoreHandler(self.spool, self.indexer, d.accepted_modalities)),
         ]
         ssl_ctx = server_ssl_context(d.tls) if d.tls else None

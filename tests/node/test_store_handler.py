@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from osteo_node.store.index import instances, series
 from osteo_node.store.spool import Spool, SpoolKey, sealed_complete
-from tests.node.support import CALLER, free_port, node_config, running_listener
+from tests.node.support import CALLER, free_port, node_config, running_listener, wait_until
 
 
 def small_ct(study: str, series_uid: str, sop: str, fill: int, number: int = 1) -> Dataset:
@@ -143,3 +143,46 @@ def test_copy_already_in_the_spool_but_not_indexed_is_indexed_as_spooled(
     assert kept.path.read_bytes() == before
     (row,) = _rows(listener)
     assert (row.sop_instance_uid, row.instance_number, row.size) == (sop, 7, len(before))
+
+
+def test_store_request_without_affected_sop_instance_uid_is_answered_at_once(
+        tmp_path: Path) -> None:
+    """Issue 16 (10): a C-STORE-RQ without Affected SOP Instance UID is not a valid request;
+    pynetdicom dropped it and the sender waited for its DIMSE timeout (120 s). The node now
+    answers 0xC000 (cannot understand) at once."""
+    import time
+
+    from pydicom.filewriter import write_dataset
+    from pynetdicom import evt
+    from pynetdicom.dimse_primitives import C_STORE
+
+    port = free_port()
+    with running_listener(node_config(tmp_path, port), tmp_path):
+        ae = PyAE(ae_title=CALLER)
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        answers: list[Dataset] = []
+        assoc = ae.associate("127.0.0.1", port, ae_title="OSTEO_NODE", evt_handlers=[
+            (evt.EVT_DIMSE_RECV, lambda e: answers.append(e.message.command_set))])
+        assert assoc.is_established
+        try:
+            req = C_STORE()
+            req.MessageID = 7
+            req.AffectedSOPClassUID = CTImageStorage
+            req.Priority = 2
+            buf = io.BytesIO()
+            from pydicom.filebase import DicomBytesIO
+
+            enc = DicomBytesIO()
+            enc.is_little_endian, enc.is_implicit_VR = True, False
+            write_dataset(enc, small_ct(generate_uid(), generate_uid(), generate_uid(), 1))
+            buf.write(enc.getvalue())
+            req.DataSet = buf  # no AffectedSOPInstanceUID
+            t0 = time.monotonic()
+            assoc.dimse.send_msg(req, assoc.accepted_contexts[0].context_id)
+            wait_until(lambda: answers, 10, what="a C-STORE response")
+            assert time.monotonic() - t0 < 5.0
+            rsp = answers[0]
+            assert int(rsp.CommandField) == 0x8001 and int(rsp.MessageIDBeingRespondedTo) == 7
+            assert int(rsp.Status) == 0xC000
+        finally:
+            assoc.abort()

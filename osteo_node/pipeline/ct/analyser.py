@@ -174,7 +174,8 @@ class CTAnalyser:
         rejected = drop_implausible(volume, labels, self.quality)
         present = [lv for lv in labels.levels if lv in LEVELS]
         if not present or not np.any(labels.array):
-            extra = f" ({'; '.join(rejected)})" if rejected else ""
+            why = [*labels.notes, *rejected]
+            extra = f" ({'; '.join(why)})" if why else ""
             raise NotAnalysable(
                 "no vertebra found in the field of view (spine not in the scanned region?)"
                 + extra

@@ -64,6 +64,10 @@ BODY, POSTERIOR, DISC, SACRUM = 1, 2, 3, 4
 MAX_BODY_U_MM = -3.0  # a body's centre lies in front of the canal centre ...
 MIN_BODY_U_MM = -75.0  # ... but not further than any vertebral body is deep
 MAX_BODY_V_MM = 20.0
+# geometry plausibility: the whole spine C1-S1 is about 700 mm in adults, lumbar bodies with
+# their discs about 35-45 mm apart (Panjabi 1992); far beyond that the series geometry is wrong
+MAX_COLUMN_MM = 1000.0
+MAX_BODY_PERIOD_MM = 70.0
 
 
 @dataclass
@@ -292,6 +296,11 @@ def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
     t.append(time.perf_counter())
     if canal is None:
         return _empty(volume, model.info, "no spinal canal found in the field of view")
+    if canal.length_mm > MAX_COLUMN_MM:
+        return _empty(volume, model.info,
+                      f"the spinal column would be {canal.length_mm:.0f} mm long, longer than "
+                      f"any human spine (> {MAX_COLUMN_MM:.0f} mm): slice positions or spacing "
+                      "of the series are implausible", canal=canal)
     frame = frame_for(canal, volume)
     image = sample(volume, frame)
     t.append(time.perf_counter())
@@ -301,6 +310,12 @@ def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
     if inst is None or not inst.runs:
         return _empty(volume, model.info, "no vertebral body found along the spinal canal",
                       canal=canal, frame=frame)
+    tall = [r.rows * frame.step for r in inst.runs if r.lower is not None and r.upper is not None]
+    if tall and float(np.median(tall)) > MAX_BODY_PERIOD_MM:
+        return _empty(volume, model.info,
+                      f"vertebrae {float(np.median(tall)):.0f} mm apart (median), more than any "
+                      f"human spine (> {MAX_BODY_PERIOD_MM:.0f} mm): slice positions or spacing "
+                      "of the series are implausible", canal=canal, frame=frame)
     inst = _subset(inst, _on_column(inst, frame))
     assignment, bodies, ribs, sacrum = _names(inst, frame, hu_w, geo_w)
     named = _named(inst, bodies, assignment, ribs)

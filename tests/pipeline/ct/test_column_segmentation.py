@@ -146,3 +146,20 @@ def test_no_spine_no_canal(model: Any, shared_data: Path) -> None:
     seg = segment_column(side, model)
     assert not seg.labels.levels
     assert seg.labels.notes
+
+
+def test_a_series_longer_than_any_spine_is_refused(shared_data: Path) -> None:
+    """Issue 16 (12): the real example CT with its slice spacing written 6x too large (18 mm
+    instead of 3 mm: 2 m of 'patient', vertebrae 160 mm apart) is refused with the reason,
+    not labelled C1-L1."""
+    from dataclasses import replace
+
+    from osteo_node.pipeline.ct.analyser import CTAnalyser
+
+    vol = load_nifti(shared_data / TS / "example_ct.nii.gz").volume
+    g = vol.geometry
+    stretched = replace(vol, geometry=replace(g, spacing=(g.spacing[0], g.spacing[1],
+                                                          g.spacing[2] * 6)))
+    r = CTAnalyser().analyse_volume(stretched).result
+    assert r.status == "not_analysable"
+    assert r.reason is not None and "than any human spine" in r.reason, r.reason
