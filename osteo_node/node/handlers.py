@@ -85,7 +85,7 @@ def answer_invalid_store(evt: Any) -> None:
             return
         from pynetdicom.dimse_primitives import C_STORE
 
-        rsp = C_STORE()
+        rsp: Any = C_STORE()
         rsp.MessageIDBeingRespondedTo = int(cmd.MessageID)
         rsp.AffectedSOPClassUID = str(cmd.get("AffectedSOPClassUID", "") or "") or None
         rsp.Status = STATUS_CANNOT_UNDERSTAND
