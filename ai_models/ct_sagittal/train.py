@@ -14,7 +14,8 @@ Reproducible (fixed seeds, deterministic CPU kernels)::
 ``--exclude`` leaves a case out (leave-one-case-out evaluation). Every patch is augmented on the
 fly, because six labelled volumes are all there is: scaling, rotation, shift off the canal,
 left-right mirroring, HU scale/shift, bone density (osteoporotic to dense), enhanced soft
-tissue, opacified vessels in front of the spine (hard negatives), thick-slice blur, noise, and
+tissue, opacified vessels in front of the spine (hard negatives), thick slices (3-4.5 mm slabs
+interpolated back) or blur, noise, and
 synthetic compression fractures (wedge and biconcave: the body is compressed and the disc above
 fills the space; crush: the column above comes down), so that a fractured body is still
 segmented as one body. (The fracture *evaluation* deforms in 3D with its own, independent code:
@@ -184,6 +185,27 @@ def _nearest_rows(a: np.ndarray, src: np.ndarray) -> np.ndarray:
     return a[np.rint(src).astype(int), cols]
 
 
+def _thick_slices(x: np.ndarray, factor: int, phase: float) -> np.ndarray:
+    """[c, rows, u]: rows averaged in slabs of ``factor`` (a thick-slice reconstruction,
+    slab boundaries shifted by ``phase``), then linearly interpolated back on the rows."""
+    from scipy.ndimage import map_coordinates
+
+    n = x.shape[1]
+    start = int(phase * factor)
+    m = (n - start) // factor
+    if m < 2:
+        return x
+    slabs = x[:, start:start + m * factor].reshape(x.shape[0], m, factor, -1).mean(axis=2)
+    centres = start + (np.arange(m) + 0.5) * factor - 0.5
+    src = np.interp(np.arange(n), centres, np.arange(m))
+    out = np.empty_like(x)
+    cols = np.arange(x.shape[2])
+    rr, cc = np.meshgrid(src, cols, indexing="ij")
+    for c in range(x.shape[0]):
+        out[c] = map_coordinates(slabs[c], [rr, cc], order=1, mode="nearest")
+    return out
+
+
 def intensity(img: np.ndarray, cls: np.ndarray, rng: random.Random) -> np.ndarray:
     """HU-domain augmentation of one patch [3, rows, u]."""
     x = img.astype(np.float32)
@@ -205,7 +227,9 @@ def intensity(img: np.ndarray, cls: np.ndarray, rng: random.Random) -> np.ndarra
             m &= cls == 0
             x[:, m] = hu + rng.uniform(-20, 20)
     x = x * rng.uniform(0.92, 1.08) + rng.uniform(-25, 25)
-    if rng.random() < 0.5:  # thick slices: blur along z
+    if rng.random() < 0.35:  # thick slices: 3 or 4.5 mm slabs, linearly interpolated back
+        x = _thick_slices(x, rng.choice((2, 3)), rng.uniform(0, 1))
+    elif rng.random() < 0.5:  # or a softer reconstruction: blur along z
         from scipy.ndimage import gaussian_filter1d
 
         x = gaussian_filter1d(x, rng.uniform(0.5, 2.0), axis=1, mode="nearest")

@@ -3,7 +3,8 @@
 
 Runs the CT analyser over labelled real cases (default ``benchmarks/ct_cases.yaml``, paths
 relative to the shared data folder) and prints per case and overall: level accuracy (same name
-and centroid within 10 mm of the reference vertebra), body Dice (against the case's body
+and centroid within 10 mm of the reference vertebra; reference vertebrae with less than 2 ml of
+body in view, a spinous process tip at the edge of the scan, are listed, not scored), body Dice (against the case's body
 reference, or one derived from its whole-vertebra labels), centroid error, the density level's
 trabecular HU against the reference body eroded by 3 mm, the complete bodies T4-L5 that got a
 Genant grade, and grade agreement with the grades computed on the reference labels.
@@ -79,7 +80,7 @@ def _print_case(s: Any) -> dict[str, Any]:
               f"{_fmt(lv.vertebra_dice):>5} {_fmt(lv.hu, '.1f'):>7} "
               f"{_fmt(lv.hu_reference, '.1f'):>7} {_fmt(lv.grade, 'd'):>5} "
               f"{_fmt(lv.grade_reference, 'd'):>5} {'y' if lv.complete else '-':>4} "
-              f"{'y' if lv.graded else '-':>6}")
+              f"{'y' if lv.graded else '-':>6}{'' if lv.in_view else '  (fragment, not scored)'}")
     graded, complete = s.graded_complete
     row = {
         "case": s.name, "status": s.status, "reason": s.reason,
@@ -105,7 +106,7 @@ def _print_case(s: Any) -> dict[str, Any]:
 
 
 def _overall(scores: list[Any]) -> dict[str, Any]:
-    all_levels = [lv for s in scores for lv in s.levels]
+    all_levels = [lv for s in scores for lv in s.scored]
     dices = [lv.dice for lv in all_levels if lv.dice is not None]
     errs = [lv.centroid_error_mm for lv in all_levels if lv.centroid_error_mm is not None]
     hud = [abs(s.density_difference) for s in scores if s.density_difference is not None]

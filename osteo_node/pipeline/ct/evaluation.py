@@ -28,6 +28,7 @@ from osteo_node.pipeline.results import ModelInfo, VertebraResult
 from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
 
 EDGE_MM = 3.0  # a reference body this close to the first/last slice is cut by the scan
+MIN_SCORED_ML = 2.0  # reference vertebrae with less body than this in view are not scored
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ class LevelScore:
     grade_reference: int | None
     complete: bool  # the reference body is not cut by the scan
     graded: bool  # the body found at this reference body's place got a Genant grade
+    in_view: bool = True  # enough of the reference body (or sacrum) is in the scan to name it
 
 
 @dataclass
@@ -174,8 +176,15 @@ class CaseScore:
     density_hu_reference: float | None = None
 
     @property
+    def scored(self) -> list[LevelScore]:
+        """The reference levels with a body (>= MIN_SCORED_ML) in view: a spinous process tip
+        or a few voxels of an endplate at the edge of the scan is not a vertebra to name."""
+        return [s for s in self.levels if s.in_view]
+
+    @property
     def level_accuracy(self) -> float | None:
-        return sum(s.correct for s in self.levels) / len(self.levels) if self.levels else None
+        scored = self.scored
+        return sum(s.correct for s in scored) / len(scored) if scored else None
 
     @property
     def mean_dice(self) -> float | None:
@@ -273,6 +282,7 @@ def score_case(
                                         geo, shape)
     ref_bodies, body_kind = reference_bodies(case.reference, vol, ref_labels)
     graded_range = set(GradingRules.default().levels_measured)
+    voxel_ml = float(np.prod(geo.spacing)) / 1000.0
     by_level = {v.level: v for v in res.vertebrae}
     ref_by_level = {v.level: v for v in ref_out.result.vertebrae}
     scores: list[LevelScore] = []
@@ -300,6 +310,8 @@ def score_case(
         v, rv = by_level.get(level), ref_by_level.get(level)
         has_body = ref_body is not None and bool(ref_body.any())
         complete = level in graded_range and has_body and _complete(ref_mask, vol)
+        shown = ref_mask if level == "S1" or ref_body is None else ref_body
+        in_view = float(shown.sum()) * voxel_ml >= MIN_SCORED_ML
         scores.append(LevelScore(
             level=level, found=found, centroid_error_mm=err,
             correct=err is not None and err <= centroid_tolerance_mm, dice=bdice,
@@ -308,6 +320,7 @@ def score_case(
             grade=v.genant_grade if v else None, grade_reference=rv.genant_grade if rv else None,
             complete=complete,
             graded=complete and ref_body is not None and _graded_here(ref_body, pred, by_level),
+            in_view=in_view,
         ))
     extra = _extra_levels(pred, ref_labels, geo)
     score = CaseScore(case.name, res.status, res.reason, body_kind, scores, extra,
