@@ -4,8 +4,9 @@
 Runs the CT analyser over labelled real cases (default ``benchmarks/ct_cases.yaml``, paths
 relative to the shared data folder) and prints per case and overall: level accuracy (same name
 and centroid within 10 mm of the reference vertebra; reference vertebrae with less than 2 ml of
-body in view, a spinous process tip at the edge of the scan, are listed, not scored), body Dice (against the case's body
-reference, or one derived from its whole-vertebra labels), centroid error, the density level's
+body in view, a spinous process tip at the edge of the scan, are listed, not scored), body Dice
+(against the case's body reference, or one derived from its whole-vertebra labels), centroid
+error, the density level's
 trabecular HU against the reference body eroded by 3 mm, the complete bodies T4-L5 that got a
 Genant grade, and grade agreement with the grades computed on the reference labels.
 
