@@ -106,3 +106,25 @@ def test_rules_are_data(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text(bad)
     with pytest.raises(ValueError, match="not supported"):
         SelectionRules.load(tmp_path / "b.yaml")
+
+
+def test_a_localizer_inside_a_good_series_is_left_out(chest: list[Dataset],
+                                                     rules: SelectionRules) -> None:
+    """Issue 16 (9): one localizer (another ImageType, orientation and matrix) inside the real
+    axial chest series used to block it ('mixed stacks'). It is left out with a warning and
+    the stack is selected."""
+    scout = copy.deepcopy(chest[10])
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    scout.Rows, scout.Columns = 512, 888
+    odd = copy.deepcopy(chest[20])
+    odd.Rows = 256  # another matrix
+    headers = [*chest, scout, odd]
+    sel = select_series(headers, rules)
+    assert sel.chosen is not None, sel.reason
+    assert sel.chosen.n_slices == len(chest)
+    assert sorted(sel.chosen.excluded) == [
+        "1 image(s) left out of the stack: another orientation, matrix or pixel spacing",
+        "1 image(s) left out of the stack: localizer"]
+    assert len(headers) - 2 not in sel.chosen.indices and len(headers) - 1 not in \
+        sel.chosen.indices

@@ -148,6 +148,7 @@ class CTAnalyser:
             if selection.chosen is None:
                 raise NotAnalysable(selection.reason)
             chosen = [headers[i] for i in selection.chosen.indices]
+            ctx.warnings.extend(selection.chosen.excluded)
             ctx.series_uid = str(chosen[0].ds.get("SeriesInstanceUID", "") or "") or None
             others = [c for c in selection.candidates if c is not selection.chosen]
             for c in others:

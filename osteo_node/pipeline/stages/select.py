@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,9 @@ class SeriesCandidate:
     kernel_class: str  # "soft", "sharp" or "unknown"
     slice_thickness_mm: float | None
     coverage_mm: float
+    # instances of the series left out of its stack (a localizer, another orientation or size):
+    # one line per kind, with the count
+    excluded: tuple[str, ...] = ()
 
     @property
     def n_slices(self) -> int:
@@ -241,15 +244,60 @@ def _preference(c: SeriesCandidate) -> tuple[int, float, int]:
     return (kernel_rank, c.slice_thickness_mm or 99.0, -c.n_slices)
 
 
+def _layout(ds: Dataset) -> tuple[Any, ...]:
+    """What every slice of one stack shares: orientation, matrix size, pixel spacing."""
+    def rounded(keyword: str, n: int) -> tuple[float, ...] | None:
+        v = ds.get(keyword)
+        try:
+            return tuple(round(float(x), 3) for x in v) if v is not None and len(v) == n \
+                else None
+        except (TypeError, ValueError):
+            return None
+
+    return (rounded("ImageOrientationPatient", 6), ds.get("Rows"), ds.get("Columns"),
+            rounded("PixelSpacing", 2))
+
+
+def stack_members(indices: Sequence[int], headers: Sequence[Dataset]
+                  ) -> tuple[list[int], tuple[str, ...]]:
+    """The series' instances that form its image stack, and what was left out: a localizer
+    (ImageType LOCALIZER) or an image of another orientation / matrix / pixel spacing inside
+    an otherwise good axial series must not block it."""
+    excluded: dict[str, int] = {}
+    keep: list[int] = []
+    candidates = []
+    for i in indices:
+        types = [str(t).upper() for t in (headers[i].get("ImageType") or [])]
+        if any(t in ("LOCALIZER", "SCOUT") for t in types):
+            excluded["localizer"] = excluded.get("localizer", 0) + 1
+        else:
+            candidates.append(i)
+    if candidates:
+        layouts = [_layout(headers[i]) for i in candidates]
+        common = max(set(layouts), key=layouts.count)
+        for i, lay in zip(candidates, layouts, strict=True):
+            if lay == common:
+                keep.append(i)
+            else:
+                excluded["another orientation, matrix or pixel spacing"] = \
+                    excluded.get("another orientation, matrix or pixel spacing", 0) + 1
+    if not keep:  # nothing forms a stack: judge the series as it is
+        return list(indices), ()
+    return keep, tuple(f"{n} image(s) left out of the stack: {why}"
+                       for why, n in excluded.items())
+
+
 def select_series(headers: Sequence[Dataset], rules: SelectionRules) -> Selection:
-    """Group instances into series, judge each, pick the preferred accepted one."""
+    """Group instances into series, judge each (its image stack), pick the preferred one."""
     groups: dict[str, list[int]] = {}
     for n, ds in enumerate(headers):
         uid = str(ds.get("SeriesInstanceUID", "") or "") or NO_UID
         groups.setdefault(uid, []).append(n)
-    candidates = tuple(
-        evaluate_series(uid, idx, [headers[i] for i in idx], rules)
-        for uid, idx in groups.items()
-    )
+    candidates_list = []
+    for uid, idx in groups.items():
+        keep, excluded = stack_members(idx, headers)
+        c = evaluate_series(uid, keep, [headers[i] for i in keep], rules)
+        candidates_list.append(replace(c, excluded=excluded))
+    candidates = tuple(candidates_list)
     accepted = sorted((c for c in candidates if c.accepted), key=_preference)
     return Selection(accepted[0] if accepted else None, candidates)
