@@ -24,8 +24,12 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.stamp-run
 setup-test: $(VENV)/.stamp-test
 
+# The node refuses to run as root (production: systemd/osteo-node.service, a dedicated user);
+# `make run` on a developer machine or a container as root allows it explicitly.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 run: setup
-	$(BIN)/osteo-node serve --config $(CONFIG)
+	$(BIN)/osteo-node serve --config $(CONFIG) $(ROOT_FLAG)
 
 test: setup-test
 	$(BIN)/ruff check .

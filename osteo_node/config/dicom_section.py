@@ -31,6 +31,7 @@ def read_dicom(top: Reader, base: Path) -> DicomSettings:
         tls=read_listener_tls(d, base),
         max_pdu=d.get("max_pdu", 262144, int_in(0, 2**32 - 1)),
         max_associations=d.get("max_associations", 16, int_in(1, 1000)),
+        check_called_ae_title=d.get("check_called_ae_title", False, boolean),
     )
     d.finish()
     if not dicom.allowed_callers:

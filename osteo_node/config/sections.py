@@ -44,6 +44,9 @@ class DicomSettings:
     tls: ListenerTls | None = None
     max_pdu: int = 262144
     max_associations: int = 16
+    #: refuse associations addressed to another AE title than ours (A-ASSOCIATE-RJ "called AE
+    #: title not recognised"); off by default (some modalities send a site-wide title)
+    check_called_ae_title: bool = False
 
     def caller_permitted(self, ae_title: str, host: str) -> bool:
         return any(c.permits(ae_title.strip(), host) for c in self.allowed_callers)

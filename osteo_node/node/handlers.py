@@ -165,12 +165,45 @@ class StoreHandler:
             ), time.time())
         else:  # the first copy stays: index it as spooled (if a crash left it without a row)
             self.indexer.submit_spooled(key, stored.path, time.time())
+            _report_duplicate(stored.path, encoded, evt, key.sop_uid)
         what = "instance stored" if stored.created else "duplicate instance (kept the first copy)"
         log.info(what,
                  sop_instance_uid=key.sop_uid, series_instance_uid=key.series_uid,
                  study_instance_uid=key.study_uid, modality=verdict.modality,
                  transfer_syntax=str(tsyntax), bytes=stored.size, calling_ae=calling)
         return status(STATUS_SUCCESS)
+
+
+def differing_keywords(kept: Dataset, received: Dataset, limit: int = 20) -> list[str]:
+    """Keywords (never values) of the top-level elements that differ between two copies."""
+    tags = sorted(set(kept.keys()) | set(received.keys()))
+    out = []
+    for tag in tags:
+        a, b = kept.get(tag), received.get(tag)
+        if a is None or b is None or a.value != b.value:
+            out.append((a or b).keyword or str(tag))
+            if len(out) >= limit:
+                break
+    return out
+
+
+def _report_duplicate(path: Any, encoded: bytes, evt: Any, sop_uid: str) -> None:
+    """A second copy of a SOP instance is not stored; when its content differs from the kept
+    copy that is worth a WARNING naming what differs (keywords only)."""
+    try:
+        kept_bytes = path.read_bytes()
+        if kept_bytes.endswith(encoded):
+            return  # the same data set, byte for byte
+        import pydicom
+
+        kept = pydicom.dcmread(path)
+        differ = differing_keywords(kept, evt.dataset)
+        if differ:
+            log.warning("duplicate SOP instance with different content: the first copy was "
+                        "kept", sop_instance_uid=sop_uid, differs=differ)
+    except Exception as exc:  # noqa: BLE001 - only a log line; the C-STORE succeeded
+        log.warning("duplicate SOP instance could not be compared", sop_instance_uid=sop_uid,
+                    error=describe(exc))
 
 
 def _request_uid(evt: Any) -> str:

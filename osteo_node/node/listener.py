@@ -45,9 +45,9 @@ def build_ae(settings: DicomSettings) -> AE:
     ae.add_supported_context(Verification)
     for uid in storage_sop_classes(settings.accepted_modalities):
         ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
-    # Calling AE title (and host) are checked by AssociationPolicy; we answer to any called
-    # AE title so misconfigured peers get a clear "calling AE not recognised" instead.
-    ae.require_called_aet = False
+    # Calling AE title (and host) are checked by AssociationPolicy; the called AE title only
+    # when configured (dicom.check_called_ae_title).
+    ae.require_called_aet = settings.check_called_ae_title
     return ae
 
 

@@ -92,6 +92,23 @@ def test_echo_and_calling_ae_policy(tmp_path: Path, log_stream: io.StringIO) -> 
 
 
 @needs_dcmtk
+def test_called_ae_title_checked_when_configured(tmp_path: Path) -> None:
+    """Issue 16 (11): with dicom.check_called_ae_title an association addressed to another AE
+    title is refused; without it (the default) it is served."""
+    port = free_port()
+    cfg = node_config(tmp_path, port)
+    cfg["dicom"]["check_called_ae_title"] = True
+    with running_listener(cfg, tmp_path):
+        assert echoscu(port).returncode == 0
+        wrong = echoscu(port, "-aec", "SOMEONE_ELSE")
+        assert wrong.returncode != 0
+        assert "Called AE Title Not Recognized" in wrong.stdout + wrong.stderr
+    port = free_port()
+    with running_listener(node_config(tmp_path / "open", port), tmp_path / "open"):
+        assert echoscu(port, "-aec", "SOMEONE_ELSE").returncode == 0
+
+
+@needs_dcmtk
 def test_real_jpeg2000_slices_stored_byte_identical(tmp_path: Path, totalseg_files: list[Path]
                                                     ) -> None:
     """"Identical" means: the stored file's data set (everything after its file meta group)

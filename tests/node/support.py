@@ -192,12 +192,14 @@ class NodeProcess:
         self.config, self.log = config, log
         self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        # the tests (and CI) run as root: the node refuses that unless told (tested separately)
+        self.serve_args: list[str] = ["--allow-root"] if os.geteuid() == 0 else []
 
     def start(self, port: int) -> NodeProcess:
         logf = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from osteo_node.cli.main import entry; entry()",
-             "serve", "--config", str(self.config)],
+             "serve", "--config", str(self.config), *self.serve_args],
             cwd=REPO, env=self.env, stdout=logf, stderr=subprocess.STDOUT,
             start_new_session=True)
         logf.close()

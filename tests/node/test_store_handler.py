@@ -186,3 +186,23 @@ def test_store_request_without_affected_sop_instance_uid_is_answered_at_once(
             assert int(rsp.Status) == 0xC000
         finally:
             assoc.abort()
+
+
+def test_duplicate_with_different_content_is_reported_with_what_differs(
+        node: tuple[Any, int], capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16 (11): a second copy of a SOP instance whose content differs (another patient's
+    pixels under a reused UID, a re-edited header) is logged at WARNING with the keywords that
+    differ, never their values; an identical copy is not."""
+    _listener, port = node
+    st, se, sop = generate_uid(), generate_uid(), generate_uid()
+    first = small_ct(st, se, sop, fill=10)
+    same = small_ct(st, se, sop, fill=10)
+    other = small_ct(st, se, sop, fill=99)
+    other.PatientName = "Canary^Phi"
+    assert send(port, [first, same, other]) == [0, 0, 0]
+    out = capsys.readouterr()
+    text = out.out + out.err
+    warnings = [ln for ln in text.splitlines() if "duplicate SOP instance with differ" in ln]
+    assert len(warnings) == 1
+    assert "PatientName" in warnings[0] and "PixelData" in warnings[0]
+    assert "Canary" not in text
