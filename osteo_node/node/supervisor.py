@@ -26,6 +26,7 @@ from types import FrameType
 import structlog
 
 from osteo_node.config import Settings
+from osteo_node.safe_errors import describe
 
 log = structlog.get_logger(__name__)
 
@@ -182,6 +183,8 @@ class Supervisor:
         if p is not None:
             log.error("child exited; restarting", child=child.name, exitcode=p.exitcode,
                       restarts=child.restarts)
+            if child.role == "worker" and p.pid is not None:
+                self._take_over(child, p.pid)
             p.join(0)
             child.process = None
             delay = min(MAX_RESTART_DELAY, 0.5 * 2 ** child.restarts)
@@ -189,6 +192,25 @@ class Supervisor:
             child.next_start = now + delay
         if now >= child.next_start:
             self._start(child)
+
+    def _take_over(self, child: Child, pid: int) -> None:
+        """Put the dead worker's job back in the queue now instead of after its lease."""
+        from osteo_node.queue.jobs import release_worker
+        from osteo_node.store.db import make_engine
+        from osteo_node.worker.runner import worker_name
+
+        engine = make_engine(self.settings.storage.database_url)
+        try:
+            ids = release_worker(engine, worker_name(child.index, pid))
+        except Exception as exc:  # noqa: BLE001 - the lease still expires; keep supervising
+            log.error("could not release the dead worker's job; it waits for its lease",
+                      child=child.name, error=describe(exc))
+            return
+        finally:
+            engine.dispose()
+        if ids:
+            log.warning("job taken over: its worker died, re-queued without waiting for the "
+                        "lease", child=child.name, job_ids=ids)
 
     def run(self) -> int:
         prepare_state(self.settings)

@@ -213,6 +213,22 @@ def retry_or_fail(engine: Engine, job: ClaimedJob, error: str, max_attempts: int
     return state
 
 
+def release_worker(engine: Engine, worker: str, now: float | None = None) -> list[int]:
+    """The jobs a worker that died was running go back to ``queued`` at once (the supervisor
+    saw it die; no need to wait for the lease). Returns their ids. The attempt counter keeps
+    the job from killing workers forever (see ``worker.runner``)."""
+    t = time.time() if now is None else now
+    with engine.begin() as conn:
+        ids = [int(r[0]) for r in conn.execute(
+            select(jobs.c.id).where(jobs.c.state == RUNNING, jobs.c.worker == worker[:64]))]
+        if ids:
+            conn.execute(update(jobs).where(jobs.c.id.in_(ids), jobs.c.state == RUNNING)
+                         .values(state=QUEUED, lease_until=None, claim_token=None,
+                                 heartbeat_at=t,
+                                 last_error="its worker stopped during the job; re-queued"))
+    return ids
+
+
 def recover_interrupted(engine: Engine, max_attempts: int) -> tuple[int, int]:
     """At start-up, before any worker runs: jobs left ``running`` by a dead node go back to
     ``queued`` (or ``failed`` when they already used all attempts). Returns (requeued, failed)."""

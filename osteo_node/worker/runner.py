@@ -185,6 +185,11 @@ def process_job(ctx: WorkerContext, job: jq.ClaimedJob) -> str:
     return state
 
 
+def worker_name(index: int, pid: int | None = None) -> str:
+    """How a worker process signs the jobs it claims (host, process id, worker index)."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}:w{index}"
+
+
 def run_worker(settings: Settings, stop: threading.Event, index: int = 0,
                lookup: AnalyserLookup | None = None, publish: Publisher | None = None) -> None:
     """Claim and process jobs until ``stop`` is set."""
@@ -193,7 +198,7 @@ def run_worker(settings: Settings, stop: threading.Event, index: int = 0,
     ctx = WorkerContext(
         settings=settings, engine=engine, lookup=lookup or lookup_from_settings(settings),
         publish=publish or resolve_publisher(settings.publisher),
-        name=f"{socket.gethostname()}:{os.getpid()}:w{index}",
+        name=worker_name(index),
     )
     log.info("worker started", worker=ctx.name)
     try:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ from tests.node.support import (
     wait_until,
     write_config,
 )
+
+# the fake analysers (tests.node.fake_analysers) end with a refusal: that job state
+FAKE_FINAL = "not_analysable"
 
 pytestmark = [
     pytest.mark.integration,
@@ -99,12 +103,12 @@ def test_complete_chest_series_is_one_series_and_one_job(tmp_path: Path,
         out = storescu(node.port, chest_files)
         assert out.returncode == 0, out.output[-2000:]
         assert len(out.acknowledged) == 141
-        wait_until(lambda: [r for r in node.job_rows() if r.state == "done"], 60,
+        wait_until(lambda: [r for r in node.job_rows() if r.state == FAKE_FINAL], 60,
                    what="job done")
         assert node.scalar(select(func.count()).select_from(series)) == 1
         assert node.indexed() == 141
         rows = node.job_rows()
-        assert len(rows) == 1 and rows[0].state == "done" and rows[0].instance_count == 141
+        assert len(rows) == 1 and rows[0].state == FAKE_FINAL and rows[0].instance_count == 141
         finished = node.markers_named("finished")
         assert len(finished) == 1 and finished[0].read_text() == "141"
         status = subprocess.run(
@@ -112,7 +116,7 @@ def test_complete_chest_series_is_one_series_and_one_job(tmp_path: Path,
                 __import__("sys").executable).parent / "osteo-node"),
              "status", "--config", str(node.proc.config), "--json"],
             capture_output=True, text=True, check=True)
-        assert '"instances": 141' in status.stdout and '"done": 1' in status.stdout
+        assert '"instances": 141' in status.stdout and '"not_analysable": 1' in status.stdout
     finally:
         assert node.proc.stop() == 0
 
@@ -151,19 +155,19 @@ def test_kill9_during_300_slice_transfer(tmp_path: Path, chest_files: list[Path]
             assert dcmread(path).PixelData == dcmread(f).PixelData
         n_first = len(indexed)
         # The partial series completes (quiet time) and its job runs exactly once.
-        wait_until(lambda: [r for r in node.job_rows() if r.state == "done"], 60,
+        wait_until(lambda: [r for r in node.job_rows() if r.state == FAKE_FINAL], 60,
                    what="job for the partial series")
         assert [(r.generation, r.state, r.instance_count) for r in node.job_rows()] == \
-            [(1, "done", n_first)]
+            [(1, FAKE_FINAL, n_first)]
         # The sender retries the rest: the series gets a new generation with all 300.
         rest = [f for f in files if f not in acked]
         out: StoreOutcome = storescu(node.port, rest)
         assert len(out.acknowledged) == len(rest), out.output[-2000:]
-        wait_until(lambda: len([r for r in node.job_rows() if r.state == "done"]) == 2, 60,
+        wait_until(lambda: len([r for r in node.job_rows() if r.state == FAKE_FINAL]) == 2, 60,
                    what="second-generation job")
         assert node.indexed() == 300
         assert [(r.generation, r.state, r.instance_count) for r in node.job_rows()] == \
-            [(1, "done", n_first), (2, "done", 300)]
+            [(1, FAKE_FINAL, n_first), (2, FAKE_FINAL, 300)]
         assert sorted(int(p.read_text()) for p in node.markers_named("finished")) == \
             [n_first, 300]
     finally:
@@ -186,13 +190,45 @@ def test_kill9_during_job(tmp_path: Path, shared_data: Path) -> None:
         # Start-up recovery re-queued the interrupted job; the analysis starts again.
         wait_until(lambda: len(node.markers_named("started")) == 2, 60, what="re-run")
         (node.markers / "release").write_text("go")
-        wait_until(lambda: [r for r in node.job_rows() if r.state == "done"], 60,
+        wait_until(lambda: [r for r in node.job_rows() if r.state == FAKE_FINAL], 60,
                    what="job done")
         rows = node.job_rows()
-        assert [(r.generation, r.state, r.attempts) for r in rows] == [(1, "done", 2)]
+        assert [(r.generation, r.state, r.attempts) for r in rows] == [(1, FAKE_FINAL, 2)]
         assert len(node.markers_named("finished")) == 1  # analysed to completion once
         assert node.indexed() == 20
         assert "interrupted jobs recovered" in node.log()
+    finally:
+        assert node.proc.stop() == 0
+
+
+def test_worker_killed_mid_analysis_is_taken_over_at_once(tmp_path: Path,
+                                                          shared_data: Path) -> None:
+    """Issue 16 (7): kill -9 of the worker child alone. The supervisor sees it die and puts its
+    job back in the queue at once; the restarted worker finishes it long before the lease
+    (300 s here) would have expired, and the takeover is logged."""
+    files = fill_uids(sorted((shared_data / "ct/totalseg_example/dicom").iterdir()),
+                      tmp_path / "sent")
+    node = Node(tmp_path / "node", "blocking",
+                queue={"series_quiet_seconds": 1, "workers": 1, "poll_seconds": 0.1,
+                       "job_lease_seconds": 300})
+    node.proc.start(node.port)
+    try:
+        assert len(storescu(node.port, files, "-xv").acknowledged) == 20
+        wait_until(lambda: node.markers_named("started"), 60, what="analysis started")
+
+        def worker_pids() -> list[int]:
+            return [json.loads(line)["pid"] for line in node.log().splitlines()
+                    if '"child started"' in line and '"worker-0"' in line]
+
+        t0 = time.monotonic()
+        os.kill(worker_pids()[-1], signal.SIGKILL)
+        wait_until(lambda: len(node.markers_named("started")) == 2, 60, what="re-run")
+        (node.markers / "release").write_text("go")
+        wait_until(lambda: [r for r in node.job_rows() if r.state == FAKE_FINAL], 60,
+                   what="job finished")
+        assert time.monotonic() - t0 < 60  # not the 300 s lease
+        assert [(r.state, r.attempts) for r in node.job_rows()] == [(FAKE_FINAL, 2)]
+        assert "job taken over" in node.log()
     finally:
         assert node.proc.stop() == 0
 
@@ -262,7 +298,7 @@ def test_results_reach_a_dicom_destination(tmp_path: Path, shared_data: Path) ->
         ds = dcmread(got[0])
         assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
         assert ds.StudyInstanceUID == dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
-        assert [r.state for r in node.job_rows()] == ["done"]
+        assert [r.state for r in node.job_rows()] == [FAKE_FINAL]
     finally:
         assert node.proc.stop() == 0
         pacs.terminate()
