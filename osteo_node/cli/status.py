@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC
 from typing import Any
+
+from sqlalchemy import Integer
 
 
 def add_parser(subparsers: Any) -> None:
@@ -16,7 +19,40 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def collect(database_url: str, limit: int) -> dict[str, Any]:
+def _outbox_waiting(conn: Any, max_attempts: int) -> dict[str, dict[str, Any]]:
+    """Per destination: the oldest undelivered item's age (s) and how many are overdue (beyond
+    the retry window, still retried)."""
+    from datetime import datetime
+
+    from sqlalchemy import func, select
+
+    from osteo_node.outbox.tables import PENDING, SENDING, outbox_items
+
+    waiting = outbox_items.c.state.in_((PENDING, SENDING))
+    rows = conn.execute(
+        select(outbox_items.c.destination, func.min(outbox_items.c.created_at),
+               func.sum((outbox_items.c.attempts >= max_attempts).cast(Integer)))
+        .where(waiting).group_by(outbox_items.c.destination)).all()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return {str(r[0]): {"oldest_pending_age_s": round((now - r[1]).total_seconds(), 1),
+                        "overdue": int(r[2] or 0)} for r in rows}
+
+
+def _outbox_failures(conn: Any, limit: int) -> list[dict[str, Any]]:
+    """Result objects a destination refused for good (permanent failures), newest first."""
+    from sqlalchemy import select
+
+    from osteo_node.outbox.tables import FAILED, outbox_items
+
+    rows = conn.execute(
+        select(outbox_items.c.sop_instance_uid, outbox_items.c.destination,
+               outbox_items.c.last_error, outbox_items.c.updated_at)
+        .where(outbox_items.c.state == FAILED).order_by(outbox_items.c.updated_at.desc())
+        .limit(limit)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def collect(database_url: str, limit: int, retry_max_attempts: int = 10) -> dict[str, Any]:
     """Read the node's state; creates nothing. Raises
     :class:`osteo_node.store.db.DatabaseUnavailableError` when the database or its tables are
     missing."""
@@ -41,6 +77,8 @@ def collect(database_url: str, limit: int) -> dict[str, Any]:
                 "jobs": jobs,
                 "queue_depth": jobs["queued"] + jobs["running"],
                 "outbox": outbox,
+                "outbox_waiting": _outbox_waiting(conn, retry_max_attempts),
+                "outbox_failures": _outbox_failures(conn, limit),
                 "recent_jobs": recent_jobs(conn, limit),
                 "recent_failures": recent_jobs(conn, limit, (FAILED,)),
                 "recent_not_analysable": recent_jobs(conn, limit, (NOT_ANALYSABLE,)),
@@ -57,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return 1
     try:
-        info = collect(settings.storage.database_url, args.limit)
+        info = collect(settings.storage.database_url, args.limit,
+                       settings.retry.max_attempts)
     except DatabaseUnavailableError as exc:
         print(f"osteo-node status: {exc}", file=sys.stderr)
         return 1
@@ -69,6 +108,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"queue depth: {info['queue_depth']}  jobs: "
           + ", ".join(f"{k} {v}" for k, v in info["jobs"].items()))
     print("outbox: " + (", ".join(f"{k} {v}" for k, v in info["outbox"].items()) or "empty"))
+    for dest, w in info["outbox_waiting"].items():
+        print(f"  {dest}: oldest undelivered {w['oldest_pending_age_s']:.0f} s ago, "
+              f"{w['overdue']} overdue (beyond the retry window, still retried)")
+    if info["outbox_failures"]:
+        print("outbox failures (refused for good; `outbox retry` re-arms them):")
+        for f in info["outbox_failures"]:
+            print(f"  {f['destination']} {f['sop_instance_uid']}  {f['last_error']}")
     for title, rows in (("recent jobs", info["recent_jobs"]),
                         ("recent failures", info["recent_failures"]),
                         ("recent not analysable", info["recent_not_analysable"])):

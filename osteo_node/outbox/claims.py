@@ -140,10 +140,10 @@ def mark_failed_attempt(
     status: int | None = None,
     permanent: bool = False,
 ) -> str | None:
-    """Record a failed attempt: back to ``pending`` after the backoff delay, or ``failed`` when
-    attempts are exhausted (or the failure is permanent). Returns the new state, or None if the
-    claim was lost."""
-    give_up = permanent or policy.exhausted(item.attempts)
+    """Record a failed attempt: back to ``pending`` after the backoff delay (capped, also beyond
+    the retry window: see RetryPolicy), or ``failed`` when the failure is permanent. Returns the
+    new state, or None if the claim was lost."""
+    give_up = permanent
     values: dict[str, object] = {
         "last_error": error[:2000],
         "last_status": status,

@@ -185,6 +185,10 @@ class OutboxSender:
         elif state == FAILED:
             report.count(dest.name, "failed")
             log.error("outbox.failed", reason=outcome.reason, status=outcome.status, **ids)
+        elif it.attempts == self.retry.max_attempts:  # once, when it leaves the retry window
+            report.count(dest.name, "retrying")
+            log.error("outbox.overdue", reason=outcome.reason, status=outcome.status,
+                      retry_every_s=self.retry.max_delay_s, **ids)
         else:
             report.count(dest.name, "retrying")
             log.warning("outbox.retry", reason=outcome.reason, status=outcome.status, **ids)

@@ -116,7 +116,10 @@ class RetryPolicy:
     ``min(max_delay_s, base_delay_s * multiplier ** (n - 1))``, optionally shortened by up to
     ``jitter`` (a fraction, 0..1) so many items do not retry in lock step. The jitter is derived
     from a hash of ``key`` and ``n``, so :meth:`next_delay` stays a pure, deterministic function.
-    After ``max_attempts`` failed attempts an item is given up (state ``failed``).
+    A transient failure (PACS down, network) is never given up: after ``max_attempts`` failed
+    attempts the item is *overdue* (reported once at ERROR, counted by ``status``) and goes on
+    being retried every ``max_delay_s``, so results arrive when the PACS is back. Only a
+    permanent failure (the peer refuses the object itself) ends in ``failed``.
     """
 
     max_attempts: int = 10
@@ -154,8 +157,8 @@ class RetryPolicy:
             delay *= 1.0 - self.jitter * fraction
         return delay
 
-    def exhausted(self, attempts: int) -> bool:
-        """True when ``attempts`` failed attempts mean the item is given up."""
+    def overdue(self, attempts: int) -> bool:
+        """True when ``attempts`` failed attempts are beyond the retry window."""
         return attempts >= self.max_attempts
 
 

@@ -22,11 +22,13 @@ from tests.outbox.postgres import TempPostgres
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _status(tmp_path: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+def _status(tmp_path: Path, database_url: str, **sections: object
+            ) -> subprocess.CompletedProcess[str]:
     cfg = {
         "dicom": {"allowed_callers": ["STORESCU"]},
         "storage": {"spool_dir": str(tmp_path / "spool"), "outbox_dir": str(tmp_path / "outbox"),
                     "database_url": database_url},
+        **sections,
     }
     config = tmp_path / "node.yaml"
     config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
@@ -86,3 +88,49 @@ def test_postgresql_wrong_database_or_no_tables_is_an_error(
         assert inspect(engine).get_table_names() == []
     finally:
         engine.dispose()
+
+
+def test_status_shows_overdue_and_failed_results(tmp_path: Path) -> None:
+    """Issue 16 (6): results the PACS has not taken for a long time are shown (oldest age,
+    overdue count) and so are the ones it refused for good."""
+    from datetime import timedelta
+
+    from pydicom.dataset import Dataset
+
+    from osteo_node.outbox import store
+    from osteo_node.outbox.policy import Destination, RetryPolicy
+    from osteo_node.outbox.tables import create_tables
+
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    engine = make_engine(url)
+    create_node_tables(engine)
+    create_tables(engine)
+    objs = []
+    for _ in range(2):
+        ds = Dataset()
+        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+        ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = (generate_uid()
+                                                                         for _ in range(3))
+        ds.Modality = "OT"
+        objs.append(ds)
+    pacs = Destination("pacs", "PACS", "127.0.0.1", 4242)
+    then = store.utcnow() - timedelta(hours=2)
+    store.enqueue(engine, tmp_path / "outbox", objs[:1], [pacs], kind="sc", now=then)
+    policy = RetryPolicy(max_attempts=3)
+    t = then
+    for _ in range(3):  # three failed attempts: overdue
+        (item,) = store.claim_due(engine, tmp_path / "outbox", ["pacs"], t)
+        store.mark_failed_attempt(engine, item, t, policy, "could not connect")
+        t += timedelta(minutes=20)
+    store.enqueue(engine, tmp_path / "outbox", objs[1:], [pacs], kind="sc", now=t)
+    (second,) = [i for i in store.claim_due(engine, tmp_path / "outbox", ["pacs"], t)
+                 if i.sop_instance_uid == objs[1].SOPInstanceUID]
+    store.mark_failed_attempt(engine, second, t, policy, "C-STORE status 0xA900",
+                              permanent=True)
+    engine.dispose()
+    r = _status(tmp_path, url, retry={"max_attempts": 3})
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    waiting = info["outbox_waiting"]["pacs"]
+    assert waiting["oldest_pending_age_s"] > 7000 and waiting["overdue"] == 1
+    assert [f["sop_instance_uid"] for f in info["outbox_failures"]] == [objs[1].SOPInstanceUID]

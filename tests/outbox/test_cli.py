@@ -53,14 +53,14 @@ def test_outbox_cli_list_retry_purge(
     store.enqueue(engine, outbox, [a, b], [pacs])
     first, second = store.claim_due(engine, outbox, ["pacs"], store.utcnow())
     store.mark_sent(engine, first, store.utcnow() - timedelta(days=3))
-    store.mark_failed_attempt(
-        engine, second, store.utcnow(), RetryPolicy(max_attempts=1), "C-STORE status 0xA700"
-    )
+    store.mark_failed_attempt(  # the PACS refused the object itself: failed for good
+        engine, second, store.utcnow(), RetryPolicy(max_attempts=1),
+        "C-STORE status 0xA900", permanent=True)
 
     assert main(["outbox", "--config", str(config), "list", "--state", "failed"]) == 0
     out = capsys.readouterr().out
     assert "pacs: failed 1, sent 1" in out
-    assert second.sop_instance_uid in out and "0xA700" in out
+    assert second.sop_instance_uid in out and "0xA900" in out
     assert first.sop_instance_uid not in out
     assert str(ct_small.PatientName) not in out
 

@@ -66,10 +66,10 @@ def test_backoff_jitter_is_deterministic_and_bounded() -> None:
         assert 0.5 * nominal.next_delay(n) < d <= nominal.next_delay(n)
 
 
-def test_exhausted() -> None:
+def test_overdue() -> None:
     p = RetryPolicy(max_attempts=3)
-    assert not p.exhausted(2)
-    assert p.exhausted(3)
+    assert not p.overdue(2)
+    assert p.overdue(3)
 
 
 @pytest.mark.parametrize(

@@ -153,7 +153,7 @@ def test_failure_status_retries_with_backoff_then_succeeds_same_uid(
     assert pacs.received_uids == [sc.SOPInstanceUID]  # stored once, same SOP Instance UID
 
 
-def test_unreachable_destination_backs_off_and_fails_after_max_attempts(
+def test_unreachable_destination_backs_off_and_is_reported_overdue_not_given_up(
     engine: Engine,
     outbox_dir: Path,
     ct_small: Dataset,
@@ -178,12 +178,17 @@ def test_unreachable_destination_backs_off_and_fails_after_max_attempts(
         delays.append(delay)
         clock.now += timedelta(seconds=delay)
     assert delays == [5.0, 15.0]
-    report = sender.run_once()
-    assert report.failed == 2
-    assert {(i.state, i.attempts) for i in store.list_items(engine)} == {("failed", 3)}
+    report = sender.run_once()  # the last attempt of the retry window: overdue, ERROR once
+    assert report.failed == 0 and report.retrying == 2
+    assert {(i.state, i.attempts) for i in store.list_items(engine)} == {("pending", 3)}
     out = capsys.readouterr().out
-    assert "outbox.failed" in out and objs[0].SOPInstanceUID in out
+    assert out.count("outbox.overdue") == 2 and objs[0].SOPInstanceUID in out
     assert str(ct_small.PatientName) not in out and str(ct_small.PatientID) not in out
+    clock.now = store.list_items(engine)[0].next_attempt_at
+    sender.run_once()  # still retried at the capped delay, not reported again
+    out = capsys.readouterr().out
+    assert "outbox.overdue" not in out and "outbox.retry" in out
+    assert {(i.state, i.attempts) for i in store.list_items(engine)} == {("pending", 4)}
 
 
 def test_missing_file_fails_permanently(
