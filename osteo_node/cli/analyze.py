@@ -33,12 +33,13 @@ def export_dicom(output: AnalysisOutput, directory: Path,
     """Write the DICOM objects the node would send for ``output`` into ``directory``."""
     from osteo_node.exporters.publish import ExportedObject, write_objects
     from osteo_node.queue.jobs import job_key
-    from osteo_node.worker.publish import exporters_publisher
+    from osteo_node.worker.publish import content_key, exporters_publisher
 
     series_uid = output.result.series_instance_uid
     if output.result.status != "analysed" or not series_uid:
         return []
-    objects = exporters_publisher(output, job_key(series_uid), results or ResultsSettings())
+    key = content_key(job_key(series_uid), output)  # the node's key for a first generation
+    objects = exporters_publisher(output, key, results or ResultsSettings())
     return write_objects([ExportedObject(kind, ds) for kind, ds in objects],  # type: ignore[arg-type]
                          directory)
 

@@ -197,27 +197,6 @@ class _Builder:
         return objects
 
 
-def default_job_key(result: AnalysisResult) -> str:
-    """A stable job key when the caller has none (``analyze --dicom-out``): the analysed series,
-    the model (sha256) and the osteo-node version. The same input analysed by the same software
-    gives the same UIDs; a new model or version gives new objects."""
-    if not result.series_instance_uid:
-        raise ExportError("result has no Series Instance UID: no job key")
-    from osteo_node import __version__
-
-    model = result.model.sha256 if result.model else "no-model"
-    return f"{result.series_instance_uid}|{model}|osteo-node {__version__}"
-
-
-def export_to_dir(output: AnalysisOutput, directory: Path, *, uid_root: str | None = None,
-                  job_key: str | None = None) -> list[Path]:
-    """``analyze --dicom-out DIR``: build the objects the node would send and write them."""
-    if output.result.status != "analysed":
-        return []
-    key = job_key or default_job_key(output.result)
-    return write_objects(build_objects(output, uid_root=uid_root, job_key=key), directory)
-
-
 def select(objects: Sequence[ExportedObject], kinds: Collection[str]) -> list[ExportedObject]:
     """The objects of the given kinds (per-destination routing)."""
     return [o for o in objects if o.kind in kinds]

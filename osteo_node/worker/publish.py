@@ -1,8 +1,11 @@
 """From an analysis output to queued outbox items (the seam between worker and exporters).
 
-A :data:`Publisher` turns an :class:`AnalysisOutput` into ``(kind, Dataset)`` pairs; ``job_key``
-is stable per job so a re-run yields the same SOP Instance UIDs (and the outbox, idempotent per
-UID, sends nothing twice). :func:`enqueue_objects` hands them to the outbox.
+A :data:`Publisher` turns an :class:`AnalysisOutput` into ``(kind, Dataset)`` pairs. The key
+the result UIDs derive from (:func:`content_key`) is the job (series, generation) AND what made
+the result: the set of source instances, the model and the software version. A re-run of the
+same job gives the same SOP Instance UIDs (the outbox, idempotent per UID, sends nothing twice);
+different content (another node, a rebuilt database, a new model) never reuses a UID.
+:func:`enqueue_objects` hands them to the outbox.
 """
 
 from __future__ import annotations
@@ -20,6 +23,20 @@ from osteo_node.pipeline.results import AnalysisOutput
 
 KindedObject = tuple[str, Dataset]
 Publisher = Callable[[AnalysisOutput, str, ResultsSettings], Sequence[KindedObject]]
+
+
+def content_key(job_key: str, output: AnalysisOutput) -> str:
+    """``job_key`` plus a digest of the source SOP Instance UIDs, the model's sha256 and the
+    osteo-node version."""
+    import hashlib
+
+    from osteo_node import __version__
+
+    volume, result = output.volume, output.result
+    sources = sorted(s.sop_instance_uid for s in volume.sources) if volume is not None else []
+    model = result.model.sha256 if result.model is not None else "no-model"
+    digest = hashlib.sha256("\n".join([*sources, model, __version__]).encode()).hexdigest()
+    return f"{job_key}/{digest[:20]}"
 
 
 def exporters_publisher(output: AnalysisOutput, job_key: str,

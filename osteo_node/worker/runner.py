@@ -28,7 +28,12 @@ from osteo_node.safe_errors import describe
 from osteo_node.store.db import make_engine
 from osteo_node.store.index import series_paths
 from osteo_node.store.schema import create_node_tables
-from osteo_node.worker.publish import Publisher, enqueue_objects, resolve_publisher
+from osteo_node.worker.publish import (
+    Publisher,
+    content_key,
+    enqueue_objects,
+    resolve_publisher,
+)
 from osteo_node.worklist.store import add_from_result
 
 log = structlog.get_logger(__name__)
@@ -138,7 +143,7 @@ def _analyse_and_enqueue(ctx: WorkerContext, job: jq.ClaimedJob, analyser: Analy
         with _Heartbeat(ctx, job) as hb:
             bound.info("analysis started", analyser=analyser.name, instances=len(paths))
             output = analyser.analyse(paths)
-            objects = ctx.publish(output, job.key, s.results)
+            objects = ctx.publish(output, content_key(job.key, output), s.results)
             if hb.lost:
                 bound.warning("job was taken over by another worker; result discarded")
                 return "lost"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from osteo_node.exporters.common import ExportError, ExportSettings
-from osteo_node.exporters.publish import build_objects, default_job_key, export_to_dir
+from osteo_node.exporters.publish import build_objects
 from osteo_node.exporters.sc import SagittalSecondaryCapture
 from osteo_node.exporters.seg import VertebraSegmentation
 from osteo_node.exporters.uids import UidFactory
@@ -64,14 +63,6 @@ def test_sc_needs_rgb_uint8(ct20_output: AnalysisOutput) -> None:
 def test_unknown_kind_refused(ct20_output: AnalysisOutput) -> None:
     with pytest.raises(ValueError, match="unknown object kinds"):
         build_objects(ct20_output, uid_root=None, job_key="x", kinds=("sr", "pdf"))
-
-
-def test_export_to_dir_uses_stable_key(ct20_output: AnalysisOutput, tmp_path: Path) -> None:
-    first = export_to_dir(ct20_output, tmp_path / "a")
-    second = export_to_dir(ct20_output, tmp_path / "b")
-    assert sorted(p.name for p in first) == sorted(p.name for p in second)
-    assert len(first) == 4
-    assert ct20_output.result.series_instance_uid in default_job_key(ct20_output.result)
 
 
 def _with_header(output: AnalysisOutput, **values: str) -> AnalysisOutput:

@@ -199,3 +199,30 @@ def test_job_whose_worker_keeps_dying_ends_failed(settings: Settings, engine: En
     state, error, _ = _state(engine, job)
     assert state == "failed" and "stopped during this job" in str(error)
     assert analyser.seen == []  # not analysed again
+
+
+def test_result_uids_depend_on_the_content_not_only_the_series() -> None:
+    """Issue 16 (5): the key the result UIDs derive from is stable for a re-run of the same
+    job, and differs when the instances, the model or the job differ (a second node or a
+    rebuilt database must not produce other objects under the same SOP Instance UID)."""
+
+    import numpy as np
+
+    from osteo_node.pipeline.results import ModelInfo
+    from osteo_node.pipeline.types import Geometry, SourceInstance, Volume
+    from osteo_node.worker.publish import content_key
+
+    def output(uids: list[str], sha: str) -> AnalysisOutput:
+        vol = Volume(np.zeros((len(uids), 2, 2), np.float32), Geometry((0, 0, 0), (1, 1, 1)),
+                     "CT", sources=[SourceInstance(CTImageStorage, u) for u in uids])
+        result = AnalysisResult("analysed", None, "CT", "1.2", "1.2.3", None,
+                                ModelInfo("m", "1", sha, "CPUExecutionProvider"))
+        return AnalysisOutput(result, vol)
+
+    base = output(["1.1", "1.2", "1.3"], "a" * 64)
+    key = content_key("1.2.3/g1", base)
+    assert key == content_key("1.2.3/g1", output(["1.3", "1.1", "1.2"], "a" * 64))  # re-run
+    assert key.startswith("1.2.3/g1/")
+    assert key != content_key("1.2.3/g1", output(["1.1", "1.2"], "a" * 64))  # other instances
+    assert key != content_key("1.2.3/g1", output(["1.1", "1.2", "1.3"], "b" * 64))  # model
+    assert key != content_key("1.2.3/g2", base)  # generation
