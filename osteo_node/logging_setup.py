@@ -7,7 +7,10 @@ caller passes a dataset attribute by mistake.
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
+import time
 from typing import Any, TextIO
 
 import structlog
@@ -23,6 +26,47 @@ def scrub(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, A
     for key in PHI_KEYS.intersection(event_dict):
         event_dict[key] = "<redacted>"
     return event_dict
+
+
+class RepeatFilter(logging.Filter):
+    """Rate-limits third-party log lines that a misbehaving peer can trigger at will.
+
+    pynetdicom logs one ERROR per unrecognised PDU, with a traceback per reset connection: 1 MB
+    of garbage on the DICOM port made ~90 error lines. For loggers under ``prefixes`` the same
+    message (digits and hex codes ignored) passes at most once per ``window_s``; the next one
+    that passes says how many were held back. Tracebacks of connection errors are dropped (the
+    message says what happened)."""
+
+    _variable = re.compile(r"0x[0-9A-Fa-f]+|\d+")
+
+    def __init__(self, prefixes: tuple[str, ...] = ("pynetdicom",), window_s: float = 60.0,
+                 clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.window_s = window_s
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        if record.exc_info and isinstance(record.exc_info[1], OSError):
+            record.exc_info = None
+            record.exc_text = None
+        key = self._variable.sub("#", str(record.msg))
+        now = self.clock()
+        with self._lock:
+            if now - self._last.get(key, -1e18) < self.window_s:
+                self._held[key] = self._held.get(key, 0) + 1
+                return False
+            self._last[key] = now
+            held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{record.getMessage()} (and {held} similar held back)"
+            record.args = None
+        return True
 
 
 def json_flag(log_format: str) -> bool | None:
@@ -56,6 +100,7 @@ def configure(level: str = "INFO", json: bool | None = None, stream: TextIO | No
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(out)
+    handler.addFilter(RepeatFilter())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

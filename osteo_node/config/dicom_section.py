@@ -15,6 +15,7 @@ from osteo_node.config.values import (
     ip_address,
     ip_list,
     modality_list,
+    positive_float,
 )
 
 
@@ -32,6 +33,10 @@ def read_dicom(top: Reader, base: Path) -> DicomSettings:
         max_pdu=d.get("max_pdu", 262144, int_in(0, 2**32 - 1)),
         max_associations=d.get("max_associations", 16, int_in(1, 1000)),
         check_called_ae_title=d.get("check_called_ae_title", False, boolean),
+        association_request_timeout_s=d.get("association_request_timeout_s", 5.0,
+                                            positive_float),
+        pre_association_per_peer=d.get("pre_association_per_peer", 4, int_in(1, 1000)),
+        pre_association_budget=d.get("pre_association_budget", 32, int_in(1, 10000)),
     )
     d.finish()
     if not dicom.allowed_callers:

@@ -43,7 +43,15 @@ class DicomSettings:
     accepted_modalities: tuple[str, ...] = ("CT", "MR", "CR", "DX")
     tls: ListenerTls | None = None
     max_pdu: int = 262144
+    #: associations served at once (callers that passed the AE title / host check)
     max_associations: int = 16
+    #: seconds a new connection may take to send its A-ASSOCIATE-RQ (DICOM ARTIM timer)
+    association_request_timeout_s: float = 5.0
+    #: connections that have not (yet) sent a valid A-ASSOCIATE-RQ: at most this many per peer
+    #: address, and this many in all on top of max_associations (idle or garbage connections
+    #: cannot take the slots that callers need)
+    pre_association_per_peer: int = 4
+    pre_association_budget: int = 32
     #: refuse associations addressed to another AE title than ours (A-ASSOCIATE-RJ "called AE
     #: title not recognised"); off by default (some modalities send a site-wide title)
     check_called_ae_title: bool = False

@@ -42,8 +42,15 @@ def status(code: int, comment: str = "") -> Dataset:
     return ds
 
 
+def _serving(ae: Any) -> list[Any]:
+    """The acceptor associations that are established (callers being served)."""
+    return [a for a in ae.active_associations if a.is_acceptor and a.is_established]
+
+
 class AssociationPolicy:
-    """EVT_REQUESTED: reject callers whose AE title (and host, where pinned) is not allowed."""
+    """EVT_REQUESTED: reject callers whose AE title (and host, where pinned) is not allowed, and
+    callers beyond ``max_associations`` served at once (counting only established
+    associations: idle connections that never associate do not take callers' slots)."""
 
     def __init__(self, settings: DicomSettings) -> None:
         self.settings = settings
@@ -54,6 +61,14 @@ class AssociationPolicy:
             calling = str(assoc.requestor.primitive.calling_ae_title).strip()
             host = str(assoc.requestor.address)
             if self.settings.caller_permitted(calling, host):
+                if len(_serving(assoc.ae)) >= self.settings.max_associations:
+                    log.warning("association rejected: local limit exceeded",
+                                calling_ae=calling, peer=host,
+                                limit=self.settings.max_associations)
+                    # rejected-transient, service-provider (presentation), local limit exceeded
+                    assoc.acse.send_reject(0x02, 0x03, 0x02)
+                    assoc.kill()
+                    return
                 log.info("association requested", calling_ae=calling, peer=host)
                 return
             log.warning("association rejected: calling AE not allowed",
@@ -65,6 +80,36 @@ class AssociationPolicy:
             log.error("association policy check failed; aborting association",
                       error=describe(exc))
             evt.assoc.abort()
+
+
+class PeerBudget:
+    """Connections that have not associated yet: at most ``pre_association_per_peer`` per peer
+    address (each lives at most ``association_request_timeout_s``, the ARTIM timer); more are
+    closed at TCP accept, before any association exists, and logged once per peer and minute,
+    not per connection or PDU."""
+
+    def __init__(self, settings: DicomSettings, clock: Any = time.monotonic) -> None:
+        self.limit = settings.pre_association_per_peer
+        self.clock = clock
+        self.reported: dict[str, float] = {}
+
+    def admit(self, peer: str, ae: Any) -> bool:
+        """Never raises: any error admits the connection (the ARTIM timer still bounds it)."""
+        try:
+            pending = [a for a in ae.active_associations
+                       if a.is_acceptor and not a.is_established
+                       and str(a.requestor.address) == peer]
+            if len(pending) < self.limit:
+                return True
+            now = self.clock()
+            if now - self.reported.get(peer, -1e9) >= 60.0:
+                self.reported[peer] = now
+                log.warning("connections refused: too many from one peer without an "
+                            "association", peer=peer, limit=self.limit)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a policy check never breaks the server
+            log.error("connection budget check failed", error=describe(exc))
+            return True
 
 
 def handle_echo(evt: Any) -> int:

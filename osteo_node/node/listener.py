@@ -5,16 +5,18 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
 
 from osteo_node.config import DicomSettings, ListenerTls, Settings
 from osteo_node.node.handlers import (
     AssociationPolicy,
+    PeerBudget,
     StoreHandler,
     answer_invalid_store,
     handle_echo,
@@ -38,8 +40,10 @@ def build_ae(settings: DicomSettings) -> AE:
     pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_pdu_size = settings.max_pdu
-    ae.maximum_associations = settings.max_associations
-    ae.acse_timeout = 30
+    # pynetdicom counts every open connection, associated or not: our own limit of callers
+    # served is AssociationPolicy's; this one only bounds the threads
+    ae.maximum_associations = settings.max_associations + settings.pre_association_budget
+    ae.acse_timeout = settings.association_request_timeout_s  # the ARTIM timer
     ae.dimse_timeout = 60
     ae.network_timeout = 120
     ae.add_supported_context(Verification)
@@ -49,6 +53,19 @@ def build_ae(settings: DicomSettings) -> AE:
     # when configured (dicom.check_called_ae_title).
     ae.require_called_aet = settings.check_called_ae_title
     return ae
+
+
+class BudgetedServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with a per-peer budget of not-yet-associated connections
+    checked at TCP accept (socketserver's ``verify_request``): a refused connection is closed
+    before an association thread exists."""
+
+    budget: PeerBudget | None = None
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        if self.budget is None:
+            return True
+        return self.budget.admit(str(client_address[0]), self.ae)
 
 
 def server_ssl_context(tls: ListenerTls) -> ssl.SSLContext:
@@ -111,8 +128,15 @@ class Listener:
         ssl_ctx = server_ssl_context(d.tls) if d.tls else None
         self._upkeep.start()
         self.indexer.start()
-        self._server = self.ae.start_server(
-            (d.bind_address, d.port), block=False, evt_handlers=handlers, ssl_context=ssl_ctx)
+        server = cast(BudgetedServer, self.ae.make_server(
+            (d.bind_address, d.port), evt_handlers=handlers, ssl_context=ssl_ctx,
+            server_class=BudgetedServer))
+        server.budget = PeerBudget(d)
+        threading.Thread(target=server.serve_forever, name="listener-accept",
+                         daemon=True).start()
+        # as AE.start_server does: the AE knows its servers (server.shutdown() unregisters)
+        self.ae._servers.append(server)
+        self._server = server
         log.info("listening", ae_title=d.ae_title, address=d.bind_address, port=d.port,
                  tls=ssl_ctx is not None, modalities=list(d.accepted_modalities))
 

@@ -20,7 +20,11 @@ def test_example_config_loads(tmp_path: Path) -> None:
     assert s.dicom.tls is None
     assert s.storage.spool_dir == tmp_path / "var" / "spool"
     assert s.storage.database_url == f"sqlite:///{tmp_path / 'var' / 'osteo_node.db'}"
-    assert s.dicom.caller_permitted("STORESCU", "10.1.2.3")
+    assert s.dicom.caller_permitted("STORESCU", "127.0.0.1")
+    assert not s.dicom.caller_permitted("STORESCU", "10.1.2.3")  # pinned to its host
+    assert s.dicom.check_called_ae_title
+    assert s.dicom.association_request_timeout_s == 5
+    assert s.dicom.pre_association_per_peer == 4
     assert s.dicom.caller_permitted("PACS", "127.0.0.1")
     assert not s.dicom.caller_permitted("PACS", "10.1.2.3")
     assert not s.dicom.caller_permitted("OTHER", "127.0.0.1")
