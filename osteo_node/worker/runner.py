@@ -34,7 +34,8 @@ from osteo_node.worker.publish import (
     enqueue_objects,
     resolve_publisher,
 )
-from osteo_node.worklist.store import add_from_result
+from osteo_node.worker.supersede import enqueue_rejection, prior_objects, supersede
+from osteo_node.worklist.store import add_from_result, withdraw
 
 log = structlog.get_logger(__name__)
 
@@ -143,16 +144,25 @@ def _analyse_and_enqueue(ctx: WorkerContext, job: jq.ClaimedJob, analyser: Analy
         with _Heartbeat(ctx, job) as hb:
             bound.info("analysis started", analyser=analyser.name, instances=len(paths))
             output = analyser.analyse(paths)
-            objects = ctx.publish(output, content_key(job.key, output), s.results)
+            key = content_key(job.key, output)
+            objects = ctx.publish(output, key, s.results)
+            # a later generation of the series supersedes the earlier one's results
+            priors = prior_objects(ctx.engine, job) if objects else []
+            objects, note = supersede(objects, priors, key)
             if hb.lost:
                 bound.warning("job was taken over by another worker; result discarded")
                 return "lost"
             n = enqueue_objects(ctx.engine, s.storage.outbox_dir, s.destinations, objects,
                                 job.id)
+            if note is not None:
+                n += enqueue_rejection(ctx.engine, s.storage.outbox_dir, s.destinations, note,
+                                       priors, job.id)
             # After the outbox: a worklist failure must not hold back the results for PACS (a
             # retry of the job re-enqueues nothing and updates the same worklist row).
             if s.results.worklist and output.result.status == "analysed":
-                add_from_result(ctx.engine, output)
+                row_id = add_from_result(ctx.engine, output)
+                if row_id is None:  # not positive: an earlier generation may have made a row
+                    withdraw(ctx.engine, output)
     except Exception as exc:  # noqa: BLE001 - record any analysis failure in the job
         # the type and place only: a message may quote header values (patient data)
         bound.error("analysis failed", error=describe(exc))

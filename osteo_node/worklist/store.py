@@ -232,6 +232,36 @@ def add_from_result(engine: Engine, output: AnalysisOutput, *, rules: FlsRules |
     return row_id
 
 
+WITHDRAWN_NOTE = "withdrawn: a later analysis of the complete series is not positive"
+
+
+def withdraw(engine: Engine, output: AnalysisOutput, *, rules: FlsRules | None = None,
+             now: datetime | None = None) -> int | None:
+    """A later analysis of a series that is not positive: its row (made by an earlier, e.g.
+    partial, generation) leaves the open list if nobody has worked on it yet (status
+    ``new`` -> the last status, e.g. ``not_indicated``, with a note); a row someone has
+    already acted on keeps its status and gets the note. Returns the row id, None if none."""
+    rules = rules or load_rules()
+    r = output.result
+    if not r.study_instance_uid or not r.series_instance_uid:
+        return None
+    now = now or datetime.now(UTC)
+    with engine.begin() as conn:
+        row = conn.execute(select(fls_worklist.c.id, fls_worklist.c.status).where(
+            fls_worklist.c.study_instance_uid == r.study_instance_uid,
+            fls_worklist.c.series_instance_uid == r.series_instance_uid)).first()
+        if row is None:
+            return None
+        values: dict[str, Any] = {"status_note": WITHDRAWN_NOTE, "updated_at": now}
+        if row.status == rules.statuses[0]:
+            values |= {"status": rules.statuses[-1], "status_changed_at": now,
+                       "status_changed_by": "osteo-node"}
+        conn.execute(update(fls_worklist).where(fls_worklist.c.id == row.id).values(values))
+    log.info("worklist_row_withdrawn", row_id=row.id, study_uid=r.study_instance_uid,
+             series_uid=r.series_instance_uid, previous_status=row.status)
+    return int(row.id)
+
+
 def set_status(engine: Engine, row_id: int, status: str, *, changed_by: str,
                note: str | None = None, rules: FlsRules | None = None,
                now: datetime | None = None) -> WorklistRow:

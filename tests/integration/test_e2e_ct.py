@@ -33,6 +33,7 @@ from osteo_node.clinical.fracture_flag import flag_min_genant_grade
 from osteo_node.exporters.kos import referenced_instance_uids
 from osteo_node.exporters.sr import read_report
 from osteo_node.pipeline.stages.volume import load_dicom_series, load_nifti
+from osteo_node.queue.jobs import jobs
 from osteo_node.store.db import make_engine
 from osteo_node.worklist.store import fls_worklist
 from tests.integration.ct_series import Identity, voxel_correspondence, write_axial_series
@@ -44,6 +45,7 @@ from tests.integration.e2e_support import (
     assert_sr_matches_json,
     check_no_phi,
     identified_copies,
+    result_series,
     results_in_ct_study,
     run_series_through_node,
     stored_objects_valid,
@@ -52,6 +54,12 @@ from tests.integration.e2e_support import (
 from tests.integration.orthanc import OrthancServer, orthanc_fixture  # noqa: F401
 from tests.node.support import (
     REPO,
+    NodeProcess,
+    free_port,
+    node_config,
+    storescu,
+    wait_until,
+    write_config,
 )
 
 CT_MODEL = REPO / "ai_models" / "ct_sagittal" / "model.json"
@@ -401,3 +409,73 @@ def test_graded_ct_sr_values_equal_analyze(tmp_path: Path, shared_data: Path,
     engine.dispose()
     assert rows == ([(study_uid,)] if flagged else [])
     check_no_phi(log)
+
+
+def test_resumed_transfer_supersedes_the_partial_results(tmp_path: Path, shared_data: Path,
+                                                         orthanc: OrthancServer) -> None:
+    """Issue 16 (4): a transfer interrupted for longer than ``series_quiet_seconds`` is
+    analysed as it stands; when the rest arrives, the complete series' SR names the partial
+    one as its predecessor and a rejection note (IOCM, 113001) withdraws every partial object
+    in PACS. The FLS worklist keeps one row for the series."""
+    src = sorted((shared_data / "ct/chest_ct_series/dicom").glob("*.dcm"))
+    files = identified_copies(src, tmp_path / "sent")
+    files.sort(key=lambda f: float(dcmread(f, stop_before_pixels=True)
+                                   .ImagePositionPatient[2]))
+    first, rest = files[: len(files) * 2 // 3], files[len(files) * 2 // 3:]
+    port = free_port()
+    dest = {"name": "orthanc", "ae_title": orthanc.aet, "host": orthanc.host,
+            "port": orthanc.dicom_port, "send": ["sr", "seg", "sc", "kos"]}
+    cfg = node_config(tmp_path / "node", port, destinations=[dest],
+                      retry={"max_attempts": 5, "base_delay_seconds": 0.5,
+                             "max_delay_seconds": 2})
+    (tmp_path / "node").mkdir()
+    node = NodeProcess(write_config(tmp_path / "node", cfg), tmp_path / "node.log")
+    node.start(port)
+    engine = make_engine(f"sqlite:///{tmp_path / 'node' / 'node.db'}")
+    study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+
+    def jobs_done(n: int) -> list[tuple[int, str]] | None:
+        with engine.connect() as conn:
+            rows = [(r.generation, r.state) for r in conn.execute(
+                select(jobs.c.generation, jobs.c.state).order_by(jobs.c.generation))]
+        return rows if len(rows) == n and all(s not in {"queued", "running"}
+                                              for _, s in rows) else None
+
+    def in_orthanc(modality: str, n: int) -> list[Any] | None:
+        ids = result_series(orthanc, study_uid).get(modality, [])
+        return [orthanc.fetch_instance(i) for i in ids] if len(ids) >= n else None
+
+    try:
+        assert len(storescu(port, first).acknowledged) == len(first)
+        assert wait_until(lambda: jobs_done(1), 600, interval=0.5,
+                          what="partial series analysed") == [(1, "done")]
+        [partial_sr] = wait_until(lambda: in_orthanc("SR", 1), 120, interval=0.5,
+                                  what="partial SR in Orthanc")
+        partial = {str(ds.SOPInstanceUID): str(ds.Modality)
+                   for m in ("SR", "SEG", "OT", "KO")
+                   for ds in (in_orthanc(m, 1) or [])}
+        assert len(storescu(port, rest).acknowledged) == len(rest)
+        assert wait_until(lambda: jobs_done(2), 600, interval=0.5,
+                          what="complete series analysed") == [(1, "done"), (2, "done")]
+
+        def rejection_note() -> Any:
+            notes = [ds for ds in in_orthanc("KO", 1) or []
+                     if ds.ConceptNameCodeSequence[0].CodeValue == "113001"]
+            return notes[0] if notes else None
+
+        note = wait_until(rejection_note, 120, interval=0.5, what="rejection note in Orthanc")
+        srs = wait_until(lambda: in_orthanc("SR", 2), 120, interval=0.5, what="second SR")
+    finally:
+        assert node.stop() == 0
+    assert set(referenced_instance_uids(note)) == set(partial)
+    [complete_sr] = [ds for ds in srs if ds.SOPInstanceUID != partial_sr.SOPInstanceUID]
+    pred = complete_sr.PredecessorDocumentsSequence[0]
+    assert pred.StudyInstanceUID == study_uid
+    assert pred.ReferencedSeriesSequence[0].ReferencedSOPSequence[0] \
+        .ReferencedSOPInstanceUID == partial_sr.SOPInstanceUID
+    assert "PredecessorDocumentsSequence" not in partial_sr
+    with engine.connect() as conn:
+        rows = conn.execute(select(fls_worklist.c.series_instance_uid)).all()
+    assert len(rows) <= 1  # one row per series, whatever the two analyses found
+    check_no_phi((tmp_path / "node.log").read_text(errors="replace"))
+

@@ -85,6 +85,26 @@ def test_negative_result_gets_no_row(db: tuple[str, Engine],
     assert store.list_rows(engine) == []
 
 
+def test_a_later_negative_analysis_withdraws_the_row(db: tuple[str, Engine],
+                                                     ct20_output: AnalysisOutput) -> None:
+    """Issue 16 (4): the partial series was positive, the complete one is not: one row per
+    series, and it leaves the open list unless the FLS has already acted on it."""
+    _, engine = db
+    negative = _with(ct20_output, **_fields(_calm(ct20_output.result, 0)))
+    assert store.withdraw(engine, negative) is None  # no row: nothing to do
+    row_id = store.add_from_result(engine, ct20_output)
+    assert store.withdraw(engine, negative) == row_id
+    [row] = store.list_rows(engine)
+    assert (row.status, row.status_changed_by) == ("not_indicated", "osteo-node")
+    assert row.status_note == store.WITHDRAWN_NOTE
+    # positive again (a third generation): the same row is refreshed, not a second one
+    assert store.add_from_result(engine, ct20_output) == row_id
+    store.set_status(engine, row_id, "contacted", changed_by="fls.nurse")
+    store.withdraw(engine, negative)
+    [row] = store.list_rows(engine)
+    assert row.status == "contacted" and row.status_note == store.WITHDRAWN_NOTE
+
+
 def _fields(r: AnalysisResult) -> dict[str, object]:
     return {"findings": r.findings, "vertebrae": r.vertebrae}
 
