@@ -80,3 +80,33 @@ def secondary_capture(output: AnalysisOutput, job_key: str,
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = np.arange(64, dtype=np.uint8).tobytes()
     return [("sc", ds)]
+
+
+def _leak(paths: Sequence[Path]) -> str:
+    """What a pydicom / highdicom error on a non-standard header looks like: it quotes the
+    values (patient data)."""
+    head = dcmread(paths[0], stop_before_pixels=True)
+    return (f"Invalid value for VR DA: '{head.get('PatientBirthDate', '')}' "
+            f"(PatientName '{head.get('PatientName', '')}', "
+            f"PatientID '{head.get('PatientID', '')}', "
+            f"AccessionNumber '{head.get('AccessionNumber', '')}')")
+
+
+class LeakyAnalyser:
+    """Fails the way a header-value error does: its message quotes patient data."""
+
+    name = "test-leaky"
+
+    def analyse(self, paths: Sequence[Path]) -> AnalysisOutput:
+        raise ValueError(_leak(paths))
+
+
+def leaky() -> LeakyAnalyser:
+    return LeakyAnalyser()
+
+
+def leaky_publisher(output: AnalysisOutput, job_key: str,
+                    _settings: object = None) -> list[tuple[str, object]]:
+    """Fails in the export stage with patient data in the message."""
+    raise ValueError(f"Unable to convert value of PatientName for series "
+                     f"{output.result.series_instance_uid}: {os.environ.get('OSTEO_TEST_LEAK')}")
