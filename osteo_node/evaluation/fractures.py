@@ -3,7 +3,9 @@
 For every labelled case, every complete vertebral body in the graded range (T4-L5, not cut by
 the scan) is deformed three times (wedge, biconcave, crush; the height loss cycles through
 grade 1, 2 and 3 sizes from one vertebra to the next, ``LOSS_CYCLE``) by
-:mod:`.synthetic_fractures`, and is also kept undeformed (the control). Each version is analysed
+:mod:`.synthetic_fractures`, sized so that the loss measured on the deformed reference body is
+the requested one (:func:`~.synthetic_fractures.calibrated_deform`), and is also kept
+undeformed (the control). Each version is analysed
 by the pipeline under test (for a leave-one-case-out evaluation, the model trained without the
 case). The **reference grade** is the project's own Genant grading on the deformed *reference*
 labels (the deformation is applied to them too), so the reference does not depend on the
@@ -18,24 +20,25 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from osteo_node.evaluation.synthetic_fractures import KINDS, Deformation, deform
+from osteo_node.evaluation.synthetic_fractures import KINDS, FractureTarget, calibrated_deform
 from osteo_node.pipeline.ct.analyser import CTAnalyser, Segmentation, SegmentFn
 from osteo_node.pipeline.ct.column import find_canal
 from osteo_node.pipeline.ct.evaluation import Case, reference_bodies
 from osteo_node.pipeline.ct.references import reference_label_volume
 from osteo_node.pipeline.ct.straighten import frame_for
-from osteo_node.pipeline.results import AnalysisResult, ModelInfo
+from osteo_node.pipeline.results import AnalysisResult, ModelInfo, level_index
 from osteo_node.pipeline.stages.grade import GradingRules
 from osteo_node.pipeline.stages.volume import is_nifti, load_dicom_series, load_nifti
 from osteo_node.pipeline.types import LabelVolume, Volume
 
-LOSS_CYCLE = (0.22, 0.33, 0.48)  # about Genant grade 1, 2 and 3 at the most deformed point
+LOSS_CYCLE = (0.22, 0.33, 0.48)  # measured losses of Genant grade 1, 2 and 3 size
 EDGE_MM = 10.0  # bodies closer than this to the first/last slice are not used
 POSITIVE_GRADE = 2
 REFERENCE_MODEL = ModelInfo("reference-labels", "n/a", "n/a", "n/a")
@@ -160,10 +163,31 @@ def _disc_above(ref: LabelVolume, bodies: NDArray[np.bool_], level: str, volume:
 
 
 def _reference(volume: Volume, labels: NDArray[np.integer], levels: dict[str, int],
-               bodies: NDArray[np.bool_], level: str) -> tuple[int | None, float | None]:
-    out = CTAnalyser(segment=_fixed(labels, levels, bodies)).analyse_volume(volume)
-    v = next((v for v in out.result.vertebrae if v.level == level), None)
+               bodies: NDArray[np.bool_]) -> AnalysisResult:
+    """The project's own grading of the reference labels (no network involved)."""
+    return CTAnalyser(segment=_fixed(labels, levels, bodies)).analyse_volume(volume).result
+
+
+def _graded(result: AnalysisResult, level: str) -> tuple[int | None, float | None]:
+    v = next((v for v in result.vertebrae if v.level == level), None)
     return (v.genant_grade, v.height_loss) if v else (None, None)
+
+
+def _posterior_reference(result: AnalysisResult, level: str) -> float | None:
+    """Median posterior height of the undeformed neighbours (grade 0) within the grading
+    rules' ``neighbour_levels``: what a crush of ``level`` is measured against."""
+    rules = GradingRules.default()
+    idx = level_index(level)
+    near = [v.heights_mm.posterior for v in result.vertebrae
+            if v.level != level and v.heights_mm is not None and v.heights_mm.posterior
+            and v.genant_grade == 0
+            and 0 < abs(level_index(v.level) - idx) <= rules.neighbour_levels]
+    return float(np.median(near)) if near else None
+
+
+def _body_in(both: NDArray[np.integer], value: int) -> NDArray[np.bool_]:
+    """The reference body of label ``value`` in a warped ``2 * label + body`` map."""
+    return np.asarray(((both // 2) == value) & (both % 2 == 1))
 
 
 def fracture_cases(case: Case, segment: SegmentFn) -> list[FractureCase]:
@@ -179,22 +203,28 @@ def fracture_cases(case: Case, segment: SegmentFn) -> list[FractureCase]:
     levels = _candidates(ref, bodies, volume)
     analyser = CTAnalyser(segment=segment)
     control = analyser.analyse_volume(volume)
+    reference = _reference(volume, ref.array, ref.levels, bodies)
     combined = ref.array.astype(np.uint16) * 2 + bodies
     out = []
     for i, level in enumerate(levels):
-        body = (ref.array == ref.levels[level]) & bodies
-        g, hl = _reference(volume, ref.array, ref.levels, bodies, level)
+        value = ref.levels[level]
+        body = (ref.array == value) & bodies
+        g, hl = _graded(reference, level)
         pg, pl, name = _at(control.result, control.labels, body)
         out.append(FractureCase(case.name, level, "none", 0.0, g, hl, pg, pl, name))
         for j, kind in enumerate(KINDS):
             loss = LOSS_CYCLE[(i + j) % len(LOSS_CYCLE)]
+            target = FractureTarget(kind, loss, _posterior_reference(reference, level),
+                                    _disc_above(ref, bodies, level, volume, frame))
+            if kind == "crush" and target.posterior_reference is None:
+                continue  # no undeformed neighbour to measure a crush against
             # labels and body reference warped together: value = 2 * label + body
-            vol2, both = deform(volume, combined, body, frame, Deformation(kind, loss),
-                                fill_mm=_disc_above(ref, bodies, level, volume, frame))
-            lab2, bodies2 = (both // 2).astype(np.uint8), (both % 2).astype(bool)
-            body2 = (lab2 == ref.levels[level]) & bodies2
-            g, hl = _reference(vol2, lab2, ref.levels, bodies2, level)
-            res = analyser.analyse_volume(vol2)
+            made = calibrated_deform(volume, combined, body, frame, target,
+                                     body_after=partial(_body_in, value=value))
+            lab2, bodies2 = (made.labels // 2).astype(np.uint8), (made.labels % 2).astype(bool)
+            body2 = (lab2 == value) & bodies2
+            g, hl = _graded(_reference(made.volume, lab2, ref.levels, bodies2), level)
+            res = analyser.analyse_volume(made.volume)
             pg, pl, name = _at(res.result, res.labels, body2)
             out.append(FractureCase(case.name, level, kind, loss, g, hl, pg, pl, name))
     return out

@@ -4,20 +4,28 @@ Labelled CT with real fractures is not available here, so real vertebral bodies 
 real CT are deformed into the three Genant shapes, along the column (the frame of
 ``osteo_node.pipeline.ct.straighten``):
 
-- **wedge**: the anterior height is lost, none at the posterior wall (linear in between); the
-  disc above fills the space in front (it becomes wedge-shaped);
+- **wedge**: the anterior height is lost, none in the posterior sixth of the body (the posterior
+  wall stays intact; linear in between); the disc above fills the space in front (it becomes
+  wedge-shaped);
 - **biconcave**: the centre of the upper endplate sinks (a smooth dome, deepest in the middle of
-  the body in both directions) and the disc above bulges into it;
+  the body in both directions, the rim of the endplate kept) and the disc above bulges into it;
 - **crush**: the whole body is lower and the column above it (inside the straightened tube,
   tapered outside) comes down with it, so no disc is stretched.
 
 The body's bone is compressed with it. Image and reference labels go through the same warp
 (image: linear, labels: nearest), so the reference grade of a case is the project's height
 measurement on the *deformed reference body*, independent of the pipeline under test.
+
+:func:`calibrated_deform` sizes the deformation so that the *measured* loss of its kind (Genant:
+anterior vs posterior height for a wedge, middle vs posterior for a biconcave body, posterior
+height vs the neighbours' for a crush) reaches the requested value on the reference body: a
+vertebra that is naturally a little wedge-shaped, or a rounded anterior corner, would otherwise
+make a "grade 3" deformation look like a grade 1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +33,17 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from osteo_node.pipeline.ct.straighten import StraightFrame
+from osteo_node.pipeline.results import Heights
+from osteo_node.pipeline.stages.body_heights import measure_heights
 from osteo_node.pipeline.types import Volume
 
 KINDS = ("wedge", "biconcave", "crush")
 TAPER_MM = 5.0
+WEDGE_HINGE = 1 / 6  # fraction of the depth, from the posterior wall, that a wedge leaves intact
+RIM = 0.1  # fraction of the depth / width at each side where a biconcave endplate keeps its rim
+MAX_FRACTION = 0.9
+CALIBRATION_TOLERANCE = 0.015  # measured loss within this of the requested one
+CALIBRATION_STEPS = 4
 TUBE_TAPER_MM = 15.0  # the column above a crushed body comes down; tissue beyond blends
 
 
@@ -43,9 +58,13 @@ def _loss_field(kind: str, loss: float, t_ap: NDArray[np.float64],
     """Fractional height loss over the body's footprint (t_ap: 0 posterior wall .. 1 anterior;
     t_lr: 0 .. 1 across the body)."""
     if kind == "wedge":
-        return np.asarray(loss * t_ap)
+        return np.asarray(loss * np.clip((t_ap - WEDGE_HINGE) / (1 - WEDGE_HINGE), 0, 1))
     if kind == "biconcave":
-        return np.asarray(loss * (1 - (2 * t_ap - 1) ** 2) * np.sqrt(1 - (2 * t_lr - 1) ** 2))
+        def dome(t: NDArray[np.float64]) -> NDArray[np.float64]:
+            x = np.clip((t - RIM) / (1 - 2 * RIM), 0, 1)
+            return np.asarray(np.sin(np.pi * x) ** 2)
+
+        return np.asarray(loss * dome(t_ap) * np.sqrt(dome(t_lr)))
     if kind == "crush":
         return np.full(np.broadcast(t_ap, t_lr).shape, loss)
     raise ValueError(f"unknown fracture kind {kind!r}")
@@ -118,11 +137,11 @@ def deform(volume: Volume, labels: NDArray[np.integer], body: NDArray[np.bool_],
                                 np.zeros_like(u)])
     weight = np.clip(1 - beyond / (TUBE_TAPER_MM / frame.step), 0, 1)
     if crush:
-        frac = np.minimum(deformation.loss * weight, 0.9)
+        frac = np.minimum(deformation.loss * weight, MAX_FRACTION)
     else:
         frac = _loss_field(deformation.kind, deformation.loss, t_ap, t_lr)
         outside = np.maximum.reduce([u_lo - u, u - u_hi, v_lo - v, v - v_hi, np.zeros_like(u)])
-        frac = np.minimum(frac * np.clip(1 - outside / taper, 0, 1), 0.9)
+        frac = np.minimum(frac * np.clip(1 - outside / taper, 0, 1), MAX_FRACTION)
     src = _source_rows(z, frac, z_lo, z_hi, reach, deformation.kind)
     src_ijk = volume.geometry.lps_to_index(frame.lps_of(src, u, v))
     coords = [src_ijk[:, 2], src_ijk[:, 1], src_ijk[:, 0]]
@@ -138,3 +157,74 @@ def deform(volume: Volume, labels: NDArray[np.integer], body: NDArray[np.bool_],
                       series_instance_uid=volume.series_instance_uid, sources=volume.sources,
                       header=volume.header, description=volume.description)
     return deformed, out_labels
+
+
+def measured_loss(kind: str, heights: Heights, posterior_reference: float | None
+                  ) -> float | None:
+    """The Genant loss of ``kind`` from measured heights (as :mod:`..stages.grade` computes
+    it): wedge 1 - Ha/Hp, biconcave 1 - Hm/Hp, crush 1 - Hp/Hp_ref."""
+    a, m, p = heights.anterior, heights.middle, heights.posterior
+    if not p:
+        return None
+    if kind == "wedge":
+        return None if a is None else 1 - a / p
+    if kind == "biconcave":
+        return None if m is None else 1 - m / p
+    if kind == "crush":
+        return None if not posterior_reference else 1 - p / posterior_reference
+    raise ValueError(f"unknown fracture kind {kind!r}")
+
+
+@dataclass(frozen=True)
+class FractureTarget:
+    """What :func:`calibrated_deform` makes: a fracture of ``kind`` whose measured loss is
+    ``loss``. ``posterior_reference``: the neighbours' posterior height (mm, for a crush);
+    ``fill_mm``: the height of the disc above (see :func:`deform`)."""
+
+    kind: str
+    loss: float
+    posterior_reference: float | None = None
+    fill_mm: float = 8.0
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    volume: Volume
+    labels: NDArray[np.integer]
+    amplitude: float  # the deformation's loss parameter that was used
+    achieved: float | None  # the measured loss of the kind on the deformed reference body
+
+
+def calibrated_deform(volume: Volume, labels: NDArray[np.integer], body: NDArray[np.bool_],
+                      frame: StraightFrame, target: FractureTarget,
+                      body_after: Callable[[NDArray[np.integer]], NDArray[np.bool_]],
+                      ) -> Calibrated:
+    """:func:`deform` with its amplitude adjusted (secant steps on the measured loss) until the
+    loss of ``target.kind`` measured on the deformed body (``body_after(labels)``) is within
+    ``CALIBRATION_TOLERANCE`` of ``target.loss``; the closest try is returned."""
+    def run(amp: float) -> Calibrated:
+        vol2, lab2 = deform(volume, labels, body, frame, Deformation(target.kind, amp),
+                            target.fill_mm)
+        heights = measure_heights(body_after(lab2), volume.geometry).heights
+        return Calibrated(vol2, lab2, amp,
+                          measured_loss(target.kind, heights, target.posterior_reference))
+
+    def error(c: Calibrated) -> float:
+        return float("inf") if c.achieved is None else c.achieved - target.loss
+
+    before = measured_loss(target.kind, measure_heights(body, volume.geometry).heights,
+                           target.posterior_reference) or 0.0
+    # first guess: what is still to lose, as a fraction of what is left
+    tries = [run(float(np.clip(1 - (1 - target.loss) / max(1e-3, 1 - before), 0.02,
+                               MAX_FRACTION)))]
+    while len(tries) <= CALIBRATION_STEPS and abs(error(tries[-1])) > CALIBRATION_TOLERANCE \
+            and tries[-1].achieved is not None:
+        last = tries[-1]
+        slope = 1.0
+        if len(tries) > 1 and tries[-2].achieved is not None:
+            d_amp = last.amplitude - tries[-2].amplitude
+            if abs(d_amp) > 1e-4:
+                slope = max(0.2, (error(last) - error(tries[-2])) / d_amp)
+        tries.append(run(float(np.clip(last.amplitude - error(last) / slope, 0.02,
+                                       MAX_FRACTION))))
+    return min(tries, key=lambda c: abs(error(c)))

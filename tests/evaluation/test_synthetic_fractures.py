@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 
 from osteo_node.evaluation.fractures import roc_curve
-from osteo_node.evaluation.synthetic_fractures import Deformation, deform
+from osteo_node.evaluation.synthetic_fractures import (
+    Deformation,
+    FractureTarget,
+    calibrated_deform,
+    deform,
+    measured_loss,
+)
 from osteo_node.pipeline.ct.column import find_canal
 from osteo_node.pipeline.ct.references import reference_label_volume
 from osteo_node.pipeline.ct.straighten import frame_for
 from osteo_node.pipeline.stages.body_heights import measure_heights
+from osteo_node.pipeline.stages.grade import GradingRules, genant_grade
 from osteo_node.pipeline.stages.measure_params import MeasureParams
 from osteo_node.pipeline.stages.volume import load_nifti
 
@@ -54,6 +61,31 @@ def test_deformation_has_the_requested_shape(example: tuple, kind: str, check: o
     l5 = ref.array == ref.levels["L5"]
     assert np.array_equal(out.array[l5], vol.array[l5])
     assert ((both // 2)[l5] == ref.levels["L5"]).all()
+
+
+@pytest.mark.parametrize(("kind", "loss"), [("wedge", 0.33), ("biconcave", 0.48),
+                                           ("crush", 0.33)])
+def test_calibrated_deformation_measures_the_requested_loss(example: tuple, kind: str,  # type: ignore[type-arg]
+                                                            loss: float) -> None:
+    """A naturally shaped body (example L3 is taller in front than behind) still measures the
+    requested loss after the deformation: the grade of the case is the designed one."""
+    vol, ref, bodies, frame = example
+    value = ref.levels["L3"]
+    l3 = (ref.array == value) & bodies
+    hp_neighbours = float(np.median([_heights((ref.array == ref.levels[n]) & bodies, vol)[2]
+                                     for n in ("L2", "L4")]))
+    made = calibrated_deform(
+        vol, ref.array.astype(np.uint16) * 2 + bodies, l3, frame,
+        FractureTarget(kind, loss, hp_neighbours, 8.0),
+        body_after=lambda both: ((both // 2) == value) & (both % 2 == 1))
+    # within a few hundredths (3 mm voxels: the measured heights move in steps) and of the
+    # designed Genant grade
+    rules = GradingRules.default()
+    assert made.achieved is not None and abs(made.achieved - loss) < 0.06, made.achieved
+    assert genant_grade(made.achieved, rules) == genant_grade(loss, rules)
+    uncalibrated = measured_loss(kind, measure_heights(
+        l3, vol.geometry).heights, hp_neighbours)
+    assert uncalibrated is not None and uncalibrated < 0.2  # the body was not deformed before
 
 
 def test_roc_curve_and_auc() -> None:
