@@ -7,8 +7,9 @@ real CT are deformed into the three Genant shapes, along the column (the frame o
 - **wedge**: the anterior height is lost, none in the posterior sixth of the body (the posterior
   wall stays intact; linear in between); the disc above fills the space in front (it becomes
   wedge-shaped);
-- **biconcave**: the centre of the upper endplate sinks (a smooth dome, deepest in the middle of
-  the body in both directions, the rim of the endplate kept) and the disc above bulges into it;
+- **biconcave**: the centres of both endplates sink (smooth domes, deepest in the middle of the
+  body in both directions, the rims kept; half the loss at each endplate) and the discs bulge
+  into them;
 - **crush**: the whole body is lower and the column above it (inside the straightened tube,
   tapered outside) comes down with it, so no disc is stretched.
 
@@ -81,16 +82,24 @@ def _body_extent(body: NDArray[np.bool_], volume: Volume, frame: StraightFrame
 
 def _source_rows(z: NDArray[np.float64], frac: NDArray[np.float64], z_lo: float, z_hi: float,
                  reach: float, kind: str) -> NDArray[np.float64]:
-    """Rows of the undeformed image that each output row shows (inverse warp)."""
-    new_top = z_lo + (z_hi - z_lo) * (1 - frac)
-    inside = z_lo + (z - z_lo) / (1 - frac)
+    """Rows of the undeformed image that each output row shows (inverse warp; z increases
+    cranially). A wedge or crush lowers the upper endplate by ``frac`` of the height; a
+    biconcave body loses half of it at each endplate (the discs above and below bulge in)."""
+    height = z_hi - z_lo
+    top_loss = frac / 2 if kind == "biconcave" else frac
+    bottom_loss = frac / 2 if kind == "biconcave" else np.zeros_like(frac)
+    new_top = z_hi - height * top_loss
+    new_bottom = z_lo + height * bottom_loss
+    inside = z_lo + (z - new_bottom) * height / np.maximum(1e-3, new_top - new_bottom)
     if kind == "crush":
         above = z + (z_hi - new_top)  # everything above comes down by the height lost
         src = np.where(z <= new_top, inside, above)
         return np.where(z < z_lo, z, src)
-    fill = z_hi + (z - new_top) * (reach - z_hi) / np.maximum(1e-3, reach - new_top)
-    src = np.where(z <= new_top, inside, fill)
-    return np.where((z < z_lo) | (z > reach), z, src)
+    fill_up = z_hi + (z - new_top) * (reach - z_hi) / np.maximum(1e-3, reach - new_top)
+    floor = z_lo - (reach - z_hi)  # the disc below: as far down as the disc above reaches up
+    fill_down = floor + (z - floor) * (z_lo - floor) / np.maximum(1e-3, new_bottom - floor)
+    src = np.where(z > new_top, fill_up, np.where(z < new_bottom, fill_down, inside))
+    return np.where((z < floor) | (z > reach), z, src)
 
 
 def _region(body: NDArray[np.bool_], volume: Volume, frame: StraightFrame, margin_mm: float,
