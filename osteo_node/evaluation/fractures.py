@@ -55,6 +55,7 @@ class FractureCase:
     grade: int | None
     height_loss: float | None
     found_as: str | None  # level name the pipeline gave the vertebra at that place
+    excluded: str = ""  # why the vertebra is not scored (empty: scored)
 
 
 @dataclass
@@ -64,7 +65,7 @@ class FractureReport:
     auc: float | None
 
     def _usable(self) -> list[FractureCase]:
-        return [c for c in self.cases if c.reference_grade is not None]
+        return [c for c in self.cases if c.reference_grade is not None and not c.excluded]
 
     @property
     def positives(self) -> list[FractureCase]:
@@ -211,6 +212,14 @@ def fracture_cases(case: Case, segment: SegmentFn) -> list[FractureCase]:
         body = (ref.array == value) & bodies
         g, hl = _graded(reference, level)
         pg, pl, name = _at(control.result, control.labels, body)
+        if g is None or g >= POSITIVE_GRADE:
+            # a reference body that is already deformed (a real fracture, or reference labels
+            # that include something else, e.g. contrast in the canal) is no clean control
+            # and no base for a designed fracture
+            why = ("reference not gradable" if g is None else
+                   f"reference body already Genant {g} before deformation")
+            out.append(FractureCase(case.name, level, "none", 0.0, g, hl, pg, pl, name, why))
+            continue
         out.append(FractureCase(case.name, level, "none", 0.0, g, hl, pg, pl, name))
         for j, kind in enumerate(KINDS):
             loss = LOSS_CYCLE[(i + j) % len(LOSS_CYCLE)]
@@ -279,7 +288,7 @@ def evaluate_fractures(cases: Sequence[Case], segment_for: Callable[[Case], Segm
     for case in cases:
         if case.input.exists():
             rows.extend(fracture_cases(case, segment_for(case)))
-    usable = [c for c in rows if c.reference_grade is not None]
+    usable = [c for c in rows if c.reference_grade is not None and not c.excluded]
     pts, auc = roc_curve([c.height_loss or 0.0 if c.grade is not None else 0.0 for c in usable],
                          [bool(c.reference_grade >= POSITIVE_GRADE) for c in usable])  # type: ignore[operator]
     report = FractureReport(rows, pts, auc)
@@ -298,7 +307,8 @@ def print_fracture_report(r: FractureReport) -> None:
         print(f"{c.case:14} {c.level:5} {c.kind:9} {c.loss:5.2f} "
               f"{'-' if c.reference_grade is None else c.reference_grade:>5} "
               f"{f(c.reference_loss):>6} {'-' if c.grade is None else c.grade:>5} "
-              f"{f(c.height_loss):>6} {c.found_as or '-'}")
+              f"{f(c.height_loss):>6} {c.found_as or '-'}"
+              + (f"  (not scored: {c.excluded})" if c.excluded else ""))
     print(f"FRACTURES: {len(r.cases)} vertebrae ({sum(c.kind != 'none' for c in r.cases)} "
           f"deformed), positives (reference grade >= 2) {len(r.positives)}, negatives "
           f"{len(r.negatives)}: sensitivity {f(r.sensitivity)}, specificity "
