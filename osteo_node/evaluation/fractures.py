@@ -1,8 +1,8 @@
 """Fracture detection measured on real vertebrae deformed into compression fractures.
 
 For every labelled case, every complete vertebral body in the graded range (T4-L5, not cut by
-the scan) is deformed three times (wedge, biconcave, crush; the height loss cycles through
-grade 1, 2 and 3 sizes from one vertebra to the next, ``LOSS_CYCLE``) by
+the scan) is deformed six times (wedge, biconcave, crush, each at two sizes; the sizes cycle
+through grade 1, 2 and 3 losses from one vertebra to the next, ``LOSS_CYCLE``) by
 :mod:`.synthetic_fractures`, sized so that the loss measured on the deformed reference body is
 the requested one (:func:`~.synthetic_fractures.calibrated_deform`), and is also kept
 undeformed (the control). Each version is analysed
@@ -38,6 +38,7 @@ from osteo_node.pipeline.stages.grade import GradingRules
 from osteo_node.pipeline.stages.volume import is_nifti, load_dicom_series, load_nifti
 from osteo_node.pipeline.types import LabelVolume, Volume
 
+SIZES_PER_KIND = 2  # each vertebra: every kind at two of the three sizes
 LOSS_CYCLE = (0.22, 0.33, 0.48)  # measured losses of Genant grade 1, 2 and 3 size
 EDGE_MM = 10.0  # bodies closer than this to the first/last slice are not used
 POSITIVE_GRADE = 2
@@ -222,20 +223,22 @@ def fracture_cases(case: Case, segment: SegmentFn) -> list[FractureCase]:
             continue
         out.append(FractureCase(case.name, level, "none", 0.0, g, hl, pg, pl, name))
         for j, kind in enumerate(KINDS):
-            loss = LOSS_CYCLE[(i + j) % len(LOSS_CYCLE)]
-            target = FractureTarget(kind, loss, _posterior_reference(reference, level),
-                                    _disc_above(ref, bodies, level, volume, frame))
-            if kind == "crush" and target.posterior_reference is None:
-                continue  # no undeformed neighbour to measure a crush against
-            # labels and body reference warped together: value = 2 * label + body
-            made = calibrated_deform(volume, combined, body, frame, target,
-                                     body_after=partial(_body_in, value=value))
-            lab2, bodies2 = (made.labels // 2).astype(np.uint8), (made.labels % 2).astype(bool)
-            body2 = (lab2 == value) & bodies2
-            g, hl = _graded(_reference(made.volume, lab2, ref.levels, bodies2), level)
-            res = analyser.analyse_volume(made.volume)
-            pg, pl, name = _at(res.result, res.labels, body2)
-            out.append(FractureCase(case.name, level, kind, loss, g, hl, pg, pl, name))
+            for size in range(SIZES_PER_KIND):
+                loss = LOSS_CYCLE[(i + j + size) % len(LOSS_CYCLE)]
+                target = FractureTarget(kind, loss, _posterior_reference(reference, level),
+                                        _disc_above(ref, bodies, level, volume, frame))
+                if kind == "crush" and target.posterior_reference is None:
+                    continue  # no undeformed neighbour to measure a crush against
+                # labels and body reference warped together: value = 2 * label + body
+                made = calibrated_deform(volume, combined, body, frame, target,
+                                         body_after=partial(_body_in, value=value))
+                lab2 = (made.labels // 2).astype(np.uint8)
+                bodies2 = (made.labels % 2).astype(bool)
+                body2 = (lab2 == value) & bodies2
+                g, hl = _graded(_reference(made.volume, lab2, ref.levels, bodies2), level)
+                res = analyser.analyse_volume(made.volume)
+                pg, pl, name = _at(res.result, res.labels, body2)
+                out.append(FractureCase(case.name, level, kind, loss, g, hl, pg, pl, name))
     return out
 
 
