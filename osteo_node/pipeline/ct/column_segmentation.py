@@ -31,6 +31,7 @@ from scipy import ndimage
 from osteo_node.models import OnnxModel
 from osteo_node.pipeline.ct.column import WORKING_MM, SpinalCanal, track_canal
 from osteo_node.pipeline.ct.column_instances import ColumnInstances, find_instances
+from osteo_node.pipeline.ct.fine_bodies import fine_body_masks, needs_fine_masks
 from osteo_node.pipeline.ct.level_names import (
     VERSE_VALUES,
     BodyInstance,
@@ -48,6 +49,7 @@ from osteo_node.pipeline.ct.ribs import (
     rib_heads,
 )
 from osteo_node.pipeline.ct.sagittal_net import column_probabilities
+from osteo_node.pipeline.ct.stage_types import FineMask
 from osteo_node.pipeline.ct.straighten import (
     StraightFrame,
     frame_for,
@@ -85,6 +87,7 @@ class ColumnSegmentation:
     ribs: dict[str, RibEvidence] = field(default_factory=dict)
     anchor: str = "none"
     timings_s: dict[str, float] = field(default_factory=dict)
+    fine_bodies: dict[str, FineMask] = field(default_factory=dict)
 
 
 def _empty(volume: Volume, model: ModelInfo, note: str, **kw: object) -> ColumnSegmentation:
@@ -321,19 +324,25 @@ def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
     named = _named(inst, bodies, assignment, ribs)
     t.append(time.perf_counter())
     vert_in, body_in = _maps(probs, inst, frame, volume, named, sacrum)
+    fine: dict[str, FineMask] = {}
+    if needs_fine_masks(volume.geometry):
+        by_value = {int(v): label for label, v in enumerate(named.values) if v}
+        fine = fine_body_masks(inst.bodies, frame, volume, body_in, {
+            name: (by_value[v], v) for name, v in named.levels.items() if v in by_value})
     t.append(time.perf_counter())
     log.info("vertebrae.labelled", levels=list(named.levels), anchor=assignment.anchor,
              ribs={k: v.left + v.right for k, v in named.ribs.items()}, sacrum=sacrum,
              provider=model.provider)
     timings = {"canal": t[1] - t[0], "straighten": t[2] - t[1], "inference": t[3] - t[2],
-               "instances": t[4] - t[3], "to_input_grid": t[5] - t[4]}
+               "instances": t[4] - t[3], "to_input_grid_and_fine_bodies": t[5] - t[4]}
     lab = LabelVolume(vert_in, volume.geometry, named.levels, named.confidence, named.notes)
     kept = set(named.levels)
     return ColumnSegmentation(lab, body_in, model.info, canal=canal, frame=frame,
                               cut_endplates=frozenset(named.cut & kept),
                               body_confidence=named.body_conf,
                               partial=frozenset(named.partial & kept), ribs=named.ribs,
-                              anchor=assignment.anchor, timings_s=timings)
+                              anchor=assignment.anchor, timings_s=timings,
+                              fine_bodies=fine)
 
 
 def _subset(inst: ColumnInstances, keep: list[int]) -> ColumnInstances:

@@ -16,12 +16,13 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from osteo_node.clinical.red_flags import BodyTexture, body_texture
-from osteo_node.pipeline.ct.stage_types import NotAnalysable, Segmentation
+from osteo_node.pipeline.ct.stage_types import FineMask, NotAnalysable, Segmentation
 from osteo_node.pipeline.results import level_index
 from osteo_node.pipeline.stages.measure import (
     Heights,
     MeasureParams,
     VertebraMeasurement,
+    measure_heights,
     measure_vertebra,
 )
 from osteo_node.pipeline.types import Geometry, Volume
@@ -78,6 +79,19 @@ def _si_hints(centroids: Mapping[str, NDArray[np.float64]]) -> dict[str, NDArray
     return hints
 
 
+def _fine_heights(m: VertebraMeasurement, fine: FineMask, si_hint: NDArray[np.float64] | None,
+                  params: MeasureParams) -> VertebraMeasurement:
+    """The heights measured again on the body's fine local mask (thick-slice input), starting
+    from the input-grid frame's axes; truncation and notes stay the input grid's."""
+    assert m.heights is not None
+    hm = measure_heights(fine.mask, fine.geometry, si_hint if si_hint is not None
+                         else m.heights.frame.si, m.heights.frame.ap, params)
+    if hm.heights.posterior is None:
+        return m
+    return replace(m, heights=replace(hm, truncated=m.heights.truncated,
+                                      notes=m.heights.notes))
+
+
 def measure_stage(
     volume: Volume, seg: Segmentation, levels: Sequence[str], params: MeasureParams,
     min_body_probability: float = 0.0,
@@ -119,6 +133,9 @@ def measure_stage(
         hu = volume.array[box] if volume.modality == "CT" else None
         m = measure_vertebra(hu, crop_geometry(volume.geometry, box), vert, body,
                              si_hint=hints.get(level), params=params)
+        fine = seg.fine_bodies.get(level)
+        if fine is not None and m.heights is not None:
+            m = _fine_heights(m, fine, hints.get(level), params)
         if level in seg.partial and not m.truncated:
             m = replace(m, truncated=True, heights=None if m.heights is None else replace(
                 m.heights, heights=Heights(None, None, None), truncated=True), notes=(

@@ -24,7 +24,8 @@ def segment_with(model: OnnxModel) -> Callable[[Volume], Segmentation]:
         seg = segment_column(volume, model)
         return Segmentation(labels=seg.labels, bodies=seg.bodies, model=seg.model,
                             heights_unmeasurable=seg.cut_endplates,
-                            body_confidence=seg.body_confidence, partial=seg.partial)
+                            body_confidence=seg.body_confidence, partial=seg.partial,
+                            fine_bodies=seg.fine_bodies)
 
     return segment
 

@@ -13,9 +13,18 @@ from numpy.typing import NDArray
 
 from osteo_node.pipeline.results import ModelInfo
 from osteo_node.pipeline.stages.context import AnalysisContext, NotAnalysable
-from osteo_node.pipeline.types import LabelVolume, Volume
+from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
 
-__all__ = ["AnalysisContext", "NotAnalysable", "SegmentFn", "Segmentation"]
+__all__ = ["AnalysisContext", "FineMask", "NotAnalysable", "SegmentFn", "Segmentation"]
+
+
+@dataclass(frozen=True)
+class FineMask:
+    """A vertebral body on a local grid finer than the input's (``[k, j, i]``, its own
+    geometry): the heights of thick-slice series are measured on it."""
+
+    mask: NDArray[Any]
+    geometry: Geometry
 
 
 @dataclass
@@ -37,6 +46,8 @@ class Segmentation:
     # levels the segmentation found cut by the field of view (partial vertebrae), also when the
     # body mask on the input grid stops short of the edge slice
     partial: frozenset[str] = frozenset()
+    # per level, the body on a finer local grid (thick-slice input only; see fine_bodies)
+    fine_bodies: Mapping[str, FineMask] = field(default_factory=dict)
 
 
 SegmentFn = Callable[[Volume], Segmentation]

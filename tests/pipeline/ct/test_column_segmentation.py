@@ -78,6 +78,28 @@ def test_labels_live_on_the_input_grid(example: Any) -> None:
     assert (seg.labels.array[b] == seg.bodies[b]).all()
 
 
+def test_thick_slice_bodies_also_come_on_a_fine_grid(example: Any) -> None:
+    """example_ct has 3 mm voxels: each body is also given on a 0.75 mm local grid (where its
+    heights are measured); it is the same body (volume within 15 %, centroid within 2 mm),
+    and the chest series (0.7 mm in plane, 1.25 mm slices) gets them too, finer inputs none."""
+    from osteo_node.pipeline.ct.fine_bodies import FINE_MM, needs_fine_masks
+    from osteo_node.pipeline.types import Geometry
+
+    vol, seg = example
+    assert set(seg.fine_bodies) == set(seg.labels.levels) - {"S1"}
+    for level, fine in seg.fine_bodies.items():
+        coarse = seg.bodies == seg.labels.levels[level]
+        assert fine.geometry.spacing == (FINE_MM,) * 3
+        v_coarse = coarse.sum() * float(np.prod(vol.geometry.spacing))
+        v_fine = fine.mask.sum() * FINE_MM**3
+        assert abs(v_fine / v_coarse - 1) < 0.15, (level, v_fine, v_coarse)
+        c_coarse = vol.geometry.index_to_lps(np.argwhere(coarse).mean(axis=0)[::-1])
+        c_fine = fine.geometry.index_to_lps(np.argwhere(fine.mask).mean(axis=0)[::-1])
+        assert np.linalg.norm(c_fine - c_coarse) < 2.0, level
+    assert not needs_fine_masks(Geometry((0, 0, 0), (0.8, 0.8, 1.0)))
+    assert needs_fine_masks(Geometry((0, 0, 0), (0.7, 0.7, 1.25)))
+
+
 def test_neck_ct_is_named_from_c2_and_the_first_rib(model: Any, shared_data: Path) -> None:
     """s0003 (C1-T4): no sacrum, no last rib; C2 at the top and the first rib agree."""
     path = shared_data / "ct/totalseg_dataset/s0003_ct.nii.gz"
