@@ -13,7 +13,9 @@ Genant grade, and grade agreement with the grades computed on the reference labe
 ``--loo DIR``: leave-one-case-out. Each case is analysed with the model trained WITHOUT it
 (``DIR/<fold>/model.json``, written by ``ai_models/ct_sagittal/train.py --exclude`` and
 ``export.py``): held-out numbers. Without it, the shipped model is used: on the cases it was
-trained on, that is training fit.
+trained on, that is training fit. A case marked ``held_out: false`` in the case list (data
+every model is trained on, e.g. the pseudo-labelled chest) always uses the shipped model and
+is marked "training data" in the output.
 
 ``--fractures``: fracture detection on real vertebrae deformed into wedge, biconcave and crush
 fractures of grades 1-3 and on the undeformed ones (``osteo_node.evaluation.fractures``):
@@ -67,14 +69,16 @@ def _segment_for(args: argparse.Namespace, case: Any) -> Any:
 
     if args.reference_segmentation:
         return reference_segment_fn(case.reference)
-    if args.loo is not None:
+    if args.loo is not None and case.held_out:
         return segment_with(load_model(args.loo / case.fold))
     return default_segment_fn()
 
 
-def _print_case(s: Any) -> dict[str, Any]:
+def _print_case(s: Any, held_out: bool) -> dict[str, Any]:
     if s.status != "analysed":
         print(f"{s.name:16} NOT ANALYSABLE: {s.reason}")
+    if not held_out:
+        print(f"{s.name:16} (training data, not held out: these numbers are training fit)")
     for lv in s.levels:
         print(f"{s.name:16} {lv.level:5} {lv.found!s:5} {'y' if lv.correct else 'n':3} "
               f"{_fmt(lv.centroid_error_mm, '.1f'):>6} {_fmt(lv.dice):>5} "
@@ -84,7 +88,7 @@ def _print_case(s: Any) -> dict[str, Any]:
               f"{'y' if lv.graded else '-':>6}{'' if lv.in_view else '  (fragment, not scored)'}")
     graded, complete = s.graded_complete
     row = {
-        "case": s.name, "status": s.status, "reason": s.reason,
+        "case": s.name, "held_out": held_out, "status": s.status, "reason": s.reason,
         "level_accuracy": s.level_accuracy, "body_reference": s.body_reference,
         "mean_body_dice": s.mean_dice, "mean_centroid_error_mm": s.mean_centroid_error,
         "density_level": s.density_level, "density_hu": s.density_hu,
@@ -143,18 +147,20 @@ def run(args: argparse.Namespace) -> int:
               else f"leave-one-case-out models from {args.loo}" if args.loo
               else "shipped model (training fit on the cases it was trained on)")
     print(f"segmentation: {source}")
-    scores = []
+    scores, held_out = [], []
     for case in cases:
         if not case.input.exists():
             print(f"{case.name}: input {case.input} missing, skipped", file=sys.stderr)
             continue
         print(f"[evaluate] {case.name}", file=sys.stderr, flush=True)
         scores.append(score_case(case, _segment_for(args, case)))
+        held_out.append(case.held_out or args.reference_segmentation)
     print(f"{'case':16} {'level':5} {'found':5} {'ok':3} {'c_err':>6} {'bDice':>5} "
           f"{'vDice':>5} {'HU':>7} {'HU_ref':>7} {'grade':>5} {'g_ref':>5} {'cmpl':>4} "
           f"{'graded':>6}")
-    rows = [_print_case(s) for s in scores]
-    overall = _overall(scores)
+    rows = [_print_case(s, h) for s, h in zip(scores, held_out, strict=True)]
+    # the overall line counts the held-out cases only (with --loo); training data is apart
+    overall = _overall([s for s, h in zip(scores, held_out, strict=True) if h or not args.loo])
     print(f"OVERALL ({overall['levels']} reference levels): level accuracy "
           f"{_fmt(overall['level_accuracy'])}, body Dice {_fmt(overall['mean_body_dice'], '.3f')}"
           f", centroid error {_fmt(overall['mean_centroid_error_mm'], '.1f')} mm, mean |density "
@@ -166,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         from osteo_node.evaluation.fractures import evaluate_fractures, print_fracture_report
 
         fr = evaluate_fractures(cases, lambda c: _segment_for(args, c), roc_png=args.roc)
-        print_fracture_report(fr)
+        print_fracture_report(fr, leave_one_out=args.loo is not None)
         report["fractures"] = fr.to_json()
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(report, indent=2))

@@ -57,6 +57,11 @@ class FractureCase:
     height_loss: float | None
     found_as: str | None  # level name the pipeline gave the vertebra at that place
     excluded: str = ""  # why the vertebra is not scored (empty: scored)
+    held_out: bool = True  # False: the case is training data of the model under test
+
+    @property
+    def region(self) -> str:
+        return "thoracic" if self.level.startswith("T") else "lumbar"
 
 
 @dataclass
@@ -91,8 +96,26 @@ class FractureReport:
         usable = self._usable()
         return sum(c.grade == c.reference_grade for c in usable) / len(usable) if usable else None
 
+    def group(self, held_out: bool | None = None, region: str | None = None
+              ) -> FractureReport:
+        """The report of a subset (its own ROC)."""
+        rows = [c for c in self.cases if (held_out is None or c.held_out == held_out)
+                and (region is None or c.region == region)]
+        return report_of(rows)
+
+    def summary(self) -> str:
+        def f(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3f}"
+
+        return (f"{len(self._usable())} scored ({sum(c.kind != 'none' for c in self._usable())}"
+                f" deformed), positives {len(self.positives)}, negatives "
+                f"{len(self.negatives)}: sensitivity {f(self.sensitivity)}, specificity "
+                f"{f(self.specificity)}, grade accuracy {f(self.accuracy)}, ROC AUC "
+                f"{f(self.auc)}")
+
     def to_json(self) -> dict[str, Any]:
-        return {"cases": [asdict(c) for c in self.cases], "auc": self.auc,
+        return {"cases": [asdict(c) | {"region": c.region} for c in self.cases],
+                "auc": self.auc,
                 "sensitivity": self.sensitivity, "specificity": self.specificity,
                 "accuracy": self.accuracy, "positives": len(self.positives),
                 "negatives": len(self.negatives), "roc": self.roc}
@@ -192,6 +215,13 @@ def _body_in(both: NDArray[np.integer], value: int) -> NDArray[np.bool_]:
     return np.asarray(((both // 2) == value) & (both % 2 == 1))
 
 
+def report_of(rows: list[FractureCase]) -> FractureReport:
+    usable = [c for c in rows if c.reference_grade is not None and not c.excluded]
+    pts, auc = roc_curve([c.height_loss or 0.0 if c.grade is not None else 0.0 for c in usable],
+                         [bool(c.reference_grade >= POSITIVE_GRADE) for c in usable])  # type: ignore[operator]
+    return FractureReport(rows, pts, auc)
+
+
 def fracture_cases(case: Case, segment: SegmentFn) -> list[FractureCase]:
     """Deformed and undeformed versions of every usable vertebra of one labelled case."""
     volume = _load(case.input)
@@ -219,9 +249,11 @@ def fracture_cases(case: Case, segment: SegmentFn) -> list[FractureCase]:
             # and no base for a designed fracture
             why = ("reference not gradable" if g is None else
                    f"reference body already Genant {g} before deformation")
-            out.append(FractureCase(case.name, level, "none", 0.0, g, hl, pg, pl, name, why))
+            out.append(FractureCase(case.name, level, "none", 0.0, g, hl, pg, pl, name, why,
+                                    case.held_out))
             continue
-        out.append(FractureCase(case.name, level, "none", 0.0, g, hl, pg, pl, name))
+        out.append(FractureCase(case.name, level, "none", 0.0, g, hl, pg, pl, name,
+                                held_out=case.held_out))
         for j, kind in enumerate(KINDS):
             for size in range(SIZES_PER_KIND):
                 loss = LOSS_CYCLE[(i + j + size) % len(LOSS_CYCLE)]
@@ -238,7 +270,8 @@ def fracture_cases(case: Case, segment: SegmentFn) -> list[FractureCase]:
                 g, hl = _graded(_reference(made.volume, lab2, ref.levels, bodies2), level)
                 res = analyser.analyse_volume(made.volume)
                 pg, pl, name = _at(res.result, res.labels, body2)
-                out.append(FractureCase(case.name, level, kind, loss, g, hl, pg, pl, name))
+                out.append(FractureCase(case.name, level, kind, loss, g, hl, pg, pl, name,
+                                        held_out=case.held_out))
     return out
 
 
@@ -287,20 +320,23 @@ def draw_roc(points: list[tuple[float, float]], auc: float | None, path: Path, t
 
 def evaluate_fractures(cases: Sequence[Case], segment_for: Callable[[Case], SegmentFn],
                        roc_png: Path | None = None) -> FractureReport:
+    """Every case's deformed and undeformed vertebrae; the ROC PNG shows the held-out
+    vertebrae (all of them when no case is held out)."""
     rows: list[FractureCase] = []
     for case in cases:
         if case.input.exists():
             rows.extend(fracture_cases(case, segment_for(case)))
-    usable = [c for c in rows if c.reference_grade is not None and not c.excluded]
-    pts, auc = roc_curve([c.height_loss or 0.0 if c.grade is not None else 0.0 for c in usable],
-                         [bool(c.reference_grade >= POSITIVE_GRADE) for c in usable])  # type: ignore[operator]
-    report = FractureReport(rows, pts, auc)
-    if roc_png is not None and pts:
-        draw_roc(pts, auc, roc_png, f"grade >= 2 from the height loss ({len(usable)} vertebrae)")
+    report = report_of(rows)
+    shown = report.group(held_out=True) if any(c.held_out for c in rows) else report
+    if roc_png is not None and shown.roc:
+        draw_roc(shown.roc, shown.auc, roc_png,
+                 f"grade >= 2 from the height loss ({len(shown._usable())} vertebrae)")
     return report
 
 
-def print_fracture_report(r: FractureReport) -> None:
+def print_fracture_report(r: FractureReport, leave_one_out: bool = True) -> None:
+    """``leave_one_out``: each case was analysed by a model trained without it (else the
+    numbers of the cases the model was trained on are training fit)."""
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
@@ -312,8 +348,16 @@ def print_fracture_report(r: FractureReport) -> None:
               f"{f(c.reference_loss):>6} {'-' if c.grade is None else c.grade:>5} "
               f"{f(c.height_loss):>6} {c.found_as or '-'}"
               + (f"  (not scored: {c.excluded})" if c.excluded else ""))
-    print(f"FRACTURES: {len(r.cases)} vertebrae ({sum(c.kind != 'none' for c in r.cases)} "
-          f"deformed), positives (reference grade >= 2) {len(r.positives)}, negatives "
-          f"{len(r.negatives)}: sensitivity {f(r.sensitivity)}, specificity "
-          f"{f(r.specificity)}, grade accuracy {f(r.accuracy)}, ROC AUC (height loss) "
-          f"{f(r.auc)}")
+    if not leave_one_out:
+        print(f"FRACTURES (shipped model; training fit on its training cases): {r.summary()}")
+        for region in ("thoracic", "lumbar"):
+            g = r.group(region=region)
+            if g.cases:
+                print(f"  {region}: {g.summary()}")
+        return
+    print(f"FRACTURES (held-out cases): {r.group(held_out=True).summary()}")
+    for held_out, region in itertools.product((True, False), ("thoracic", "lumbar")):
+        g = r.group(held_out=held_out, region=region)
+        if g.cases:
+            what = "held out" if held_out else "training data"
+            print(f"  {region} ({what}): {g.summary()}")

@@ -25,7 +25,7 @@ def test_reference_against_itself_is_perfect(shared_data: Path) -> None:
     case = example_case(shared_data)
     s = score_case(case, reference_segment_fn(case.reference))
     assert s.level_accuracy == 1.0 and s.mean_dice == pytest.approx(1.0)
-    assert s.dice_kind == "body" and s.mean_centroid_error == pytest.approx(0.0)
+    assert s.body_reference == "given" and s.mean_centroid_error == pytest.approx(0.0)
     # same body: the analyser's ROI is the central core (roi_depth_fraction), the reference the
     # body eroded by 3 mm, which keeps denser bone near the cortex: a few HU apart, no more
     assert s.hu_difference("L1") == pytest.approx(0.0, abs=5.0)
@@ -56,7 +56,10 @@ def test_evaluate_command(shared_data: Path, capsys: pytest.CaptureFixture[str],
                  "--data", str(shared_data), "--json", str(tmp_path / "s.json")])
     assert code == 0
     out = capsys.readouterr().out
-    # the 20 JPEG 2000 slices have no body reference: not analysable, so 11 levels remain
-    assert "OVERALL (11 reference levels): level accuracy 1.00, Dice 1.000" in out
-    assert "totalseg_dicom_20_slices     NOT ANALYSABLE" in out
-    assert "tptbox_L3                    L3" in out
+    # every labelled case; the reference against itself: every level found and named,
+    # identical bodies (given or derived from the whole-vertebra labels)
+    assert "OVERALL (36 reference levels): level accuracy 1.00, body Dice 1.000" in out
+    for case in ("example_ct", "contrast_slab", "tptbox", "s0009", "s0003", "s0002"):
+        assert f"-> {case}: level accuracy 1.00, body Dice 1.000" in out, case
+    # the neck CTs have no vertebra between T4 and L5 to grade: said so, still scored
+    assert "s0003            NOT ANALYSABLE: no vertebra between T4 and L5" in out

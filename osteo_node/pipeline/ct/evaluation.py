@@ -108,21 +108,31 @@ class Case:
     reference: ReferenceSpec
     note: str = ""
     fold: str = ""  # leave-one-case-out: the model trained without this case
+    #: False: no model was trained without this case (e.g. pseudo-labelled training data);
+    #: it is evaluated with the shipped model and its numbers are training fit
+    held_out: bool = True
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any], root: Path) -> Case:
+    def from_mapping(cls, data: dict[str, Any], root: Path, here: Path | None = None) -> Case:
+        """Paths are relative to the shared data folder ``root``; a path starting with
+        ``./`` is relative to ``here`` (the case list's folder: references kept in the
+        repository)."""
+        def at(rel: str) -> Path:
+            return (here or root) / rel[2:] if rel.startswith("./") else root / rel
+
         ref = data["reference"]
         return cls(
             name=str(data["name"]),
-            input=root / data["input"],
+            input=at(data["input"]),
             reference=ReferenceSpec(
-                vertebrae=root / ref["vertebrae"],
+                vertebrae=at(ref["vertebrae"]),
                 numbering=str(ref.get("numbering", "verse")),
-                bodies=root / ref["bodies"] if ref.get("bodies") else None,
+                bodies=at(ref["bodies"]) if ref.get("bodies") else None,
                 body_values=tuple(int(v) for v in ref.get("body_values", [1])),
             ),
             note=str(data.get("note", "")),
             fold=str(data.get("fold", data["name"])),
+            held_out=bool(data.get("held_out", True)),
         )
 
 
@@ -130,7 +140,7 @@ def load_cases(path: Path, root: Path) -> list[Case]:
     import yaml
 
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return [Case.from_mapping(c, root) for c in data["cases"]]
+    return [Case.from_mapping(c, root, path.parent) for c in data["cases"]]
 
 
 class CapturingSegment:
