@@ -63,3 +63,24 @@ def test_evaluate_command(shared_data: Path, capsys: pytest.CaptureFixture[str],
         assert f"-> {case}: level accuracy 1.00, body Dice 1.000" in out, case
     # the neck CTs have no vertebra between T4 and L5 to grade: said so, still scored
     assert "s0003            NOT ANALYSABLE: no vertebra between T4 and L5" in out
+
+
+def test_case_list_paths_and_training_data_cases(tmp_path: Path) -> None:
+    """Shared-data paths are relative to the data folder, ``./`` paths to the case list (a
+    reference kept in the repository); ``held_out: false`` marks training data."""
+    import yaml
+
+    from osteo_node.pipeline.ct.evaluation import load_cases
+
+    listing = tmp_path / "cases.yaml"
+    listing.write_text(yaml.safe_dump({"cases": [
+        {"name": "a", "input": "ct/a.nii.gz", "reference": {"vertebrae": "ct/a_seg.nii.gz"}},
+        {"name": "chest", "input": "ct/chest/dicom", "held_out": False,
+         "reference": {"vertebrae": "./references/v.nii.gz", "bodies": "./references/b.nii.gz",
+                       "numbering": "verse"}},
+    ]}))
+    a, chest = load_cases(listing, Path("/data"))
+    assert a.input == Path("/data/ct/a.nii.gz") and a.held_out and a.fold == "a"
+    assert chest.input == Path("/data/ct/chest/dicom") and not chest.held_out
+    assert chest.reference.vertebrae == tmp_path / "references" / "v.nii.gz"
+    assert chest.reference.bodies == tmp_path / "references" / "b.nii.gz"
