@@ -7,8 +7,10 @@ and centroid within 10 mm of the reference vertebra; reference vertebrae with le
 body in view, a spinous process tip at the edge of the scan, are listed, not scored), body Dice
 (against the case's body reference, or one derived from its whole-vertebra labels), centroid
 error, the density level's
-trabecular HU against the reference body eroded by 3 mm, the complete bodies T4-L5 that got a
-Genant grade, and grade agreement with the grades computed on the reference labels.
+trabecular HU against the reference body eroded by 3 mm and against the analyser's own ROI drawn
+on the reference body (like for like: the eroded body keeps the dense subcortical shell), the
+complete bodies T4-L5 that got a Genant grade, and grade agreement with the grades computed on
+the reference labels.
 
 ``--loo DIR``: leave-one-case-out. Each case is analysed with the model trained WITHOUT it
 (``DIR/<fold>/model.json``, written by ``ai_models/ct_sagittal/train.py --exclude`` and
@@ -94,6 +96,8 @@ def _print_case(s: Any, held_out: bool) -> dict[str, Any]:
         "density_level": s.density_level, "density_hu": s.density_hu,
         "density_hu_reference": s.density_hu_reference,
         "density_hu_difference": s.density_difference,
+        "density_hu_reference_roi": s.density_hu_reference_roi,
+        "density_hu_roi_difference": s.density_roi_difference,
         "l1_hu_difference": s.hu_difference("L1"),
         "mean_abs_hu_difference": s.mean_abs_hu_difference,
         "complete_bodies_graded": graded, "complete_bodies": complete,
@@ -104,7 +108,9 @@ def _print_case(s: Any, held_out: bool) -> dict[str, Any]:
           f"{_fmt(s.mean_dice, '.3f')} ({s.body_reference} reference), centroid error "
           f"{_fmt(s.mean_centroid_error, '.1f')} mm, density {s.density_level or '-'} "
           f"{_fmt(s.density_hu, '.1f')} HU vs {_fmt(s.density_hu_reference, '.1f')} "
-          f"(diff {_fmt(s.density_difference, '.1f')}), complete bodies graded "
+          f"(diff {_fmt(s.density_difference, '.1f')}; same ROI on the reference body "
+          f"{_fmt(s.density_hu_reference_roi, '.1f')}, diff "
+          f"{_fmt(s.density_roi_difference, '.1f')}), complete bodies graded "
           f"{graded}/{complete}, grade agreement {_fmt(s.grade_agreement)}, extra levels "
           f"{s.extra_levels or '-'}")
     return row
@@ -115,6 +121,8 @@ def _overall(scores: list[Any]) -> dict[str, Any]:
     dices = [lv.dice for lv in all_levels if lv.dice is not None]
     errs = [lv.centroid_error_mm for lv in all_levels if lv.centroid_error_mm is not None]
     hud = [abs(s.density_difference) for s in scores if s.density_difference is not None]
+    hur = [abs(s.density_roi_difference) for s in scores
+           if s.density_roi_difference is not None]
     gpairs = [(lv.grade, lv.grade_reference) for lv in all_levels
               if lv.grade is not None and lv.grade_reference is not None]
     graded = sum(s.graded_complete[0] for s in scores)
@@ -126,6 +134,7 @@ def _overall(scores: list[Any]) -> dict[str, Any]:
         "mean_body_dice": sum(dices) / len(dices) if dices else None,
         "mean_centroid_error_mm": sum(errs) / len(errs) if errs else None,
         "mean_abs_density_hu_difference": sum(hud) / len(hud) if hud else None,
+        "mean_abs_density_hu_roi_difference": sum(hur) / len(hur) if hur else None,
         "complete_bodies_graded": graded, "complete_bodies": complete,
         "grade_agreement": sum(a == b for a, b in gpairs) / len(gpairs) if gpairs else None,
     }
@@ -164,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"OVERALL ({overall['levels']} reference levels): level accuracy "
           f"{_fmt(overall['level_accuracy'])}, body Dice {_fmt(overall['mean_body_dice'], '.3f')}"
           f", centroid error {_fmt(overall['mean_centroid_error_mm'], '.1f')} mm, mean |density "
-          f"HU diff| {_fmt(overall['mean_abs_density_hu_difference'], '.1f')}, complete bodies "
+          f"HU diff| {_fmt(overall['mean_abs_density_hu_difference'], '.1f')} (same ROI on the "
+          f"reference body: {_fmt(overall['mean_abs_density_hu_roi_difference'], '.1f')}), "
+          f"complete bodies "
           f"graded {overall['complete_bodies_graded']}/{overall['complete_bodies']}, grade "
           f"agreement {_fmt(overall['grade_agreement'])}")
     report: dict[str, Any] = {"cases": rows, "overall": overall}

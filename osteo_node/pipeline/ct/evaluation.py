@@ -170,6 +170,10 @@ class LevelScore:
     complete: bool  # the reference body is not cut by the scan
     graded: bool  # the body found at this reference body's place got a Genant grade
     in_view: bool = True  # enough of the reference body (or sacrum) is in the scan to name it
+    #: the analyser's own trabecular ROI drawn on the reference body: the like-for-like
+    #: reference (the body eroded by 3 mm keeps the dense subcortical shell, which at 1.5 mm
+    #: can be 50-80 HU above the centre of an osteoporotic body)
+    hu_reference_roi: float | None = None
 
 
 @dataclass
@@ -184,6 +188,7 @@ class CaseScore:
     density_level: str | None = None
     density_hu: float | None = None
     density_hu_reference: float | None = None
+    density_hu_reference_roi: float | None = None
 
     @property
     def scored(self) -> list[LevelScore]:
@@ -229,6 +234,12 @@ class CaseScore:
         if self.density_hu is None or self.density_hu_reference is None:
             return None
         return self.density_hu - self.density_hu_reference
+
+    @property
+    def density_roi_difference(self) -> float | None:
+        if self.density_hu is None or self.density_hu_reference_roi is None:
+            return None
+        return self.density_hu - self.density_hu_reference_roi
 
     @property
     def mean_abs_hu_difference(self) -> float | None:
@@ -331,6 +342,7 @@ def score_case(
             complete=complete,
             graded=complete and ref_body is not None and _graded_here(ref_body, pred, by_level),
             in_view=in_view,
+            hu_reference_roi=rv.trabecular_hu.mean if rv and rv.trabecular_hu else None,
         ))
     extra = _extra_levels(pred, ref_labels, geo)
     score = CaseScore(case.name, res.status, res.reason, body_kind, scores, extra,
@@ -366,3 +378,4 @@ def _density(score: CaseScore, findings: Any) -> None:
     match = next((s for s in score.levels if s.level == findings.density_level), None)
     score.density_hu = match.hu if match else findings.l1_hu
     score.density_hu_reference = match.hu_reference if match else None
+    score.density_hu_reference_roi = match.hu_reference_roi if match else None
