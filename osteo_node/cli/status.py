@@ -39,7 +39,8 @@ def _outbox_waiting(conn: Any, max_attempts: int) -> dict[str, dict[str, Any]]:
 
 
 def _outbox_failures(conn: Any, limit: int) -> list[dict[str, Any]]:
-    """Result objects a destination refused for good (permanent failures), newest first."""
+    """Result objects that ended failed (permanent: the object cannot be read from the outbox
+    folder), newest first."""
     from sqlalchemy import select
 
     from osteo_node.outbox.tables import FAILED, outbox_items
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {dest}: oldest undelivered {w['oldest_pending_age_s']:.0f} s ago, "
               f"{w['overdue']} overdue (beyond the retry window, still retried)")
     if info["outbox_failures"]:
-        print("outbox failures (refused for good; `outbox retry` re-arms them):")
+        print("outbox failures (cannot be sent; `outbox retry` re-arms them):")
         for f in info["outbox_failures"]:
             print(f"  {f['destination']} {f['sop_instance_uid']}  {f['last_error']}")
     for title, rows in (("recent jobs", info["recent_jobs"]),

@@ -92,7 +92,7 @@ def test_postgresql_wrong_database_or_no_tables_is_an_error(
 
 def test_status_shows_overdue_and_failed_results(tmp_path: Path) -> None:
     """Issue 16 (6): results the PACS has not taken for a long time are shown (oldest age,
-    overdue count) and so are the ones it refused for good."""
+    overdue count) and so are the ones that cannot be sent (failed)."""
     from datetime import timedelta
 
     from pydicom.dataset import Dataset
@@ -125,7 +125,7 @@ def test_status_shows_overdue_and_failed_results(tmp_path: Path) -> None:
     store.enqueue(engine, tmp_path / "outbox", objs[1:], [pacs], kind="sc", now=t)
     (second,) = [i for i in store.claim_due(engine, tmp_path / "outbox", ["pacs"], t)
                  if i.sop_instance_uid == objs[1].SOPInstanceUID]
-    store.mark_failed_attempt(engine, second, t, policy, "C-STORE status 0xA900",
+    store.mark_failed_attempt(engine, second, t, policy, "cannot read outbox file",
                               permanent=True)
     engine.dispose()
     r = _status(tmp_path, url, retry={"max_attempts": 3})
