@@ -1,6 +1,7 @@
 """DICOM Segmentation (highdicom) with one segment per labelled vertebra.
 
-BINARY segmentation (the most widely supported SOP class): segment numbers 1..N follow the
+BINARY segmentation (the most widely supported SOP class), frames compressed losslessly (JPEG
+2000, ``SEG_TRANSFER_SYNTAX``): segment numbers 1..N follow the
 cranio-caudal order of the labelled levels, each coded with its SNOMED CT vertebra code
 (``dicom_sr_templates/codes.yaml``) and referencing the source CT/MR instances. The
 :class:`SegmentMap` tells the SR which segment holds which level.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import JPEG2000Lossless
 
 from osteo_node.exporters import codes as codes_mod
 from osteo_node.exporters.common import (
@@ -34,6 +36,10 @@ from osteo_node.pipeline.results import AnalysisResult, is_known_level, level_so
 from osteo_node.pipeline.types import LabelVolume, Volume
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+#: JPEG 2000 lossless frames: the chest series' SEG is 0.24 MB instead of 8.1 MB uncompressed
+#: (one 1-bit frame per slice per segment). A destination that accepts only uncompressed
+#: syntaxes for SEG gets it decoded by the outbox (``outbox.association``), same content.
+SEG_TRANSFER_SYNTAX = JPEG2000Lossless
 
 
 def level_rgb(level: str) -> tuple[int, int, int]:
@@ -156,6 +162,7 @@ class VertebraSegmentation:
             content_label="VERTEBRAE",
             content_creator_name="osteo-node^",
             omit_empty_frames=True,
+            transfer_syntax_uid=SEG_TRANSFER_SYNTAX,
         )
         _own_dimension_organization(seg, self.settings.uids.uid("seg-dimension-organization"))
         apply_common(seg, volume, header, self.settings, "seg")

@@ -11,6 +11,7 @@ import ssl
 import threading
 from dataclasses import dataclass
 
+import numpy as np
 import structlog
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -131,8 +132,26 @@ def _fit_to_accepted(ds: Dataset, it: ClaimedItem, ts: UID,
         )
     if ts.is_compressed:
         # The peer takes only uncompressed: send it decoded, keeping its UID.
-        ds.decompress(generate_instance_uid=False)
+        decode_in_place(ds)
     return None
+
+
+def decode_in_place(ds: Dataset) -> None:
+    """Decode compressed pixel data to Explicit VR Little Endian, keeping the SOP Instance UID.
+
+    A 1-bit image (a BINARY Segmentation) is packed again, 8 pixels per byte: pydicom's
+    ``decompress`` writes one byte per pixel, which a reader of a 1-bit object would take for
+    eight times as many frames."""
+    if int(ds.get("BitsAllocated", 8)) != 1:
+        ds.decompress(generate_instance_uid=False)
+        return
+    from pydicom.pixels import pack_bits
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    frames = ds.pixel_array
+    ds.PixelData = pack_bits(np.ascontiguousarray(frames).ravel())
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
 
 def _response_outcome(status: Dataset) -> StoreOutcome:

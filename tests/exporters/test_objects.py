@@ -150,6 +150,25 @@ def test_seg_masks_equal_labels(objects: dict[str, ExportedObject],
         assert np.array_equal(pixels[..., idx].astype(bool), expected), levels[number]
 
 
+def test_seg_is_compressed_losslessly_and_decodes_to_the_same_masks(
+        objects: dict[str, ExportedObject], ct20_output: AnalysisOutput) -> None:
+    """Issue 17: the SEG frames are JPEG 2000 lossless; decoded (as the outbox does for a
+    destination that takes only uncompressed SEG) they are the same masks."""
+    from pydicom.uid import JPEG2000Lossless
+
+    ds = pydicom.dcmread(_roundtrip_bytes(objects["seg"].dataset))
+    assert ds.file_meta.TransferSyntaxUID == JPEG2000Lossless
+    compressed_size = _roundtrip_bytes(objects["seg"].dataset).stat().st_size
+    from osteo_node.outbox.association import decode_in_place
+
+    frames = hd.seg.Segmentation.from_dataset(ds).pixel_array
+    decode_in_place(ds)
+    assert not ds.file_meta.TransferSyntaxUID.is_compressed
+    decoded = hd.seg.Segmentation.from_dataset(pydicom.dcmread(_roundtrip_bytes(ds)))
+    assert np.array_equal(decoded.pixel_array, frames)
+    assert _roundtrip_bytes(ds).stat().st_size > 2 * compressed_size
+
+
 def test_common_modules_original_study(objects: dict[str, ExportedObject]) -> None:
     series = set()
     for kind, obj in objects.items():

@@ -25,8 +25,9 @@ def test_objects_in_original_study(orthanc: OrthancServer, ct20_output: Analysis
     if shutil.which("storescu") is None:
         pytest.skip("dcmtk storescu not installed")
     objs = build_objects(ct20_output, uid_root=None, job_key="orthanc-ct20")
-    # two associations: the JPEG 2000 CT slices (-xv), then the results (Explicit VR LE)
-    for ts, files in (("-xv", ct20_files), ("-xe", write_objects(objs, tmp_path))):
+    # two associations: the JPEG 2000 CT slices (-xv), then the results, each in its own
+    # transfer syntax (SR, SC, KOS Explicit VR LE; SEG JPEG 2000 lossless)
+    for ts, files in (("-xv", ct20_files), ("-xv", write_objects(objs, tmp_path))):
         res = subprocess.run(["storescu", "-R", ts, "-aec", orthanc.aet, orthanc.host,
                               str(orthanc.dicom_port), *map(str, files)],
                              capture_output=True, text=True, timeout=180, check=False)
