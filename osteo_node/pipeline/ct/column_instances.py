@@ -25,6 +25,7 @@ from osteo_node.pipeline.ct.straighten import StraightFrame
 
 BODY, POSTERIOR, DISC, SACRUM = 1, 2, 3, 4
 FOOTPRINT_SMOOTH_MM = 10.0
+OPEN_END_ROWS = 3  # a column this close to the end of the scan is cut by it
 FOOTPRINT_MIN = 0.3
 FOOTPRINT_MAX_U_MM = -2.0  # bodies and discs lie in front of the canal centre
 FOOTPRINT_HALF_WIDTH_MM = 25.0
@@ -187,8 +188,21 @@ def _axis(probs: NDArray[np.float32], f: NDArray[np.bool_], frame: StraightFrame
     return float(np.median(uu)), float(np.median(vv))
 
 
-def find_instances(probs: NDArray[np.float32], frame: StraightFrame) -> ColumnInstances | None:
-    """Bodies, whole vertebrae and sacrum on the straightened grid; None without a column."""
+def hu_profile(image: NDArray[np.float32] | None, f: NDArray[np.bool_]
+               ) -> NDArray[np.float64] | None:
+    """Mean HU of the column's cross-section per row (NaN where there is none)."""
+    if image is None:
+        return None
+    n = f.sum(axis=(1, 2))
+    total = np.where(f, image, 0.0).sum(axis=(1, 2), dtype=np.float64)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def find_instances(probs: NDArray[np.float32], frame: StraightFrame,
+                   image: NDArray[np.float32] | None = None) -> ColumnInstances | None:
+    """Bodies, whole vertebrae and sacrum on the straightened grid; None without a column.
+    ``image``: the straightened CT (HU), for the image's own endplate cue where the network
+    saw no disc."""
     sacrum = _sacrum(probs, frame)
     if sacrum is None and probs[SACRUM].max() > 0.5:  # no real sacrum: what the network
         probs = probs.copy()  # took for one is (part of) a vertebral body
@@ -200,7 +214,9 @@ def find_instances(probs: NDArray[np.float32], frame: StraightFrame) -> ColumnIn
     if rows is None:
         return None
     discs = find_discs(probs[DISC], f, area, _axis(probs, f, frame), frame.step)
-    runs = bodies_between(discs, rows, body_amount, frame.step)
+    open_ends = (rows[0] <= OPEN_END_ROWS and frame.scan_edge_below,
+                 rows[1] >= frame.nz - 1 - OPEN_END_ROWS and frame.scan_edge_above)
+    runs = bodies_between(discs, rows, body_amount, frame.step, hu_profile(image, f), open_ends)
     bodies = _body_maps(probs, runs)
     below = _below_sacrum(bodies, len(runs), sacrum)
     present = [i for i, _ in enumerate(runs) if (bodies == i + 1).any() and i not in below]

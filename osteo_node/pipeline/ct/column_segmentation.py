@@ -309,7 +309,7 @@ def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
     t.append(time.perf_counter())
     probs = column_probabilities(model, image, frame.step)
     t.append(time.perf_counter())
-    inst = find_instances(probs, frame)
+    inst = find_instances(probs, frame, image)
     if inst is None or not inst.runs:
         return _empty(volume, model.info, "no vertebral body found along the spinal canal",
                       canal=canal, frame=frame)

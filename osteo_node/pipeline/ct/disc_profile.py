@@ -11,8 +11,10 @@ Bodies lie between consecutive discs. Thin or degenerate discs can be faint, and
 be split in two, so the spacing of the discs is checked against their neighbours (the
 body-height prior): a gap much larger than its neighbours is split at its best faint disc (else,
 when clearly two bodies tall, at a blind plane, whose endplates are then not resolved); two
-gaps much smaller than their neighbours with a weak disc between them are joined. A fractured
-body keeps its clear discs and is never joined.
+gaps much smaller than their neighbours with a weak disc between them are joined. The runs at
+the two ends of the column (outermost disc to the end of the column) get the same check, so
+several bodies whose discs the network missed near an end of the scan are not reported as one.
+A fractured body keeps its clear discs and is never joined.
 
 Rows (z) increase cranially; u, v are indices of the straightened grid.
 """
@@ -39,9 +41,13 @@ BLIND_SPLIT_FACTOR = 1.8  # ... split even without a visible disc
 JOIN_FACTOR = 0.55  # two neighbouring gaps each smaller than this x their neighbours ...
 JOIN_MAX_FACTOR = 1.3  # ... and together not larger than this x, with a weak disc between
 NEVER_JOIN = 0.6  # never join across a disc this strong (a fractured body is short, not split)
+SAME_DISC_FACTOR = 0.3  # discs closer than this x the period around them are one disc
+ONE_PERIOD_FACTOR = 1.15  # two gaps together no longer than this x the period: one vertebra
 DEFAULT_PERIOD_MM = 26.0  # body + disc, used when no neighbour is known
 MAX_TILT = 1.2  # |dz/du|, |dz/dv| of a plane (about 50 degrees)
 MAX_TILT_DIFFERENCE = 0.5  # ... and from the discs around it (about 27 degrees)
+ENDPLATE_REACH_MM = 6.0  # a disc's endplates lie within this above and below it
+MIN_ENDPLATE_SCORE_HU = 40.0  # a blind cut goes to an endplate pair at least this clear
 
 
 @dataclass(frozen=True)
@@ -200,8 +206,38 @@ def _expected(periods: list[float], i: int, q: float = 50.0) -> float:
     return float(np.percentile(near, q)) if near else DEFAULT_PERIOD_MM
 
 
+def endplate_score(hu_profile: NDArray[np.float64] | None, step_mm: float
+                   ) -> NDArray[np.float64] | None:
+    """Per row, how much it looks like a disc between two endplates on the image alone: the
+    lower of the brightest rows within ``ENDPLATE_REACH_MM`` above and below, minus this row
+    (HU; mean HU of the column's cross-section per row). Endplates are cortical bone on both
+    sides of every disc, also where the network sees no disc and where osteoporotic trabecular
+    bone is as dark as disc (its body centre has no endplate that near)."""
+    if hu_profile is None or not np.isfinite(hu_profile).any():
+        return None
+    p = np.where(np.isfinite(hu_profile), hu_profile, np.nanmin(hu_profile))
+    p = ndimage.gaussian_filter1d(p, 0.75 / step_mm, mode="nearest")
+    k = max(1, round(ENDPLATE_REACH_MM / step_mm))
+    padded = np.pad(p, k, mode="edge")
+    n = len(p)
+    up = np.max([padded[k + j: k + j + n] for j in range(1, k + 1)], axis=0)
+    down = np.max([padded[k - j: k - j + n] for j in range(1, k + 1)], axis=0)
+    return np.asarray(np.maximum(0.0, np.minimum(up, down) - p))
+
+
+def _blind_row(lo: int, hi: int, body_amount: NDArray[np.float64],
+               score: NDArray[np.float64] | None) -> int:
+    """Where to cut a run with no visible disc in rows lo..hi: the clearest endplate pair on
+    the image, else the row with the least body."""
+    if hi <= lo:
+        return lo
+    if score is not None and float(score[lo: hi + 1].max()) >= MIN_ENDPLATE_SCORE_HU:
+        return lo + int(np.argmax(score[lo: hi + 1]))
+    return lo + int(np.argmin(body_amount[lo: hi + 1]))
+
+
 def _split_once(discs: list[DiscPlane], faint: list[DiscPlane], body_amount: NDArray[np.float64],
-                step_mm: float) -> bool:
+                step_mm: float, score: NDArray[np.float64] | None = None) -> bool:
     periods = [(b.z0 - a.z0) * step_mm for a, b in itertools.pairwise(discs)]
     for i, period in enumerate(periods):
         exp = _expected(periods, i, 75.0)
@@ -214,7 +250,7 @@ def _split_once(discs: list[DiscPlane], faint: list[DiscPlane], body_amount: NDA
             discs.append(max(inner, key=lambda d: d.strength))
         elif period > BLIND_SPLIT_FACTOR * exp:
             lo, hi = round(a.z0 + margin), round(b.z0 - margin)
-            row = lo + int(np.argmin(body_amount[lo: hi + 1])) if hi > lo else round(
+            row = _blind_row(lo, hi, body_amount, score) if hi > lo else round(
                 (a.z0 + b.z0) / 2)
             discs.append(DiscPlane(float(row), (a.du + b.du) / 2, (a.dv + b.dv) / 2, 0.0,
                                    a.u_axis, a.v_axis, blind=True))
@@ -225,15 +261,89 @@ def _split_once(discs: list[DiscPlane], faint: list[DiscPlane], body_amount: NDA
     return False
 
 
-def _join_once(discs: list[DiscPlane], step_mm: float) -> bool:
+def _split_end_once(discs: list[DiscPlane], faint: list[DiscPlane],
+                    body_amount: NDArray[np.float64], rows: tuple[int, int],
+                    step_mm: float, score: NDArray[np.float64] | None = None,
+                    open_ends: tuple[bool, bool] = (True, True)) -> bool:
+    """The runs at the ends of the column that the scan cuts (``open_ends``: low, high) get
+    the same height check as the others: one much longer than the periods next to it holds
+    more bodies, and a disc (faint, else blind at the clearest endplate pair or the least
+    body) is put about one period from the outermost disc. An end inside the scan is the
+    column's own end (C2 with its dens below the skull base is twice as tall as C3: not
+    split)."""
+    if not discs:
+        return False
+    lo, hi = rows
+    periods = [(b.z0 - a.z0) * step_mm for a, b in itertools.pairwise(discs)]
+    for low_end in (True, False):
+        if not open_ends[0 if low_end else 1]:
+            continue
+        near = periods[:3] if low_end else periods[-3:]
+        exp = float(np.percentile(near, 75.0)) if near else DEFAULT_PERIOD_MM
+        edge = discs[0] if low_end else discs[-1]
+        length = ((edge.z0 - lo) if low_end else (hi - edge.z0)) * step_mm
+        if length <= SPLIT_FACTOR * exp:
+            continue
+        sign = -1.0 if low_end else 1.0
+        near_z = edge.z0 + sign * 0.7 * exp / step_mm
+        far_z = edge.z0 + sign * 1.3 * exp / step_mm
+        w_lo, w_hi = sorted((near_z, far_z))
+        w_lo, w_hi = max(w_lo, lo + 0.25 * exp / step_mm), min(w_hi, hi - 0.25 * exp / step_mm)
+        if w_hi <= w_lo:
+            continue
+        inner = [d for d in faint if w_lo < d.z0 < w_hi]
+        if inner:
+            discs.append(max(inner, key=lambda d: d.strength))
+        elif length > BLIND_SPLIT_FACTOR * exp:
+            row = _blind_row(round(w_lo), round(w_hi), body_amount, score)
+            discs.append(DiscPlane(float(row), edge.du, edge.dv, 0.0, edge.u_axis,
+                                   edge.v_axis, blind=True))
+        else:
+            continue
+        discs.sort(key=lambda d: d.z0)
+        return True
+    return False
+
+
+def _merge_close_once(discs: list[DiscPlane], step_mm: float) -> bool:
+    """Two discs closer than ``SAME_DISC_FACTOR`` x the period around them have no body
+    between them (even a vertebra plana keeps more): one disc seen twice (two pieces at
+    different tilts) or a spurious one; the weaker goes."""
+    periods = [(b.z0 - a.z0) * step_mm for a, b in itertools.pairwise(discs)]
+    for i, period in enumerate(periods):
+        if period < SAME_DISC_FACTOR * _expected(periods, i):
+            a, b = discs[i], discs[i + 1]
+            if a.blind != b.blind:
+                discs.remove(a if a.blind else b)
+            else:
+                discs.remove(a if a.strength < b.strength else b)
+            return True
+    return False
+
+
+def _expected_without(periods: list[float], skip: set[int]) -> float:
+    """Median of up to 3 periods on each side of the ``skip`` gaps (themselves left out)."""
+    lo, hi = min(skip), max(skip)
+    near = [periods[j] for j in range(lo - 3, hi + 4) if j not in skip and 0 <= j < len(periods)]
+    return float(np.median(near)) if near else DEFAULT_PERIOD_MM
+
+
+def _join_once(discs: list[DiscPlane], step_mm: float, one_period: bool = False) -> bool:
+    """Join two gaps across the disc between them when both are short and the disc is weak;
+    with ``one_period`` (checked only when nothing is left to split, so that long gaps no
+    longer inflate the expected period), also when together they are no longer than one
+    vertebra's period, whatever the disc's strength: a body does not hold a disc, and a
+    fractured body with its normal neighbour is clearly longer than one period."""
     periods = [(b.z0 - a.z0) * step_mm for a, b in itertools.pairwise(discs)]
     for i in range(len(periods) - 1):
         middle = discs[i + 1]
-        if middle.blind or middle.strength >= NEVER_JOIN:
+        if middle.blind:
             continue
-        exp = _expected(periods, i)
-        if periods[i] < JOIN_FACTOR * exp and periods[i + 1] < JOIN_FACTOR * exp and \
-                periods[i] + periods[i + 1] <= JOIN_MAX_FACTOR * exp:
+        exp = _expected_without(periods, {i, i + 1})
+        together = periods[i] + periods[i + 1]
+        weak_pair = (middle.strength < NEVER_JOIN and periods[i] < JOIN_FACTOR * exp
+                     and periods[i + 1] < JOIN_FACTOR * exp and together <= JOIN_MAX_FACTOR * exp)
+        if weak_pair or (one_period and together <= ONE_PERIOD_FACTOR * exp):
             discs.remove(middle)
             return True
     return False
@@ -255,16 +365,26 @@ def _tilted_unlike_neighbours(discs: list[DiscPlane]) -> list[DiscPlane]:
 
 
 def bodies_between(discs: list[DiscPlane], rows: tuple[int, int],
-                   body_amount: NDArray[np.float64], step_mm: float) -> list[BodyRun]:
-    """Body runs (caudal -> cranial) between the strong discs, after the height-prior checks."""
+                   body_amount: NDArray[np.float64], step_mm: float,
+                   hu_profile: NDArray[np.float64] | None = None,
+                   open_ends: tuple[bool, bool] = (True, True)) -> list[BodyRun]:
+    """Body runs (caudal -> cranial) between the strong discs, after the height-prior checks.
+    ``hu_profile``: mean HU of the column's cross-section per row (where to cut blind);
+    ``open_ends``: whether the scan cuts the column below / above (only then are the end runs
+    checked against the height prior)."""
+    score = endplate_score(hu_profile, step_mm)
     lo, hi = rows
     inside = [d for d in discs if lo < d.z0 < hi]
     strong = [d for d in inside if d.strength >= STRONG]
     odd = _tilted_unlike_neighbours(strong)
     strong = [d for d in strong if d not in odd]
     faint = [d for d in inside if FAINT <= d.strength < STRONG] + odd
-    for _ in range(12):
-        if not (_join_once(strong, step_mm) or _split_once(strong, faint, body_amount, step_mm)):
+    for _ in range(24):
+        if not (_merge_close_once(strong, step_mm) or _join_once(strong, step_mm)
+                or _split_once(strong, faint, body_amount, step_mm, score)
+                or _split_end_once(strong, faint, body_amount, (lo, hi), step_mm, score,
+                                   open_ends)
+                or _join_once(strong, step_mm, one_period=True)):
             break
     runs = _runs(strong, lo, hi)
     return [r for r in runs if r.rows * step_mm >= 4.0 or r.lower is None or r.upper is None]
