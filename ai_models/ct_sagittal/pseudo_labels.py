@@ -49,7 +49,7 @@ def pseudo_labels(model_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     frame = frame_for(canal, volume)
     image = sample(volume, frame)
     probs = column_probabilities(load_model(model_dir), image, frame.step)
-    inst = find_instances(probs, frame)
+    inst = find_instances(probs, frame, image)
     if inst is None:
         raise SystemExit("no vertebra found in the chest series")
     classes = np.zeros(image.shape, dtype=np.uint8)
