@@ -228,11 +228,15 @@ def endplate_score(hu_profile: NDArray[np.float64] | None, step_mm: float
 def _blind_row(lo: int, hi: int, body_amount: NDArray[np.float64],
                score: NDArray[np.float64] | None) -> int:
     """Where to cut a run with no visible disc in rows lo..hi: the clearest endplate pair on
-    the image, else the row with the least body."""
+    the image (weighted towards the middle of the window, where the height prior expects the
+    disc), else the row with the least body."""
     if hi <= lo:
         return lo
     if score is not None and float(score[lo: hi + 1].max()) >= MIN_ENDPLATE_SCORE_HU:
-        return lo + int(np.argmax(score[lo: hi + 1]))
+        rows = np.arange(lo, hi + 1, dtype=np.float64)
+        middle, half = (lo + hi) / 2.0, max(1.0, (hi - lo) / 2.0)
+        weighted = score[lo: hi + 1] * np.exp(-(((rows - middle) / half) ** 2))
+        return lo + int(np.argmax(weighted))
     return lo + int(np.argmin(body_amount[lo: hi + 1]))
 
 
