@@ -5,6 +5,7 @@ Tests that need it skip with a reason when it is absent (a user's clone will not
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Iterator
@@ -34,6 +35,17 @@ def artifacts_dir() -> Path:
     d = REPO / "test-artifacts"
     d.mkdir(exist_ok=True)
     return d
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The node's log as JSON lines in memory (configured like ``serve`` does)."""
+    from osteo_node import logging_setup
+
+    stream = io.StringIO()
+    logging_setup.configure("INFO", json=True, stream=stream)
+    yield stream
+    logging_setup.configure("INFO")
 
 
 @pytest.fixture(autouse=True)

@@ -179,13 +179,8 @@ def scanner_sends_to_pacs(orthanc: OrthancServer, files: list[Path], *store_args
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def run_series_through_node(tmp: Path, orthanc: OrthancServer, files: list[Path],
-                            *store_args: str, expect: tuple[str, ...] = ("SR", "SEG", "OT"),
-                            job_state: str = "done",
-                            ) -> tuple[str, dict[str, list[str]], str]:
-    """Start a node sending SR/SEG/SC/KOS to ``orthanc``, send ``files`` to Orthanc (the
-    scanner) and to the node, wait for the job (it must end in ``job_state``) and for the
-    ``expect`` modalities in Orthanc."""
+def start_node_for(tmp: Path, orthanc: OrthancServer) -> tuple[NodeProcess, int]:
+    """A node (``tmp/node``) sending SR/SEG/SC/KOS to ``orthanc`` with quick retries."""
     port = free_port()
     dest = {"name": "orthanc", "ae_title": orthanc.aet, "host": orthanc.host,
             "port": orthanc.dicom_port, "send": ["sr", "seg", "sc", "kos"]}
@@ -193,7 +188,17 @@ def run_series_through_node(tmp: Path, orthanc: OrthancServer, files: list[Path]
                       retry={"max_attempts": 5, "base_delay_seconds": 0.5,
                              "max_delay_seconds": 2})
     (tmp / "node").mkdir(parents=True, exist_ok=True)
-    node = NodeProcess(write_config(tmp / "node", cfg), tmp / "node.log").start(port)
+    return NodeProcess(write_config(tmp / "node", cfg), tmp / "node.log").start(port), port
+
+
+def run_series_through_node(tmp: Path, orthanc: OrthancServer, files: list[Path],
+                            *store_args: str, expect: tuple[str, ...] = ("SR", "SEG", "OT"),
+                            job_state: str = "done",
+                            ) -> tuple[str, dict[str, list[str]], str]:
+    """Start a node sending SR/SEG/SC/KOS to ``orthanc``, send ``files`` to Orthanc (the
+    scanner) and to the node, wait for the job (it must end in ``job_state``) and for the
+    ``expect`` modalities in Orthanc."""
+    node, port = start_node_for(tmp, orthanc)
     study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
     scanner_sends_to_pacs(orthanc, files, *store_args)
     try:

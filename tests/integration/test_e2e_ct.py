@@ -48,19 +48,12 @@ from tests.integration.e2e_support import (
     result_series,
     results_in_ct_study,
     run_series_through_node,
+    start_node_for,
     stored_objects_valid,
     worklist_export,
 )
 from tests.integration.orthanc import OrthancServer, orthanc_fixture  # noqa: F401
-from tests.node.support import (
-    REPO,
-    NodeProcess,
-    free_port,
-    node_config,
-    storescu,
-    wait_until,
-    write_config,
-)
+from tests.node.support import REPO, storescu, wait_until
 
 CT_MODEL = REPO / "ai_models" / "ct_sagittal" / "model.json"
 
@@ -422,15 +415,7 @@ def test_resumed_transfer_supersedes_the_partial_results(tmp_path: Path, shared_
     files.sort(key=lambda f: float(dcmread(f, stop_before_pixels=True)
                                    .ImagePositionPatient[2]))
     first, rest = files[: len(files) * 2 // 3], files[len(files) * 2 // 3:]
-    port = free_port()
-    dest = {"name": "orthanc", "ae_title": orthanc.aet, "host": orthanc.host,
-            "port": orthanc.dicom_port, "send": ["sr", "seg", "sc", "kos"]}
-    cfg = node_config(tmp_path / "node", port, destinations=[dest],
-                      retry={"max_attempts": 5, "base_delay_seconds": 0.5,
-                             "max_delay_seconds": 2})
-    (tmp_path / "node").mkdir()
-    node = NodeProcess(write_config(tmp_path / "node", cfg), tmp_path / "node.log")
-    node.start(port)
+    node, port = start_node_for(tmp_path, orthanc)
     engine = make_engine(f"sqlite:///{tmp_path / 'node' / 'node.db'}")
     study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
 

@@ -19,7 +19,6 @@ from pydicom.uid import JPEG2000Lossless, generate_uid
 from pynetdicom import AE as PyAE
 from sqlalchemy import func, select
 
-from osteo_node import logging_setup
 from osteo_node.store.index import instances, series
 from tests.node.support import (
     dataset_bytes,
@@ -34,14 +33,6 @@ from tests.node.support import (
 pytestmark = [pytest.mark.integration]
 
 needs_dcmtk = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk not installed")
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    logging_setup.configure("INFO", json=True, stream=stream)
-    yield stream
-    logging_setup.configure("INFO")
 
 
 @pytest.fixture
@@ -365,7 +356,8 @@ def test_four_concurrent_senders_lose_nothing(tmp_path: Path, chest_files: list[
                                    "127.0.0.1", str(port), *map(str, files[i::4])],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                  for i in range(4)]
-        assert [p.wait(120) for p in procs] == [0, 0, 0, 0]
+        codes = [p.wait(120) for p in procs]
+        assert codes == [0, 0, 0, 0], [p.stderr.read()[-1500:] for p in procs if p.stderr]
         assert _count(listener, instances) == 40
         assert _count(listener, series) == 1
         assert len(_spool_files(tmp_path / "spool")) == 40

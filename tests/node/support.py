@@ -177,9 +177,10 @@ def running_listener(cfg: dict[str, Any], base: Path) -> Iterator[Any]:
     settings = settings_from_mapping(cfg, base)
     listener = Listener(settings)
     listener.prepare()
-    listener.start()
+    listener.start()  # the port is bound when start() returns: no probe connection, which
+    # would count against the per-peer budget of not-yet-associated connections until the
+    # node's association thread notices the close
     try:
-        wait_until(lambda: port_open(settings.dicom.port), 10, what="listener port")
         yield listener
     finally:
         listener.stop()

@@ -11,24 +11,14 @@ import io
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from osteo_node import logging_setup
 from tests.node.support import echoscu, free_port, node_config, running_listener, wait_until
 
 pytestmark = pytest.mark.skipif(os.system("command -v echoscu >/dev/null") != 0,
                                 reason="dcmtk not installed")
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    logging_setup.configure("INFO", json=True, stream=stream)
-    yield stream
-    logging_setup.configure("INFO")
 
 
 def test_idle_connections_do_not_lock_out_callers(tmp_path: Path,
