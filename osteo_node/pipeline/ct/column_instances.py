@@ -31,6 +31,7 @@ FOOTPRINT_MAX_U_MM = -2.0  # bodies and discs lie in front of the canal centre
 FOOTPRINT_HALF_WIDTH_MM = 25.0
 SACRUM_ML = 4.0  # S1 alone at the bottom edge of a lumbar scan is about 6 ml of sacrum class
 SACRUM_SEEN_MM = 15.0
+S1_PART_SHARE = 0.25  # a lowest "body" on the sacrum smaller than this x the others: S1
 PIECE_SHARE = 0.85  # a body-class piece this much inside one run is that body whole
 BALL = ndimage.generate_binary_structure(3, 1)  # closing: notches up to about 3 mm
 GROW_STEPS = 45  # breadth-first steps from a body into its posterior elements (1.5 mm each)
@@ -168,14 +169,29 @@ def _sacrum(probs: NDArray[np.float32], frame: StraightFrame) -> NDArray[np.bool
     return piece
 
 
-def _below_sacrum(bodies: NDArray[np.int16], n: int,
+def _below_sacrum(bodies: NDArray[np.int16], runs: list[BodyRun],
                   sacrum: NDArray[np.bool_] | None) -> set[int]:
-    """Runs whose body centre lies below the top of the sacrum: parts of S1, not vertebrae."""
+    """Runs that are parts of S1, not vertebrae: those whose body centre lies below the top of
+    the sacrum, and the lowest run when no disc separates it from the sacrum, its body overlaps
+    the sacrum's rows and is much smaller than a vertebral body (the top of S1 that the network
+    took for body: L5 always has its L5/S1 disc below it)."""
+    n = len(runs)
     if sacrum is None or n == 0:
         return set()
     top = float(np.percentile(np.nonzero(sacrum)[0], 95))
-    rows = ndimage.center_of_mass(bodies > 0, labels=bodies, index=list(range(1, n + 1)))
-    return {i for i, c in enumerate(rows) if not np.isnan(c[0]) and c[0] < top}
+    index = list(range(1, n + 1))
+    rows = ndimage.center_of_mass(bodies > 0, labels=bodies, index=index)
+    out = {i for i, c in enumerate(rows) if not np.isnan(c[0]) and c[0] < top}
+    sizes = np.asarray(ndimage.sum(bodies > 0, labels=bodies, index=index), dtype=np.float64)
+    lowest = min(set(range(n)) - out, default=None)
+    if lowest is None or runs[lowest].lower is not None or n - len(out) < 3:
+        return out
+    others = np.delete(sizes, sorted(out | {lowest}))
+    sacrum_rows = set(np.flatnonzero(sacrum.any(axis=(1, 2))).tolist())
+    body_rows = set(np.flatnonzero((bodies == lowest + 1).any(axis=(1, 2))).tolist())
+    if sizes[lowest] < S1_PART_SHARE * float(np.median(others)) and body_rows & sacrum_rows:
+        out.add(lowest)
+    return out
 
 
 def _axis(probs: NDArray[np.float32], f: NDArray[np.bool_], frame: StraightFrame
@@ -198,6 +214,13 @@ def hu_profile(image: NDArray[np.float32] | None, f: NDArray[np.bool_]
     return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
+def disc_share(p_disc: NDArray[np.float32], f: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Mean disc probability over the column's cross-section per row (0 where there is none)."""
+    n = f.sum(axis=(1, 2))
+    total = np.where(f, p_disc, 0.0).sum(axis=(1, 2), dtype=np.float64)
+    return np.asarray(total / np.maximum(n, 1))
+
+
 def find_instances(probs: NDArray[np.float32], frame: StraightFrame,
                    image: NDArray[np.float32] | None = None) -> ColumnInstances | None:
     """Bodies, whole vertebrae and sacrum on the straightened grid; None without a column.
@@ -216,9 +239,10 @@ def find_instances(probs: NDArray[np.float32], frame: StraightFrame,
     discs = find_discs(probs[DISC], f, area, _axis(probs, f, frame), frame.step)
     open_ends = (rows[0] <= OPEN_END_ROWS and frame.scan_edge_below,
                  rows[1] >= frame.nz - 1 - OPEN_END_ROWS and frame.scan_edge_above)
-    runs = bodies_between(discs, rows, body_amount, frame.step, hu_profile(image, f), open_ends)
+    runs = bodies_between(discs, rows, body_amount, frame.step, hu_profile(image, f), open_ends,
+                          disc_share(probs[DISC], f))
     bodies = _body_maps(probs, runs)
-    below = _below_sacrum(bodies, len(runs), sacrum)
+    below = _below_sacrum(bodies, runs, sacrum)
     present = [i for i, _ in enumerate(runs) if (bodies == i + 1).any() and i not in below]
     runs = [runs[i] for i in present]
     relabel = np.zeros(max(present, default=0) + 2, dtype=np.int16)

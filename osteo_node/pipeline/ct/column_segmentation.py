@@ -15,7 +15,7 @@ Steps (each its own module):
    nearest instance).
 
 A vertebra is reported only when its body lies in front of the tracked canal
-(``MAX_BODY_U_MM``) and near its midline (``MAX_BODY_V_MM``).
+(``MAX_BODY_U_MM``) and near the line of the others (``MAX_BODY_V_MM``).
 """
 
 from __future__ import annotations
@@ -97,19 +97,23 @@ def _empty(volume: Volume, model: ModelInfo, note: str, **kw: object) -> ColumnS
 
 
 def _on_column(inst: ColumnInstances, frame: StraightFrame) -> list[int]:
-    """Indices of the runs whose body centre lies in front of the canal, near its midline."""
-    keep = []
+    """Indices of the runs whose body centre lies in front of the canal and near the column's
+    own line: within ``MAX_BODY_V_MM`` of the bodies' median side offset (with a rotated or
+    scoliotic spine every body lies to the same side of the canal's left-right line)."""
     objs = ndimage.find_objects(inst.bodies)
+    centres: dict[int, tuple[float, float]] = {}
     for i in range(len(inst.runs)):
         sl = objs[i] if i < len(objs) else None
         if sl is None:
             continue
         idx = np.argwhere(inst.bodies[sl] == i + 1).mean(axis=0)
-        u = frame.u_of(idx[1] + sl[1].start)
-        v = (idx[2] + sl[2].start - frame.nv // 2) * frame.step
-        if MIN_BODY_U_MM <= float(u) <= MAX_BODY_U_MM and abs(v) <= MAX_BODY_V_MM:
-            keep.append(i)
-    return keep
+        centres[i] = (float(frame.u_of(idx[1] + sl[1].start)),
+                      float((idx[2] + sl[2].start - frame.nv // 2) * frame.step))
+    if not centres:
+        return []
+    line = float(np.median([v for _, v in centres.values()]))
+    return [i for i, (u, v) in centres.items()
+            if MIN_BODY_U_MM <= u <= MAX_BODY_U_MM and abs(v - line) <= MAX_BODY_V_MM]
 
 
 def _on_working_grid(maps: list[NDArray[np.int16]], frame: StraightFrame, geo: Geometry,

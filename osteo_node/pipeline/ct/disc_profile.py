@@ -48,6 +48,20 @@ MAX_TILT = 1.2  # |dz/du|, |dz/dv| of a plane (about 50 degrees)
 MAX_TILT_DIFFERENCE = 0.5  # ... and from the discs around it (about 27 degrees)
 ENDPLATE_REACH_MM = 6.0  # a disc's endplates lie within this above and below it
 MIN_ENDPLATE_SCORE_HU = 40.0  # a blind cut goes to an endplate pair at least this clear
+BLIND_DISC_SHARE = 0.15  # ... but first to the row where the network's disc probability,
+# averaged over the column's cross-section, peaks at least this high (a degenerate disc with
+# sclerotic endplates is no dark row between two bright ones, yet the network sees it, below
+# the threshold of a disc piece)
+
+
+@dataclass(frozen=True)
+class BlindCues:
+    """Per row of the column, where a disc the network did not clearly see may be:
+    ``endplate``: :func:`endplate_score` (HU, image only), ``disc_share``: mean disc probability
+    over the column's cross-section; either may be None."""
+
+    endplate: NDArray[np.float64] | None = None
+    disc_share: NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True)
@@ -225,23 +239,25 @@ def endplate_score(hu_profile: NDArray[np.float64] | None, step_mm: float
     return np.asarray(np.maximum(0.0, np.minimum(up, down) - p))
 
 
-def _blind_row(lo: int, hi: int, body_amount: NDArray[np.float64],
-               score: NDArray[np.float64] | None) -> int:
-    """Where to cut a run with no visible disc in rows lo..hi: the clearest endplate pair on
-    the image (weighted towards the middle of the window, where the height prior expects the
+def _blind_row(lo: int, hi: int, body_amount: NDArray[np.float64], cues: BlindCues) -> int:
+    """Where to cut a run with no clear disc in rows lo..hi: the network's faint disc evidence
+    (peak of the cross-section's mean disc probability), else the clearest endplate pair on the
+    image, each weighted towards the middle of the window (where the height prior expects the
     disc), else the row with the least body."""
     if hi <= lo:
         return lo
-    if score is not None and float(score[lo: hi + 1].max()) >= MIN_ENDPLATE_SCORE_HU:
-        rows = np.arange(lo, hi + 1, dtype=np.float64)
-        middle, half = (lo + hi) / 2.0, max(1.0, (hi - lo) / 2.0)
-        weighted = score[lo: hi + 1] * np.exp(-(((rows - middle) / half) ** 2))
-        return lo + int(np.argmax(weighted))
+    rows = np.arange(lo, hi + 1, dtype=np.float64)
+    middle, half = (lo + hi) / 2.0, max(1.0, (hi - lo) / 2.0)
+    towards_middle = np.exp(-(((rows - middle) / half) ** 2))
+    for cue, least in ((cues.disc_share, BLIND_DISC_SHARE),
+                       (cues.endplate, MIN_ENDPLATE_SCORE_HU)):
+        if cue is not None and float(cue[lo: hi + 1].max()) >= least:
+            return lo + int(np.argmax(cue[lo: hi + 1] * towards_middle))
     return lo + int(np.argmin(body_amount[lo: hi + 1]))
 
 
 def _split_once(discs: list[DiscPlane], faint: list[DiscPlane], body_amount: NDArray[np.float64],
-                step_mm: float, score: NDArray[np.float64] | None = None) -> bool:
+                step_mm: float, cues: BlindCues) -> bool:
     periods = [(b.z0 - a.z0) * step_mm for a, b in itertools.pairwise(discs)]
     for i, period in enumerate(periods):
         exp = _expected(periods, i, 75.0)
@@ -254,7 +270,7 @@ def _split_once(discs: list[DiscPlane], faint: list[DiscPlane], body_amount: NDA
             discs.append(max(inner, key=lambda d: d.strength))
         elif period > BLIND_SPLIT_FACTOR * exp:
             lo, hi = round(a.z0 + margin), round(b.z0 - margin)
-            row = _blind_row(lo, hi, body_amount, score) if hi > lo else round(
+            row = _blind_row(lo, hi, body_amount, cues) if hi > lo else round(
                 (a.z0 + b.z0) / 2)
             discs.append(DiscPlane(float(row), (a.du + b.du) / 2, (a.dv + b.dv) / 2, 0.0,
                                    a.u_axis, a.v_axis, blind=True))
@@ -267,7 +283,7 @@ def _split_once(discs: list[DiscPlane], faint: list[DiscPlane], body_amount: NDA
 
 def _split_end_once(discs: list[DiscPlane], faint: list[DiscPlane],
                     body_amount: NDArray[np.float64], rows: tuple[int, int],
-                    step_mm: float, score: NDArray[np.float64] | None = None,
+                    step_mm: float, cues: BlindCues,
                     open_ends: tuple[bool, bool] = (True, True)) -> bool:
     """The runs at the ends of the column that the scan cuts (``open_ends``: low, high) get
     the same height check as the others: one much longer than the periods next to it holds
@@ -299,7 +315,7 @@ def _split_end_once(discs: list[DiscPlane], faint: list[DiscPlane],
         if inner:
             discs.append(max(inner, key=lambda d: d.strength))
         elif length > BLIND_SPLIT_FACTOR * exp:
-            row = _blind_row(round(w_lo), round(w_hi), body_amount, score)
+            row = _blind_row(round(w_lo), round(w_hi), body_amount, cues)
             discs.append(DiscPlane(float(row), edge.du, edge.dv, 0.0, edge.u_axis,
                                    edge.v_axis, blind=True))
         else:
@@ -371,12 +387,13 @@ def _tilted_unlike_neighbours(discs: list[DiscPlane]) -> list[DiscPlane]:
 def bodies_between(discs: list[DiscPlane], rows: tuple[int, int],
                    body_amount: NDArray[np.float64], step_mm: float,
                    hu_profile: NDArray[np.float64] | None = None,
-                   open_ends: tuple[bool, bool] = (True, True)) -> list[BodyRun]:
+                   open_ends: tuple[bool, bool] = (True, True),
+                   disc_share: NDArray[np.float64] | None = None) -> list[BodyRun]:
     """Body runs (caudal -> cranial) between the strong discs, after the height-prior checks.
-    ``hu_profile``: mean HU of the column's cross-section per row (where to cut blind);
-    ``open_ends``: whether the scan cuts the column below / above (only then are the end runs
-    checked against the height prior)."""
-    score = endplate_score(hu_profile, step_mm)
+    ``hu_profile``: mean HU of the column's cross-section per row and ``disc_share``: its mean
+    disc probability (where to cut without a clear disc); ``open_ends``: whether the scan cuts
+    the column below / above (only then are the end runs checked against the height prior)."""
+    cues = BlindCues(endplate_score(hu_profile, step_mm), disc_share)
     lo, hi = rows
     inside = [d for d in discs if lo < d.z0 < hi]
     strong = [d for d in inside if d.strength >= STRONG]
@@ -385,8 +402,8 @@ def bodies_between(discs: list[DiscPlane], rows: tuple[int, int],
     faint = [d for d in inside if FAINT <= d.strength < STRONG] + odd
     for _ in range(24):
         if not (_merge_close_once(strong, step_mm) or _join_once(strong, step_mm)
-                or _split_once(strong, faint, body_amount, step_mm, score)
-                or _split_end_once(strong, faint, body_amount, (lo, hi), step_mm, score,
+                or _split_once(strong, faint, body_amount, step_mm, cues)
+                or _split_end_once(strong, faint, body_amount, (lo, hi), step_mm, cues,
                                    open_ends)
                 or _join_once(strong, step_mm, one_period=True)):
             break

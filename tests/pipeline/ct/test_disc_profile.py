@@ -152,3 +152,25 @@ def test_one_disc_seen_twice_is_one_disc() -> None:
     slivers): no body fits between them, they are one disc."""
     runs = runs_for([(z, 0.9) for z in (20, 40, 60, 63, 80, 100)])
     assert len(runs) == 6
+
+
+def test_a_missed_degenerate_disc_is_cut_where_the_network_sees_it_faintly() -> None:
+    """A narrowed disc with sclerotic endplates (s0009's L4/L5 with a held-out model): no disc
+    piece above threshold and no dark row between bright endplates, the brightest pair lies
+    elsewhere in the gap; the cut goes to the peak of the cross-section's mean disc
+    probability, not to the image's clearest endplate pair."""
+    p, mask, area = column([(z, 0.9) for z in (20, 40, 60, 100, 120, 140)])
+    planes = find_discs(p, mask, area, (20.0, 10.0), STEP)
+    rows = column_rows(area)
+    assert rows is not None
+    hu = np.full(p.shape[0], 150.0)
+    hu[72], hu[76], hu[73:76] = 500.0, 500.0, 60.0  # an endplate-like pair at 74
+    share = np.zeros(p.shape[0])
+    share[79:84] = [0.1, 0.2, 0.3, 0.2, 0.1]  # the network's faint disc at 81
+    cut = [r.lower.z0 for r in bodies_between(planes, rows, np.ones(p.shape[0]), STEP, hu,
+                                               disc_share=share)
+           if r.lower is not None and r.lower.blind]
+    assert [round(c) for c in cut] == [81]
+    without = [r.lower.z0 for r in bodies_between(planes, rows, np.ones(p.shape[0]), STEP, hu)
+               if r.lower is not None and r.lower.blind]
+    assert [round(c) for c in without] == [74]  # the image's own cue when the network has none

@@ -1,0 +1,51 @@
+"""Which runs of the column are vertebrae: the top of S1 taken for a body (pure logic on
+hand-made body and sacrum maps)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from osteo_node.pipeline.ct.column_instances import _below_sacrum
+from osteo_node.pipeline.ct.disc_profile import BodyRun, DiscPlane
+
+SHAPE = (140, 30, 20)
+
+
+def _disc(z: float) -> DiscPlane:
+    return DiscPlane(float(z), 0.0, 0.0, 0.9, 15.0, 10.0)
+
+
+def _column(lowest_rows: tuple[int, int], lowest_width: int
+            ) -> tuple[np.ndarray, list[BodyRun], np.ndarray]:
+    """Sacrum rows 0-13 (its top just inside the lowest run); a lowest 'body' at
+    ``lowest_rows`` with no disc below it, then four normal bodies (rows 20-39, 40-59, ...)
+    each 14 x 14 cells in cross-section."""
+    bodies = np.zeros(SHAPE, dtype=np.int16)
+    lo, hi = lowest_rows
+    bodies[lo: hi + 1, 8: 8 + lowest_width, 3: 3 + lowest_width] = 1
+    runs = [BodyRun(lo, hi, None, _disc(hi + 0.5))]
+    for i, start in enumerate(range(20, 100, 20), start=2):
+        bodies[start + 1: start + 18, 8:22, 3:17] = i
+        runs.append(BodyRun(start, start + 19, _disc(start - 0.5), _disc(start + 19.5)))
+    sacrum = np.zeros(SHAPE, dtype=bool)
+    sacrum[0:14, 5:25, 0:20] = True
+    return bodies, runs, sacrum
+
+
+def test_a_small_body_on_the_sacrum_without_a_disc_below_is_part_of_s1() -> None:
+    bodies, runs, sacrum = _column((12, 19), 5)  # 1/9 of a body's volume, on the sacrum
+    assert _below_sacrum(bodies, runs, sacrum) == {0}
+
+
+def test_a_full_body_on_the_sacrum_is_kept() -> None:
+    """L5 with a missed L5/S1 disc is as large as the others: a vertebra, not part of S1."""
+    bodies, runs, sacrum = _column((12, 19), 14)
+    bodies[12:20, 4:26, 0:20] = 1
+    assert _below_sacrum(bodies, runs, sacrum) == set()
+
+
+def test_a_small_lowest_body_away_from_the_sacrum_is_kept() -> None:
+    bodies, runs, _ = _column((12, 19), 5)
+    sacrum = np.zeros(SHAPE, dtype=bool)
+    sacrum[0:6, 5:25, 0:20] = True  # the sacrum ends 6 rows below it
+    assert _below_sacrum(bodies, runs, sacrum) == set()
