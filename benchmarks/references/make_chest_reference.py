@@ -3,11 +3,12 @@
 No labelled CT in the shared data has complete T4-T10 bodies; the chest series
 (``ct/chest_ct_series``, 141 slices, C7-L1) does. Its reference here is the shipped model's
 own segmentation (whole vertebrae as VerSe values, and the bodies), checked by eye on the PNG
-this script writes. It is NOT independent of the network and the chest series is in every
-model's training data (pseudo-labels, ``ai_models/ct_sagittal/pseudo_labels.py``), so
-``benchmarks/ct_cases.yaml`` marks it ``held_out: false`` and ``osteo-node evaluate`` reports
-its numbers as training data. What it measures: whether deformed thoracic bodies of a real
-chest CT (deformations sized on this reference) are graded.
+this script writes. It is NOT independent of the network (its Dice against the network's own
+output measures nothing), so ``benchmarks/ct_cases.yaml`` marks it ``held_out: false`` and
+``osteo-node evaluate`` reports its numbers as training fit. What it measures: whether deformed
+thoracic bodies of a real chest CT (deformations sized on this reference) are graded, and
+whether its undeformed bodies stay ungraded (specificity on thoracic bodies). The chest series
+itself is in no model's training data.
 
     .venv/bin/python benchmarks/references/make_chest_reference.py
 """

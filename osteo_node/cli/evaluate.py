@@ -15,9 +15,10 @@ the reference labels.
 ``--loo DIR``: leave-one-case-out. Each case is analysed with the model trained WITHOUT it
 (``DIR/<fold>/model.json``, written by ``ai_models/ct_sagittal/train.py --exclude`` and
 ``export.py``): held-out numbers. Without it, the shipped model is used: on the cases it was
-trained on, that is training fit. A case marked ``held_out: false`` in the case list (data
-every model is trained on, e.g. the pseudo-labelled chest) always uses the shipped model and
-is marked "training data" in the output.
+trained on, that is training fit. A case marked ``held_out: false`` in the case list (a
+reference that is not independent of the shipped model, e.g. the chest series whose reference
+is that model's own output) always uses the shipped model and is marked "training data" in
+the output.
 
 ``--fractures``: fracture detection on real vertebrae deformed into wedge, biconcave and crush
 fractures of grades 1-3 and on the undeformed ones (``osteo_node.evaluation.fractures``):
