@@ -13,7 +13,8 @@ Reproducible (fixed seeds, deterministic CPU kernels)::
 
 ``--exclude`` leaves a case out (leave-one-case-out evaluation). Every patch is augmented on the
 fly, because six labelled volumes are all there is: scaling, rotation, shift off the canal,
-left-right mirroring, HU scale/shift, bone density (osteoporotic to dense), enhanced soft
+left-right mirroring, HU scale/shift, bone density (osteoporotic to dense; p = 0.3 trabecular
+bone of the bodies 60-180 HU darker, the cortex kept), enhanced soft
 tissue, opacified vessels in front of the spine (hard negatives), thick slices (3-4.5 mm slabs
 interpolated back) or blur, noise, and
 synthetic compression fractures (wedge and biconcave: the body is compressed and the disc above
@@ -45,6 +46,7 @@ from cases import CASES  # noqa: E402
 
 N_CLASSES = 5
 BODY, POSTERIOR, DISC = 1, 2, 3
+LOW_DENSITY_P = 0.3  # share of patches with an osteoporotic body (trabecular 0-80 HU)
 IGNORE = 255
 HU_MIN, HU_MAX, HU_SCALE = -1000.0, 2000.0, 1000.0
 AIR_HU = -1024.0
@@ -211,6 +213,14 @@ def intensity(img: np.ndarray, cls: np.ndarray, rng: random.Random) -> np.ndarra
     x = img.astype(np.float32)
     bone = x > 100
     x[bone] = 100 + (x[bone] - 100) * rng.uniform(0.45, 1.4)  # osteoporotic .. dense
+    if rng.random() < LOW_DENSITY_P:
+        # Osteoporotic trabecular bone: 0-80 HU in the bodies of the patients the screening is
+        # for (TPTBox's L3 ~54 HU), which the scaling above never produces (bone > 100 HU
+        # only). Trabecular voxels of the body class (below the cortex's HU) go down, the
+        # cortical shell and endplates stay: a dark body with a thin bright outline.
+        trabecular = (cls == BODY)[None] & (x < 350)
+        x[trabecular] -= rng.uniform(60, 180)
+        np.maximum(x, -60.0, out=x, where=trabecular)  # fatty marrow, not air
     if rng.random() < 0.4:  # enhanced soft tissue (contrast CT)
         soft = (x > -50) & (x < 120)
         x[soft] += rng.uniform(10, 90)
