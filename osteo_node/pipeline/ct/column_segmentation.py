@@ -38,6 +38,7 @@ from osteo_node.pipeline.ct.level_names import (
     LevelAssignment,
     assign_levels,
     is_c2,
+    last_rib_at_disc,
     merged_body_check,
     missing_between,
     rib_flags,
@@ -229,10 +230,15 @@ def _names(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.float32
     flags = rib_flags(bodies, {label: ev.bears_ribs for label, ev in ribs.items()})
     along = [-b.centroid_kji[0] * frame.step for b in bodies]
     missing = missing_between(along)
+    flags, rib_note = last_rib_at_disc(
+        flags, [ribs.get(b.label, RibEvidence(0, 0)).only_at_disc_above for b in bodies],
+        sacrum, [i + sum(missing[: i + 1]) for i in range(len(bodies))])
     space_above = frame.scan_z[1] - float(frame.z_of(inst.column_top))
     c2 = is_c2(bodies, space_above, frame.step)
     assignment = assign_levels(flags, sacrum, missing, c2_on_top=c2,
                                ribs_in_view=ribs_in_view)
+    if rib_note is not None:
+        assignment.notes.append(rib_note)
     if any(missing):
         assignment.notes.append(
             f"{sum(missing)} vertebra(e) apparently not found (gap in the column); levels "

@@ -278,3 +278,24 @@ def rib_flags(bodies: list[BodyInstance], bearing: dict[int, bool]) -> list[bool
         bears = bearing.get(b.label, False)
         flags.append(True if bears else (None if b.cut_cranially else False))
     return flags
+
+
+def last_rib_at_disc(flags: list[bool | None], at_disc_above: list[bool], sacrum: bool,
+                     pos: list[int]) -> tuple[list[bool | None], str | None]:
+    """The last rib-bearing vertebra whose every rib head lies at the disc above it, touching
+    the vertebra above (``at_disc_above``, see ``RibEvidence.only_at_disc_above``), while the
+    sacrum counts only 4 rib-free vertebrae below it: those heads are the last rib's own (T12's
+    rib articulates with its own body, at most a few mm from the disc), so the vertebra is
+    rib-free and the two anchors agree. Flags and ``pos`` are cranial -> caudal."""
+    rib_idx = [i for i, r in enumerate(flags) if r]
+    if not sacrum or len(rib_idx) < 2:
+        return flags, None
+    last = rib_idx[-1]
+    if last + 1 >= len(flags) or flags[last + 1] is not False or not at_disc_above[last] \
+            or not flags[last - 1] or pos[-1] - pos[last] != 4:
+        return flags, None
+    out = list(flags)
+    out[last] = False
+    return out, ("the lowest rib heads lie at the disc above their vertebra and touch the "
+                 "vertebra above: counted as that vertebra's ribs (T12), which agrees with "
+                 "the sacrum (5 lumbar vertebrae)")

@@ -40,10 +40,20 @@ class RibEvidence:
 
     left: int
     right: int
+    # heads given to this vertebra by height although the bone they touch is the vertebra
+    # above (a head at the disc between them: the demifacet rule of ribs 2-10)
+    touching_above: int = 0
 
     @property
     def bears_ribs(self) -> bool:
         return self.left + self.right > 0
+
+    @property
+    def only_at_disc_above(self) -> bool:
+        """Every head lies at the disc above and touches the vertebra above: for the LAST
+        rib-bearing vertebra that is as well the rib of the vertebra above (T11 and T12 have
+        whole facets on their own body, no demifacet on the disc below them)."""
+        return self.bears_ribs and self.touching_above == self.left + self.right
 
 
 def _rib_like(cand: NDArray[np.bool_], mid_i: NDArray[np.float64], spacing: float,
@@ -122,10 +132,12 @@ def evidence_by_level(heads: list[tuple[float, float, int]],
     """Rib heads per vertebra label. ``intervals``: label -> (lower disc, upper disc) heights in
     the grid's k (mm-free: same units as the heads' k), with HEAD_ABOVE_DISC_MM already added
     to the upper bound by the caller."""
-    counts = {label: [0, 0] for label in intervals}
+    counts = {label: [0, 0, 0] for label in intervals}
     for k, off, owner in heads:
         inside = [lb for lb, (lo, hi) in intervals.items() if lo < k <= hi]
         label = min(inside, key=lambda lb: intervals[lb][0]) if inside else owner
         if label in counts:
             counts[label][0 if off > 0 else 1] += 1
-    return {label: RibEvidence(c[0], c[1]) for label, c in counts.items()}
+            if owner in intervals and intervals[owner][0] > intervals[label][0]:
+                counts[label][2] += 1
+    return {label: RibEvidence(*c) for label, c in counts.items()}

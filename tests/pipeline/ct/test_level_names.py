@@ -212,3 +212,25 @@ def test_a_thin_slab_crossed_by_ribs_without_a_rib_head_is_guessed_thoracolumbar
     assert a.names == ["T11", "T12"] and a.anchor == "none" and max(a.confidence) < 0.3
     b = assign_levels([None, False], sacrum=False)
     assert b.names == ["L1", "L2"] and b.anchor == "none"
+
+
+def test_the_last_rib_at_the_disc_above_goes_to_the_vertebra_above_when_the_sacrum_agrees() -> None:
+    """s0009 (T11-S1): both heads of the twelfth rib lie at the T12/L1 disc and touch T12, the
+    height rule gave them to L1, and L1 looked like the last rib-bearing vertebra with 4
+    lumbar below it (transitional anatomy). Counted as T12's ribs, sacrum and rib agree."""
+    from osteo_node.pipeline.ct.level_names import last_rib_at_disc
+
+    flags: list[bool | None] = [True, True, True, False, False, False, False]  # T11 .. L5
+    at_disc = [False, False, True, False, False, False, False]
+    pos = list(range(7))
+    fixed, note = last_rib_at_disc(flags, at_disc, True, pos)
+    assert fixed == [True, True, False, False, False, False, False] and note
+    names = assign_levels(fixed, sacrum=True).names
+    assert names == ["T11", "T12", "L1", "L2", "L3", "L4", "L5"]
+    # heads on the vertebra's own body, or no sacrum to agree with: left as found
+    assert last_rib_at_disc(flags, [False] * 7, True, pos) == (flags, None)
+    assert last_rib_at_disc(flags, at_disc, False, pos) == (flags, None)
+    # with 5 rib-free vertebrae below it the anchors agree already
+    five = [True, True, False, False, False, False, False, False]
+    assert last_rib_at_disc(five, [False, True, *[False] * 6], True, list(range(8))) == (
+        five, None)

@@ -11,7 +11,7 @@ def test_a_rib_head_at_the_disc_belongs_to_the_vertebra_below_it() -> None:
     upper disc as the caller does: ribs 2-10 sit on the disc above their own vertebra."""
     intervals = {1: (-1.0, 23.0), 2: (20.0, 43.0)}
     ev = evidence_by_level([(21.5, 30.0, 2), (21.0, -30.0, 2)], intervals)
-    assert ev[1] == RibEvidence(1, 1) and ev[2] == RibEvidence(0, 0)
+    assert ev[1] == RibEvidence(1, 1, touching_above=2) and ev[2] == RibEvidence(0, 0)
     # a head in the middle of the upper body is its own rib
     assert evidence_by_level([(30.0, 25.0, 1)], intervals)[2] == RibEvidence(1, 0)
 
@@ -27,3 +27,11 @@ def test_the_twelfth_rib_passing_l1_is_not_a_rib_of_l1() -> None:
 def test_heads_outside_every_body_go_to_the_nearest_vertebra() -> None:
     ev = evidence_by_level([(50.0, 20.0, 2)], {1: (-1.0, 23.0), 2: (20.0, 43.0)})
     assert ev[2] == RibEvidence(1, 0)
+
+
+def test_a_head_at_the_disc_touching_the_vertebra_above_is_recorded_as_such() -> None:
+    intervals = {1: (-1.0, 23.0), 2: (20.0, 43.0)}
+    ev = evidence_by_level([(21.5, 30.0, 2), (21.0, -30.0, 2)], intervals)
+    assert ev[1].only_at_disc_above and not ev[2].bears_ribs
+    ev = evidence_by_level([(10.0, 30.0, 1), (21.0, -30.0, 2)], intervals)
+    assert ev[1].bears_ribs and not ev[1].only_at_disc_above  # one head on its own body
