@@ -19,18 +19,13 @@ from osteo_node.store.db import make_engine
 from osteo_node.store.index import InstanceRecord, record_instance
 from osteo_node.worker.publish import exporters_publisher, resolve_publisher
 from osteo_node.worker.runner import WorkerContext, lookup_from_settings, process_job
+from tests.worker.support import destination, worker_settings
 
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return settings_from_mapping({
-        "dicom": {"allowed_callers": ["X"]},
-        "storage": {"spool_dir": str(tmp_path / "spool"), "outbox_dir": str(tmp_path / "out"),
-                    "database_url": db_url},
-        "queue": {"max_job_attempts": 2},
-        "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1",
-                          "port": 104, "send": ["sc"]}],
-    }, tmp_path)
+    return worker_settings(tmp_path, db_url, [destination("pacs", "PACS", 104, ["sc"])],
+                           queue={"max_job_attempts": 2})
 
 
 @pytest.fixture

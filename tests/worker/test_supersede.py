@@ -14,7 +14,6 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import Engine, select
 
-from osteo_node.config import settings_from_mapping
 from osteo_node.config.settings import Settings
 from osteo_node.outbox.tables import outbox_items, outbox_objects
 from osteo_node.pipeline.results import AnalysisOutput, AnalysisResult
@@ -23,6 +22,7 @@ from osteo_node.store.db import make_engine
 from osteo_node.store.index import InstanceRecord, record_instance
 from osteo_node.worker.runner import WorkerContext, process_job
 from osteo_node.worker.supersede import prior_objects, supersede
+from tests.worker.support import destination, worker_settings
 
 STUDY, SERIES = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
 SR_CLASS, SC_CLASS = "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7"
@@ -30,20 +30,11 @@ SR_CLASS, SC_CLASS = "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return settings_from_mapping({
-        "dicom": {"allowed_callers": ["X"]},
-        "storage": {"spool_dir": str(tmp_path / "spool"), "outbox_dir": str(tmp_path / "out"),
-                    "database_url": db_url},
-        "destinations": [
-            {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 104,
-             "send": ["sr", "sc"]},
-            {"name": "viewer", "ae_title": "VIEWER", "host": "127.0.0.1", "port": 105,
-             "send": ["sc"]},
-            {"name": "archive", "ae_title": "ARCH", "host": "127.0.0.1", "port": 106,
-             "send": ["seg"]},
-        ],
-        "results": {"worklist": False},
-    }, tmp_path)
+    return worker_settings(tmp_path, db_url, [
+        destination("pacs", "PACS", 104, ["sr", "sc"]),
+        destination("viewer", "VIEWER", 105, ["sc"]),
+        destination("archive", "ARCH", 106, ["seg"]),
+    ], results={"worklist": False})
 
 
 @pytest.fixture
