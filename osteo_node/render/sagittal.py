@@ -4,7 +4,8 @@
 the CLI writes it as PNG and the exporters wrap it in a DICOM Secondary Capture. The reformat
 follows the spine: for every feet-head row the left-right position is interpolated between the
 vertebra centroids (a curved mid-sagittal plane) and a thin left-right slab is averaged.
-Every image carries the "DECISION SUPPORT - NOT A DIAGNOSIS" banner. Level names the analysis
+Every image carries the "DECISION SUPPORT - NOT A DIAGNOSIS" banner, a scale bar and the display
+window. Level names the analysis
 could not anchor to a landmark are drawn as "L1?" with a caveat line in the footer.
 """
 
@@ -43,6 +44,9 @@ GRADE_COLOURS = {0: (120, 220, 120), 1: (255, 220, 80), 2: (255, 150, 40), 3: (2
 # notes (measure.py, ct/analyser.py) of a body cut by the field of view: drawn "partial"
 PARTIAL_NOTES = ("edge of the scanned volume", "cut by the field of view")
 CAVEAT_COLOUR = (255, 200, 0)  # amber: the level-uncertainty caveat in the footer
+SCALE_COLOUR = (255, 255, 255)
+SCALE_BAR_MM = (50.0, 20.0, 10.0)
+SCALE_MARGIN_PX = 12  # the scale bar's left end and its distance from the image's bottom
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -119,7 +123,29 @@ def _square_pixels(rgb: NDArray[np.float32], s_si: float, s_ap: float) -> Image.
     out_h = round(n_si * s_si / px * scale)
     out_w = round(n_ap * s_ap / px * scale)
     return Image.fromarray(rgb.astype(np.uint8)).resize((out_w, out_h),
-                                                        Image.Resampling.BILINEAR)
+                                                        Image.Resampling.LANCZOS)
+
+
+def scale_bar_mm(width_mm: float) -> float:
+    """The longest of 50, 20, 10 mm that takes at most a third of the image width."""
+    return next((mm for mm in SCALE_BAR_MM if mm <= width_mm / 3.0), SCALE_BAR_MM[-1])
+
+
+def _draw_scale(draw: ImageDraw.ImageDraw, origin: tuple[int, int], mm_per_px: float,
+                width_px: int) -> None:
+    """A scale bar with 10 mm ticks at the image's lower left (``origin``: its left end) and
+    the display window next to it."""
+    x0, y = origin
+    mm = scale_bar_mm(width_px * mm_per_px)
+    length = round(mm / mm_per_px)
+    draw.line([(x0, y), (x0 + length, y)], fill=SCALE_COLOUR, width=3)
+    for t in range(0, int(mm) + 1, 10):
+        x = x0 + round(t / mm_per_px)
+        draw.line([(x, y - 6), (x, y)], fill=SCALE_COLOUR, width=1)
+    draw.text((x0, y - 22), f"{mm:.0f} mm", fill=SCALE_COLOUR, font=_font(13))
+    lo, hi = WINDOW
+    draw.text((x0 + length + 12, y - 14), f"window W {hi - lo:.0f} / L {(hi + lo) / 2:.0f} HU",
+              fill=SCALE_COLOUR, font=_font(13))
 
 
 def _frame(base: Image.Image, result: AnalysisResult, caveat: str | None
@@ -171,6 +197,8 @@ def render_sagittal_overlay(
     if lab_c is not None:
         _draw_levels(draw, result, points, value_to_level, names,
                      origin=(out_w, banner_h, ap0), scale=(out_h / n_si, out_w / n_ap))
+    _draw_scale(draw, (SCALE_MARGIN_PX, banner_h + out_h - SCALE_MARGIN_PX),
+                n_si * s_si / out_h, out_w)
     draw.text((4, banner_h + 2), "A", fill=(255, 255, 0), font=_font(16))
     draw.text((out_w - 14, banner_h + 2), "P", fill=(255, 255, 0), font=_font(16))
     return np.asarray(canvas, dtype=np.uint8)

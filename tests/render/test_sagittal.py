@@ -80,3 +80,30 @@ def test_footer_says_fractures_not_assessed_when_nothing_was_graded() -> None:
     assert "fractures: not assessed" in _summary(result((), None))
     assert "VCF: none" not in _summary(result((), None))
     assert "VCF: none" in _summary(result(("T12",), 0))
+
+
+def test_scale_bar_is_as_long_as_it_says() -> None:
+    """The SC's scale bar: 50 mm at 0.4 mm per pixel is 125 pixels, ticks every 10 mm; a
+    narrow image gets a shorter bar."""
+    from PIL import Image, ImageDraw
+
+    from osteo_node.render.sagittal import SCALE_COLOUR, _draw_scale, scale_bar_mm
+
+    canvas = Image.new("RGB", (600, 100), (0, 0, 0))
+    _draw_scale(ImageDraw.Draw(canvas), (10, 80), 0.4, 600)
+    row = np.asarray(canvas)[80]
+    white = np.flatnonzero((row == SCALE_COLOUR).all(axis=1))
+    assert white.min() == 10 and white.max() == 10 + 125
+    assert scale_bar_mm(600 * 0.4) == 50.0 and scale_bar_mm(90.0) == 20.0
+    assert scale_bar_mm(20.0) == 10.0
+
+
+def test_overlay_has_a_scale_bar(shared_data: Path) -> None:
+    spec = ReferenceSpec(shared_data / TS / "vertebrae_pp_refined.nii.gz", "verse",
+                         shared_data / TS / "vertebrae_body.nii.gz", (1,))
+    out = CTAnalyser(segment=reference_segment_fn(spec)).analyse(
+        [shared_data / TS / "example_ct.nii.gz"])
+    assert out.volume is not None and out.labels is not None
+    rgb = render_sagittal_overlay(out.volume, out.labels, out.result)
+    runs = [r for r in range(rgb.shape[0]) if (rgb[r, 12:60] == 255).all()]
+    assert len(runs) >= 3  # the 3-pixel bar from the left margin
