@@ -7,7 +7,8 @@ Heights are measured on the mid-sagittal plane of the body frame (:mod:`.body_fr
 left-right slab, median over its planes) along SI lines at the anterior, middle and posterior
 positions of the body (inset from the anterior and posterior edges by a fraction of the AP
 depth, so rounded corners do not shorten them). Each height is the length of the continuous run
-of body along the line through the body's mid-height.
+of body along the line through the body's mid-height, gaps of at most ``height_gap_bridge_mm``
+inside the mask bridged.
 """
 
 from __future__ import annotations
@@ -45,8 +46,23 @@ class HeightMeasurement:
     notes: tuple[str, ...] = ()
 
 
-def _run_bounds(column: NDArray[np.bool_], centre: int) -> tuple[int, int] | None:
-    """First and last index of the run of True containing ``centre`` or nearest to it."""
+def _bridged(column: NDArray[np.bool_], bridge: int) -> NDArray[np.bool_]:
+    """``column`` with gaps of at most ``bridge`` samples between True samples filled."""
+    on = np.flatnonzero(column)
+    if bridge <= 0 or on.size < 2:
+        return column
+    out = column.copy()
+    gaps = np.diff(on)
+    for i in np.flatnonzero((gaps > 1) & (gaps <= bridge + 1)):
+        out[on[i] + 1: on[i + 1]] = True
+    return out
+
+
+def _run_bounds(column: NDArray[np.bool_], centre: int, bridge: int = 0
+                ) -> tuple[int, int] | None:
+    """First and last index of the run of True containing ``centre`` or nearest to it, gaps of
+    at most ``bridge`` samples inside the mask bridged."""
+    column = _bridged(column, bridge)
     on = np.flatnonzero(column)
     if on.size == 0:
         return None
@@ -59,9 +75,10 @@ def _run_bounds(column: NDArray[np.bool_], centre: int) -> tuple[int, int] | Non
     return lo, hi
 
 
-def _run_through(column: NDArray[np.bool_], centre: int) -> int:
-    """Length (samples) of the run of True containing ``centre`` or nearest to it."""
-    bounds = _run_bounds(column, centre)
+def _run_through(column: NDArray[np.bool_], centre: int, bridge: int = 0) -> int:
+    """Length (samples) of the run of True containing ``centre`` or nearest to it, gaps of at
+    most ``bridge`` samples inside the mask bridged."""
+    bounds = _run_bounds(column, centre, bridge)
     return 0 if bounds is None else bounds[1] - bounds[0] + 1
 
 
@@ -128,7 +145,8 @@ def _sample_section(
     return _Section(sampled, u, v, n_w)
 
 
-def _endplate_slope(section: _Section, post_edge: int, ant_edge: int) -> float | None:
+def _endplate_slope(section: _Section, post_edge: int, ant_edge: int, bridge: int = 0
+                    ) -> float | None:
     """Mean slope dv/du of the upper and lower endplates over the central 70% of the depth."""
     mid = section.mid
     centre_row = section.centre_row
@@ -136,7 +154,7 @@ def _endplate_slope(section: _Section, post_edge: int, ant_edge: int) -> float |
     cols = range(post_edge + int(0.15 * span), ant_edge - int(0.15 * span) + 1)
     us, tops, bottoms = [], [], []
     for c in cols:
-        bounds = _run_bounds(mid[:, c], centre_row)
+        bounds = _run_bounds(mid[:, c], centre_row, bridge)
         if bounds is None:
             continue
         us.append(section.u[c])
@@ -177,7 +195,8 @@ def _align_to_endplates(
         if not section.mid.any():
             return frame
         post_edge, ant_edge = _robust_edges(section.mid)
-        slope = _endplate_slope(section, post_edge, ant_edge)
+        slope = _endplate_slope(section, post_edge, ant_edge,
+                                round(params.height_gap_bridge_mm / params.sample_step_mm))
         if slope is None or abs(slope) < TILT_TOLERANCE:
             break
         tilted = _tilted_frame(frame, slope, start_si)
@@ -201,11 +220,12 @@ def _heights_on_section(
     }
     centre_row = section.centre_row
     half_line = round(params.line_half_width_mm / step)
+    bridge = round(params.height_gap_bridge_mm / step)
     heights: dict[str, float | None] = {}
     n_u = len(section.u)
     for name, col in positions.items():
         runs = [
-            _run_through(section.sampled[s, :, c], centre_row)
+            _run_through(section.sampled[s, :, c], centre_row, bridge)
             for s in range(section.sampled.shape[0])
             for c in range(max(0, col - half_line), min(n_u, col + half_line + 1))
         ]

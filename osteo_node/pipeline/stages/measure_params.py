@@ -14,6 +14,7 @@ class MeasureParams:
     sample_step_mm: float = 0.5
     slab_half_width_mm: float = 2.0
     line_half_width_mm: float = 1.0
+    height_gap_bridge_mm: float = 3.0
     roi_margin_mm: float = 3.0
     roi_depth_fraction: float = 0.5
     roi_min_margin_mm: float = 1.5
