@@ -333,7 +333,7 @@ def train(args: argparse.Namespace) -> None:
             running = 0.0
     torch.save(net.state_dict(), out / "model.pt")
     (out / "train_log.json").write_text(json.dumps({
-        "args": vars(args), "cases": [c.name for c in data], "log": log}, indent=1))
+        "args": vars(args), "cases": [c.name for c in data], "log": log}, indent=1, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
