@@ -13,8 +13,9 @@ Reproducible (fixed seeds, deterministic CPU kernels)::
 
 ``--exclude`` leaves a case out (leave-one-case-out evaluation). Every patch is augmented on the
 fly, because six labelled volumes are all there is: scaling, rotation, shift off the canal,
-left-right mirroring, HU scale/shift, bone density (osteoporotic to dense; p = 0.3 trabecular
-bone of the bodies 60-180 HU darker, the cortex kept), enhanced soft
+left-right mirroring, HU scale/shift, bone density (osteoporotic to dense; with
+``--low-density-p P`` also trabecular bone of the bodies 60-180 HU darker, the cortex kept:
+an experiment, not in the shipped recipe, see the model card), enhanced soft
 tissue, opacified vessels in front of the spine (hard negatives), thick slices (3-4.5 mm slabs
 interpolated back) or blur, noise, and
 synthetic compression fractures (wedge and biconcave: the body is compressed and the disc above
@@ -46,7 +47,6 @@ from cases import CASES  # noqa: E402
 
 N_CLASSES = 5
 BODY, POSTERIOR, DISC = 1, 2, 3
-LOW_DENSITY_P = 0.3  # share of patches with an osteoporotic body (trabecular 0-80 HU)
 IGNORE = 255
 HU_MIN, HU_MAX, HU_SCALE = -1000.0, 2000.0, 1000.0
 AIR_HU = -1024.0
@@ -208,12 +208,13 @@ def _thick_slices(x: np.ndarray, factor: int, phase: float) -> np.ndarray:
     return out
 
 
-def intensity(img: np.ndarray, cls: np.ndarray, rng: random.Random) -> np.ndarray:
+def intensity(img: np.ndarray, cls: np.ndarray, rng: random.Random,
+              low_density_p: float = 0.0) -> np.ndarray:
     """HU-domain augmentation of one patch [3, rows, u]."""
     x = img.astype(np.float32)
     bone = x > 100
     x[bone] = 100 + (x[bone] - 100) * rng.uniform(0.45, 1.4)  # osteoporotic .. dense
-    if rng.random() < LOW_DENSITY_P:
+    if low_density_p > 0 and rng.random() < low_density_p:
         # Osteoporotic trabecular bone: 0-80 HU in the bodies of the patients the screening is
         # for (TPTBox's L3 ~54 HU), which the scaling above never produces (bone > 100 HU
         # only). Trabecular voxels of the body class (below the cortex's HU) go down, the
@@ -275,7 +276,8 @@ def spatial(x: torch.Tensor, y: torch.Tensor, rng: random.Random) -> tuple[torch
 
 
 def next_batch(data: list[CaseData], rng: random.Random, batch: int,
-               fracture_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+               fracture_p: float, low_density_p: float = 0.0
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     weights = [max(60, c.image.shape[0]) for c in data]
     imgs, labs = [], []
     for _ in range(batch):
@@ -286,7 +288,7 @@ def next_batch(data: list[CaseData], rng: random.Random, batch: int,
         lev = lev.copy()
         if rng.random() < fracture_p:
             fracture(img, cls, lev, rng)
-        x = intensity(img, cls, rng)
+        x = intensity(img, cls, rng, low_density_p)
         pad = 96 - x.shape[2]
         x = np.pad(x, [(0, 0), (0, 0), (0, pad)], mode="edge")
         cls = np.pad(cls, [(0, 0), (0, pad)], mode="edge")
@@ -320,7 +322,7 @@ def train(args: argparse.Namespace) -> None:
     net.train()
     running = 0.0
     for it in range(1, args.iters + 1):
-        x, y = next_batch(data, rng, args.batch, args.fracture_p)
+        x, y = next_batch(data, rng, args.batch, args.fracture_p, args.low_density_p)
         opt.zero_grad()
         loss = loss_fn(net(x), y)
         loss.backward()
@@ -344,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--fracture-p", type=float, default=0.4)
+    p.add_argument("--low-density-p", type=float, default=0.0,
+                   help="share of patches with an osteoporotic body (experiment, see model card)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint")
