@@ -31,6 +31,8 @@ FOOTPRINT_MAX_U_MM = -2.0  # bodies and discs lie in front of the canal centre
 FOOTPRINT_HALF_WIDTH_MM = 25.0
 SACRUM_ML = 4.0  # S1 alone at the bottom edge of a lumbar scan is about 6 ml of sacrum class
 SACRUM_SEEN_MM = 15.0
+SACRUM_AT_EDGE_ML = 8.0  # ... and at least this much when the bottom of the scan cuts it (the
+# held-out contrast slab, 40 mm at T11-T12: 5.7 ml of sacrum class at its bottom edge)
 S1_PART_SHARE = 0.25  # a lowest "body" on the sacrum smaller than this x the others: S1
 PIECE_SHARE = 0.85  # a body-class piece this much inside one run is that body whole
 BALL = ndimage.generate_binary_structure(3, 1)  # closing: notches up to about 3 mm
@@ -156,7 +158,8 @@ def _grow_posterior(probs: NDArray[np.float32], bodies: NDArray[np.int16]) -> ND
 def _sacrum(probs: NDArray[np.float32], frame: StraightFrame) -> NDArray[np.bool_] | None:
     """The largest sacrum-class piece, when it can be a sacrum: at least SACRUM_ML of it and
     SACRUM_SEEN_MM of it from top to bottom (a sliver of a lumbar or thoracic body at the
-    bottom edge of a chest CT that the network took for sacrum is not)."""
+    bottom edge of a chest CT that the network took for sacrum is not), and at least
+    SACRUM_AT_EDGE_ML when the bottom of the scan cuts it."""
     cls = np.argmax(probs, axis=0)
     m = cls == SACRUM
     if not m.any():
@@ -164,8 +167,11 @@ def _sacrum(probs: NDArray[np.float32], frame: StraightFrame) -> NDArray[np.bool
     piece = _largest_piece(m)
     rows = np.flatnonzero(piece.any(axis=(1, 2)))
     seen_mm = (int(rows.max()) - int(rows.min()) + 1) * frame.step
-    if piece.sum() * frame.step**3 / 1000.0 < SACRUM_ML or seen_mm < SACRUM_SEEN_MM:
+    ml = piece.sum() * frame.step**3 / 1000.0
+    if ml < SACRUM_ML or seen_mm < SACRUM_SEEN_MM:
         return None
+    if ml < SACRUM_AT_EDGE_ML and frame.scan_edge_below and int(rows.min()) <= OPEN_END_ROWS:
+        return None  # a small piece cut by the bottom of the scan: too little to be sure
     return piece
 
 

@@ -49,3 +49,33 @@ def test_a_small_lowest_body_away_from_the_sacrum_is_kept() -> None:
     sacrum = np.zeros(SHAPE, dtype=bool)
     sacrum[0:6, 5:25, 0:20] = True  # the sacrum ends 6 rows below it
     assert _below_sacrum(bodies, runs, sacrum) == set()
+
+
+def _frame(nz: int, edge_below: bool) -> object:
+    from osteo_node.pipeline.ct.column import SpinalCanal
+    from osteo_node.pipeline.ct.straighten import StraightFrame
+
+    z = np.array([0.0, 100.0])
+    canal = SpinalCanal(z, np.zeros(2), np.zeros(2), np.ones(2))
+    return StraightFrame(canal=canal, z0=0.0, nz=nz, scan_edge_below=edge_below)
+
+
+def test_a_small_sacrum_cut_by_the_bottom_of_the_scan_is_not_trusted() -> None:
+    """6 ml of sacrum class over 15 mm: at the bottom edge of a 40 mm thoracolumbar slab (the
+    held-out contrast slab: named L4, L5, S1 from it) it is not a sacrum; inside the scan
+    (s0009's S1 with a held-out model) it is."""
+    from osteo_node.pipeline.ct.column_instances import SACRUM, _sacrum
+
+    def probs(lo: int, edge_below: bool) -> tuple[np.ndarray, object]:
+        frame = _frame(40, edge_below)
+        p = np.zeros((5, *frame.shape), dtype=np.float32)  # type: ignore[attr-defined]
+        p[0] = 0.5
+        p[SACRUM, lo: lo + 10, 20:36, 10:23] = 0.9  # 10 rows x 16 x 13 cells of 1.5 mm
+        return p, frame
+
+    p, frame = probs(0, True)
+    assert _sacrum(p, frame) is None  # type: ignore[arg-type]
+    p, frame = probs(6, True)
+    assert _sacrum(p, frame) is not None  # type: ignore[arg-type]
+    p, frame = probs(0, False)  # the column's own end, not the scan's: trusted
+    assert _sacrum(p, frame) is not None  # type: ignore[arg-type]
