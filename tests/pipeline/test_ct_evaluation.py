@@ -58,8 +58,9 @@ def test_evaluate_command(shared_data: Path, capsys: pytest.CaptureFixture[str],
     out = capsys.readouterr().out
     # every labelled case; the reference against itself: every level found and named,
     # identical bodies (given or derived from the whole-vertebra labels)
-    assert "OVERALL (36 reference levels): level accuracy 1.00, body Dice 1.000" in out
-    for case in ("example_ct", "contrast_slab", "tptbox", "s0009", "s0003", "s0002"):
+    assert "OVERALL (50 reference levels): level accuracy 1.00, body Dice 1.000" in out
+    for case in ("example_ct", "contrast_slab", "tptbox", "s0009", "s0003", "s0002",
+                 "chest_pseudo"):
         assert f"-> {case}: level accuracy 1.00, body Dice 1.000" in out, case
     # the neck CTs have no vertebra between T4 and L5 to grade: said so, still scored
     assert "s0003            NOT ANALYSABLE: no vertebra between T4 and L5" in out
