@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -14,11 +15,16 @@ from osteo_node.render.sagittal import PALETTE, render_sagittal_overlay
 TS = "ct/totalseg_example"
 
 
-def test_overlay_example_ct(shared_data: Path, artifacts_dir: Path) -> None:
+def _example_output(shared_data: Path) -> Any:
+    """The example CT analysed with its reference labels injected (no model)."""
     spec = ReferenceSpec(shared_data / TS / "vertebrae_pp_refined.nii.gz", "verse",
                          shared_data / TS / "vertebrae_body.nii.gz", (1,))
-    out = CTAnalyser(segment=reference_segment_fn(spec)).analyse(
+    return CTAnalyser(segment=reference_segment_fn(spec)).analyse(
         [shared_data / TS / "example_ct.nii.gz"])
+
+
+def test_overlay_example_ct(shared_data: Path, artifacts_dir: Path) -> None:
+    out = _example_output(shared_data)
     assert out.volume is not None and out.labels is not None
     before = out.volume.array.copy()
     rgb = render_sagittal_overlay(out.volume, out.labels, out.result)
@@ -37,10 +43,7 @@ def test_overlay_example_ct(shared_data: Path, artifacts_dir: Path) -> None:
 
 
 def test_overlay_without_labels_still_has_banner(shared_data: Path) -> None:
-    spec = ReferenceSpec(shared_data / TS / "vertebrae_pp_refined.nii.gz", "verse",
-                         shared_data / TS / "vertebrae_body.nii.gz", (1,))
-    out = CTAnalyser(segment=reference_segment_fn(spec)).analyse(
-        [shared_data / TS / "example_ct.nii.gz"])
+    out = _example_output(shared_data)
     assert out.volume is not None
     rgb = render_sagittal_overlay(out.volume, None, out.result)
     assert (rgb[5, :200] == (200, 0, 0)).all()
@@ -50,10 +53,7 @@ def test_overlay_with_names_outside_levels(shared_data: Path) -> None:
     """Transitional anatomy gives names such as L6 / T13 (VerSe 25 / 28): still rendered."""
     from osteo_node.pipeline.types import LabelVolume
 
-    spec = ReferenceSpec(shared_data / TS / "vertebrae_pp_refined.nii.gz", "verse",
-                         shared_data / TS / "vertebrae_body.nii.gz", (1,))
-    out = CTAnalyser(segment=reference_segment_fn(spec)).analyse(
-        [shared_data / TS / "example_ct.nii.gz"])
+    out = _example_output(shared_data)
     assert out.volume is not None and out.labels is not None
     arr = np.where(out.labels.array == 24, 25, out.labels.array).astype(np.uint8)
     levels = {**{k: v for k, v in out.labels.levels.items() if k != "L5"}, "L6": 25}
@@ -99,10 +99,7 @@ def test_scale_bar_is_as_long_as_it_says() -> None:
 
 
 def test_overlay_has_a_scale_bar(shared_data: Path) -> None:
-    spec = ReferenceSpec(shared_data / TS / "vertebrae_pp_refined.nii.gz", "verse",
-                         shared_data / TS / "vertebrae_body.nii.gz", (1,))
-    out = CTAnalyser(segment=reference_segment_fn(spec)).analyse(
-        [shared_data / TS / "example_ct.nii.gz"])
+    out = _example_output(shared_data)
     assert out.volume is not None and out.labels is not None
     rgb = render_sagittal_overlay(out.volume, out.labels, out.result)
     runs = [r for r in range(rgb.shape[0]) if (rgb[r, 12:60] == 255).all()]
