@@ -79,3 +79,28 @@ def test_a_small_sacrum_cut_by_the_bottom_of_the_scan_is_not_trusted() -> None:
     assert _sacrum(p, frame) is not None  # type: ignore[arg-type]
     p, frame = probs(0, False)  # the column's own end, not the scan's: trusted
     assert _sacrum(p, frame) is not None  # type: ignore[arg-type]
+
+
+def test_bodies_are_checked_against_the_column_s_own_side_line() -> None:
+    """s0009 with a held-out model: a rotated spine put every body 6-22 mm to one side of the
+    canal's left-right line and L4 (22 mm) was dropped. Bodies are compared with the median
+    side offset of the others; one really off the column still goes."""
+    from osteo_node.pipeline.ct.column_instances import ColumnInstances
+    from osteo_node.pipeline.ct.column_segmentation import _on_column
+
+    frame = _frame(120, False)
+    nz, nu, nv = frame.shape  # type: ignore[attr-defined]
+    centre_u = round((-35.0 + 84.0) / 1.5)  # 35 mm in front of the canal
+    bodies = np.zeros((nz, nu, nv), dtype=np.int16)
+    offsets_mm = [-8.0, -10.0, -15.0, -22.0, -12.0]
+    for i, off in enumerate(offsets_mm):
+        v = nv // 2 + round(off / 1.5)
+        bodies[5 + 20 * i: 20 + 20 * i, centre_u - 6: centre_u + 6, v - 5: v + 6] = i + 1
+    runs = [BodyRun(5 + 20 * i, 24 + 20 * i, None, None) for i in range(len(offsets_mm))]
+    inst = ColumnInstances(runs, bodies, bodies.copy(), None, [0.9] * len(runs))
+    assert _on_column(inst, frame) == [0, 1, 2, 3, 4]  # type: ignore[arg-type]
+    v = nv // 2 + round(25.0 / 1.5)  # one 25 mm to the OTHER side: 37 mm off the line
+    bodies[bodies == 3] = 0
+    bodies[45:60, centre_u - 6: centre_u + 6, v - 5: v + 6] = 3
+    inst = ColumnInstances(runs, bodies, bodies.copy(), None, [0.9] * len(runs))
+    assert _on_column(inst, frame) == [0, 1, 3, 4]  # type: ignore[arg-type]
