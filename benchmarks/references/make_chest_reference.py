@@ -8,7 +8,8 @@ output measures nothing), so ``benchmarks/ct_cases.yaml`` marks it ``held_out: f
 ``osteo-node evaluate`` reports its numbers as training fit. What it measures: whether deformed
 thoracic bodies of a real chest CT (deformations sized on this reference) are graded, and
 whether its undeformed bodies stay ungraded (specificity on thoracic bodies). The chest series
-itself is in no model's training data.
+itself is in no model's training data. The NIfTI files are written next to this script and
+are not kept in the repository (git-ignored imaging data): run it before ``evaluate``.
 
     .venv/bin/python benchmarks/references/make_chest_reference.py
 """

@@ -141,6 +141,17 @@ def _overall(scores: list[Any]) -> dict[str, Any]:
     }
 
 
+def _missing_file(case: Any) -> Path | None:
+    """The first input or reference file of ``case`` that does not exist (shared data not
+    mounted; the chest reference is made by benchmarks/references/make_chest_reference.py,
+    not kept in the repository)."""
+    ref = case.reference
+    for path in (case.input, ref.vertebrae, ref.bodies):
+        if path is not None and not Path(path).exists():
+            return Path(path)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from osteo_node.pipeline.ct.evaluation import load_cases, score_case
 
@@ -153,15 +164,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     cases = [c for c in load_cases(args.cases, root.resolve())
              if args.only is None or c.name in args.only]
+    missing = {c.name: _missing_file(c) for c in cases}
+    for name, path in missing.items():
+        if path is not None:
+            print(f"{name}: skipped, {path} not found")
+    cases = [c for c in cases if missing[c.name] is None]
     source = ("reference labels" if args.reference_segmentation
               else f"leave-one-case-out models from {args.loo}" if args.loo
               else "shipped model (training fit on the cases it was trained on)")
     print(f"segmentation: {source}")
     scores, held_out = [], []
     for case in cases:
-        if not case.input.exists():
-            print(f"{case.name}: input {case.input} missing, skipped", file=sys.stderr)
-            continue
         print(f"[evaluate] {case.name}", file=sys.stderr, flush=True)
         scores.append(score_case(case, _segment_for(args, case)))
         held_out.append(case.held_out or args.reference_segmentation)
