@@ -41,6 +41,7 @@ from osteo_node.pipeline.ct.level_names import (
     last_rib_at_disc,
     merged_body_check,
     missing_between,
+    positions,
     rib_flags,
 )
 from osteo_node.pipeline.ct.ribs import (
@@ -232,7 +233,7 @@ def _names(inst: ColumnInstances, frame: StraightFrame, hu_w: NDArray[np.float32
     missing = missing_between(along)
     flags, rib_note = last_rib_at_disc(
         flags, [ribs.get(b.label, RibEvidence(0, 0)).only_at_disc_above for b in bodies],
-        sacrum, [i + sum(missing[: i + 1]) for i in range(len(bodies))])
+        sacrum, positions(missing))
     space_above = frame.scan_z[1] - float(frame.z_of(inst.column_top))
     c2 = is_c2(bodies, space_above, frame.step)
     assignment = assign_levels(flags, sacrum, missing, c2_on_top=c2,

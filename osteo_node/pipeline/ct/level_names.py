@@ -186,6 +186,12 @@ def _without_caudal_anchor(pos: list[int], t1: int | None, last_rib: int | None,
     return LevelAssignment(names, conf, [note], "none")
 
 
+def positions(missing: list[int]) -> list[int]:
+    """Position of each body along the spine (cranial -> caudal), counting the vertebrae
+    missed before it (``missing``, see :func:`missing_between`)."""
+    return [i + sum(missing[: i + 1]) for i in range(len(missing))]
+
+
 def assign_levels(ribs: list[bool | None], sacrum: bool, missing: list[int] | None = None,
                   *, c2_on_top: bool = False, ribs_in_view: bool = False) -> LevelAssignment:
     """Names for bodies ordered cranial -> caudal from rib flags and sacrum presence.
@@ -201,7 +207,7 @@ def assign_levels(ribs: list[bool | None], sacrum: bool, missing: list[int] | No
     if n == 0:
         return LevelAssignment([], [], ["no vertebral body found"], "none")
     missing = missing or [0] * n
-    pos = [i + sum(missing[: i + 1]) for i in range(n)]
+    pos = positions(missing)
     rib_idx = [i for i, r in enumerate(ribs) if r]
     last_rib = rib_idx[-1] if rib_idx else None
     first_rib = rib_idx[0] if rib_idx else None
