@@ -167,6 +167,11 @@ def _expand(labels: NDArray[np.int16], steps: int = 2) -> NDArray[np.int16]:
     return out
 
 
+def _bone_probability(probs: NDArray[np.float32]) -> NDArray[np.float32]:
+    """P(body) + P(posterior elements) + P(sacrum): a voxel of some vertebra at >= 0.5."""
+    return np.asarray(probs[BODY] + probs[POSTERIOR] + probs[SACRUM])
+
+
 def to_input_grid(probs: NDArray[np.float32], vertebrae: NDArray[np.int16],
                   bodies: NDArray[np.int16], frame: StraightFrame, volume: Volume,
                   values: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
@@ -175,7 +180,7 @@ def to_input_grid(probs: NDArray[np.float32], vertebrae: NDArray[np.int16],
     vertebra = P(body) + P(posterior) + P(sacrum) >= 0.5 or body; body = the straightened body
     map (closed and filled, see ``column_instances``) linearly interpolated >= 0.5; identity
     from the nearest instance (expanded by two cells)."""
-    p_vert = probs[BODY] + probs[POSTERIOR] + probs[SACRUM]
+    p_vert = _bone_probability(probs)
     in_body = (bodies > 0).astype(np.float32)
     labels = np.zeros(volume.array.shape, dtype=np.uint8)
     body_map = np.zeros(volume.array.shape, dtype=np.uint8)
@@ -284,7 +289,7 @@ def _add_sacrum(vert_in: NDArray[np.uint8], probs: NDArray[np.float32],
                 sacrum: NDArray[np.bool_], frame: StraightFrame, volume: Volume) -> None:
     """The sacrum as S1 where no vertebra is, written slab by slab into ``vert_in`` (no
     full-size temporaries: a 512 x 512 x 800 series peaked at 2.1 GB with them)."""
-    p_vert = probs[BODY] + probs[POSTERIOR] + probs[SACRUM]
+    p_vert = _bone_probability(probs)
     for box, (pv, si) in unstraighten_chunks(
             [(p_vert, 1), (_expand(sacrum.astype(np.int16)), 0)], frame, volume.geometry,
             volume.array.shape):
