@@ -206,3 +206,19 @@ def test_fused_body_not_graded_nor_used_as_reference(ct: ExampleCT, rules: Gradi
     g = grade_spine(heights, rules)
     assert g["L2"].genant_grade is None and "fused" in g["L2"].notes[0]
     assert all(g[lv].genant_grade == 0 for lv in ("L4", "L5"))
+
+
+def test_l5_posterior_height_not_compared_with_its_neighbours(rules: GradingRules) -> None:
+    """L5's body is normally deeper in front than behind: its short posterior wall is no crush
+    (the same heights one level higher are); its own wedge/biconcave ratios still count."""
+    heights = {
+        "L3": Heights(28.0, 26.0, 28.0), "L4": Heights(28.0, 25.0, 27.0),
+        "L5": Heights(29.0, 25.5, 19.0),
+    }
+    graded = grade_spine(heights, rules)
+    assert "L5" in rules.no_posterior_comparison
+    assert graded["L5"].genant_grade == 0 and "crush" not in graded["L5"].losses
+    moved = grade_spine({"L2": heights["L3"], "L3": heights["L4"], "L4": heights["L5"]}, rules)
+    assert moved["L4"].genant_grade == 2 and moved["L4"].morphology == "crush"
+    wedged = grade_spine({**heights, "L5": Heights(14.0, 20.0, 21.0)}, rules)
+    assert wedged["L5"].genant_grade == 2 and wedged["L5"].morphology == "wedge"

@@ -157,7 +157,7 @@ def test_a_thin_band_missing_from_a_body_mask_does_not_shorten_its_heights(ct: E
     """A one-voxel band the segmentation left out across the body (chest T8 with a fine-tuned
     model: middle height 14 instead of 21 mm, a false Genant 3) is bridged; a gap as long as a
     disc is not."""
-    from osteo_node.pipeline.stages.body_heights import _run_through
+    from osteo_node.pipeline.stages.body_heights import _clean_plane, _extent
 
     mask1, geo1 = resample_mask(ct.body("L3"), ct.geometry, 1.0)
     whole = measure_heights(mask1, geo1, si_hint=_hint(ct, "L3"))
@@ -167,8 +167,53 @@ def test_a_thin_band_missing_from_a_body_mask_does_not_shorten_its_heights(ct: E
     cut = measure_heights(banded, geo1, si_hint=_hint(ct, "L3"))
     assert whole.heights.middle is not None and cut.heights.middle is not None
     assert cut.heights.middle == pytest.approx(whole.heights.middle, abs=1.0)
-    column = np.ones(60, dtype=bool)
-    column[28:30] = False  # 1 mm at 0.5 mm samples: bridged
-    assert _run_through(column, 10, bridge=6) == 60
-    column[20:40] = False  # 10 mm: two runs
-    assert _run_through(column, 10, bridge=6) == 20
+    plane = np.zeros((80, 10), dtype=bool)
+    plane[10:70] = True
+    plane[38:40] = False  # 1 mm at 0.5 mm samples: bridged
+    assert _extent(_clean_plane(plane, 20, bridge=6)[:, 5]) == 60
+    plane[30:50] = False  # 10 mm: two pieces; the one at the centre row is the body
+    assert _extent(_clean_plane(plane, 20, bridge=6)[:, 5]) == 20
+
+
+def test_a_hollow_or_notched_body_mask_keeps_its_heights(ct: ExampleCT) -> None:
+    """A low-density body the network outlines as a shell (its dark centre left out), or with a
+    notch cut into its front or back wall, still has its endplates where they were: same
+    heights (the former longest-run rule read the middle height of a notched or hollow body
+    short: the held-out example CT's L1 was a false Genant 3), and stable ones."""
+    mask1, geo1 = resample_mask(ct.body("L3"), ct.geometry, 1.0)
+    whole = measure_heights(mask1, geo1, si_hint=_hint(ct, "L3"))
+    shell = mask1 & ~ndimage.binary_erosion(mask1, iterations=4)  # a 4 mm shell
+    hollow = measure_heights(shell, geo1, si_hint=_hint(ct, "L3"))
+    kk, jj, _ = np.nonzero(mask1)
+    k_mid = int(np.median(kk))
+    front = mask1.copy()  # the grid's j axis runs towards anterior
+    front[k_mid - 2: k_mid + 2, int(jj.max()) - 7:] = False  # 4 mm tall, 8 mm deep notch
+    back = mask1.copy()  # the same at the posterior wall (the basivertebral vein's place)
+    back[k_mid - 2: k_mid + 2, : int(jj.min()) + 8] = False
+    cuts = [measure_heights(m, geo1, si_hint=_hint(ct, "L3")) for m in (front, back)]
+    for hm in (hollow, *cuts):
+        for part in ("anterior", "middle", "posterior"):
+            assert getattr(hm.heights, part) == pytest.approx(
+                getattr(whole.heights, part), abs=1.5), (part, hm.heights, whole.heights)
+    assert whole.instability is not None and whole.instability <= 0.15
+    assert hollow.instability is not None and hollow.instability <= 0.15
+
+
+def test_a_ragged_body_mask_is_flagged_unstable(ct: ExampleCT) -> None:
+    """A segmentation that lost the upper half of the body's back and front in different
+    left-right planes gives heights that depend on where the plane falls: instability well
+    above the grading limit (``quality.max_height_instability``); the real body stays below."""
+    from osteo_node.pipeline.ct.label_quality import QualityRules
+
+    limit = QualityRules.default().max_height_instability
+    mask1, geo1 = resample_mask(ct.body("L2"), ct.geometry, 1.0)
+    whole = measure_heights(mask1, geo1, si_hint=_hint(ct, "L2"))
+    kk, _, ii = np.nonzero(mask1)
+    k_mid, i_mid = int(np.median(kk)), int(np.median(ii))
+    ragged = mask1.copy()
+    # every other 2 mm left-right plane loses the body above mid-height
+    for i in range(i_mid - 12, i_mid + 12, 4):
+        ragged[k_mid:, :, i: i + 2] = False
+    hm = measure_heights(ragged, geo1, si_hint=_hint(ct, "L2"))
+    assert whole.instability is not None and whole.instability < limit
+    assert hm.instability is not None and hm.instability > limit, hm

@@ -191,8 +191,7 @@ class CTAnalyser:
                 f"{self.grading_rules.levels_measured[-1]} in view (found {found})"
             )
         with self._stage(ctx, "measure", f"measuring {len(in_range)} vertebrae"):
-            records = measure_stage(volume, seg, in_range, self.measure_params,
-                                    self.quality.min_body_probability)
+            records = measure_stage(volume, seg, in_range, self.measure_params, self.quality)
         if records and not any(r.measurement.trabecular is not None
                                or (r.measurement.heights is not None
                                    and r.measurement.heights.heights.posterior is not None)

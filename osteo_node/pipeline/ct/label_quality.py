@@ -20,6 +20,7 @@ class QualityRules:
     min_vertebra_volume_ml: float
     max_lateral_offset_mm: float
     min_body_probability: float = 0.0
+    max_height_instability: float = float("inf")
 
     @classmethod
     def default(cls) -> QualityRules:
@@ -29,7 +30,8 @@ class QualityRules:
         return cls(float(q["min_vertebra_p95_hu"]["value"]),
                    float(q["min_vertebra_volume_ml"]["value"]),
                    float(q["max_lateral_offset_mm"]["value"]),
-                   float(q["min_body_probability"]["value"]))
+                   float(q["min_body_probability"]["value"]),
+                   float(q["max_height_instability"]["value"]))
 
 
 def lateral_offset_mm(volume: Volume, centroid_kji: NDArray[np.float64]) -> float | None:

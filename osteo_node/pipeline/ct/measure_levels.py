@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from osteo_node.clinical.red_flags import BodyTexture, body_texture
+from osteo_node.pipeline.ct.label_quality import QualityRules
 from osteo_node.pipeline.ct.stage_types import FineMask, NotAnalysable, Segmentation
 from osteo_node.pipeline.results import level_index
 from osteo_node.pipeline.stages.measure import (
@@ -79,6 +80,12 @@ def _si_hints(centroids: Mapping[str, NDArray[np.float64]]) -> dict[str, NDArray
     return hints
 
 
+def unstable_heights_note(instability: float, params: MeasureParams) -> str:
+    return (f"body outline irregular: a height changes by {instability:.0%} when the "
+            f"measurement plane tilts {params.stability_tilt_deg:g} deg or moves "
+            f"{params.stability_shift_mm:g} mm; heights not reported, not graded")
+
+
 def _fine_heights(m: VertebraMeasurement, fine: FineMask, si_hint: NDArray[np.float64] | None,
                   params: MeasureParams) -> VertebraMeasurement:
     """The heights measured again on the body's fine local mask (thick-slice input), starting
@@ -94,9 +101,14 @@ def _fine_heights(m: VertebraMeasurement, fine: FineMask, si_hint: NDArray[np.fl
 
 def measure_stage(
     volume: Volume, seg: Segmentation, levels: Sequence[str], params: MeasureParams,
-    min_body_probability: float = 0.0,
+    quality: QualityRules | None = None,
 ) -> list[VertebraRecord]:
-    """Measure every labelled vertebra among ``levels`` (crops around each, low memory)."""
+    """Measure every labelled vertebra among ``levels`` (crops around each, low memory).
+
+    ``quality``: a body whose network probability is below ``min_body_probability`` is not
+    measured; one whose heights are unstable (``max_height_instability``) is not graded."""
+    min_body_probability = quality.min_body_probability if quality else 0.0
+    max_instability = quality.max_height_instability if quality else float("inf")
     lab = seg.labels
     arr = lab.array
     if arr.shape != volume.array.shape:
@@ -150,6 +162,10 @@ def measure_stage(
         elif level in seg.heights_unmeasurable and m.heights is not None:
             m = replace(m, heights=replace(m.heights, heights=Heights(None, None, None)),
                         notes=(*m.notes, UNRESOLVED_ENDPLATE))
+        elif m.heights is not None and (m.heights.instability or 0.0) > max_instability:
+            m = replace(m, heights=replace(m.heights, heights=Heights(None, None, None)),
+                        notes=(*m.notes, unstable_heights_note(m.heights.instability or 0.0,
+                                                               params)))
         texture = (body_texture(hu, body, crop_geometry(volume.geometry, box),
                                 m.heights.frame if m.heights else None, params)
                    if hu is not None and body is not None and body.any() and not uncertain

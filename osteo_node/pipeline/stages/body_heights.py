@@ -6,9 +6,17 @@ values), so the MR pipeline reuses :func:`measure_heights` unchanged.
 Heights are measured on the mid-sagittal plane of the body frame (:mod:`.body_frame`; a thin
 left-right slab, median over its planes) along SI lines at the anterior, middle and posterior
 positions of the body (inset from the anterior and posterior edges by a fraction of the AP
-depth, so rounded corners do not shorten them). Each height is the length of the continuous run
-of body along the line through the body's mid-height, gaps of at most ``height_gap_bridge_mm``
-inside the mask bridged.
+depth, so rounded corners do not shorten them). Each plane of the section is cleaned first: gaps
+of at most ``height_gap_bridge_mm`` along SI bridged, enclosed holes filled, and only the
+in-plane piece of body at the body's centre kept. A height is then the SI extent of that piece
+along the line: a hollow (low-density) or notched mask, or the posterior-wall gap of the
+basivertebral vein, does not shorten it; a separate fragment does not lengthen it.
+
+The heights are measured again on planes tilted by ``stability_tilt_deg`` (sagittally and
+coronally) and moved by ``stability_shift_mm`` to either side: a well-formed body, fractured or
+not, gives nearly the same heights; a ragged or partly missing segmentation does not.
+:attr:`HeightMeasurement.instability` is the largest relative change (the CT analysis does not
+grade a body whose heights are unstable: see ``quality.max_height_instability``).
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ class HeightMeasurement:
     ap_depth_mm: float
     truncated: bool
     notes: tuple[str, ...] = ()
+    #: largest change of a height on the perturbed measurement planes, relative to its value on
+    #: the measurement plane (1.0 when a height vanishes there); None when not measured
+    instability: float | None = None
 
 
 def _bridged(column: NDArray[np.bool_], bridge: int) -> NDArray[np.bool_]:
@@ -58,28 +69,32 @@ def _bridged(column: NDArray[np.bool_], bridge: int) -> NDArray[np.bool_]:
     return out
 
 
-def _run_bounds(column: NDArray[np.bool_], centre: int, bridge: int = 0
-                ) -> tuple[int, int] | None:
-    """First and last index of the run of True containing ``centre`` or nearest to it, gaps of
-    at most ``bridge`` samples inside the mask bridged."""
-    column = _bridged(column, bridge)
+def _clean_plane(plane: NDArray[np.bool_], centre_row: int, bridge: int) -> NDArray[np.bool_]:
+    """One [v, u] plane of a section: SI gaps of at most ``bridge`` samples bridged, enclosed
+    holes filled, and only the connected piece at (or nearest to) the centre row kept."""
+    if not plane.any():
+        return plane
+    bridged = np.stack([_bridged(plane[:, c], bridge) for c in range(plane.shape[1])], axis=1)
+    filled = ndimage.binary_fill_holes(bridged)
+    lab, n = ndimage.label(filled)
+    if n <= 1:
+        return np.asarray(filled, dtype=bool)
+    row = lab[centre_row]
+    ids = row[row > 0]
+    # the piece crossing the centre row most, else the largest
+    keep = int(np.bincount(ids if ids.size else lab[lab > 0]).argmax())
+    return np.asarray(lab == keep)
+
+
+def _clean_section(sampled: NDArray[np.bool_], centre_row: int, bridge: int
+                   ) -> NDArray[np.bool_]:
+    return np.stack([_clean_plane(p, centre_row, bridge) for p in sampled])
+
+
+def _extent(column: NDArray[np.bool_]) -> int:
+    """Samples from the first to the last True of ``column`` (0 when none)."""
     on = np.flatnonzero(column)
-    if on.size == 0:
-        return None
-    start = int(on[np.argmin(np.abs(on - centre))])
-    lo = hi = start
-    while lo > 0 and column[lo - 1]:
-        lo -= 1
-    while hi < len(column) - 1 and column[hi + 1]:
-        hi += 1
-    return lo, hi
-
-
-def _run_through(column: NDArray[np.bool_], centre: int, bridge: int = 0) -> int:
-    """Length (samples) of the run of True containing ``centre`` or nearest to it, gaps of at
-    most ``bridge`` samples inside the mask bridged."""
-    bounds = _run_bounds(column, centre, bridge)
-    return 0 if bounds is None else bounds[1] - bounds[0] + 1
+    return 0 if on.size == 0 else int(on[-1] - on[0] + 1)
 
 
 def _robust_edges(section: NDArray[np.bool_]) -> tuple[int, int]:
@@ -142,24 +157,24 @@ def _sample_section(
     sampled = ndimage.map_coordinates(
         body.crop.astype(np.float32), ijk[:, ::-1].T, order=1, mode="constant", cval=0.0
     ).reshape(len(w), len(v), len(u)) >= 0.5
-    return _Section(sampled, u, v, n_w)
+    centre_row = int(np.argmin(np.abs(v)))
+    bridge = round(params.height_gap_bridge_mm / step)
+    return _Section(_clean_section(sampled, centre_row, bridge), u, v, n_w)
 
 
-def _endplate_slope(section: _Section, post_edge: int, ant_edge: int, bridge: int = 0
-                    ) -> float | None:
+def _endplate_slope(section: _Section, post_edge: int, ant_edge: int) -> float | None:
     """Mean slope dv/du of the upper and lower endplates over the central 70% of the depth."""
     mid = section.mid
-    centre_row = section.centre_row
     span = ant_edge - post_edge
     cols = range(post_edge + int(0.15 * span), ant_edge - int(0.15 * span) + 1)
     us, tops, bottoms = [], [], []
     for c in cols:
-        bounds = _run_bounds(mid[:, c], centre_row, bridge)
-        if bounds is None:
+        on = np.flatnonzero(mid[:, c])
+        if on.size == 0:
             continue
         us.append(section.u[c])
-        tops.append(section.v[bounds[1]])
-        bottoms.append(section.v[bounds[0]])
+        tops.append(section.v[on[-1]])
+        bottoms.append(section.v[on[0]])
     if len(us) < 4:
         return None
     return float((np.polyfit(us, tops, 1)[0] + np.polyfit(us, bottoms, 1)[0]) / 2.0)
@@ -195,8 +210,7 @@ def _align_to_endplates(
         if not section.mid.any():
             return frame
         post_edge, ant_edge = _robust_edges(section.mid)
-        slope = _endplate_slope(section, post_edge, ant_edge,
-                                round(params.height_gap_bridge_mm / params.sample_step_mm))
+        slope = _endplate_slope(section, post_edge, ant_edge)
         if slope is None or abs(slope) < TILT_TOLERANCE:
             break
         tilted = _tilted_frame(frame, slope, start_si)
@@ -209,7 +223,8 @@ def _align_to_endplates(
 def _heights_on_section(
     aligned: _Aligned, params: MeasureParams
 ) -> dict[str, float | None]:
-    """Median run length along SI lines at the anterior, middle and posterior positions."""
+    """Median SI extent of the cleaned section along lines at the anterior, middle and posterior
+    positions (see the module docstring)."""
     section, post_edge, ant_edge = aligned.section, aligned.post_edge, aligned.ant_edge
     step = params.sample_step_mm
     inset = round(params.height_inset_fraction * (ant_edge - post_edge))
@@ -218,20 +233,57 @@ def _heights_on_section(
         "middle": (ant_edge + post_edge) // 2,
         "posterior": post_edge + inset,
     }
-    centre_row = section.centre_row
     half_line = round(params.line_half_width_mm / step)
-    bridge = round(params.height_gap_bridge_mm / step)
     heights: dict[str, float | None] = {}
     n_u = len(section.u)
     for name, col in positions.items():
         runs = [
-            _run_through(section.sampled[s, :, c], centre_row, bridge)
+            _extent(section.sampled[s, :, c])
             for s in range(section.sampled.shape[0])
             for c in range(max(0, col - half_line), min(n_u, col + half_line + 1))
         ]
         runs = [r for r in runs if r > 0]
         heights[name] = float(np.median(runs)) * step if runs else None
     return heights
+
+
+def _rotated(v: Vec, axis: Vec, degrees: float) -> Vec:
+    """``v`` rotated about the unit ``axis`` (Rodrigues)."""
+    a = np.radians(degrees)
+    return unit(v * np.cos(a) + np.cross(axis, v) * np.sin(a) + axis * (axis @ v) * (1 - np.cos(a)))
+
+
+def _perturbed_frames(frame: BodyFrame, params: MeasureParams) -> list[BodyFrame]:
+    """The measurement frame tilted sagittally and coronally both ways, and moved to both sides."""
+    out = []
+    for deg in (-params.stability_tilt_deg, params.stability_tilt_deg):
+        si = _rotated(frame.si, frame.lr, deg)  # sagittal tilt: the plane stays, lines tilt
+        ap = unit(np.cross(frame.lr, si))
+        out.append(BodyFrame(frame.centre, si, ap, frame.lr))
+        si = _rotated(frame.si, frame.ap, deg)  # coronal tilt: the plane turns
+        lr = unit(np.cross(si, frame.ap))
+        out.append(BodyFrame(frame.centre, si, frame.ap, lr))
+    for d in (-params.stability_shift_mm, params.stability_shift_mm):
+        out.append(BodyFrame(frame.centre + d * frame.lr, frame.si, frame.ap, frame.lr))
+    return out
+
+
+def _instability(body: _CroppedBody, geometry: Geometry, frame: BodyFrame,
+                 base: dict[str, float | None], params: MeasureParams) -> float | None:
+    measured = {k: v for k, v in base.items() if v}
+    if not measured:
+        return None
+    worst = 0.0
+    for fr in _perturbed_frames(frame, params):
+        section = _sample_section(body, geometry, fr, params)
+        if not section.mid.any():
+            return 1.0
+        post_edge, ant_edge = _robust_edges(section.mid)
+        other = _heights_on_section(_Aligned(fr, section, post_edge, ant_edge), params)
+        for name, value in measured.items():
+            o = other.get(name)
+            worst = max(worst, 1.0 if not o else abs(o - value) / value)
+    return worst
 
 
 def measure_heights(
@@ -257,11 +309,12 @@ def measure_heights(
         return HeightMeasurement(Heights(None, None, None), aligned, 0.0, truncated,
                                  ("mid-sagittal section empty",))
     heights = _heights_on_section(aligned, params)
+    instability = _instability(body, geometry, aligned.frame, heights, params)
     depth = (aligned.ant_edge - aligned.post_edge + 1) * params.sample_step_mm
     notes: list[str] = []
     if truncated:
         notes.append("body touches the edge of the scanned volume: heights unreliable")
     return HeightMeasurement(
         Heights(heights["anterior"], heights["middle"], heights["posterior"]),
-        aligned.frame, depth, truncated, tuple(notes),
+        aligned.frame, depth, truncated, tuple(notes), instability,
     )

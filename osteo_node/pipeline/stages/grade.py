@@ -45,6 +45,7 @@ class GradingRules:
     contrast_adjustment_hu: dict[str, float]
     max_height_ratio_to_neighbours: float = float("inf")
     min_level_confidence: float = 0.0  # below it a level name is uncertain (level_uncertain)
+    no_posterior_comparison: frozenset[str] = frozenset()  # no crush loss (L5: see the YAML)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> GradingRules:
@@ -53,6 +54,7 @@ class GradingRules:
             grade_min_loss={int(k): float(v) for k, v in _value(g["grade_min_loss"]).items()},
             fracture_min_grade=int(_value(g["fracture_min_grade"])),
             neighbour_levels=int(_value(g["neighbour_levels"])),
+            no_posterior_comparison=frozenset(_value(g.get("no_posterior_comparison", []))),
             levels_measured=tuple(_value(data["levels_measured"])),
             primary_level=str(_value(d["primary_level"])),
             fallback_levels=tuple(_value(d["fallback_levels"])),
@@ -128,17 +130,22 @@ def _own_losses(h: Heights) -> dict[str, float]:
 
 
 def grade_shape(
-    heights: Heights | None, posterior_reference: float | None, rules: GradingRules
+    heights: Heights | None, posterior_reference: float | None, rules: GradingRules,
+    compared: bool = True,
 ) -> ShapeGrade:
-    """Grade one vertebra from its heights and the neighbours' reference posterior height."""
+    """Grade one vertebra from its heights and the neighbours' reference posterior height
+    (``compared=False``: a level whose posterior height is not compared by rule)."""
     if heights is None or not heights.posterior:
         return ShapeGrade(None, "indeterminate", None, {}, ("heights not measurable",))
     losses = _own_losses(heights)
     notes: list[str] = []
     if posterior_reference:
         losses["crush"] = max(0.0, 1.0 - heights.posterior / posterior_reference)
-    else:
+    elif compared:
         notes.append("no unfractured neighbour: posterior height not compared")
+    else:
+        notes.append("posterior height not compared with the neighbours at this level "
+                     "(normally shorter)")
     if not losses:
         return ShapeGrade(None, "indeterminate", None, {}, ("heights incomplete",))
     kind, loss = max(losses.items(), key=lambda kv: kv[1])
@@ -182,6 +189,9 @@ def grade_spine(
             p for other, p in normal_posterior.items()
             if other != level and 0 < abs(level_index(other) - idx) <= rules.neighbour_levels
         ]
+        if level in rules.no_posterior_comparison:
+            out[level] = grade_shape(h, None, rules, compared=False)
+            continue
         out[level] = grade_shape(h, float(np.median(ref)) if ref else None, rules)
     return out
 

@@ -15,6 +15,8 @@ class MeasureParams:
     slab_half_width_mm: float = 2.0
     line_half_width_mm: float = 1.0
     height_gap_bridge_mm: float = 3.0
+    stability_tilt_deg: float = 5.0
+    stability_shift_mm: float = 2.0
     roi_margin_mm: float = 3.0
     roi_depth_fraction: float = 0.5
     roi_min_margin_mm: float = 1.5
