@@ -302,3 +302,35 @@ def test_partial_vertebra_at_the_scan_edge_is_not_the_density_level(shared_data:
     assert r.findings.density_level != top.level
     assert r.findings.l1_hu is not None and abs(r.findings.l1_hu - 54.0) <= 15.0
     assert r.findings.osteoporosis_suspected is True
+
+
+def test_a_ragged_body_outline_is_neither_graded_nor_used_for_density(shared_data: Path) -> None:
+    """The example CT's L1 outline made ragged (every other narrow left-right band loses its upper
+    half, as a held-out model's L1 looked): its heights depend on where the measurement plane
+    falls, so L1 gets no grade and no HU, says why, and the density call moves to the next
+    level; the other bodies are untouched."""
+    import dataclasses
+
+    reference = reference_segment_fn(example_spec(shared_data))
+
+    def ragged_l1(volume: Volume) -> Segmentation:
+        seg = reference(volume)
+        assert seg.bodies is not None
+        l1 = (seg.labels.array == seg.labels.levels["L1"]) & (seg.bodies > 0)
+        kk, _, ii = np.nonzero(l1)
+        k_mid, i0, i1 = int(np.median(kk)), int(ii.min()), int(ii.max())
+        bodies = seg.bodies.copy()
+        for i in range(i0, i1 + 1, 4):  # bands two columns wide, every four columns
+            band = np.zeros_like(l1)
+            band[:, :, i: i + 2] = True
+            above = np.zeros_like(l1)
+            above[k_mid:] = True
+            bodies[l1 & band & above] = 0
+        return dataclasses.replace(seg, bodies=bodies)
+
+    r = CTAnalyser(segment=ragged_l1).analyse([shared_data / TS / "example_ct.nii.gz"]).result
+    by = {v.level: v for v in r.vertebrae}
+    assert by["L1"].genant_grade is None and by["L1"].trabecular_hu is None
+    assert any("outline irregular" in n for n in by["L1"].notes)
+    assert all(by[lv].genant_grade == 0 for lv in ("L2", "L3", "L4"))
+    assert r.findings is not None and r.findings.density_level in ("T12", "L2")

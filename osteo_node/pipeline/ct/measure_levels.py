@@ -83,7 +83,7 @@ def _si_hints(centroids: Mapping[str, NDArray[np.float64]]) -> dict[str, NDArray
 def unstable_heights_note(instability: float, params: MeasureParams) -> str:
     return (f"body outline irregular: a height changes by {instability:.0%} when the "
             f"measurement plane tilts {params.stability_tilt_deg:g} deg or moves "
-            f"{params.stability_shift_mm:g} mm; heights not reported, not graded")
+            f"{params.stability_shift_mm:g} mm; density and heights not reported, not graded")
 
 
 def _fine_heights(m: VertebraMeasurement, fine: FineMask, si_hint: NDArray[np.float64] | None,
@@ -163,7 +163,10 @@ def measure_stage(
             m = replace(m, heights=replace(m.heights, heights=Heights(None, None, None)),
                         notes=(*m.notes, UNRESOLVED_ENDPLATE))
         elif m.heights is not None and (m.heights.instability or 0.0) > max_instability:
-            m = replace(m, heights=replace(m.heights, heights=Heights(None, None, None)),
+            # the trabecular ROI comes from the same outline: not trusted either (the density
+            # level falls back to the next one, as for a fractured L1)
+            m = replace(m, trabecular=None,
+                        heights=replace(m.heights, heights=Heights(None, None, None)),
                         notes=(*m.notes, unstable_heights_note(m.heights.instability or 0.0,
                                                                params)))
         texture = (body_texture(hu, body, crop_geometry(volume.geometry, box),
