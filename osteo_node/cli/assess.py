@@ -35,6 +35,8 @@ def add_parser(subparsers: Any) -> None:
     src.add_argument("--fhir", type=Path, help="FHIR R4 Bundle (JSON file)")
     src.add_argument("--fhir-url", help="FHIR R4 server base URL (needs --patient)")
     p.add_argument("--patient", help="Patient id (server, or to pick one patient in a Bundle)")
+    p.add_argument("--fhir-token-file", type=Path, default=None,
+                   help="file holding a bearer token for --fhir-url (one line, mode 0600)")
     p.add_argument("--dxa", type=Path, help="DXA results: DICOM SR, FHIR JSON, JSON or CSV")
     p.add_argument("--imaging", type=Path, help="osteo-node analyze JSON result")
     p.add_argument("--menopause", choices=("premenopausal", "postmenopausal", "unknown"),
@@ -66,7 +68,16 @@ def _read_record(args: argparse.Namespace) -> ClinicalRecord | None:
         if args.fhir_url:
             if not args.patient:
                 raise _InputError("--fhir-url needs --patient ID")
-            return fetch_from_server(args.fhir_url, args.patient, timeout=args.timeout)
+            token = None
+            if args.fhir_token_file is not None:
+                from osteo_node.worklist.fhir_push import read_token
+
+                try:
+                    token = read_token(args.fhir_token_file)
+                except (OSError, ValueError) as exc:
+                    raise _InputError(f"cannot read the token file: {exc}") from exc
+            return fetch_from_server(args.fhir_url, args.patient, timeout=args.timeout,
+                                     token=token)
         if args.fhir:
             return load_bundle_file(args.fhir, args.patient)
     except FhirIntakeError as exc:

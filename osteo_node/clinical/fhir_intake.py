@@ -49,13 +49,13 @@ def load_bundle_file(
 
 def fetch_from_server(
     base_url: str, patient_id: str, timeout: float = 10.0, max_pages: int = 20,
-    today: date | None = None,
+    today: date | None = None, token: str | None = None,
 ) -> ClinicalRecord:
     """Read one patient's resources from a FHIR R4 server (``[base]/Patient/[id]`` plus
     ``Condition``, ``MedicationStatement``, ``MedicationRequest``, ``Medication`` and
     ``Observation`` searches by patient, following ``next`` links)."""
     resources, messages = fetch_patient_resources(
-        base_url, patient_id, timeout=timeout, max_pages=max_pages
+        base_url, patient_id, timeout=timeout, max_pages=max_pages, token=token
     )
     log.info("fhir_fetch", resources=len(resources), problems=len(messages))
     rec = record_from_resources(resources, None, today)

@@ -90,6 +90,20 @@ class ResultsSettings:
 
 
 @dataclass(frozen=True)
+class FhirSettings:
+    """The FHIR R4 server the FLS worklist is pushed to (``osteo-node worklist push-fhir``)."""
+
+    #: FHIR base URL (http/https), e.g. https://ehr.example.org/fhir; None: no push
+    base_url: str | None = None
+    #: the hospital's patient-identifier system (URI, e.g. ``urn:oid:<MRN assigning authority>``)
+    #: written into Patient.identifier.system and used for the conditional create
+    patient_identifier_system: str | None = None
+    #: file holding the bearer token (one line; keep it mode 0600); None: no Authorization
+    token_file: Path | None = None
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
     format: str = "auto"  # auto | json | console
@@ -103,6 +117,7 @@ class Settings:
     destinations: tuple[Destination, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     results: ResultsSettings = field(default_factory=ResultsSettings)
+    fhir: FhirSettings = field(default_factory=FhirSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     #: modality -> "module:callable" analyser factory used INSTEAD of the registry entry
     #: (site-specific analysers, tests). Empty: the registry decides.

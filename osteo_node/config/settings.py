@@ -27,6 +27,7 @@ from osteo_node.config.reader import ConfigError, Reader
 from osteo_node.config.sections import (
     AllowedCaller,
     DicomSettings,
+    FhirSettings,
     ListenerTls,
     LoggingSettings,
     QueueSettings,
@@ -54,6 +55,7 @@ __all__ = [
     "AllowedCaller",
     "ConfigError",
     "DicomSettings",
+    "FhirSettings",
     "ListenerTls",
     "LoggingSettings",
     "QueueSettings",
@@ -102,6 +104,32 @@ def _read_results(top: Reader) -> ResultsSettings:
     return results
 
 
+def _uri(v: Any) -> str | None:
+    text = optional_str(v)
+    if text is not None and not (text.startswith(("http://", "https://", "urn:"))):
+        raise ValueError("must be a URI (http://, https:// or urn:)")
+    return text
+
+
+def _http_url(v: Any) -> str | None:
+    text = optional_str(v)
+    if text is not None and not text.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return None if text is None else text.rstrip("/")
+
+
+def _read_fhir(top: Reader, base: Path) -> FhirSettings:
+    f = top.section("fhir")
+    fhir = FhirSettings(
+        base_url=f.get("base_url", None, _http_url),
+        patient_identifier_system=f.get("patient_identifier_system", None, _uri),
+        token_file=f.get("token_file", None, path_under(base)),
+        timeout_s=f.get("timeout_s", 30.0, positive_float),
+    )
+    f.finish()
+    return fhir
+
+
 def _read_logging(top: Reader) -> LoggingSettings:
     lg = top.section("logging")
     log = LoggingSettings(
@@ -135,6 +163,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base: Path, source: str = "") 
     destinations = read_destinations(top, dicom.ae_title, base)
     retry = read_retry(top)
     results = _read_results(top)
+    fhir = _read_fhir(top, base)
     log = _read_logging(top)
     analysers = _read_analysers(top)
     publisher = top.get("publisher", Settings.publisher, factory_ref)
@@ -143,7 +172,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base: Path, source: str = "") 
     if problems:
         raise ConfigError(problems, source)
     return Settings(dicom=dicom, storage=storage, queue=queue, destinations=destinations,
-                    retry=retry, results=results, logging=log, analysers=analysers,
+                    retry=retry, results=results, fhir=fhir, logging=log, analysers=analysers,
                     publisher=publisher, source=source)
 
 

@@ -1,10 +1,15 @@
-"""FHIR export of the FLS worklist: a ``collection`` Bundle validated with fhir.resources.
+"""FHIR R4 (4.0.1) export of the FLS worklist: a ``transaction`` Bundle of conditional creates.
 
-fhir.resources 8.3 ships FHIR R5 (default), R4B and STU3 models; R4B (4.3) is used, whose
-Patient, ImagingStudy, DiagnosticReport and Observation are the R4 resources for what is written
-here. Per worklist row:
+Validated against the FHIR 4.0.1 resource models of SMART on FHIR's ``fhirclient`` (generated
+from the 4.0.1 StructureDefinitions; strict: unknown elements, wrong types and missing required
+elements are errors). Every entry is ``POST`` with ``ifNoneExist`` on its identifier, so pushing
+the same row twice creates nothing new (FHIR R4 3.1.0.8.1 conditional create). Identifiers:
+the Patient's is the PACS patient ID in the hospital's identifier system (configured:
+``fhir.patient_identifier_system``), the ImagingStudy's the Study Instance UID
+(``urn:dicom:uid``), every other resource's a name-based UUID (``urn:ietf:rfc:3986``) of the
+study, series and resource kind. Per worklist row:
 
-- Patient (identifier = PACS patient ID, name, birth date, gender),
+- Patient (identifier = PACS patient ID in the configured system, name, birth date, gender),
 - ImagingStudy (identifier ``urn:dicom:uid`` / ``urn:oid:<Study Instance UID>``, subject),
 - DiagnosticReport (LOINC 18748-4, category RAD, status preliminary, conclusion with the
   decision-support disclaimer, imagingStudy, result -> Observations),
@@ -21,6 +26,7 @@ Codes are data: ``dicom_sr_templates/fhir_codes.yaml``.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -29,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from fhir.resources.R4B.bundle import Bundle
+from fhirclient.models.bundle import Bundle
+from fhirclient.models.fhirabstractbase import FHIRValidationError
 
 from osteo_node import DISCLAIMER
 from osteo_node.exporters import codes as dicom_codes
@@ -39,6 +46,11 @@ from osteo_node.worklist.store import WorklistRow
 
 NAMESPACE = uuid.UUID("6f1c1c0e-5d2a-4f55-9b8e-0e57e0f5a0b1")  # fullUrl namespace (UUID5)
 GENDER = {"M": "male", "F": "female", "O": "other"}
+URI_SYSTEM = "urn:ietf:rfc:3986"  # identifier system: the value is a URI (here urn:uuid:...)
+
+
+class FhirExportError(ValueError):
+    """The worklist cannot be written as FHIR (configuration missing, invalid resource)."""
 
 
 @cache
@@ -93,10 +105,12 @@ def _name(pn: str) -> list[dict[str, Any]]:
     return [name]
 
 
-def _patient(row: WorklistRow) -> dict[str, Any]:
+def _patient(row: WorklistRow, system: str) -> dict[str, Any]:
     res: dict[str, Any] = {"resourceType": "Patient", "name": _name(row.patient_name)}
     if row.patient_id:
-        res["identifier"] = [{"value": row.patient_id}]
+        res["identifier"] = [{"type": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+            "system": system, "value": row.patient_id}]
     if _date(row.patient_birth_date):
         res["birthDate"] = _date(row.patient_birth_date)
     if row.patient_sex in GENDER:
@@ -120,10 +134,11 @@ def _study(row: WorklistRow, patient_ref: str) -> dict[str, Any]:
     return res
 
 
-def _observation(row: WorklistRow, patient_ref: str, code: dict[str, str],
+def _observation(row: WorklistRow, url: str, patient_ref: str, code: dict[str, str],
                  value: dict[str, Any], body_site: str | None) -> dict[str, Any]:
     res: dict[str, Any] = {
         "resourceType": "Observation", "status": "preliminary",
+        "identifier": [{"system": URI_SYSTEM, "value": url}],
         "category": [{"coding": [coding("observation_category")]}],
         "code": {"coding": [code], "text": code["display"]},
         "subject": {"reference": patient_ref},
@@ -139,31 +154,35 @@ def _observation(row: WorklistRow, patient_ref: str, code: dict[str, str],
     return res
 
 
-def row_resources(row: WorklistRow) -> list[tuple[str, dict[str, Any]]]:
+def row_resources(row: WorklistRow, patient_system: str) -> list[tuple[str, dict[str, Any]]]:
     """(fullUrl, resource) of one worklist row."""
     patient_ref, study_ref = _urn(row, "patient"), _urn(row, "study")
-    out: list[tuple[str, dict[str, Any]]] = [(patient_ref, _patient(row)),
+    out: list[tuple[str, dict[str, Any]]] = [(patient_ref, _patient(row, patient_system)),
                                               (study_ref, _study(row, patient_ref))]
     observations: list[tuple[str, dict[str, Any]]] = []
     if row.density_hu is not None:
         hu = load_codes()["units"]["hu"]
-        observations.append((_urn(row, "density"), _observation(
-            row, patient_ref, coding("attenuation"),
+        url = _urn(row, "density")
+        observations.append((url, _observation(
+            row, url, patient_ref, coding("attenuation"),
             {"valueQuantity": {"value": round(float(row.density_hu), 2), "unit": hu["display"],
                                "system": load_codes()["systems"][hu["system"]],
                                "code": hu["code"]}}, row.density_level)))
     if row.osteoporosis_suspected is not None:
-        observations.append((_urn(row, "opsusp"), _observation(
-            row, patient_ref, coding("osteoporosis_suspected"),
+        url = _urn(row, "opsusp")
+        observations.append((url, _observation(
+            row, url, patient_ref, coding("osteoporosis_suspected"),
             {"valueBoolean": bool(row.osteoporosis_suspected)}, None)))
     for v in row.vertebrae:
         if v.get("genant_grade"):
-            observations.append((_urn(row, f"genant-{v['level']}"), _observation(
-                row, patient_ref, coding("genant_grade"),
+            url = _urn(row, f"genant-{v['level']}")
+            observations.append((url, _observation(
+                row, url, patient_ref, coding("genant_grade"),
                 {"valueInteger": int(v["genant_grade"])}, str(v["level"]))))
+    report_ref = _urn(row, "report")
     report = {
         "resourceType": "DiagnosticReport", "status": "preliminary",
-        "identifier": [{"system": "urn:osteo-node:fls-worklist", "value": str(row.id)}],
+        "identifier": [{"system": URI_SYSTEM, "value": report_ref}],
         "category": [{"coding": [coding("report_category")]}],
         "code": {"coding": [coding("report")], "text": "Opportunistic osteoporosis screening"},
         "subject": {"reference": patient_ref},
@@ -173,7 +192,6 @@ def row_resources(row: WorklistRow) -> list[tuple[str, dict[str, Any]]]:
         "conclusion": f"{row.findings_summary}. FLS status: {row.status}. {DISCLAIMER}",
     }
     out.extend(observations)
-    report_ref = _urn(row, "report")
     out.append((report_ref, report))
     out.append((_urn(row, "task"), _task(row, patient_ref, report_ref)))
     return out
@@ -183,7 +201,7 @@ def _task(row: WorklistRow, patient_ref: str, report_ref: str) -> dict[str, Any]
     """The FLS follow-up of the row: status, who changed it and when."""
     task: dict[str, Any] = {
         "resourceType": "Task",
-        "identifier": [{"system": "urn:osteo-node:fls-worklist", "value": str(row.id)}],
+        "identifier": [{"system": URI_SYSTEM, "value": _urn(row, "task")}],
         "status": load_codes()["task_status"][row.status],
         "businessStatus": {"text": row.status},
         "intent": "proposal",
@@ -199,18 +217,52 @@ def _task(row: WorklistRow, patient_ref: str, report_ref: str) -> dict[str, Any]
     return task
 
 
-def to_bundle(rows: Sequence[WorklistRow], *, now: datetime | None = None) -> Bundle:
-    """Validated FHIR Bundle (type collection) of the rows."""
-    entries = [{"fullUrl": url, "resource": res}
-               for row in rows for url, res in row_resources(row)]
-    data = {"resourceType": "Bundle", "type": "collection",
+def _condition(resource: dict[str, Any]) -> str | None:
+    """``ifNoneExist`` search of a resource: its first identifier (system|value)."""
+    ident = (resource.get("identifier") or [None])[0]
+    if not ident or not ident.get("system") or not ident.get("value"):
+        return None  # e.g. a patient without an ID: plain create
+    return f"identifier={ident['system']}|{ident['value']}"
+
+
+def _entry(url: str, resource: dict[str, Any]) -> dict[str, Any]:
+    request = {"method": "POST", "url": resource["resourceType"]}
+    condition = _condition(resource)
+    if condition:
+        request["ifNoneExist"] = condition
+    return {"fullUrl": url, "resource": resource, "request": request}
+
+
+def to_bundle(rows: Sequence[WorklistRow], *, patient_system: str | None,
+              now: datetime | None = None) -> dict[str, Any]:
+    """FHIR R4 transaction Bundle (JSON object) of the rows, validated against FHIR 4.0.1.
+
+    ``patient_system``: the hospital's patient-identifier system URI (required: without it a
+    conditional create cannot tell one hospital's patient 123 from another's)."""
+    if not patient_system:
+        raise FhirExportError(
+            "no patient identifier system: set fhir.patient_identifier_system in the node "
+            "configuration (or --patient-system), e.g. urn:oid:<your MRN assigning authority>")
+    entries = [_entry(url, res) for row in rows for url, res in row_resources(row, patient_system)]
+    data = {"resourceType": "Bundle", "type": "transaction",
             "timestamp": (now or datetime.now(UTC)).isoformat(), "entry": entries}
-    return Bundle.model_validate(data)
+    validate(data)
+    return data
 
 
-def bundle_json(rows: Sequence[WorklistRow], *, now: datetime | None = None) -> str:
-    return to_bundle(rows, now=now).model_dump_json(indent=2)
+def validate(data: dict[str, Any]) -> Bundle:
+    """The Bundle as FHIR 4.0.1 models (strict); :class:`FhirExportError` when invalid."""
+    try:
+        return Bundle(data, strict=True)
+    except FHIRValidationError as exc:
+        raise FhirExportError(f"not a valid FHIR R4 Bundle: {exc}") from exc
+
+
+def bundle_json(rows: Sequence[WorklistRow], *, patient_system: str | None,
+                now: datetime | None = None) -> str:
+    return json.dumps(to_bundle(rows, patient_system=patient_system, now=now), indent=2,
+                      ensure_ascii=False)
 
 
 def parse_bundle(text: str) -> Bundle:
-    return Bundle.model_validate_json(text)
+    return validate(json.loads(text))

@@ -2,7 +2,8 @@
 
 Supports ``GET [base]/metadata``, ``GET [base]/Patient/[id]`` and type searches
 ``GET [base]/[type]?patient=[id]`` returning searchset Bundles paged ``page_size`` at a time with
-``next`` links. ``fail_types`` answer 500 (to exercise partial intake).
+``next`` links. ``fail_types`` answer 500 (to exercise partial intake). With ``token`` every
+request but ``metadata`` needs ``Authorization: Bearer <token>`` (else 401).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(url.query))
         srv = self.server
         srv.requests.append(self.path)
+        srv.auth.append(self.headers.get("Authorization"))
+        if srv.token and parts != ["metadata"] \
+                and self.headers.get("Authorization") != f"Bearer {srv.token}":
+            self._outcome(401, "invalid or missing bearer token")
+            return
         if parts == ["metadata"]:
             self._send(200, {"resourceType": "CapabilityStatement", "status": "active",
                              "kind": "instance", "fhirVersion": "4.0.1",
@@ -83,8 +89,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _FhirServer(ThreadingHTTPServer):
     def __init__(self, resources: list[dict[str, Any]], page_size: int,
-                 fail_types: set[str]) -> None:
+                 fail_types: set[str], token: str | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.token = token
+        self.auth: list[str | None] = []
         self.resources = resources
         self.page_size = page_size
         self.fail_types = fail_types
@@ -108,9 +116,10 @@ def _wait_ready(base: str, attempts: int = 200) -> None:
 
 @contextmanager
 def fhir_server(
-    resources: list[dict[str, Any]], page_size: int = 2, fail_types: set[str] | None = None
+    resources: list[dict[str, Any]], page_size: int = 2, fail_types: set[str] | None = None,
+    token: str | None = None,
 ) -> Iterator[_FhirServer]:
-    srv = _FhirServer(resources, page_size, fail_types or set())
+    srv = _FhirServer(resources, page_size, fail_types or set(), token)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:

@@ -82,6 +82,26 @@ def test_assess_fhir_server_subprocess(tmp_path: Path):
     assert doc["dxa"]["category"] is None and doc["dxa"]["sites"] == {}
 
 
+def test_assess_fhir_server_with_a_bearer_token(tmp_path: Path, capsys):
+    token_file = tmp_path / "token"
+    token_file.write_text("ehr-issued-token\n")
+    out = tmp_path / "a.json"
+    with fhir_server(fd.myeloma_patient(), token="ehr-issued-token") as srv:
+        assert main(["assess", "--fhir-url", srv.base, "--patient", "myeloma",
+                     "--fhir-token-file", str(token_file), "--json", str(out)]) == 0
+        sent = [a for a in srv.auth[1:]]  # after the metadata poll
+        assert sent and all(a == "Bearer ehr-issued-token" for a in sent)
+        assert main(["assess", "--fhir-url", srv.base, "--patient", "myeloma",
+                     "--json", "-"]) == 2
+        assert "HTTP 401" in capsys.readouterr().err
+        token_file.write_text("expired\n")
+        assert main(["assess", "--fhir-url", srv.base, "--patient", "myeloma",
+                     "--fhir-token-file", str(token_file), "--json", "-"]) == 2
+        err = capsys.readouterr().err
+        assert "HTTP 401" in err and "check the bearer token" in err and "expired" not in err
+    assert {f["code"] for f in json.loads(out.read_text())["red_flags"]} >= {"myeloma_history"}
+
+
 def test_assess_bad_inputs_exit_2(tmp_path: Path, capsys):
     assert main(["assess", "--fhir", str(tmp_path / "none.json"), "--json", "-"]) == 2
     assert "cannot read" in capsys.readouterr().err

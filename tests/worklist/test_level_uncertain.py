@@ -51,7 +51,7 @@ def _csv_record(row: store.WorklistRow) -> dict[str, str]:
 
 
 def _observations(row: store.WorklistRow) -> dict[str, dict[str, Any]]:
-    bundle = json.loads(fhir.bundle_json([row]))
+    bundle = json.loads(fhir.bundle_json([row], patient_system="urn:oid:1.2.826.0.1.3680043.9"))
     fhir.parse_bundle(json.dumps(bundle))  # validates
     obs = {}
     for e in bundle["entry"]:

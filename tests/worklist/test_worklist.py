@@ -8,6 +8,7 @@ import io
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -162,47 +163,75 @@ def test_csv_round_trip(db: tuple[str, Engine], ct20_output: AnalysisOutput) -> 
     assert export_csv.parse_csv(text) == rows
 
 
-def test_fhir_bundle_validates_and_round_trips(db: tuple[str, Engine],
-                                               ct20_output: AnalysisOutput) -> None:
+MRN_SYSTEM = "urn:oid:1.2.826.0.1.3680043.9.7777"  # a hospital's patient-ID system (test)
+
+
+def test_fhir_bundle_is_an_r4_transaction_of_conditional_creates(
+        db: tuple[str, Engine], ct20_output: AnalysisOutput) -> None:
     _, engine = db
     row_id = store.add_from_result(engine, ct20_output)
     assert row_id is not None
     store.set_status(engine, row_id, "contacted", changed_by="fls.nurse")
     rows = store.list_rows(engine)
-    text = fhir.bundle_json(rows)
-    bundle = fhir.parse_bundle(text)
-    assert bundle.type == "collection"
-    by_type: dict[str, list[object]] = {}
+    text = fhir.bundle_json(rows, patient_system=MRN_SYSTEM)
+    bundle = fhir.parse_bundle(text)  # FHIR 4.0.1 models, strict
+    assert bundle.type == "transaction"
+    by_type: dict[str, list[Any]] = {}
     for e in bundle.entry:
-        by_type.setdefault(e.resource.get_resource_type(), []).append(e.resource)
+        by_type.setdefault(e.resource.resource_type, []).append(e.resource)
+        # every entry a conditional create on its own first identifier
+        ident = e.resource.identifier[0]
+        assert e.request.method == "POST" and e.request.url == e.resource.resource_type
+        assert e.request.ifNoneExist == f"identifier={ident.system}|{ident.value}"
     assert {k: len(v) for k, v in by_type.items()} == {
         "Patient": 1, "ImagingStudy": 1, "Observation": 3, "DiagnosticReport": 1, "Task": 1}
     task = by_type["Task"][0]
-    assert task.status == "in-progress" and task.businessStatus.text == "contacted"  # type: ignore[attr-defined]
-    assert task.for_fhir.reference == by_type_url(bundle, "Patient")  # type: ignore[attr-defined]
+    assert task.status == "in-progress" and task.businessStatus.text == "contacted"
+    assert task.for_fhir.reference == by_type_url(bundle, "Patient")
     study = by_type["ImagingStudy"][0]
-    assert study.identifier[0].value == f"urn:oid:{rows[0].study_instance_uid}"  # type: ignore[attr-defined]
+    assert study.identifier[0].system == "urn:dicom:uid"
+    assert study.identifier[0].value == f"urn:oid:{rows[0].study_instance_uid}"
     patient = by_type["Patient"][0]
-    assert patient.identifier[0].value == PATIENT_ID  # type: ignore[attr-defined]
-    assert patient.birthDate.isoformat() == "1948-03-12"  # type: ignore[attr-defined]
+    assert patient.identifier[0].system == MRN_SYSTEM
+    assert patient.identifier[0].value == PATIENT_ID
+    assert patient.birthDate.isostring == "1948-03-12"
     report = by_type["DiagnosticReport"][0]
-    assert report.code.coding[0].code == "18748-4"  # type: ignore[attr-defined]
-    assert len(report.result) == 3  # type: ignore[attr-defined]
+    assert report.code.coding[0].code == "18748-4"
+    assert len(report.result) == 3
     urls = {e.fullUrl for e in bundle.entry}
-    for ref in [report.subject, *report.imagingStudy, *report.result]:  # type: ignore[attr-defined]
+    for ref in [report.subject, *report.imagingStudy, *report.result]:
         assert ref.reference in urls
-    density = next(o for o in by_type["Observation"]
-                   if o.code.coding[0].code == "112031")  # type: ignore[attr-defined]
-    assert density.valueQuantity.code == "[hnsf'U]"  # type: ignore[attr-defined]
-    assert float(density.valueQuantity.value) == pytest.approx(rows[0].density_hu)  # type: ignore[attr-defined]
-    assert density.bodySite.coding[0].code == "23215003"  # type: ignore[attr-defined]
+    density = next(o for o in by_type["Observation"] if o.code.coding[0].code == "112031")
+    assert density.valueQuantity.code == "[hnsf'U]"
+    assert float(density.valueQuantity.value) == pytest.approx(rows[0].density_hu)
+    assert density.bodySite.coding[0].code == "23215003"
     # re-serialising the parsed bundle gives the same JSON (round trip)
-    assert json.loads(bundle.model_dump_json()) == json.loads(text)
+    assert bundle.as_json() == json.loads(text)
+    # the same rows give the same identifiers (a second push creates nothing new)
+    again = json.loads(fhir.bundle_json(rows, patient_system=MRN_SYSTEM))
+    assert [e["request"] for e in again["entry"]] == [e.request.as_json() for e in bundle.entry]
 
 
-def by_type_url(bundle: object, resource_type: str) -> str:
-    return next(e.fullUrl for e in bundle.entry  # type: ignore[attr-defined]
-                if e.resource.get_resource_type() == resource_type)
+def test_fhir_needs_the_patient_identifier_system_and_rejects_invalid_resources(
+        db: tuple[str, Engine], ct20_output: AnalysisOutput) -> None:
+    _, engine = db
+    store.add_from_result(engine, ct20_output)
+    rows = store.list_rows(engine)
+    with pytest.raises(fhir.FhirExportError, match="patient_identifier_system"):
+        fhir.to_bundle(rows, patient_system=None)
+    data = fhir.to_bundle(rows, patient_system=MRN_SYSTEM)
+    data["entry"][2]["resource"]["valueQuantity"]["value"] = "low"  # not a decimal
+    with pytest.raises(fhir.FhirExportError, match="not a valid FHIR R4 Bundle"):
+        fhir.validate(data)
+    del data["entry"][2]["resource"]["valueQuantity"]
+    del data["entry"][2]["resource"]["code"]  # Observation.code is required (1..1)
+    with pytest.raises(fhir.FhirExportError, match="code"):
+        fhir.validate(data)
+
+
+def by_type_url(bundle: Any, resource_type: str) -> str:
+    return str(next(e.fullUrl for e in bundle.entry
+                    if e.resource.resource_type == resource_type))
 
 
 def test_cli_export_and_set_status_without_phi_in_logs(
@@ -218,7 +247,9 @@ def test_cli_export_and_set_status_without_phi_in_logs(
     assert cli_main(["worklist", "export", "--format", "csv", "--db", url,
                      "--out", str(csv_out)]) == 0
     assert cli_main(["worklist", "export", "--format", "fhir", "--since", "2000-01-01",
-                     "--db", url, "--out", str(fhir_out)]) == 0
+                     "--db", url, "--out", str(fhir_out)]) == 1  # no patient-ID system
+    assert cli_main(["worklist", "export", "--format", "fhir", "--since", "2000-01-01",
+                     "--patient-system", MRN_SYSTEM, "--db", url, "--out", str(fhir_out)]) == 0
     assert cli_main(["worklist", "set-status", str(row_id), "bogus", "--by", "x",
                      "--db", url]) == 1
     rows = export_csv.parse_csv(csv_out.read_text())

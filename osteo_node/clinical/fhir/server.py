@@ -3,7 +3,9 @@
 Reads ``[base]/Patient/[id]`` plus ``Condition``, ``MedicationStatement``,
 ``MedicationRequest`` (with their ``Medication``) and ``Observation`` searches by patient,
 following ``next`` links. A failed Patient read is a :class:`FhirIntakeError`; a failed search
-only loses that resource type and says so in the returned messages.
+only loses that resource type and says so in the returned messages. With a bearer ``token`` every
+request carries ``Authorization: Bearer <token>`` (SMART backend services or a token issued by
+the EHR); a 401/403 says the token was refused. The token is never logged.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from osteo_node.clinical.fhir.errors import FhirIntakeError
 SEARCHED_TYPES = ("Condition", "MedicationStatement", "MedicationRequest", "Observation")
 
 
-def _get_json(url: str, timeout: float) -> dict[str, Any]:
-    req = urllib.request.Request(url, headers={"Accept": "application/fhir+json"})
+def _get_json(url: str, timeout: float, token: str | None = None) -> dict[str, Any]:
+    headers = {"Accept": "application/fhir+json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(req, timeout=timeout) as resp:  # scheme checked by caller
         doc = json.loads(resp.read().decode("utf-8"))
     if not isinstance(doc, dict):
@@ -33,7 +38,7 @@ def _get_json(url: str, timeout: float) -> dict[str, Any]:
 
 def _search(
     base: str, rtype: str, patient_id: str, *, timeout: float, max_pages: int,
-    messages: list[str],
+    messages: list[str], token: str | None = None,
 ) -> list[Resource]:
     params = {"patient": patient_id, "_count": "100"}
     if rtype.startswith("Medication"):
@@ -44,7 +49,7 @@ def _search(
     pages = 0
     while url and pages < max_pages:
         try:
-            bundle = _get_json(url, timeout)
+            bundle = _get_json(url, timeout, token)
         except urllib.error.HTTPError as exc:
             messages.append(f"{rtype} search failed: HTTP {exc.code}; {rtype} data missing")
             return out
@@ -63,7 +68,7 @@ def _search(
 
 
 def fetch_patient_resources(
-    base_url: str, patient_id: str, *, timeout: float, max_pages: int
+    base_url: str, patient_id: str, *, timeout: float, max_pages: int, token: str | None = None,
 ) -> tuple[list[Resource], list[str]]:
     """The Patient and its searched resources, and messages about what could not be read."""
     parsed = urllib.parse.urlparse(base_url)
@@ -73,8 +78,13 @@ def fetch_patient_resources(
     quoted = urllib.parse.quote(patient_id, safe="")
     messages: list[str] = []
     try:
-        patient = _get_json(f"{base}/Patient/{quoted}", timeout)
+        patient = _get_json(f"{base}/Patient/{quoted}", timeout, token)
     except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise FhirIntakeError(
+                f"FHIR server refused the credentials (HTTP {exc.code}): "
+                + ("check the bearer token" if token else "it needs a bearer token "
+                   "(--fhir-token-file)")) from exc
         if exc.code == 404:
             raise FhirIntakeError(f"FHIR server: Patient {patient_id!r} not found (404)") from exc
         raise FhirIntakeError(f"FHIR server: Patient read failed, HTTP {exc.code}") from exc
@@ -83,6 +93,7 @@ def fetch_patient_resources(
     resources: list[Resource] = [patient]
     for rtype in SEARCHED_TYPES:
         resources.extend(
-            _search(base, rtype, quoted, timeout=timeout, max_pages=max_pages, messages=messages)
+            _search(base, rtype, quoted, timeout=timeout, max_pages=max_pages, messages=messages,
+                    token=token)
         )
     return resources, messages
