@@ -47,6 +47,26 @@ def level_sort_key(level: str) -> tuple[int, int]:
     return (1, n) if n is not None else (0, level_index(level))
 
 
+Point3 = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class RoiOutline:
+    """A closed polygon (LPS mm) on one image plane: the outline of a measured region, vertices
+    at pixel corners (``pipeline.stages.roi_outline``)."""
+
+    points_mm: tuple[Point3, ...]
+
+
+@dataclass(frozen=True)
+class HeightLine:
+    """Where a vertebral height was measured: the line between the two endplates (LPS mm)."""
+
+    name: str  # anterior | middle | posterior
+    top_mm: Point3
+    bottom_mm: Point3
+
+
 @dataclass(frozen=True)
 class TrabecularHU:
     mean: float
@@ -54,6 +74,10 @@ class TrabecularHU:
     sd: float
     voxels: int
     volume_mm3: float | None = None
+    #: the ROI's outline on its largest axial section (drawn as the SR's image region)
+    outline: RoiOutline | None = None
+    #: the outline of the ROI projected on the sagittal plane (drawn on the SC)
+    sagittal_outline: RoiOutline | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +108,8 @@ class VertebraResult:
     #: clinical_data/ct_screening.yaml, decided by pipeline.stages.grade.level_uncertain);
     #: None: not assessed by the analyser that made this result
     level_uncertain: bool | None = None
+    #: where the reported heights were measured (empty when no height is reported)
+    height_lines: tuple[HeightLine, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,26 +11,43 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 
-def canonical(
-    array: NDArray[Any], direction: NDArray[np.float64], spacing: tuple[float, ...]
-) -> tuple[NDArray[Any], tuple[float, float, float]]:
-    """View of a [k, j, i] array as [S->I, A->P, R->L] with the spacing of those axes."""
+def _layout(direction: NDArray[np.float64]) -> tuple[tuple[int, int, int], tuple[bool, ...]]:
+    """Array axes in [S->I, A->P, R->L] order and whether each runs backwards."""
     # array axis a (0=k, 1=j, 2=i) runs along direction column (2 - a)
     cols = {0: direction[:, 2], 1: direction[:, 1], 2: direction[:, 0]}
-    sp = {0: spacing[2], 1: spacing[1], 2: spacing[0]}
     patient_axis = {a: int(np.argmax(np.abs(cols[a]))) for a in cols}  # 0 x(L), 1 y(P), 2 z(S)
     if sorted(patient_axis.values()) != [0, 1, 2]:
         raise ValueError("volume axes are too oblique for a sagittal reformat")
     by_patient = {p: a for a, p in patient_axis.items()}
     order = (by_patient[2], by_patient[1], by_patient[0])  # S, P, L
-    view = np.transpose(array, order)
     # want increasing index = inferior, posterior, left
     wanted_sign = {2: -1.0, 1: 1.0, 0: 1.0}
-    slices = []
-    for p, a in zip((2, 1, 0), order, strict=True):
-        sign = float(np.sign(cols[a][p])) * wanted_sign[p]
-        slices.append(slice(None, None, -1) if sign < 0 else slice(None))
-    return view[tuple(slices)], (sp[order[0]], sp[order[1]], sp[order[2]])
+    flips = tuple(float(np.sign(cols[a][p])) * wanted_sign[p] < 0
+                  for p, a in zip((2, 1, 0), order, strict=True))
+    return order, flips
+
+
+def canonical(
+    array: NDArray[Any], direction: NDArray[np.float64], spacing: tuple[float, ...]
+) -> tuple[NDArray[Any], tuple[float, float, float]]:
+    """View of a [k, j, i] array as [S->I, A->P, R->L] with the spacing of those axes."""
+    sp = {0: spacing[2], 1: spacing[1], 2: spacing[0]}
+    order, flips = _layout(direction)
+    view = np.transpose(array, order)
+    slices = tuple(slice(None, None, -1) if f else slice(None) for f in flips)
+    return view[slices], (sp[order[0]], sp[order[1]], sp[order[2]])
+
+
+def canonical_index(kji: NDArray[np.float64], direction: NDArray[np.float64],
+                    shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """Continuous [k, j, i] indices (n, 3) of an array of ``shape`` -> the same points'
+    indices in :func:`canonical`'s view (n, 3: S->I, A->P, R->L)."""
+    order, flips = _layout(direction)
+    out = np.asarray(kji, dtype=np.float64)[:, list(order)]
+    for n, (a, f) in enumerate(zip(order, flips, strict=True)):
+        if f:
+            out[:, n] = shape[a] - 1 - out[:, n]
+    return out
 
 
 def label_points(labels_c: NDArray[Any]) -> list[tuple[int, NDArray[np.int64]]]:

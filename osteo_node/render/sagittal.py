@@ -5,7 +5,8 @@ the CLI writes it as PNG and the exporters wrap it in a DICOM Secondary Capture.
 follows the spine: for every feet-head row the left-right position is interpolated between the
 vertebra centroids (a curved mid-sagittal plane) and a thin left-right slab is averaged.
 Every image carries the "DECISION SUPPORT - NOT A DIAGNOSIS" banner, a scale bar and the display
-window. Level names the analysis
+window. Where the numbers come from is drawn: the outline of each trabecular ROI projected on
+the sagittal plane (cyan) and the three height lines (yellow). Level names the analysis
 could not anchor to a landmark are drawn as "L1?" with a caveat line in the footer.
 """
 
@@ -22,6 +23,7 @@ from osteo_node.pipeline.results import LEVELS, AnalysisResult, level_index
 from osteo_node.pipeline.types import LabelVolume, Volume
 from osteo_node.render.reformat import (
     canonical,
+    canonical_index,
     label_points,
     midline,
     midline_plane,
@@ -47,6 +49,8 @@ CAVEAT_COLOUR = (255, 200, 0)  # amber: the level-uncertainty caveat in the foot
 SCALE_COLOUR = (255, 255, 255)
 SCALE_BAR_MM = (50.0, 20.0, 10.0)
 SCALE_MARGIN_PX = 12  # the scale bar's left end and its distance from the image's bottom
+ROI_COLOUR = (0, 210, 255)  # the trabecular ROI outline (where the HU come from)
+HEIGHT_COLOUR = (255, 255, 0)  # the height lines (where the heights were measured)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -146,6 +150,8 @@ def _draw_scale(draw: ImageDraw.ImageDraw, origin: tuple[int, int], mm_per_px: f
     lo, hi = WINDOW
     draw.text((x0 + length + 12, y - 14), f"window W {hi - lo:.0f} / L {(hi + lo) / 2:.0f} HU",
               fill=SCALE_COLOUR, font=_font(13))
+    draw.text((x0 + length + 12, y - 30), "HU region", fill=ROI_COLOUR, font=_font(13))
+    draw.text((x0 + length + 90, y - 30), "heights", fill=HEIGHT_COLOUR, font=_font(13))
 
 
 def _frame(base: Image.Image, result: AnalysisResult, caveat: str | None
@@ -194,6 +200,8 @@ def render_sagittal_overlay(
     drawn_unsure = [lv for lv, name in names.items() if name.endswith("?")]
     caveat = level_caveat(result, drawn_unsure) if result.status == "analysed" else None
     canvas, draw, banner_h = _frame(base, result, caveat)
+    to_pixels = _pixel_mapper(volume, (banner_h, ap0), (out_h / n_si, out_w / n_ap))
+    _draw_measurement_geometry(draw, result, to_pixels)
     if lab_c is not None:
         _draw_levels(draw, result, points, value_to_level, names,
                      origin=(out_w, banner_h, ap0), scale=(out_h / n_si, out_w / n_ap))
@@ -202,6 +210,38 @@ def render_sagittal_overlay(
     draw.text((4, banner_h + 2), "A", fill=(255, 255, 0), font=_font(16))
     draw.text((out_w - 14, banner_h + 2), "P", fill=(255, 255, 0), font=_font(16))
     return np.asarray(canvas, dtype=np.uint8)
+
+
+PixelMapper = Any  # (n, 3) LPS mm -> list of (x, y) canvas pixels
+
+
+def _pixel_mapper(volume: Volume, origin: tuple[int, int], scale: tuple[float, float]
+                  ) -> PixelMapper:
+    """LPS points -> canvas pixels of the reformat (left-right dropped: the points are drawn
+    where they project on the sagittal plane)."""
+    top, ap0 = origin
+    row_scale, col_scale = scale
+    geo = volume.geometry
+
+    def to_pixels(lps: Any) -> list[tuple[float, float]]:
+        ijk = geo.lps_to_index(np.asarray(lps, dtype=np.float64))
+        can = canonical_index(ijk[:, ::-1], geo.matrix, volume.array.shape)
+        return [((ap - ap0 + 0.5) * col_scale, top + (si + 0.5) * row_scale)
+                for si, ap in can[:, :2]]
+
+    return to_pixels
+
+
+def _draw_measurement_geometry(draw: ImageDraw.ImageDraw, result: AnalysisResult,
+                               to_pixels: PixelMapper) -> None:
+    """Each vertebra's trabecular ROI (outline of its sagittal projection) and height lines."""
+    for v in result.vertebrae:
+        outline = v.trabecular_hu.sagittal_outline if v.trabecular_hu else None
+        if outline is not None and len(outline.points_mm) >= 3:
+            pts = to_pixels(outline.points_mm)
+            draw.line([*pts, pts[0]], fill=ROI_COLOUR, width=1)
+        for line in v.height_lines:
+            draw.line(to_pixels([line.top_mm, line.bottom_mm]), fill=HEIGHT_COLOUR, width=2)
 
 
 def _draw_levels(

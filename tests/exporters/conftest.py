@@ -6,9 +6,10 @@
 - Labels: the real reference labels ``dicom_seg_reference.nii.gz`` (TotalSegmentator v2
   numbering: 32 = T12, 33 = T11) resampled onto the slice grid. A FAKE for segmentation, which
   these tests are not about.
-- AnalysisResult: a hand-written FIXTURE consistent with the images: centroids and trabecular
-  HU are computed from the real labels and CT values; heights, grades and morphology are invented
-  (T12 given Genant grade 2 so the KOS path runs). It is not the analyser's output.
+- AnalysisResult: a hand-written FIXTURE consistent with the images: centroids, trabecular
+  HU and the ROI outlines are computed from the real labels and CT values (the ROI: the label
+  eroded by 3 voxels); heights, their lines, grades and morphology are invented (T12 given
+  Genant grade 2 so the KOS path runs). It is not the analyser's output.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from osteo_node.pipeline.results import (
     AnalysisOutput,
     AnalysisResult,
     Findings,
+    HeightLine,
     Heights,
     ModelInfo,
     TrabecularHU,
     VertebraResult,
 )
+from osteo_node.pipeline.stages.roi_outline import roi_outlines
 from osteo_node.pipeline.stages.volume import load_dicom, read_headers
 from osteo_node.pipeline.types import LabelVolume, Volume
 
@@ -94,14 +97,23 @@ def fixture_result(volume: Volume, labels: LabelVolume) -> AnalysisResult:
         idx = np.argwhere(mask).mean(axis=0)  # (k, j, i)
         centroid = volume.geometry.index_to_lps((idx[2], idx[1], idx[0]))
         heights, loss, morph, grade = invented[level]
+        axial, sagittal = roi_outlines(inner, np.zeros(3, dtype=np.int64), volume.geometry)
+        c = np.asarray(centroid)
+        lines = tuple(
+            HeightLine(name, tuple(float(x) for x in c + np.array([0, dy, h / 2])),  # type: ignore[arg-type]
+                       tuple(float(x) for x in c + np.array([0, dy, -h / 2])))  # type: ignore[arg-type]
+            for name, dy, h in (("anterior", -10.0, heights.anterior),
+                                ("middle", 0.0, heights.middle),
+                                ("posterior", 10.0, heights.posterior)) if h)
         vertebrae.append(VertebraResult(
             level=level, level_confidence=0.9, label_value=value,
             centroid_mm=(float(centroid[0]), float(centroid[1]), float(centroid[2])),
             trabecular_hu=TrabecularHU(mean=round(float(hu.mean()), 2),
                                        median=round(float(np.median(hu)), 2),
-                                       sd=round(float(hu.std()), 2), voxels=int(hu.size)),
+                                       sd=round(float(hu.std()), 2), voxels=int(hu.size),
+                                       outline=axial, sagittal_outline=sagittal),
             heights_mm=heights, height_loss=loss, morphology=morph,  # type: ignore[arg-type]
-            genant_grade=grade))
+            genant_grade=grade, height_lines=lines))
     vertebrae.sort(key=lambda v: v.level)
     t12 = next(v for v in vertebrae if v.level == "T12")
     assert t12.trabecular_hu is not None

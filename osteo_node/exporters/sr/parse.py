@@ -28,6 +28,10 @@ class ParsedVertebra:
     segment_number: int | None = None
     tracking_uid: str | None = None
     level_uncertain: bool | None = None
+    #: the trabecular ROI: (referenced SOP Instance UID, closed polyline (n, 2) column/row)
+    roi_region: tuple[str, Any] | None = None
+    #: height name -> (2, 3) LPS endpoints of the line it was measured on
+    height_lines: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,10 +161,20 @@ def _vertebra_level(group: Any, book: CodeBook) -> str:
     return _code_key(book, "vertebrae", site)
 
 
-def _read_vertebra(group: Any, evals: dict[str, Any], book: CodeBook) -> ParsedVertebra:
-    pv = ParsedVertebra(level=_vertebra_level(group, book),
-                        values=_measurement_values(group, book),
-                        tracking_uid=group.tracking_uid)
+HEIGHT_NAMES = {"anterior_height": "anterior", "middle_height": "middle",
+                "posterior_height": "posterior"}
+
+
+def _read_vertebra(group: Any, evals: dict[str, Any], book: CodeBook,
+                   into: ParsedVertebra | None) -> ParsedVertebra:
+    """Merge one of a vertebra's groups (its own, its heights, its trabecular ROI) into
+    ``into`` (None: the first group of the level seen)."""
+    level = _vertebra_level(group, book)
+    pv = into or ParsedVertebra(level=level)
+    pv.values.update(_measurement_values(group, book))
+    own = str(group.tracking_identifier) == level
+    if own:
+        pv.tracking_uid = group.tracking_uid
     if "genant_grade" in evals:
         pv.genant_grade = int(_code_key(book, "genant_grades", evals["genant_grade"]))
     if "morphology" in evals:
@@ -170,6 +184,15 @@ def _read_vertebra(group: Any, evals: dict[str, Any], book: CodeBook) -> ParsedV
     seg_ref = getattr(group, "referenced_segment", None)
     if seg_ref is not None:
         pv.segment_number = int(seg_ref.referenced_segment_numbers[0])
+    for m in group.get_measurements():
+        name = HEIGHT_NAMES.get(_code_key(book, "concepts", m.name))
+        coords = m.referenced_coordinates
+        if name and coords:
+            pv.height_lines[name] = coords[0].value
+    roi = getattr(group, "roi", None)
+    if roi is not None:
+        ref = roi.ContentSequence[0].ReferencedSOPSequence[0]
+        pv.roi_region = (str(ref.ReferencedSOPInstanceUID), roi.value)
     return pv
 
 
@@ -178,8 +201,9 @@ def read_report(ds: Dataset) -> ParsedReport:
     book = codes_mod.load()
     sr = hd.sr.Comprehensive3DSR.from_dataset(ds)
     content: Any = sr.content
-    groups = list(content.get_volumetric_roi_measurement_groups()) + list(
-        content.get_image_measurement_groups())
+    groups = (list(content.get_volumetric_roi_measurement_groups())
+              + list(content.get_planar_roi_measurement_groups())
+              + list(content.get_image_measurement_groups()))
     vertebrae: dict[str, ParsedVertebra] = {}
     image = _ImageLevel()
     algo = _Algorithm()
@@ -189,8 +213,8 @@ def read_report(ds: Dataset) -> ParsedReport:
         if g.tracking_identifier == IMAGE_LEVEL_ID:
             _read_image_level(g, evals, book, image)
             continue
-        pv = _read_vertebra(g, evals, book)
-        vertebrae[pv.level] = pv
+        level = _vertebra_level(g, book)
+        vertebrae[level] = _read_vertebra(g, evals, book, vertebrae.get(level))
     comments = _all_texts(ds.ContentSequence, book.concept("comment"))
     return ParsedReport(
         vertebrae=vertebrae, density_level=image.density_level, density_hu=image.density_hu,

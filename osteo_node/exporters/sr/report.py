@@ -72,11 +72,15 @@ class MeasurementReportSR:
         """One group per vertebra, then the image-level group (when there are findings)."""
         s = self.settings
         algo = algorithm_id(self.result, s)
-        groups: list[Any] = [
-            VertebraGroup(v, self._slices(v.level), self.segment_map,
-                          s.uids.uid(f"track-{v.level}"), algo).build(book)
-            for v in self.result.vertebrae
-        ]
+        frame_uid = str(getattr(self.volume.header, "FrameOfReferenceUID", "") or "") or None
+        groups: list[Any] = []
+        for v in self.result.vertebrae:
+            groups.extend(VertebraGroup(
+                v, self._slices(v.level), self.segment_map, s.uids.uid(f"track-{v.level}"),
+                algo, geometry=self.volume.geometry, all_sources=self.volume.sources,
+                frame_of_reference_uid=frame_uid,
+                roi_tracking_uid=s.uids.uid(f"track-roi-{v.level}"),
+                heights_tracking_uid=s.uids.uid(f"track-heights-{v.level}")).build_all(book))
         if self.result.findings is not None:
             level = self.result.findings.density_level
             sources = self._slices(level) if level else list(self.volume.sources)

@@ -162,7 +162,9 @@ def measure_stage(
         elif level in seg.heights_unmeasurable and m.heights is not None:
             m = replace(m, heights=replace(m.heights, heights=Heights(None, None, None)),
                         notes=(*m.notes, UNRESOLVED_ENDPLATE))
-        elif m.heights is not None and (m.heights.instability or 0.0) > max_instability:
+        elif m.heights is not None and not m.truncated \
+                and (m.heights.instability or 0.0) > max_instability:
+            # (a body cut by the scan has no reported heights: its outline is not judged)
             # the trabecular ROI comes from the same outline: not trusted either (the density
             # level falls back to the next one, as for a fractured L1)
             m = replace(m, trabecular=None,

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from osteo_node.pipeline.ct.measure_levels import VertebraRecord
 from osteo_node.pipeline.ct.phase import PhaseResult
 from osteo_node.pipeline.ct.stage_types import AnalysisContext
 from osteo_node.pipeline.results import (
     AnalysisResult,
     Findings,
+    HeightLine,
     Heights,
     ModelInfo,
     VertebraResult,
@@ -63,8 +66,17 @@ def _vertebra_results(
             notes=tuple(notes),
             texture=r.texture.to_json() if r.texture is not None else None,
             segmentation_confidence=r.body_confidence,
+            height_lines=_reported_lines(m.heights.lines if m.heights else (), heights[r.level]),
         ))
     return vertebrae
+
+
+def _reported_lines(lines: Sequence[HeightLine], reported: Heights | None
+                    ) -> tuple[HeightLine, ...]:
+    """The lines of the heights that are reported (a height withheld has no line either)."""
+    if reported is None:
+        return ()
+    return tuple(ln for ln in lines if getattr(reported, ln.name, None) is not None)
 
 
 def _findings(

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from osteo_node.pipeline.results import Heights
+from osteo_node.pipeline.results import HeightLine, Heights
 from osteo_node.pipeline.stages.body_frame import (
     BodyFrame,
     Vec,
@@ -52,6 +52,8 @@ class HeightMeasurement:
     ap_depth_mm: float
     truncated: bool
     notes: tuple[str, ...] = ()
+    #: where each height was measured (on the mid-plane, its length = the reported height)
+    lines: tuple[HeightLine, ...] = ()
     #: largest change of a height on the perturbed measurement planes, relative to its value on
     #: the measurement plane (1.0 when a height vanishes there); None when not measured
     instability: float | None = None
@@ -119,6 +121,7 @@ class _Section:
     u: Vec
     v: Vec
     n_w: int
+    frame: BodyFrame  # the frame the section was sampled in
 
     @property
     def mid(self) -> NDArray[np.bool_]:
@@ -159,7 +162,7 @@ def _sample_section(
     ).reshape(len(w), len(v), len(u)) >= 0.5
     centre_row = int(np.argmin(np.abs(v)))
     bridge = round(params.height_gap_bridge_mm / step)
-    return _Section(_clean_section(sampled, centre_row, bridge), u, v, n_w)
+    return _Section(_clean_section(sampled, centre_row, bridge), u, v, n_w, frame)
 
 
 def _endplate_slope(section: _Section, post_edge: int, ant_edge: int) -> float | None:
@@ -220,19 +223,42 @@ def _align_to_endplates(
     return _Aligned(frame, section, post_edge, ant_edge)
 
 
+def _line_positions(aligned: _Aligned, params: MeasureParams) -> dict[str, int]:
+    post_edge, ant_edge = aligned.post_edge, aligned.ant_edge
+    inset = round(params.height_inset_fraction * (ant_edge - post_edge))
+    return {"anterior": ant_edge - inset, "middle": (ant_edge + post_edge) // 2,
+            "posterior": post_edge + inset}
+
+
+def _height_lines(aligned: _Aligned, heights: dict[str, float | None], params: MeasureParams
+                  ) -> tuple[HeightLine, ...]:
+    """Each reported height as a line on the mid-plane: centred on the body's extent along its
+    line there, as long as the reported (median) height, along the frame's SI axis."""
+    section = aligned.section
+    frame = section.frame
+    out = []
+    for name, col in _line_positions(aligned, params).items():
+        h = heights.get(name)
+        on = np.flatnonzero(section.mid[:, col]) if 0 <= col < len(section.u) else np.array([])
+        if not h or on.size == 0:
+            continue
+        v_mid = (section.v[on[0]] + section.v[on[-1]]) / 2.0
+        base = frame.centre + section.u[col] * frame.ap
+        top = base + (v_mid + h / 2.0) * frame.si
+        bottom = base + (v_mid - h / 2.0) * frame.si
+        out.append(HeightLine(name, tuple(round(float(x), 3) for x in top),  # type: ignore[arg-type]
+                              tuple(round(float(x), 3) for x in bottom)))  # type: ignore[arg-type]
+    return tuple(out)
+
+
 def _heights_on_section(
     aligned: _Aligned, params: MeasureParams
 ) -> dict[str, float | None]:
     """Median SI extent of the cleaned section along lines at the anterior, middle and posterior
     positions (see the module docstring)."""
-    section, post_edge, ant_edge = aligned.section, aligned.post_edge, aligned.ant_edge
+    section = aligned.section
     step = params.sample_step_mm
-    inset = round(params.height_inset_fraction * (ant_edge - post_edge))
-    positions = {
-        "anterior": ant_edge - inset,
-        "middle": (ant_edge + post_edge) // 2,
-        "posterior": post_edge + inset,
-    }
+    positions = _line_positions(aligned, params)
     half_line = round(params.line_half_width_mm / step)
     heights: dict[str, float | None] = {}
     n_u = len(section.u)
@@ -316,5 +342,6 @@ def measure_heights(
         notes.append("body touches the edge of the scanned volume: heights unreliable")
     return HeightMeasurement(
         Heights(heights["anterior"], heights["middle"], heights["posterior"]),
-        aligned.frame, depth, truncated, tuple(notes), instability,
+        aligned.frame, depth, truncated, tuple(notes), _height_lines(aligned, heights, params),
+        instability,
     )

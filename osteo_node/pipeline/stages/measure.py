@@ -9,7 +9,7 @@ module stays importable here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from osteo_node.pipeline.stages.body_heights import (
     measure_heights,
 )
 from osteo_node.pipeline.stages.measure_params import MeasureParams
+from osteo_node.pipeline.stages.roi_outline import roi_outlines
 from osteo_node.pipeline.stages.trabecular_roi import (
     eroded_mean_hu,
     hu_stats,
@@ -94,6 +95,8 @@ def _trabecular(
     trab = hu_stats(roi_values(image, roi, offset), float(np.prod(geometry.spacing)))
     if trab is None:
         return None, ["trabecular ROI empty (body too small at this resolution)"]
+    axial, sagittal = roi_outlines(roi, offset, geometry)
+    trab = replace(trab, outline=axial, sagittal_outline=sagittal)
     if margin < params.roi_margin_mm:
         return trab, [f"small body: ROI margin relaxed to {margin:g} mm"]
     return trab, []
