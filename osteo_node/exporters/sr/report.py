@@ -68,41 +68,52 @@ class MeasurementReportSR:
             return list(self.volume.sources)
         return [self.volume.sources[k] for k in ks]
 
-    def _groups(self, book: CodeBook, red_flags: list[str]) -> list[Any]:
-        """One group per vertebra, then the image-level group (when there are findings)."""
+    def _groups(self, book: CodeBook, red_flags: list[str]
+                ) -> tuple[list[Any], set[str]]:
+        """One group per vertebra (plus its heights and ROI groups), then the image-level group
+        (when there are findings); and the SOP Instance UIDs they reference one by one."""
         s = self.settings
         algo = algorithm_id(self.result, s)
         frame_uid = str(getattr(self.volume.header, "FrameOfReferenceUID", "") or "") or None
         groups: list[Any] = []
+        used: set[str] = set()
         for v in self.result.vertebrae:
-            groups.extend(VertebraGroup(
+            vg = VertebraGroup(
                 v, self._slices(v.level), self.segment_map, s.uids.uid(f"track-{v.level}"),
                 algo, geometry=self.volume.geometry, all_sources=self.volume.sources,
                 frame_of_reference_uid=frame_uid,
                 roi_tracking_uid=s.uids.uid(f"track-roi-{v.level}"),
-                heights_tracking_uid=s.uids.uid(f"track-heights-{v.level}")).build_all(book))
+                heights_tracking_uid=s.uids.uid(f"track-heights-{v.level}"),
+                source_series_uid=self.volume.series_instance_uid)
+            groups.extend(vg.build_all(book))
+            used.update(src.sop_instance_uid for src in vg.referenced_sources())
         if self.result.findings is not None:
             level = self.result.findings.density_level
             sources = self._slices(level) if level else list(self.volume.sources)
             groups.append(ImageLevelGroup(self.result, sources, s.uids.uid("track-image"),
                                           algo, red_flags).build(book))
-        return groups
+            used.update(src.sop_instance_uid for src in sources)
+        return groups, used
 
     def build(self) -> hd.sr.Comprehensive3DSR:
         book = codes_mod.load()
         volume, header = require_source(self.volume)
         s = self.settings
         red_flags = red_flag_reasons(self.result)
-        groups = self._groups(book, red_flags)
+        groups, used = self._groups(book, red_flags)
         procedure = "procedure_mr" if volume.modality == "MR" else "procedure_ct"
         slice_datasets = source_datasets(volume, header)
+        # the image library (TID 1600) lists the images the content references one by one,
+        # not every slice of the series (the evidence sequence lists them all)
+        library = [ds for ds, src in zip(slice_datasets, volume.sources, strict=True)
+                   if src.sop_instance_uid in used] or slice_datasets[:1]
         report = hd.sr.MeasurementReport(
             observation_context=hd.sr.ObservationContext(
                 observer_device_context=device_observer(s, book)),
             procedure_reported=book.concept(procedure),
             imaging_measurements=groups,
             title=book.concept("report_title"),
-            referenced_images=slice_datasets,
+            referenced_images=library,
         )
         report[0].ContentSequence.append(
             disclaimer_container(s.disclaimer, book, red_flags, level_caveat(self.result)))

@@ -136,6 +136,17 @@ class VertebraGroup:
     frame_of_reference_uid: str | None = None
     roi_tracking_uid: str | None = None
     heights_tracking_uid: str | None = None
+    source_series_uid: str | None = None  # the segment's source, by series
+
+    def referenced_sources(self) -> list[SourceInstance]:
+        """The source slices the groups reference one by one (for the image library)."""
+        region = self._roi_region()
+        out = [region.source] if region is not None else []
+        has_segment = self.segment_map is not None and \
+            self.segment_map.number(self.vertebra.level) is not None
+        if not has_segment or not self.source_series_uid:
+            out.extend(self.sources)
+        return out
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -174,8 +185,8 @@ class VertebraGroup:
             finding_type=book.concept("finding_type_vertebra"),
             algorithm_id=self.algo,
             finding_sites=[hd.sr.FindingSite(book.vertebra(v.level))],
-            measurements=height_measurements(v, book, self.frame_of_reference_uid),
-            source_images=source_images(hd.sr.SourceImageForMeasurementGroup, self.sources))
+            # no source images: each line carries its frame of reference
+            measurements=height_measurements(v, book, self.frame_of_reference_uid))
 
     def _roi_group(self, book: CodeBook, region: RoiRegion) -> Any:
         v = self.vertebra
@@ -210,7 +221,13 @@ class VertebraGroup:
         )
         number = self.segment_map.number(v.level) if self.segment_map else None
         if self.segment_map is not None and number is not None:
+            # the source series, not each slice: the SEG itself references its source frames
             segment = hd.sr.ReferencedSegment(
+                sop_class_uid=self.segment_map.sop_class_uid,
+                sop_instance_uid=self.segment_map.sop_instance_uid,
+                segment_number=number,
+                source_series=hd.sr.SourceSeriesForSegmentation(self.source_series_uid),
+            ) if self.source_series_uid else hd.sr.ReferencedSegment(
                 sop_class_uid=self.segment_map.sop_class_uid,
                 sop_instance_uid=self.segment_map.sop_instance_uid,
                 segment_number=number,
