@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         if pv.roi_region is None or pv.roi_region[0] not in slices:
             continue
         uid, points = pv.roi_region
-        text = (f"{level} trabecular ROI (from the SR): {pv.values.get('hu_mean', float('nan')):.0f}"
-                f" +- {pv.values.get('hu_sd', float('nan')):.0f} HU")
+        mean, sd = pv.values.get("hu_mean", float("nan")), pv.values.get("hu_sd", float("nan"))
+        text = f"{level} trabecular ROI (from the SR): {mean:.0f} +- {sd:.0f} HU"
         tiles.append(_tile(slices[uid], np.asarray(points, dtype=np.float64), text))
     if not tiles:
         print("no ROI region found in the SR", file=sys.stderr)
