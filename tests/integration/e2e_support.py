@@ -179,6 +179,9 @@ def scanner_sends_to_pacs(orthanc: OrthancServer, files: list[Path], *store_args
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+MRN_SYSTEM = "urn:oid:1.2.826.0.1.3680043.9.7777"  # the test hospital's patient-ID system
+
+
 def start_node_for(tmp: Path, orthanc: OrthancServer) -> tuple[NodeProcess, int]:
     """A node (``tmp/node``) sending SR/SEG/SC/KOS to ``orthanc`` with quick retries."""
     port = free_port()
@@ -186,7 +189,8 @@ def start_node_for(tmp: Path, orthanc: OrthancServer) -> tuple[NodeProcess, int]
             "port": orthanc.dicom_port, "send": ["sr", "seg", "sc", "kos"]}
     cfg = node_config(tmp / "node", port, destinations=[dest],
                       retry={"max_attempts": 5, "base_delay_seconds": 0.5,
-                             "max_delay_seconds": 2})
+                             "max_delay_seconds": 2},
+                      fhir={"patient_identifier_system": MRN_SYSTEM})
     (tmp / "node").mkdir(parents=True, exist_ok=True)
     return NodeProcess(write_config(tmp / "node", cfg), tmp / "node.log").start(port), port
 

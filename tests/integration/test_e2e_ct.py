@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fhir.resources.R4B.bundle import Bundle
 from pydicom import dcmread
 from sqlalchemy import select
 
@@ -35,10 +34,12 @@ from osteo_node.exporters.sr import read_report
 from osteo_node.pipeline.stages.volume import load_dicom_series, load_nifti
 from osteo_node.queue.jobs import jobs
 from osteo_node.store.db import make_engine
+from osteo_node.worklist.fhir import parse_bundle
 from osteo_node.worklist.store import fls_worklist
 from tests.integration.ct_series import Identity, voxel_correspondence, write_axial_series
 from tests.integration.e2e_support import (
     BIRTH_DATE,
+    MRN_SYSTEM,
     PATIENT_ID,
     PATIENT_NAME,
     analyze_json,
@@ -275,13 +276,16 @@ def _check_fhir_export(config: Path, out: Path, study_uid: str,
     """``worklist export fhir``: a Bundle with one Patient, ImagingStudy and DiagnosticReport
     whose Observations carry the flag and the density; returns the command's output."""
     cli_output = worklist_export(config, "fhir", out)
-    bundle = Bundle.model_validate_json(out.read_text(encoding="utf-8"))
+    bundle = parse_bundle(out.read_text(encoding="utf-8"))  # FHIR 4.0.1 models, strict
+    assert bundle.type == "transaction"
     by_type: dict[str, list[Any]] = defaultdict(list)
     for entry in bundle.entry or []:
-        by_type[entry.resource.get_resource_type()].append(entry)
+        by_type[entry.resource.resource_type].append(entry)
+        assert entry.request.method == "POST" and entry.request.ifNoneExist  # conditional
     assert len(by_type["Patient"]) == 1 and len(by_type["ImagingStudy"]) == 1
     assert len(by_type["DiagnosticReport"]) == 1
-    assert by_type["Patient"][0].resource.identifier[0].value == PATIENT_ID
+    patient_id = by_type["Patient"][0].resource.identifier[0]
+    assert (patient_id.system, patient_id.value) == (MRN_SYSTEM, PATIENT_ID)
     study_entry = by_type["ImagingStudy"][0]
     assert study_entry.resource.identifier[0].value == f"urn:oid:{study_uid}"
     report = by_type["DiagnosticReport"][0].resource
