@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "dashboard": "dashboard",
     "outbox": "outbox",
     "evaluate-mr": "evaluate_mr",
+    "web-user": "web_user",
 }
 
 

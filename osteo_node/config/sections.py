@@ -104,6 +104,21 @@ class FhirSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The FLS web application (``osteo_node.web``); started by ``serve`` when ``enabled``."""
+
+    enabled: bool = False
+    bind_address: str = "127.0.0.1"  # loopback by default: put TLS / a proxy in front
+    port: int = 8080
+    #: signs the session cookies; None: a random key per start (sessions end on restart)
+    secret_key_file: Path | None = None
+    session_seconds: int = 8 * 3600
+    #: TLS: both set -> HTTPS (cookies then only over HTTPS)
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
     format: str = "auto"  # auto | json | console
@@ -118,6 +133,7 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     results: ResultsSettings = field(default_factory=ResultsSettings)
     fhir: FhirSettings = field(default_factory=FhirSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     #: modality -> "module:callable" analyser factory used INSTEAD of the registry entry
     #: (site-specific analysers, tests). Empty: the registry decides.

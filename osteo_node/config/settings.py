@@ -34,13 +34,16 @@ from osteo_node.config.sections import (
     ResultsSettings,
     Settings,
     StorageSettings,
+    WebSettings,
 )
 from osteo_node.config.values import (
     KNOWN_MODALITIES,
     boolean,
     db_url,
+    existing_file,
     factory_ref,
     int_in,
+    ip_address,
     non_negative_float,
     one_of,
     optional_str,
@@ -62,6 +65,7 @@ __all__ = [
     "ResultsSettings",
     "Settings",
     "StorageSettings",
+    "WebSettings",
     "apply_env_overrides",
     "load_settings",
     "settings_from_mapping",
@@ -130,6 +134,23 @@ def _read_fhir(top: Reader, base: Path) -> FhirSettings:
     return fhir
 
 
+def _read_web(top: Reader, base: Path) -> WebSettings:
+    w = top.section("web")
+    web = WebSettings(
+        enabled=w.get("enabled", False, boolean),
+        bind_address=w.get("bind_address", "127.0.0.1", ip_address),
+        port=w.get("port", 8080, int_in(1, 65535)),
+        secret_key_file=w.get("secret_key_file", None, existing_file(base)),
+        session_seconds=w.get("session_seconds", 8 * 3600, int_in(60, 7 * 24 * 3600)),
+        tls_certificate=w.get("tls_certificate", None, existing_file(base)),
+        tls_private_key=w.get("tls_private_key", None, existing_file(base)),
+    )
+    if (web.tls_certificate is None) != (web.tls_private_key is None):
+        w.problem("tls_certificate", "set both tls_certificate and tls_private_key, or neither")
+    w.finish()
+    return web
+
+
 def _read_logging(top: Reader) -> LoggingSettings:
     lg = top.section("logging")
     log = LoggingSettings(
@@ -164,6 +185,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base: Path, source: str = "") 
     retry = read_retry(top)
     results = _read_results(top)
     fhir = _read_fhir(top, base)
+    web = _read_web(top, base)
     log = _read_logging(top)
     analysers = _read_analysers(top)
     publisher = top.get("publisher", Settings.publisher, factory_ref)
@@ -172,8 +194,8 @@ def settings_from_mapping(raw: Mapping[str, Any], base: Path, source: str = "") 
     if problems:
         raise ConfigError(problems, source)
     return Settings(dicom=dicom, storage=storage, queue=queue, destinations=destinations,
-                    retry=retry, results=results, fhir=fhir, logging=log, analysers=analysers,
-                    publisher=publisher, source=source)
+                    retry=retry, results=results, fhir=fhir, web=web, logging=log,
+                    analysers=analysers, publisher=publisher, source=source)
 
 
 def load_settings(path: Path | str, env: Mapping[str, str] | None = None,

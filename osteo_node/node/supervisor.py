@@ -96,6 +96,10 @@ def child_main(role: str, settings: Settings, index: int = 0, prepared: bool = F
         from osteo_node.worker.runner import run_worker
 
         run_worker(settings, stop, index)
+    elif role == "web":
+        from osteo_node.web.server import run_web
+
+        run_web(settings, stop)
     elif role == "outbox":
         from osteo_node.outbox.sender import SenderSettings, run_sender
 
@@ -126,6 +130,8 @@ def plan_children(settings: Settings) -> list[Child]:
     children += [Child("worker", i) for i in range(settings.queue.workers)]
     if settings.destinations:
         children.append(Child("outbox"))
+    if settings.web.enabled:
+        children.append(Child("web"))
     return children
 
 

@@ -1,0 +1,201 @@
+"""The FLS web application on a real node database (SQLite), through Starlette's test client.
+
+The worklist rows come from the exporter tests' realistic analysis output (real CT slices); the
+users are real rows with scrypt hashes. What is checked: sign-in is needed for everything but
+/healthz; roles (viewer reads, editor changes status, admin sees node status and metrics); CSRF
+on every form; filters, sort and pages; "not assessed" never shown as "no fracture"; 4xx pages
+for bad input; who viewed which row is logged without PHI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from starlette.testclient import TestClient
+
+from osteo_node import logging_setup
+from osteo_node.pipeline.results import AnalysisOutput
+from osteo_node.store.db import METADATA, make_engine
+from osteo_node.web import users
+from osteo_node.web.app import WebContext, create_app
+from osteo_node.worklist import store
+from tests.exporters.conftest import PATIENT_ID, PATIENT_NAME
+
+pytestmark = pytest.mark.shared_data
+
+PASSWORDS = {"vera": "viewer-pass-123", "ed": "editor-pass-123", "ada": "admin-pass-1234"}
+
+
+@pytest.fixture()
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'node.db'}")
+    METADATA.create_all(engine)
+    users.add_user(engine, "vera", "viewer", PASSWORDS["vera"])
+    users.add_user(engine, "ed", "editor", PASSWORDS["ed"])
+    users.add_user(engine, "ada", "admin", PASSWORDS["ada"])
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def rows(engine: Engine, ct20_output: AnalysisOutput) -> list[int]:
+    """60 flagged studies (the same real analysis under 60 study UIDs)."""
+    out = []
+    for n in range(60):
+        res = dataclasses.replace(ct20_output.result, study_instance_uid=f"1.2.3.{n}",
+                                  series_instance_uid=f"1.2.3.{n}.1")
+        vol = dataclasses.replace(ct20_output.volume, study_instance_uid=f"1.2.3.{n}",  # type: ignore[arg-type]
+                                  series_instance_uid=f"1.2.3.{n}.1")
+        row_id = store.add_from_result(engine, AnalysisOutput(res, vol, ct20_output.labels))
+        assert row_id is not None
+        out.append(row_id)
+    return out
+
+
+def _client(engine: Engine, tmp_path: Path) -> TestClient:
+    return TestClient(create_app(WebContext(engine, spool_dir=tmp_path)),
+                      follow_redirects=False)
+
+
+def _csrf(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, "no CSRF token in the page"
+    return m.group(1)
+
+
+def _login(client: TestClient, name: str) -> None:
+    token = _csrf(client.get("/login").text)
+    r = client.post("/login", data={"name": name, "password": PASSWORDS[name], "csrf": token})
+    assert r.status_code == 303, r.text
+
+
+def test_health_needs_no_login_everything_else_does(engine: Engine, tmp_path: Path) -> None:
+    client = _client(engine, tmp_path)
+    assert client.get("/healthz").text == "ok\n"
+    assert client.get("/readyz").status_code == 200
+    for path in ("/", "/rows/1", "/status", "/metrics"):
+        r = client.get(path)
+        assert r.status_code == 303 and r.headers["location"] == "/login", path
+    assert client.post("/rows/1/status", data={"status": "referred"}).status_code in (401, 403)
+
+
+def test_readyz_says_when_the_spool_is_not_writable(engine: Engine, tmp_path: Path) -> None:
+    client = TestClient(create_app(WebContext(engine, spool_dir=tmp_path / "missing")))
+    r = client.get("/readyz")
+    assert r.status_code == 503 and "spool not writable" in r.text
+
+
+def test_login_rejects_wrong_password_and_forged_forms(engine: Engine, tmp_path: Path) -> None:
+    client = _client(engine, tmp_path)
+    token = _csrf(client.get("/login").text)
+    r = client.post("/login", data={"name": "vera", "password": "wrong-password", "csrf": token})
+    assert r.status_code == 401 and "wrong password" in r.text
+    r = client.post("/login", data={"name": "vera", "password": PASSWORDS["vera"]})
+    assert r.status_code == 403 and "CSRF" in r.text  # no token: not from our page
+    assert users.authenticate(engine, "nobody", "x" * 12) is None
+
+
+def test_worklist_filters_sorts_pages_and_says_not_assessed(
+        engine: Engine, rows: list[int], tmp_path: Path) -> None:
+    client = _client(engine, tmp_path)
+    _login(client, "vera")
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "60 studies" in page.text and "Page 1 of 3" in page.text
+    assert PATIENT_NAME.replace("^", " ") in page.text and PATIENT_ID in page.text
+    assert "T12" in page.text and " HU" in page.text  # density level and HU shown
+    assert page.text.count('href="/rows/') == 25
+    assert "Page 3 of 3" in client.get("/?page=3").text
+    assert "Page 1 of 1" in client.get("/?per_page=100").text
+    assert "No study matches" in client.get("/?status=referred").text
+    assert "60 studies" in client.get("/?trigger=fracture&sort=-grade").text
+    assert "60 studies" in client.get(f"/?q={PATIENT_ID[-5:]}").text
+    assert "0 studies" in client.get("/?q=nobody-like-this").text
+    for bad in ("/?status=bogus", "/?sort=password_hash", "/?page=0", "/?per_page=7",
+                "/?from=yesterday", f"/?q={'x' * 101}"):
+        r = client.get(bad)
+        assert r.status_code == 400, bad
+        assert "Traceback" not in r.text
+    # a row whose fractures were not assessed is never shown as "no fracture"
+    engine_row = store.list_rows(engine)[-1]  # the newest: first on the page
+    with engine.begin() as conn:
+        conn.execute(store.fls_worklist.update().where(store.fls_worklist.c.id == engine_row.id)
+                     .values(max_genant_grade=None))
+    assert "not assessed" in client.get("/?sort=created").text
+
+
+def test_row_page_and_status_workflow_with_roles_and_csrf(
+        engine: Engine, rows: list[int], tmp_path: Path) -> None:
+    log_stream = io.StringIO()
+    logging_setup.configure("INFO", json=True, stream=log_stream)
+    viewer = _client(engine, tmp_path)
+    _login(viewer, "vera")
+    page = viewer.get(f"/rows/{rows[0]}")
+    assert page.status_code == 200
+    assert "T12" in page.text and "G2" in page.text and "Decision support" in page.text
+    assert page.text.count("Decision support") == 1  # the disclaimer once
+    assert 'action="/rows/' not in page.text  # a viewer has no status form
+    r = viewer.post(f"/rows/{rows[0]}/status",
+                    data={"status": "referred", "csrf": _csrf(page.text)})
+    assert r.status_code == 403
+    assert viewer.get("/rows/999999").status_code == 404
+    assert viewer.get("/rows/abc").status_code == 404
+    assert viewer.get("/status").status_code == 403
+
+    editor = _client(engine, tmp_path)
+    _login(editor, "ed")
+    page = editor.get(f"/rows/{rows[0]}")
+    token = _csrf(page.text)
+    assert editor.post(f"/rows/{rows[0]}/status",
+                       data={"status": "referred"}).status_code == 403  # no CSRF token
+    assert editor.post(f"/rows/{rows[0]}/status",
+                       data={"status": "bogus", "csrf": token}).status_code == 400
+    r = editor.post(f"/rows/{rows[0]}/status",
+                    data={"status": "referred", "note": "DXA booked", "csrf": token})
+    assert r.status_code == 303
+    row = next(x for x in store.list_rows(engine) if x.id == rows[0])
+    assert (row.status, row.status_changed_by, row.status_note) == ("referred", "ed",
+                                                                    "DXA booked")
+    assert "set by ed" in editor.get(f"/rows/{rows[0]}").text
+    big = editor.post(f"/rows/{rows[0]}/status",
+                      data={"status": "new", "note": "x" * 20000, "csrf": token})
+    assert big.status_code == 413
+    logs = log_stream.getvalue()
+    assert '"web_row_viewed"' in logs and '"user": "vera"' in logs
+    assert PATIENT_NAME not in logs and PATIENT_ID not in logs
+
+
+def test_admin_sees_node_status_and_prometheus_metrics(
+        engine: Engine, rows: list[int], tmp_path: Path) -> None:
+    admin = _client(engine, tmp_path)
+    _login(admin, "ada")
+    assert "Node status" in admin.get("/status").text
+    m = admin.get("/metrics")
+    assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
+    assert 'osteo_node_worklist_rows{status="new"} 60' in m.text
+    assert "# TYPE osteo_node_analysis_seconds histogram" in m.text
+    assert 'osteo_node_analysis_seconds_bucket{le="+Inf"}' in m.text
+
+
+def test_sign_out_ends_the_session(engine: Engine, tmp_path: Path) -> None:
+    client = _client(engine, tmp_path)
+    _login(client, "vera")
+    token = _csrf(client.get("/").text)
+    assert client.post("/logout", data={"csrf": token}).status_code == 303
+    assert client.get("/").status_code == 303
+
+
+def test_passwords_are_hashed_and_checked() -> None:
+    stored = users.hash_password("correct horse battery")
+    assert stored.startswith("scrypt$") and "correct" not in stored
+    assert users.check_password("correct horse battery", stored)
+    assert not users.check_password("wrong horse battery", stored)
+    assert not users.check_password("x", "garbage")
+    with pytest.raises(users.UserError, match="at least"):
+        users._valid("bob", "viewer", "short")
