@@ -11,6 +11,7 @@ def create_node_tables(engine: Engine) -> None:
     from osteo_node.queue.jobs import jobs
     from osteo_node.store.db import METADATA
     from osteo_node.store.index import create_tables as create_index_tables
+    from osteo_node.web.audit import web_audit
     from osteo_node.web.users import web_users
     from osteo_node.worklist.store import create_tables as create_worklist_tables
 
@@ -18,4 +19,4 @@ def create_node_tables(engine: Engine) -> None:
     METADATA.create_all(engine, tables=[jobs], checkfirst=True)
     create_outbox_tables(engine)
     create_worklist_tables(engine)
-    METADATA.create_all(engine, tables=[web_users], checkfirst=True)
+    METADATA.create_all(engine, tables=[web_users, web_audit], checkfirst=True)

@@ -3,8 +3,9 @@
 Every page but ``/healthz`` needs a signed-in user (``web_users``; roles viewer < editor <
 admin). Sessions are signed cookies (itsdangerous) that expire after ``session_seconds``;
 every form carries a per-session CSRF token; a status change needs the editor role; the node
-status page and ``/metrics`` need admin. Each view of a patient's page is logged with the user
-and the row id (``web_row_viewed``), never the patient's name or ID. Bad input (unknown row, bad
+status page and ``/metrics`` need admin. Each sign-in, view of a patient's page and status
+change is recorded with the user and the row id (``web_audit`` table, shown on the status page;
+``web_row_viewed`` in the log), never the patient's name or ID. Bad input (unknown row, bad
 filter values, a body over ``MAX_BODY_BYTES``) gets a 4xx page, never a traceback.
 """
 
@@ -30,9 +31,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from osteo_node import DISCLAIMER
-from osteo_node.web import users
+from osteo_node.web import audit, users
 from osteo_node.web.node_state import prometheus_text, read_state
-from osteo_node.web.queries import QueryError, WorklistQuery, get_row, worklist_page
+from osteo_node.web.queries import (
+    QueryError,
+    WorklistQuery,
+    get_row,
+    sc_files,
+    worklist_page,
+)
 from osteo_node.worklist import store as worklist_store
 from osteo_node.worklist.rules import load_rules
 
@@ -46,6 +53,7 @@ MAX_BODY_BYTES = 16 * 1024
 class WebContext:
     engine: Engine
     spool_dir: Path | None = None
+    outbox_dir: Path | None = None  # where the SC overlays the node made are
     session_seconds: int = 8 * 3600
     https_only: bool = False
 
@@ -135,6 +143,7 @@ class Handlers:
         request.session.clear()
         request.session["user"] = user.name
         log.info("web_login", user=user.name, role=user.role)
+        audit.record(self.ctx.engine, user.name, "login")
         return RedirectResponse("/", 303)
 
     async def logout(self, request: Request) -> Response:
@@ -160,9 +169,23 @@ class Handlers:
             raise HTTPException(404, f"no worklist row {row_id}")
         log.info("web_row_viewed", user=user.name, row_id=row_id,
                  study_uid=row.study_instance_uid)
+        audit.record(self.ctx.engine, user.name, "view_row", row_id)
+        has_sc = self.ctx.outbox_dir is not None and bool(
+            sc_files(self.ctx.engine, self.ctx.outbox_dir, row))
         return self.page(request, "row.html", row=row,
                          vertebrae=json.loads(row.vertebrae_json or "[]"),
-                         statuses=self.statuses, can_edit=user.can("editor"))
+                         statuses=self.statuses, can_edit=user.can("editor"), has_sc=has_sc)
+
+    async def row_image(self, request: Request) -> Response:
+        """The row's SC overlay (the one the node sent to PACS) as PNG."""
+        self.require(request, "viewer")
+        row = get_row(self.ctx.engine, _row_id(request))
+        files = (sc_files(self.ctx.engine, self.ctx.outbox_dir, row)
+                 if row is not None and self.ctx.outbox_dir is not None else [])
+        if not files:
+            raise HTTPException(404, "no overlay image for this study")
+        return Response(sc_png(files[0]), media_type="image/png",
+                        headers={"Cache-Control": "private, no-store"})
 
     async def set_status(self, request: Request) -> Response:
         user = self.require(request, "editor")
@@ -175,11 +198,13 @@ class Handlers:
         except worklist_store.WorklistError as exc:
             code = 404 if "no worklist row" in str(exc) else 400
             raise HTTPException(code, str(exc)) from exc
+        audit.record(self.ctx.engine, user.name, "set_status", row_id, form.get("status"))
         return RedirectResponse(f"/rows/{row_id}", 303)
 
     async def status_page(self, request: Request) -> Response:
         self.require(request, "admin")
-        return self.page(request, "status.html", state=read_state(self.ctx.engine))
+        return self.page(request, "status.html", state=read_state(self.ctx.engine),
+                         audit=audit.recent(self.ctx.engine))
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -198,6 +223,7 @@ def create_app(ctx: WebContext, *, secret_key: str | None = None) -> Starlette:
         Route("/logout", h.logout, methods=["POST"]),
         Route("/", h.worklist), Route("/rows/{row_id}", h.row_page),
         Route("/rows/{row_id}/status", h.set_status, methods=["POST"]),
+        Route("/rows/{row_id}/overlay.png", h.row_image),
         Route("/status", h.status_page),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
@@ -207,6 +233,19 @@ def create_app(ctx: WebContext, *, secret_key: str | None = None) -> Starlette:
         https_only=ctx.https_only)]
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={HTTPException: h.http_error})
+
+
+def sc_png(path: Path) -> bytes:
+    """PNG of a Secondary Capture's RGB pixels."""
+    import io
+
+    import pydicom
+    from PIL import Image
+
+    ds = pydicom.dcmread(path)
+    buf = io.BytesIO()
+    Image.fromarray(ds.pixel_array).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _row_id(request: Request) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Select, func, or_, select
@@ -122,3 +123,18 @@ def get_row(engine: Engine, row_id: int) -> WorklistRow | None:
         m = conn.execute(select(fls_worklist).where(fls_worklist.c.id == row_id)).mappings()
         one = m.first()
     return _row(one) if one is not None else None
+
+
+def sc_files(engine: Engine, outbox_dir: Path, row: WorklistRow) -> list[Path]:
+    """The secondary-capture overlay(s) the node made for the row's series (newest generation
+    first), as files in the outbox."""
+    from osteo_node.outbox.tables import outbox_objects
+
+    o = outbox_objects.c
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(o.rel_path).where(o.kind == "sc",
+                                     o.job_id.like(f"{row.series_instance_uid}/g%"))
+            .order_by(o.created_at.desc())).all()
+    paths = [outbox_dir / r.rel_path for r in found]
+    return [p for p in paths if p.is_file()]

@@ -21,6 +21,7 @@ def run_web(settings: Settings, stop: threading.Event) -> None:
     tls = web.tls_certificate is not None and web.tls_private_key is not None
     engine = make_engine(settings.storage.database_url)
     app = create_app(WebContext(engine, spool_dir=settings.storage.spool_dir,
+                                outbox_dir=settings.storage.outbox_dir,
                                 session_seconds=web.session_seconds, https_only=tls),
                      secret_key=secret)
     config = uvicorn.Config(

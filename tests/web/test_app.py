@@ -168,6 +168,11 @@ def test_row_page_and_status_workflow_with_roles_and_csrf(
     assert big.status_code == 413
     logs = log_stream.getvalue()
     assert '"web_row_viewed"' in logs and '"user": "vera"' in logs
+    from osteo_node.web import audit
+
+    trail = {(a.user, a.action, a.row_id) for a in audit.recent(engine)}
+    assert {("vera", "view_row", rows[0]), ("ed", "set_status", rows[0]),
+            ("ed", "login", None)} <= trail
     assert PATIENT_NAME not in logs and PATIENT_ID not in logs
 
 
@@ -175,7 +180,8 @@ def test_admin_sees_node_status_and_prometheus_metrics(
         engine: Engine, rows: list[int], tmp_path: Path) -> None:
     admin = _client(engine, tmp_path)
     _login(admin, "ada")
-    assert "Node status" in admin.get("/status").text
+    status = admin.get("/status").text
+    assert "Node status" in status and "Audit" in status and ">login<" in status
     m = admin.get("/metrics")
     assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
     assert 'osteo_node_worklist_rows{status="new"} 60' in m.text
@@ -199,3 +205,32 @@ def test_passwords_are_hashed_and_checked() -> None:
     assert not users.check_password("x", "garbage")
     with pytest.raises(users.UserError, match="at least"):
         users._valid("bob", "viewer", "short")
+
+
+def test_study_page_shows_the_overlay_the_node_sent(engine: Engine, rows: list[int],
+                                                    ct20_output: AnalysisOutput,
+                                                    tmp_path: Path) -> None:
+    """The SC made for the row's series (through the real exporters and outbox) is shown on
+    the study page as PNG; a row without one says nothing and its image URL is a 404."""
+    from PIL import Image
+
+    from osteo_node.exporters.publish import build_objects
+    from osteo_node.outbox.enqueue import enqueue
+    from osteo_node.outbox.policy import Destination
+
+    row = next(r for r in store.list_rows(engine) if r.id == rows[0])
+    sc = next(o.dataset for o in build_objects(ct20_output, uid_root=None, job_key="web")
+              if o.kind == "sc")
+    outbox = tmp_path / "outbox"
+    pacs = Destination("pacs", "PACS", "127.0.0.1", 104)
+    enqueue(engine, outbox, [sc], [pacs], job_id=f"{row.series_instance_uid}/g1", kind="sc")
+    client = TestClient(create_app(WebContext(engine, spool_dir=tmp_path, outbox_dir=outbox)),
+                        follow_redirects=False)
+    _login(client, "vera")
+    page = client.get(f"/rows/{rows[0]}")
+    assert f'src="/rows/{rows[0]}/overlay.png"' in page.text
+    img = client.get(f"/rows/{rows[0]}/overlay.png")
+    assert img.status_code == 200 and img.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(img.content)).size == (int(sc.Columns), int(sc.Rows))
+    assert "overlay.png" not in client.get(f"/rows/{rows[1]}").text
+    assert client.get(f"/rows/{rows[1]}/overlay.png").status_code == 404
