@@ -116,6 +116,9 @@ class WebSettings:
     #: TLS: both set -> HTTPS (cookies then only over HTTPS)
     tls_certificate: Path | None = None
     tls_private_key: Path | None = None
+    #: link from a study page to the hospital's viewer, "{study_uid}" replaced, e.g.
+    #: https://pacs.example.org/ohif/viewer?StudyInstanceUIDs={study_uid}
+    viewer_url: str | None = None
 
 
 @dataclass(frozen=True)

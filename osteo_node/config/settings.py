@@ -134,6 +134,14 @@ def _read_fhir(top: Reader, base: Path) -> FhirSettings:
     return fhir
 
 
+def _http_url_template(v: Any) -> str | None:
+    text = optional_str(v)
+    if text is not None and (not text.startswith(("http://", "https://"))
+                             or "{study_uid}" not in text):
+        raise ValueError("must be an http(s) URL containing {study_uid}")
+    return text
+
+
 def _read_web(top: Reader, base: Path) -> WebSettings:
     w = top.section("web")
     web = WebSettings(
@@ -144,6 +152,7 @@ def _read_web(top: Reader, base: Path) -> WebSettings:
         session_seconds=w.get("session_seconds", 8 * 3600, int_in(60, 7 * 24 * 3600)),
         tls_certificate=w.get("tls_certificate", None, existing_file(base)),
         tls_private_key=w.get("tls_private_key", None, existing_file(base)),
+        viewer_url=w.get("viewer_url", None, _http_url_template),
     )
     if (web.tls_certificate is None) != (web.tls_private_key is None):
         w.problem("tls_certificate", "set both tls_certificate and tls_private_key, or neither")

@@ -36,6 +36,7 @@ from osteo_node.web.node_state import prometheus_text, read_state
 from osteo_node.web.queries import (
     QueryError,
     WorklistQuery,
+    all_rows,
     get_row,
     sc_files,
     worklist_page,
@@ -54,6 +55,10 @@ class WebContext:
     engine: Engine
     spool_dir: Path | None = None
     outbox_dir: Path | None = None  # where the SC overlays the node made are
+    #: link to open a study in the hospital's viewer, "{study_uid}" replaced (None: no link)
+    viewer_url: str | None = None
+    #: the hospital's patient-identifier system for the FHIR export (None: no FHIR export)
+    patient_identifier_system: str | None = None
     session_seconds: int = 8 * 3600
     https_only: bool = False
 
@@ -174,7 +179,10 @@ class Handlers:
             sc_files(self.ctx.engine, self.ctx.outbox_dir, row))
         return self.page(request, "row.html", row=row,
                          vertebrae=json.loads(row.vertebrae_json or "[]"),
-                         statuses=self.statuses, can_edit=user.can("editor"), has_sc=has_sc)
+                         statuses=self.statuses, can_edit=user.can("editor"), has_sc=has_sc,
+                         viewer_link=(self.ctx.viewer_url.replace("{study_uid}",
+                                                                  row.study_instance_uid)
+                                      if self.ctx.viewer_url else None))
 
     async def row_image(self, request: Request) -> Response:
         """The row's SC overlay (the one the node sent to PACS) as PNG."""
@@ -201,6 +209,36 @@ class Handlers:
         audit.record(self.ctx.engine, user.name, "set_status", row_id, form.get("status"))
         return RedirectResponse(f"/rows/{row_id}", 303)
 
+    async def export(self, request: Request) -> Response:
+        """The filtered worklist as CSV or FHIR R4 (the CLI's exporters); editor role: it is
+        the FLS's contact list and holds patient data."""
+        from osteo_node.worklist import export_csv, fhir
+
+        user = self.require(request, "editor")
+        fmt = request.path_params["fmt"]
+        if fmt not in ("csv", "fhir"):
+            raise HTTPException(404, "export formats: csv, fhir")
+        try:
+            query = WorklistQuery.parse(request.query_params, self.statuses)
+        except QueryError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        rows = all_rows(self.ctx.engine, query)
+        if fmt == "csv":
+            body, media = export_csv.to_csv(rows), "text/csv; charset=utf-8"
+        else:
+            try:
+                body = fhir.bundle_json(
+                    rows, patient_system=self.ctx.patient_identifier_system)
+            except fhir.FhirExportError as exc:
+                raise HTTPException(409, str(exc)) from exc
+            media = "application/fhir+json"
+        audit.record(self.ctx.engine, user.name, "export", None, f"{fmt}: {len(rows)} rows")
+        log.info("web_export", user=user.name, format=fmt, rows=len(rows))
+        name = "fls-worklist.csv" if fmt == "csv" else "fls-worklist.fhir.json"
+        return Response(body, media_type=media, headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "private, no-store"})
+
     async def status_page(self, request: Request) -> Response:
         self.require(request, "admin")
         return self.page(request, "status.html", state=read_state(self.ctx.engine),
@@ -224,6 +262,7 @@ def create_app(ctx: WebContext, *, secret_key: str | None = None) -> Starlette:
         Route("/", h.worklist), Route("/rows/{row_id}", h.row_page),
         Route("/rows/{row_id}/status", h.set_status, methods=["POST"]),
         Route("/rows/{row_id}/overlay.png", h.row_image),
+        Route("/export/{fmt}", h.export),
         Route("/status", h.status_page),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

@@ -118,6 +118,16 @@ def worklist_page(engine: Engine, q: WorklistQuery) -> WorklistPage:
         return WorklistPage([_row(m) for m in rows], total, q)
 
 
+def all_rows(engine: Engine, q: WorklistQuery, limit: int = 100_000) -> list[WorklistRow]:
+    """Every row the filters select (for exports), in the page's order."""
+    col = SORTABLE[q.sort]
+    order = col.desc() if q.descending else col.asc()
+    with engine.connect() as conn:
+        rows = conn.execute(_filtered(q).order_by(order, fls_worklist.c.id.desc())
+                            .limit(limit)).mappings()
+        return [_row(m) for m in rows]
+
+
 def get_row(engine: Engine, row_id: int) -> WorklistRow | None:
     with engine.connect() as conn:
         m = conn.execute(select(fls_worklist).where(fls_worklist.c.id == row_id)).mappings()

@@ -22,6 +22,9 @@ def run_web(settings: Settings, stop: threading.Event) -> None:
     engine = make_engine(settings.storage.database_url)
     app = create_app(WebContext(engine, spool_dir=settings.storage.spool_dir,
                                 outbox_dir=settings.storage.outbox_dir,
+                                viewer_url=web.viewer_url,
+                                patient_identifier_system=(
+                                    settings.fhir.patient_identifier_system),
                                 session_seconds=web.session_seconds, https_only=tls),
                      secret_key=secret)
     config = uvicorn.Config(

@@ -234,3 +234,29 @@ def test_study_page_shows_the_overlay_the_node_sent(engine: Engine, rows: list[i
     assert Image.open(io.BytesIO(img.content)).size == (int(sc.Columns), int(sc.Rows))
     assert "overlay.png" not in client.get(f"/rows/{rows[1]}").text
     assert client.get(f"/rows/{rows[1]}/overlay.png").status_code == 404
+
+
+def test_exports_from_the_page_and_the_viewer_link(engine: Engine, rows: list[int],
+                                                    tmp_path: Path) -> None:
+    from osteo_node.worklist import export_csv, fhir
+
+    app = create_app(WebContext(engine, spool_dir=tmp_path,
+                                viewer_url="https://pacs.example.org/viewer?study={study_uid}",
+                                patient_identifier_system="urn:oid:1.2.826.0.1.3680043.9.7777"))
+    viewer, editor = TestClient(app, follow_redirects=False), TestClient(app,
+                                                                         follow_redirects=False)
+    _login(viewer, "vera")
+    assert viewer.get("/export/csv").status_code == 403  # the contact list: editors only
+    assert "Export these rows" not in viewer.get("/").text
+    row = next(r for r in store.list_rows(engine) if r.id == rows[0])
+    assert (f'href="https://pacs.example.org/viewer?study={row.study_instance_uid}"'
+            in viewer.get(f"/rows/{rows[0]}").text)
+    _login(editor, "ed")
+    csv_r = editor.get("/export/csv?trigger=fracture")
+    assert csv_r.status_code == 200 and csv_r.headers["content-type"].startswith("text/csv")
+    assert len(export_csv.parse_csv(csv_r.text)) == 60
+    fhir_r = editor.get("/export/fhir?status=new&per_page=25")
+    bundle = fhir.parse_bundle(fhir_r.text)
+    assert bundle.type == "transaction" and len(bundle.entry) == 60 * 7
+    assert editor.get("/export/xml").status_code == 404
+    assert editor.get("/export/csv?status=bogus").status_code == 400
