@@ -119,6 +119,11 @@ class WebSettings:
     #: link from a study page to the hospital's viewer, "{study_uid}" replaced, e.g.
     #: https://pacs.example.org/ohif/viewer?StudyInstanceUIDs={study_uid}
     viewer_url: str | None = None
+    #: sign-in by a trusted reverse proxy (e.g. the hospital's SSO): the user name in this
+    #: header, believed only from ``trusted_proxies`` (the user must exist in web_users, which
+    #: gives the role); None: local sign-in only
+    trusted_user_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from osteo_node.config.values import (
     factory_ref,
     int_in,
     ip_address,
+    ip_list,
     non_negative_float,
     one_of,
     optional_str,
@@ -153,7 +154,11 @@ def _read_web(top: Reader, base: Path) -> WebSettings:
         tls_certificate=w.get("tls_certificate", None, existing_file(base)),
         tls_private_key=w.get("tls_private_key", None, existing_file(base)),
         viewer_url=w.get("viewer_url", None, _http_url_template),
+        trusted_user_header=w.get("trusted_user_header", None, optional_str),
+        trusted_proxies=tuple(w.get("trusted_proxies", [], ip_list)),
     )
+    if web.trusted_user_header and not web.trusted_proxies:
+        w.problem("trusted_user_header", "needs trusted_proxies (the proxy's addresses)")
     if (web.tls_certificate is None) != (web.tls_private_key is None):
         w.problem("tls_certificate", "set both tls_certificate and tls_private_key, or neither")
     w.finish()

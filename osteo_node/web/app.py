@@ -59,13 +59,24 @@ class WebContext:
     viewer_url: str | None = None
     #: the hospital's patient-identifier system for the FHIR export (None: no FHIR export)
     patient_identifier_system: str | None = None
+    #: sign-in by a trusted reverse proxy: the header holding the user name, and the proxies'
+    #: addresses (a request from anywhere else is not believed)
+    trusted_user_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
     session_seconds: int = 8 * 3600
     https_only: bool = False
 
 
-def _user(request: Request, engine: Engine) -> users.User | None:
+def _user(request: Request, ctx: WebContext) -> users.User | None:
+    """The signed-in user: from the trusted proxy's header when configured and the request
+    comes from the proxy, else from the session."""
+    if ctx.trusted_user_header:
+        peer = request.client.host if request.client else ""
+        name = request.headers.get(ctx.trusted_user_header)
+        if name and peer in ctx.trusted_proxies:
+            return users.get_user(ctx.engine, name.strip())
     name = request.session.get("user")
-    return users.get_user(engine, name) if isinstance(name, str) else None
+    return users.get_user(ctx.engine, name) if isinstance(name, str) else None
 
 
 def _csrf(request: Request) -> str:
@@ -98,11 +109,11 @@ class Handlers:
 
     def page(self, request: Request, name: str, status: int = 200, **values: Any) -> Response:
         return self.templates.TemplateResponse(request, name, {
-            "user": _user(request, self.ctx.engine), "csrf": _csrf(request),
+            "user": _user(request, self.ctx), "csrf": _csrf(request),
             "disclaimer": DISCLAIMER, **values}, status_code=status)
 
     def require(self, request: Request, role: str) -> users.User:
-        user = _user(request, self.ctx.engine)
+        user = _user(request, self.ctx)
         if user is None:
             raise HTTPException(401, "sign in first")
         if not user.can(role):

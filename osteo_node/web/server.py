@@ -25,6 +25,8 @@ def run_web(settings: Settings, stop: threading.Event) -> None:
                                 viewer_url=web.viewer_url,
                                 patient_identifier_system=(
                                     settings.fhir.patient_identifier_system),
+                                trusted_user_header=web.trusted_user_header,
+                                trusted_proxies=web.trusted_proxies,
                                 session_seconds=web.session_seconds, https_only=tls),
                      secret_key=secret)
     config = uvicorn.Config(

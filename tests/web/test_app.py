@@ -260,3 +260,21 @@ def test_exports_from_the_page_and_the_viewer_link(engine: Engine, rows: list[in
     assert bundle.type == "transaction" and len(bundle.entry) == 60 * 7
     assert editor.get("/export/xml").status_code == 404
     assert editor.get("/export/csv?status=bogus").status_code == 400
+
+
+def test_a_trusted_proxy_header_signs_in_only_from_the_proxy(engine: Engine,
+                                                             tmp_path: Path) -> None:
+    """With ``trusted_user_header`` the proxy's header names the user (the role still comes
+    from web_users); the same header from any other address is ignored."""
+    def client(proxies: tuple[str, ...]) -> TestClient:
+        app = create_app(WebContext(engine, spool_dir=tmp_path, trusted_user_header="X-User",
+                                    trusted_proxies=proxies))
+        return TestClient(app, follow_redirects=False)
+
+    # Starlette's test client connects from "testclient"
+    trusted = client(("testclient",))
+    assert trusted.get("/", headers={"X-User": "vera"}).status_code == 200
+    assert trusted.get("/status", headers={"X-User": "vera"}).status_code == 403  # a viewer
+    assert trusted.get("/", headers={"X-User": "stranger"}).status_code == 303  # unknown user
+    untrusted = client(("10.1.2.3",))
+    assert untrusted.get("/", headers={"X-User": "ada"}).status_code == 303
