@@ -143,9 +143,10 @@ def measure_stage(
         vert = np.asarray(arr[box] == value)
         body = _body_mask(seg.bodies, vert, value, box, binary)
         hu = volume.array[box] if volume.modality == "CT" else None
-        m = measure_vertebra(hu, crop_geometry(volume.geometry, box), vert, body,
-                             si_hint=hints.get(level), params=params)
         fine = seg.fine_bodies.get(level)
+        m = measure_vertebra(hu, crop_geometry(volume.geometry, box), vert, body,
+                             si_hint=hints.get(level), params=params,
+                             height_stability=fine is None)  # else judged on the fine mask
         if fine is not None and m.heights is not None:
             m = _fine_heights(m, fine, hints.get(level), params)
         if level in seg.partial and not m.truncated:

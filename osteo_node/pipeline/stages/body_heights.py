@@ -59,38 +59,54 @@ class HeightMeasurement:
     instability: float | None = None
 
 
-def _bridged(column: NDArray[np.bool_], bridge: int) -> NDArray[np.bool_]:
-    """``column`` with gaps of at most ``bridge`` samples between True samples filled."""
-    on = np.flatnonzero(column)
-    if bridge <= 0 or on.size < 2:
-        return column
-    out = column.copy()
-    gaps = np.diff(on)
-    for i in np.flatnonzero((gaps > 1) & (gaps <= bridge + 1)):
-        out[on[i] + 1: on[i + 1]] = True
+def _bridged(planes: NDArray[np.bool_], bridge: int) -> NDArray[np.bool_]:
+    """``planes`` [..., v, u] with gaps of at most ``bridge`` samples along v between True
+    samples filled (a closing along v only; nothing grows past the first and last True)."""
+    if bridge <= 0:
+        return planes
+    length = bridge + 1
+    shape = (1,) * (planes.ndim - 2) + (length, 1)
+    pad = [(0, 0)] * (planes.ndim - 2) + [(length, length), (0, 0)]
+    closed = ndimage.binary_closing(np.pad(planes, pad), structure=np.ones(shape, dtype=bool))
+    return np.asarray(closed[..., length:-length, :])
+
+
+# 4-connected within each [v, u] plane, never across planes
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+
+
+def _keep_centre_piece(filled: NDArray[np.bool_], centre_row: int) -> NDArray[np.bool_]:
+    """Per plane of ``filled`` [w, v, u], only the piece crossing the centre row most (else
+    the largest)."""
+    lab, n = ndimage.label(filled, structure=_IN_PLANE)
+    if n <= len(filled):  # at most one piece per plane: nothing to drop
+        counts = [len(np.unique(lab[w][lab[w] > 0])) for w in range(len(filled))]
+        if max(counts, default=0) <= 1:
+            return filled
+    out = np.zeros_like(filled)
+    for w in range(len(filled)):
+        plane = lab[w]
+        ids = plane[centre_row][plane[centre_row] > 0]
+        pool = ids if ids.size else plane[plane > 0]
+        if pool.size:
+            out[w] = plane == int(np.bincount(pool).argmax())
     return out
-
-
-def _clean_plane(plane: NDArray[np.bool_], centre_row: int, bridge: int) -> NDArray[np.bool_]:
-    """One [v, u] plane of a section: SI gaps of at most ``bridge`` samples bridged, enclosed
-    holes filled, and only the connected piece at (or nearest to) the centre row kept."""
-    if not plane.any():
-        return plane
-    bridged = np.stack([_bridged(plane[:, c], bridge) for c in range(plane.shape[1])], axis=1)
-    filled = ndimage.binary_fill_holes(bridged)
-    lab, n = ndimage.label(filled)
-    if n <= 1:
-        return np.asarray(filled, dtype=bool)
-    row = lab[centre_row]
-    ids = row[row > 0]
-    # the piece crossing the centre row most, else the largest
-    keep = int(np.bincount(ids if ids.size else lab[lab > 0]).argmax())
-    return np.asarray(lab == keep)
 
 
 def _clean_section(sampled: NDArray[np.bool_], centre_row: int, bridge: int
                    ) -> NDArray[np.bool_]:
-    return np.stack([_clean_plane(p, centre_row, bridge) for p in sampled])
+    """Each [v, u] plane of a section: SI gaps of at most ``bridge`` samples bridged, enclosed
+    holes filled, and only the connected piece at (or nearest to) the centre row kept."""
+    if not sampled.any():
+        return sampled
+    filled = ndimage.binary_fill_holes(_bridged(sampled, bridge), structure=_IN_PLANE)
+    return _keep_centre_piece(np.asarray(filled, dtype=bool), centre_row)
+
+
+def _clean_plane(plane: NDArray[np.bool_], centre_row: int, bridge: int) -> NDArray[np.bool_]:
+    """:func:`_clean_section` of one plane."""
+    return _clean_section(plane[None], centre_row, bridge)[0]
 
 
 def _extent(column: NDArray[np.bool_]) -> int:
@@ -318,12 +334,16 @@ def measure_heights(
     si_hint: Vec | None = None,
     ap_hint: Vec | None = None,
     params: MeasureParams | None = None,
+    *,
+    stability: bool = True,
 ) -> HeightMeasurement:
     """Anterior, middle and posterior heights (mm) of one vertebral body mask ([k, j, i]).
 
     The SI axis starts from the hint (or PCA / patient axis) and is then aligned with the body's
     own endplates: it is tilted in the mid-sagittal plane until the mean slope of the upper and
     lower endplates is zero (at most ``MAX_ENDPLATE_TILT_COS`` away from the start).
+    ``stability=False`` skips the perturbed planes (instability None), e.g. when the heights
+    are measured again on a finer mask.
     """
     params = params or MeasureParams()
     truncated = touches_border(body_mask)
@@ -335,7 +355,8 @@ def measure_heights(
         return HeightMeasurement(Heights(None, None, None), aligned, 0.0, truncated,
                                  ("mid-sagittal section empty",))
     heights = _heights_on_section(aligned, params)
-    instability = _instability(body, geometry, aligned.frame, heights, params)
+    instability = (_instability(body, geometry, aligned.frame, heights, params)
+                   if stability else None)
     depth = (aligned.ant_edge - aligned.post_edge + 1) * params.sample_step_mm
     notes: list[str] = []
     if truncated:

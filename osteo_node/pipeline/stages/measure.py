@@ -110,8 +110,10 @@ def measure_vertebra(
     *,
     si_hint: Vec | None = None,
     params: MeasureParams | None = None,
+    height_stability: bool = True,
 ) -> VertebraMeasurement:
-    """Centroid (whole vertebra), trabecular HU (when ``image`` given) and heights of one level."""
+    """Centroid (whole vertebra), trabecular HU (when ``image`` given) and heights of one level
+    (``height_stability=False``: without the stability check, see ``measure_heights``)."""
     params = params or MeasureParams()
     centroid = centroid_mm(vertebra_mask, geometry)
     cut = touches_border(vertebra_mask)
@@ -121,7 +123,8 @@ def measure_vertebra(
             ("no vertebral body mask: density and heights not measured",), truncated=cut,
         )
     ap_hint = _canal_hint(centroid_mm(body_mask, geometry), centroid)
-    hm = measure_heights(body_mask, geometry, si_hint, ap_hint, params)
+    hm = measure_heights(body_mask, geometry, si_hint, ap_hint, params,
+                         stability=height_stability)
     notes = list(hm.notes)
     trab = None
     if image is not None:
