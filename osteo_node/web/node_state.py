@@ -30,7 +30,7 @@ def read_state(engine: Engine, failures: int = 10) -> NodeState:
         recent = job_table.recent_jobs(conn, failures, (job_table.FAILED,
                                                         job_table.NOT_ANALYSABLE))
         durations = [
-            float((r.finished_at - r.started_at).total_seconds())
+            float(r.finished_at) - float(r.started_at)  # epoch seconds
             for r in conn.execute(select(job_table.jobs.c.started_at,
                                          job_table.jobs.c.finished_at)
                                   .where(job_table.jobs.c.finished_at.is_not(None),

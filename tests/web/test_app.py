@@ -278,3 +278,38 @@ def test_a_trusted_proxy_header_signs_in_only_from_the_proxy(engine: Engine,
     assert trusted.get("/", headers={"X-User": "stranger"}).status_code == 303  # unknown user
     untrusted = client(("10.1.2.3",))
     assert untrusted.get("/", headers={"X-User": "ada"}).status_code == 303
+
+
+def test_metrics_parse_as_prometheus_text_and_move(engine: Engine, rows: list[int],
+                                                   tmp_path: Path) -> None:
+    """The official parser reads /metrics; the counters move when an instance arrives, a
+    series is queued and its job ends."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from osteo_node.queue import jobs
+    from osteo_node.store.index import InstanceRecord, record_instance
+
+    admin = _client(engine, tmp_path)
+    _login(admin, "ada")
+
+    def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = admin.get("/metrics").text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    before = samples()
+    assert before[("osteo_node_instances_received_total", ())] == 0
+    with engine.begin() as conn:
+        record_instance(conn, InstanceRecord(
+            "1.2.9", "1.2.9.1", "1.2.9.1.1", "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.840.10008.1.2.1", "CT", 1, "a/b.dcm", 100), now=0.0)
+    queued = jobs.queue_complete_series(engine, quiet_seconds=1.0, now=100.0)
+    assert queued
+    job = jobs.claim_next(engine, "w1", 60.0)
+    assert job is not None
+    jobs.finish(engine, job, jobs.DONE)
+    after = samples()
+    assert after[("osteo_node_instances_received_total", ())] == 1
+    assert after[("osteo_node_jobs", (("state", "done"),))] == 1
+    assert after[("osteo_node_analysis_seconds_count", ())] == 1
+    assert after[("osteo_node_worklist_rows", (("status", "new"),))] == 60
