@@ -31,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from osteo_node import DISCLAIMER
-from osteo_node.web import audit, users
+from osteo_node.web import audit, display, users
 from osteo_node.web.node_state import prometheus_text, read_state
 from osteo_node.web.queries import (
     QueryError,
@@ -104,6 +104,8 @@ class Handlers:
     def __init__(self, ctx: WebContext) -> None:
         self.ctx = ctx
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.templates.env.globals.update(age_sex=display.age_sex, triggers=display.triggers,
+                                          study_date=display.study_date)
         self.rules = load_rules()
         self.statuses = tuple(self.rules.statuses)
 

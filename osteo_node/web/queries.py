@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, or_, select
+from sqlalchemy import Engine, Select, String, cast, func, or_, select
 
 from osteo_node.worklist.store import WorklistRow, _row, fls_worklist
 
@@ -136,15 +136,17 @@ def get_row(engine: Engine, row_id: int) -> WorklistRow | None:
 
 
 def sc_files(engine: Engine, outbox_dir: Path, row: WorklistRow) -> list[Path]:
-    """The secondary-capture overlay(s) the node made for the row's series (newest generation
-    first), as files in the outbox."""
+    """The secondary-capture overlay(s) the node made for the row's series (newest first), as
+    files in the outbox (objects are filed under the id of the job that made them)."""
     from osteo_node.outbox.tables import outbox_objects
+    from osteo_node.queue.jobs import jobs
+    from osteo_node.store.index import series
 
     o = outbox_objects.c
+    job_ids = (select(cast(jobs.c.id, String)).join(series, series.c.id == jobs.c.series_id)
+               .where(series.c.series_instance_uid == row.series_instance_uid))
     with engine.connect() as conn:
-        found = conn.execute(
-            select(o.rel_path).where(o.kind == "sc",
-                                     o.job_id.like(f"{row.series_instance_uid}/g%"))
-            .order_by(o.created_at.desc())).all()
+        found = conn.execute(select(o.rel_path).where(o.kind == "sc", o.job_id.in_(job_ids))
+                             .order_by(o.created_at.desc())).all()
     paths = [outbox_dir / r.rel_path for r in found]
     return [p for p in paths if p.is_file()]

@@ -182,27 +182,30 @@ def scanner_sends_to_pacs(orthanc: OrthancServer, files: list[Path], *store_args
 MRN_SYSTEM = "urn:oid:1.2.826.0.1.3680043.9.7777"  # the test hospital's patient-ID system
 
 
-def start_node_for(tmp: Path, orthanc: OrthancServer) -> tuple[NodeProcess, int]:
-    """A node (``tmp/node``) sending SR/SEG/SC/KOS to ``orthanc`` with quick retries."""
+def start_node_for(tmp: Path, orthanc: OrthancServer, web: dict[str, Any] | None = None
+                   ) -> tuple[NodeProcess, int]:
+    """A node (``tmp/node``) sending SR/SEG/SC/KOS to ``orthanc`` with quick retries (and the
+    web application when ``web`` is given: the ``web`` configuration section)."""
     port = free_port()
     dest = {"name": "orthanc", "ae_title": orthanc.aet, "host": orthanc.host,
             "port": orthanc.dicom_port, "send": ["sr", "seg", "sc", "kos"]}
     cfg = node_config(tmp / "node", port, destinations=[dest],
                       retry={"max_attempts": 5, "base_delay_seconds": 0.5,
                              "max_delay_seconds": 2},
-                      fhir={"patient_identifier_system": MRN_SYSTEM})
+                      fhir={"patient_identifier_system": MRN_SYSTEM}, **({"web": web} if web
+                                                                         else {}))
     (tmp / "node").mkdir(parents=True, exist_ok=True)
     return NodeProcess(write_config(tmp / "node", cfg), tmp / "node.log").start(port), port
 
 
 def run_series_through_node(tmp: Path, orthanc: OrthancServer, files: list[Path],
                             *store_args: str, expect: tuple[str, ...] = ("SR", "SEG", "OT"),
-                            job_state: str = "done",
+                            job_state: str = "done", web: dict[str, Any] | None = None,
                             ) -> tuple[str, dict[str, list[str]], str]:
     """Start a node sending SR/SEG/SC/KOS to ``orthanc``, send ``files`` to Orthanc (the
     scanner) and to the node, wait for the job (it must end in ``job_state``) and for the
     ``expect`` modalities in Orthanc."""
-    node, port = start_node_for(tmp, orthanc)
+    node, port = start_node_for(tmp, orthanc, web)
     study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
     scanner_sends_to_pacs(orthanc, files, *store_args)
     try:

@@ -222,8 +222,19 @@ def test_study_page_shows_the_overlay_the_node_sent(engine: Engine, rows: list[i
     sc = next(o.dataset for o in build_objects(ct20_output, uid_root=None, job_key="web")
               if o.kind == "sc")
     outbox = tmp_path / "outbox"
+    from osteo_node.queue import jobs
+    from osteo_node.store.index import InstanceRecord, record_instance
+
+    with engine.begin() as conn:  # the node received the series and queued its job
+        record_instance(conn, InstanceRecord(
+            row.study_instance_uid, row.series_instance_uid, "1.2.9.1.1",
+            "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1", "CT", 1, "a/b.dcm", 100),
+            now=0.0)
+    assert jobs.queue_complete_series(engine, quiet_seconds=1.0, now=100.0)
+    job = jobs.claim_next(engine, "w1", 60.0)
+    assert job is not None
     pacs = Destination("pacs", "PACS", "127.0.0.1", 104)
-    enqueue(engine, outbox, [sc], [pacs], job_id=f"{row.series_instance_uid}/g1", kind="sc")
+    enqueue(engine, outbox, [sc], [pacs], job_id=job.id, kind="sc")
     client = TestClient(create_app(WebContext(engine, spool_dir=tmp_path, outbox_dir=outbox)),
                         follow_redirects=False)
     _login(client, "vera")
