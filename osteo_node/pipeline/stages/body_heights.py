@@ -13,10 +13,12 @@ along the line: a hollow (low-density) or notched mask, or the posterior-wall ga
 basivertebral vein, does not shorten it; a separate fragment does not lengthen it.
 
 The heights are measured again on planes tilted by ``stability_tilt_deg`` (sagittally and
-coronally) and moved by ``stability_shift_mm`` to either side: a well-formed body, fractured or
-not, gives nearly the same heights; a ragged or partly missing segmentation does not.
-:attr:`HeightMeasurement.instability` is the largest relative change (the CT analysis does not
-grade a body whose heights are unstable: see ``quality.max_height_instability``).
+coronally) and moved by ``stability_shift_mm`` to either side; each reported height is the
+median over these seven planes, so one plane through a gap of the segmentation does not decide
+it. :attr:`HeightMeasurement.instability` is the largest median absolute deviation relative to
+that median: a well-formed body, fractured or not, gives nearly the same heights on every
+plane; a ragged segmentation does not (the CT analysis does not grade a body whose heights are
+unstable: ``quality.max_height_instability``).
 """
 
 from __future__ import annotations
@@ -310,22 +312,44 @@ def _perturbed_frames(frame: BodyFrame, params: MeasureParams) -> list[BodyFrame
     return out
 
 
-def _instability(body: _CroppedBody, geometry: Geometry, frame: BodyFrame,
-                 base: dict[str, float | None], params: MeasureParams) -> float | None:
-    measured = {k: v for k, v in base.items() if v}
-    if not measured:
-        return None
-    worst = 0.0
+HEIGHT_NAMES = ("anterior", "middle", "posterior")
+
+
+def _frame_heights(body: _CroppedBody, geometry: Geometry, frame: BodyFrame,
+                   params: MeasureParams) -> list[dict[str, float | None]]:
+    """The heights on each perturbed plane (a plane through no body gives no heights)."""
+    out: list[dict[str, float | None]] = []
     for fr in _perturbed_frames(frame, params):
         section = _sample_section(body, geometry, fr, params)
         if not section.mid.any():
-            return 1.0
+            out.append(dict.fromkeys(HEIGHT_NAMES))
+            continue
         post_edge, ant_edge = _robust_edges(section.mid)
-        other = _heights_on_section(_Aligned(fr, section, post_edge, ant_edge), params)
-        for name, value in measured.items():
-            o = other.get(name)
-            worst = max(worst, 1.0 if not o else abs(o - value) / value)
-    return worst
+        out.append(_heights_on_section(_Aligned(fr, section, post_edge, ant_edge), params))
+    return out
+
+
+def _robust(all_heights: list[dict[str, float | None]]
+            ) -> tuple[dict[str, float | None], float | None]:
+    """Per height, the median over the planes (the measurement plane and the perturbed ones),
+    and the instability: the largest median absolute deviation relative to that median (a
+    plane without the height counts as a full deviation). None when nothing was measured."""
+    medians: dict[str, float | None] = {}
+    worst: float | None = None
+    n = len(all_heights)
+    for name in HEIGHT_NAMES:
+        values = [float(v) for h in all_heights if (v := h.get(name))]
+        if len(values) * 2 <= n:  # measured on at most half the planes: not a height
+            medians[name] = None
+            if values:
+                worst = 1.0
+            continue
+        med = float(np.median(values))
+        medians[name] = round(med * 2) / 2  # the 0.5 mm sampling step
+        devs = [abs(v - med) / med for v in values] + [1.0] * (n - len(values))
+        mad = float(np.median(devs))
+        worst = mad if worst is None else max(worst, mad)
+    return medians, worst
 
 
 def measure_heights(
@@ -355,8 +379,10 @@ def measure_heights(
         return HeightMeasurement(Heights(None, None, None), aligned, 0.0, truncated,
                                  ("mid-sagittal section empty",))
     heights = _heights_on_section(aligned, params)
-    instability = (_instability(body, geometry, aligned.frame, heights, params)
-                   if stability else None)
+    instability = None
+    if stability:
+        heights, instability = _robust(
+            [heights, *_frame_heights(body, geometry, aligned.frame, params)])
     depth = (aligned.ant_edge - aligned.post_edge + 1) * params.sample_step_mm
     notes: list[str] = []
     if truncated:
