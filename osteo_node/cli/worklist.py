@@ -87,7 +87,8 @@ def add_parser(subparsers: Any) -> None:
     _db_args(push)
     st = sub.add_parser("set-status", help="change the FLS status of a row")
     st.add_argument("row_id", type=int)
-    st.add_argument("status", help="new, contacted, referred or not_indicated")
+    st.add_argument("status", help="new, reviewed, contacted, referred, not_indicated or closed "
+                    "(dicom_sr_templates/fls_worklist.yaml)")
     st.add_argument("--by", required=True, help="who made the change (user name)")
     st.add_argument("--note", default=None)
     _db_args(st)

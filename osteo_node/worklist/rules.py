@@ -25,6 +25,8 @@ class FlsRules:
     positive_min_grade: int
     review_grade: int | None
     statuses: tuple[str, ...]
+    #: the status a row nobody worked on gets when a later analysis is not positive
+    withdrawn_status: str = "not_indicated"
 
     def __post_init__(self) -> None:
         if not 1 <= self.positive_min_grade <= 3:
@@ -33,6 +35,8 @@ class FlsRules:
             raise ValueError("review_grade must be below positive_min_grade")
         if not self.statuses or self.statuses[0] != "new":
             raise ValueError("statuses must start with 'new'")
+        if self.withdrawn_status not in self.statuses:
+            raise ValueError("withdrawn_status must be one of the statuses")
 
 
 @cache
@@ -43,7 +47,8 @@ def load_rules(path: Path | None = None) -> FlsRules:
     return FlsRules(positive_min_grade=flag_min_genant_grade() if positive is None
                     else int(positive),
                     review_grade=None if review is None else int(review),
-                    statuses=tuple(str(s) for s in data["statuses"]))
+                    statuses=tuple(str(s) for s in data["statuses"]),
+                    withdrawn_status=str(data.get("withdrawn_status", "not_indicated")))
 
 
 def max_grade(result: AnalysisResult) -> int | None:

@@ -239,7 +239,7 @@ def withdraw(engine: Engine, output: AnalysisOutput, *, rules: FlsRules | None =
              now: datetime | None = None) -> int | None:
     """A later analysis of a series that is not positive: its row (made by an earlier, e.g.
     partial, generation) leaves the open list if nobody has worked on it yet (status
-    ``new`` -> the last status, e.g. ``not_indicated``, with a note); a row someone has
+    ``new`` -> ``withdrawn_status``, ``not_indicated``, with a note); a row someone has
     already acted on keeps its status and gets the note. Returns the row id, None if none."""
     rules = rules or load_rules()
     r = output.result
@@ -254,7 +254,7 @@ def withdraw(engine: Engine, output: AnalysisOutput, *, rules: FlsRules | None =
             return None
         values: dict[str, Any] = {"status_note": WITHDRAWN_NOTE, "updated_at": now}
         if row.status == rules.statuses[0]:
-            values |= {"status": rules.statuses[-1], "status_changed_at": now,
+            values |= {"status": rules.withdrawn_status, "status_changed_at": now,
                        "status_changed_by": "osteo-node"}
         conn.execute(update(fls_worklist).where(fls_worklist.c.id == row.id).values(values))
     log.info("worklist_row_withdrawn", row_id=row.id, study_uid=r.study_instance_uid,

@@ -74,7 +74,7 @@ def test_readme_worklist_command_lines_parse_with_their_required_options() -> No
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     lines = re.findall(r"`(worklist [^`]+)`", readme)
-    assert {ln.split()[1] for ln in lines} == {"export", "set-status"}, lines
+    assert {ln.split()[1] for ln in lines} == {"export", "push-fhir", "set-status"}, lines
     fill = {"ROW": "1", "STATUS": "contacted", "NAME": "fls.nurse", "URL": "sqlite:///x.db"}
     for line in lines:
         text = line.replace("\\|", "|")
