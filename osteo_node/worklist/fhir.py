@@ -191,6 +191,9 @@ def row_resources(row: WorklistRow, patient_system: str) -> list[tuple[str, dict
         "result": [{"reference": url} for url, _ in observations],
         "conclusion": f"{row.findings_summary}. FLS status: {row.status}. {DISCLAIMER}",
     }
+    if row.vcf_levels:  # a vertebra with Genant grade >= 2: the standard code of the finding
+        report["conclusionCode"] = [{"coding": [coding("vertebral_compression_fracture")],
+                                     "text": f"vertebral compression fracture {row.vcf_levels}"}]
     out.extend(observations)
     out.append((report_ref, report))
     out.append((_urn(row, "task"), _task(row, patient_ref, report_ref)))

@@ -197,6 +197,9 @@ def test_fhir_bundle_is_an_r4_transaction_of_conditional_creates(
     assert patient.birthDate.isostring == "1948-03-12"
     report = by_type["DiagnosticReport"][0]
     assert report.code.coding[0].code == "18748-4"
+    assert rows[0].vcf_levels  # the fixture's T12 is Genant 2: the finding's SNOMED CT code
+    assert [(c.system, c.code) for c in report.conclusionCode[0].coding] == [
+        ("http://snomed.info/sct", "42942008")]
     assert len(report.result) == 3
     urls = {e.fullUrl for e in bundle.entry}
     for ref in [report.subject, *report.imagingStudy, *report.result]:
