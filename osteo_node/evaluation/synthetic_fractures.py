@@ -44,7 +44,11 @@ WEDGE_HINGE = 1 / 6  # fraction of the depth, from the posterior wall, that a we
 RIM = 0.1  # fraction of the depth / width at each side where a biconcave endplate keeps its rim
 MAX_FRACTION = 0.9
 CALIBRATION_TOLERANCE = 0.015  # measured loss within this of the requested one
-CALIBRATION_STEPS = 4
+CALIBRATION_STEPS = 6
+#: largest change of the amplitude per calibration step: a body's measured loss can stall over
+#: a range of amplitudes (a corner lip holding the anterior height), and one long secant step
+#: past it lands in a collapse no real fracture looks like
+MAX_STEP = 0.15
 TUBE_TAPER_MM = 15.0  # the column above a crushed body comes down; tissue beyond blends
 
 
@@ -214,14 +218,17 @@ def calibrated_deform(volume: Volume, labels: NDArray[np.integer], body: NDArray
     def run(amp: float) -> Calibrated:
         vol2, lab2 = deform(volume, labels, body, frame, Deformation(target.kind, amp),
                             target.fill_mm)
-        heights = measure_heights(body_after(lab2), volume.geometry).heights
+        # the deformation's own size: heights on the measurement plane alone (the analysis
+        # then measures the deformed body its own way, seven planes)
+        heights = measure_heights(body_after(lab2), volume.geometry, stability=False).heights
         return Calibrated(vol2, lab2, amp,
                           measured_loss(target.kind, heights, target.posterior_reference))
 
     def error(c: Calibrated) -> float:
         return float("inf") if c.achieved is None else c.achieved - target.loss
 
-    before = measured_loss(target.kind, measure_heights(body, volume.geometry).heights,
+    before = measured_loss(target.kind, measure_heights(body, volume.geometry,
+                                                        stability=False).heights,
                            target.posterior_reference) or 0.0
     # first guess: what is still to lose, as a fraction of what is left
     tries = [run(float(np.clip(1 - (1 - target.loss) / max(1e-3, 1 - before), 0.02,
@@ -234,6 +241,6 @@ def calibrated_deform(volume: Volume, labels: NDArray[np.integer], body: NDArray
             d_amp = last.amplitude - tries[-2].amplitude
             if abs(d_amp) > 1e-4:
                 slope = max(0.2, (error(last) - error(tries[-2])) / d_amp)
-        tries.append(run(float(np.clip(last.amplitude - error(last) / slope, 0.02,
-                                       MAX_FRACTION))))
+        step = float(np.clip(-error(last) / slope, -MAX_STEP, MAX_STEP))
+        tries.append(run(float(np.clip(last.amplitude + step, 0.02, MAX_FRACTION))))
     return min(tries, key=lambda c: abs(error(c)))
