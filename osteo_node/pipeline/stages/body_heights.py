@@ -13,12 +13,12 @@ along the line: a hollow (low-density) or notched mask, or the posterior-wall ga
 basivertebral vein, does not shorten it; a separate fragment does not lengthen it.
 
 The heights are measured again on planes tilted by ``stability_tilt_deg`` (sagittally and
-coronally) and moved by ``stability_shift_mm`` to either side; each reported height is the
-median over these seven planes, so one plane through a gap of the segmentation does not decide
-it. :attr:`HeightMeasurement.instability` is the largest median absolute deviation relative to
-that median: a well-formed body, fractured or not, gives nearly the same heights on every
-plane; a ragged segmentation does not (the CT analysis does not grade a body whose heights are
-unstable: ``quality.max_height_instability``).
+coronally) and moved by ``stability_shift_mm`` to either side.
+:attr:`HeightMeasurement.instability` is the largest median absolute deviation of a height over
+the seven planes, relative to its median: a well-formed body, fractured or not, gives nearly the
+same heights on every plane (one plane through a gap changes nothing); a ragged segmentation
+does not (the CT analysis does not grade a body whose heights are unstable:
+``quality.max_height_instability``). The reported heights are the measurement plane's.
 """
 
 from __future__ import annotations
@@ -333,7 +333,8 @@ def _robust(all_heights: list[dict[str, float | None]]
             ) -> tuple[dict[str, float | None], float | None]:
     """Per height, the median over the planes (the measurement plane and the perturbed ones),
     and the instability: the largest median absolute deviation relative to that median (a
-    plane without the height counts as a full deviation). None when nothing was measured."""
+    plane without the height counts as a full deviation). None when nothing was measured.
+    (The reported heights are the measurement plane's; the medians only centre the spread.)"""
     medians: dict[str, float | None] = {}
     worst: float | None = None
     n = len(all_heights)
@@ -381,7 +382,7 @@ def measure_heights(
     heights = _heights_on_section(aligned, params)
     instability = None
     if stability:
-        heights, instability = _robust(
+        _, instability = _robust(
             [heights, *_frame_heights(body, geometry, aligned.frame, params)])
     depth = (aligned.ant_edge - aligned.post_edge + 1) * params.sample_step_mm
     notes: list[str] = []
