@@ -103,16 +103,26 @@ def _expected_vertebra_values(v: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+VERTEBRA_GROUP_SUFFIXES = (" heights", " trabecular ROI")  # exporters/sr/vertebra.py
+
+
 def _num_items_by_group(sr_ds: Any) -> dict[str, int]:
-    """Tracking identifier -> number of NUM measurements in that group, read with highdicom
+    """Level (or the image-level identifier) -> number of NUM measurements in its groups (the
+    vertebra's own, its heights and its trabecular-ROI group), read with highdicom
     independently of read_report (an item read_report folds into another key, e.g. a second
     attenuation derivation, shows up as a count mismatch; so does a repeated group)."""
     content: Any = hd.sr.Comprehensive3DSR.from_dataset(sr_ds).content
     groups = [*content.get_volumetric_roi_measurement_groups(),
+              *content.get_planar_roi_measurement_groups(),
               *content.get_image_measurement_groups()]
     idents = [str(g.tracking_identifier) for g in groups]
     assert len(set(idents)) == len(idents), f"repeated measurement group: {idents}"
-    return {ident: len(g.get_measurements()) for ident, g in zip(idents, groups, strict=True)}
+    out: dict[str, int] = {}
+    for ident, g in zip(idents, groups, strict=True):
+        level = next((ident[: -len(sfx)] for sfx in VERTEBRA_GROUP_SUFFIXES
+                      if ident.endswith(sfx)), ident)
+        out[level] = out.get(level, 0) + len(g.get_measurements())
+    return out
 
 
 def _expected_comments(analysis: dict[str, Any]) -> list[str]:
