@@ -4,7 +4,7 @@
 - ``web-user passwd NAME`` / ``web-user remove NAME`` / ``web-user list``
 
 The database comes from ``--config FILE`` (storage.database_url) or ``--db URL``; the table is
-created when missing. Passwords are never echoed or logged.
+tables created when missing. Passwords are never echoed or logged.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def _password(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from osteo_node.config import ConfigError, load_settings
-    from osteo_node.store.db import METADATA, make_engine
+    from osteo_node.store.db import make_engine
     from osteo_node.web import users
+    from osteo_node.web.schema import create_web_tables
 
     try:
         url = args.db or load_settings(args.config).storage.database_url
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     engine = make_engine(url)
     try:
-        METADATA.create_all(engine, tables=[users.web_users], checkfirst=True)
+        create_web_tables(engine)
         cmd = args.web_user_command
         if cmd == "list":
             for u in users.list_users(engine):

@@ -42,6 +42,8 @@ from osteo_node.config.values import (
     db_url,
     existing_file,
     factory_ref,
+    http_url,
+    http_url_template,
     int_in,
     ip_address,
     ip_list,
@@ -51,6 +53,7 @@ from osteo_node.config.values import (
     path_under,
     positive_float,
     uid_root,
+    uri,
 )
 
 __all__ = [
@@ -109,38 +112,16 @@ def _read_results(top: Reader) -> ResultsSettings:
     return results
 
 
-def _uri(v: Any) -> str | None:
-    text = optional_str(v)
-    if text is not None and not (text.startswith(("http://", "https://", "urn:"))):
-        raise ValueError("must be a URI (http://, https:// or urn:)")
-    return text
-
-
-def _http_url(v: Any) -> str | None:
-    text = optional_str(v)
-    if text is not None and not text.startswith(("http://", "https://")):
-        raise ValueError("must be an http:// or https:// URL")
-    return None if text is None else text.rstrip("/")
-
-
 def _read_fhir(top: Reader, base: Path) -> FhirSettings:
     f = top.section("fhir")
     fhir = FhirSettings(
-        base_url=f.get("base_url", None, _http_url),
-        patient_identifier_system=f.get("patient_identifier_system", None, _uri),
+        base_url=f.get("base_url", None, http_url),
+        patient_identifier_system=f.get("patient_identifier_system", None, uri),
         token_file=f.get("token_file", None, path_under(base)),
         timeout_s=f.get("timeout_s", 30.0, positive_float),
     )
     f.finish()
     return fhir
-
-
-def _http_url_template(v: Any) -> str | None:
-    text = optional_str(v)
-    if text is not None and (not text.startswith(("http://", "https://"))
-                             or "{study_uid}" not in text):
-        raise ValueError("must be an http(s) URL containing {study_uid}")
-    return text
 
 
 def _read_web(top: Reader, base: Path) -> WebSettings:
@@ -153,7 +134,7 @@ def _read_web(top: Reader, base: Path) -> WebSettings:
         session_seconds=w.get("session_seconds", 8 * 3600, int_in(60, 7 * 24 * 3600)),
         tls_certificate=w.get("tls_certificate", None, existing_file(base)),
         tls_private_key=w.get("tls_private_key", None, existing_file(base)),
-        viewer_url=w.get("viewer_url", None, _http_url_template),
+        viewer_url=w.get("viewer_url", None, http_url_template),
         trusted_user_header=w.get("trusted_user_header", None, optional_str),
         trusted_proxies=tuple(w.get("trusted_proxies", [], ip_list)),
     )

@@ -143,3 +143,25 @@ def one_of(v: Any, allowed: tuple[str, ...]) -> str:
     if s not in allowed and s.upper() not in allowed:
         raise ValueError(f"must be one of {', '.join(allowed)}")
     return s.upper() if s.upper() in allowed else s
+
+
+def uri(v: Any) -> str | None:
+    text = optional_str(v)
+    if text is not None and not (text.startswith(("http://", "https://", "urn:"))):
+        raise ValueError("must be a URI (http://, https:// or urn:)")
+    return text
+
+
+def http_url(v: Any) -> str | None:
+    text = optional_str(v)
+    if text is not None and not text.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return None if text is None else text.rstrip("/")
+
+
+def http_url_template(v: Any) -> str | None:
+    text = optional_str(v)
+    if text is not None and (not text.startswith(("http://", "https://"))
+                             or "{study_uid}" not in text):
+        raise ValueError("must be an http(s) URL containing {study_uid}")
+    return text

@@ -1,5 +1,5 @@
-"""Create every table the node's processes use (index, jobs, outbox, FLS worklist, web users),
-idempotently."""
+"""Create every table the node's processes use (index, jobs, outbox, FLS worklist),
+idempotently (the web application creates its own: ``web.schema``)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,9 @@ def create_node_tables(engine: Engine) -> None:
     from osteo_node.queue.jobs import jobs
     from osteo_node.store.db import METADATA
     from osteo_node.store.index import create_tables as create_index_tables
-    from osteo_node.web.audit import web_audit
-    from osteo_node.web.users import web_users
     from osteo_node.worklist.store import create_tables as create_worklist_tables
 
     create_index_tables(engine)
     METADATA.create_all(engine, tables=[jobs], checkfirst=True)
     create_outbox_tables(engine)
     create_worklist_tables(engine)
-    METADATA.create_all(engine, tables=[web_users, web_audit], checkfirst=True)

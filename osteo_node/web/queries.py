@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Select, String, cast, func, or_, select
 
-from osteo_node.worklist.store import WorklistRow, _row, fls_worklist
+from osteo_node.worklist.store import WorklistRow, fls_worklist, row_from_mapping
 
 SORTABLE = {
     "created": fls_worklist.c.created_at, "study_date": fls_worklist.c.study_date,
@@ -115,7 +115,7 @@ def worklist_page(engine: Engine, q: WorklistQuery) -> WorklistPage:
         total = int(conn.execute(select(func.count()).select_from(base.subquery())).scalar_one())
         rows = conn.execute(base.order_by(order, fls_worklist.c.id.desc())
                             .limit(q.per_page).offset((q.page - 1) * q.per_page)).mappings()
-        return WorklistPage([_row(m) for m in rows], total, q)
+        return WorklistPage([row_from_mapping(m) for m in rows], total, q)
 
 
 def all_rows(engine: Engine, q: WorklistQuery, limit: int = 100_000) -> list[WorklistRow]:
@@ -125,14 +125,14 @@ def all_rows(engine: Engine, q: WorklistQuery, limit: int = 100_000) -> list[Wor
     with engine.connect() as conn:
         rows = conn.execute(_filtered(q).order_by(order, fls_worklist.c.id.desc())
                             .limit(limit)).mappings()
-        return [_row(m) for m in rows]
+        return [row_from_mapping(m) for m in rows]
 
 
 def get_row(engine: Engine, row_id: int) -> WorklistRow | None:
     with engine.connect() as conn:
         m = conn.execute(select(fls_worklist).where(fls_worklist.c.id == row_id)).mappings()
         one = m.first()
-    return _row(one) if one is not None else None
+    return row_from_mapping(one) if one is not None else None
 
 
 def sc_files(engine: Engine, outbox_dir: Path, row: WorklistRow) -> list[Path]:

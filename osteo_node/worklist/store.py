@@ -148,7 +148,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
-def _row(m: Any) -> WorklistRow:
+def row_from_mapping(m: Any) -> WorklistRow:
     d = dict(m)
     for k in ("created_at", "updated_at", "status_changed_at"):
         d[k] = _utc(d[k])
@@ -279,7 +279,7 @@ def set_status(engine: Engine, row_id: int, status: str, *, changed_by: str,
         if res.rowcount != 1:
             raise WorklistError(f"no worklist row {row_id}")
         row = conn.execute(select(fls_worklist).where(fls_worklist.c.id == row_id)).mappings()
-        out = _row(row.one())
+        out = row_from_mapping(row.one())
     log.info("worklist_status", row_id=row_id, status=status)
     return out
 
@@ -298,4 +298,4 @@ def list_rows(engine: Engine, *, since: date | datetime | None = None,
     if statuses:
         q = q.where(fls_worklist.c.status.in_(list(statuses)))
     with engine.connect() as conn:
-        return [_row(m) for m in conn.execute(q).mappings()]
+        return [row_from_mapping(m) for m in conn.execute(q).mappings()]
