@@ -56,8 +56,8 @@ class HeightMeasurement:
     notes: tuple[str, ...] = ()
     #: where each height was measured (on the mid-plane, its length = the reported height)
     lines: tuple[HeightLine, ...] = ()
-    #: largest change of a height on the perturbed measurement planes, relative to its value on
-    #: the measurement plane (1.0 when a height vanishes there); None when not measured
+    #: the largest relative median absolute deviation of a height over the measurement plane
+    #: and the six perturbed ones (see the module docstring); None when not checked
     instability: float | None = None
 
 
@@ -80,19 +80,15 @@ _IN_PLANE[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
 
 def _keep_centre_piece(filled: NDArray[np.bool_], centre_row: int) -> NDArray[np.bool_]:
     """Per plane of ``filled`` [w, v, u], only the piece crossing the centre row most (else
-    the largest)."""
-    lab, n = ndimage.label(filled, structure=_IN_PLANE)
-    if n <= len(filled):  # at most one piece per plane: nothing to drop
-        counts = [len(np.unique(lab[w][lab[w] > 0])) for w in range(len(filled))]
-        if max(counts, default=0) <= 1:
-            return filled
-    out = np.zeros_like(filled)
-    for w in range(len(filled)):
-        plane = lab[w]
+    the largest); a plane of one piece stays as it is."""
+    lab, _ = ndimage.label(filled, structure=_IN_PLANE)
+    out = filled.copy()
+    for w, plane in enumerate(lab):
+        pieces = np.unique(plane[plane > 0])
+        if pieces.size <= 1:
+            continue
         ids = plane[centre_row][plane[centre_row] > 0]
-        pool = ids if ids.size else plane[plane > 0]
-        if pool.size:
-            out[w] = plane == int(np.bincount(pool).argmax())
+        out[w] = plane == int(np.bincount(ids if ids.size else plane[plane > 0]).argmax())
     return out
 
 
@@ -329,28 +325,23 @@ def _frame_heights(body: _CroppedBody, geometry: Geometry, frame: BodyFrame,
     return out
 
 
-def _robust(all_heights: list[dict[str, float | None]]
-            ) -> tuple[dict[str, float | None], float | None]:
-    """Per height, the median over the planes (the measurement plane and the perturbed ones),
-    and the instability: the largest median absolute deviation relative to that median (a
-    plane without the height counts as a full deviation). None when nothing was measured.
-    (The reported heights are the measurement plane's; the medians only centre the spread.)"""
-    medians: dict[str, float | None] = {}
+def _instability(all_heights: list[dict[str, float | None]]) -> float | None:
+    """The largest relative median absolute deviation of a height over the planes (a plane
+    without the height counts as a full deviation; a height on at most half the planes: 1.0);
+    None when nothing was measured."""
     worst: float | None = None
     n = len(all_heights)
     for name in HEIGHT_NAMES:
         values = [float(v) for h in all_heights if (v := h.get(name))]
-        if len(values) * 2 <= n:  # measured on at most half the planes: not a height
-            medians[name] = None
+        if len(values) * 2 <= n:
             if values:
                 worst = 1.0
             continue
         med = float(np.median(values))
-        medians[name] = round(med * 2) / 2  # the 0.5 mm sampling step
         devs = [abs(v - med) / med for v in values] + [1.0] * (n - len(values))
         mad = float(np.median(devs))
         worst = mad if worst is None else max(worst, mad)
-    return medians, worst
+    return worst
 
 
 def measure_heights(
@@ -380,10 +371,8 @@ def measure_heights(
         return HeightMeasurement(Heights(None, None, None), aligned, 0.0, truncated,
                                  ("mid-sagittal section empty",))
     heights = _heights_on_section(aligned, params)
-    instability = None
-    if stability:
-        _, instability = _robust(
-            [heights, *_frame_heights(body, geometry, aligned.frame, params)])
+    instability = (_instability([heights, *_frame_heights(body, geometry, aligned.frame, params)])
+                   if stability else None)
     depth = (aligned.ant_edge - aligned.post_edge + 1) * params.sample_step_mm
     notes: list[str] = []
     if truncated:
