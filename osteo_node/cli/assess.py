@@ -1,16 +1,22 @@
 """``osteo-node assess [--fhir BUNDLE.json | --fhir-url URL --patient ID] [--dxa FILE]
-[--imaging ANALYSIS.json] --json OUT [--html PAGE.html]``.
+[--imaging ANALYSIS.json] --json OUT [--html PAGE.html]
+[--worklist --by NAME (--config FILE | --db URL) [--study-uid UID]]``.
 
 Builds one patient-level assessment (DXA interpretation, QFracture-2012 risk, risk factors,
 pathological-fracture red flags) and writes it as JSON (schema: issue 5; keys ``patient``,
 ``dxa``, ``risk_factors``, ``risk``, ``red_flags``, ``summary`` plus extras). ``--json -`` prints
-to stdout; ``--html`` also writes a read-only page of the assessment (the dashboard view, see
-``osteo-node dashboard``). Problems with the inputs are listed under ``messages`` and on stderr.
+to stdout; ``--html`` also writes a static page of the assessment (the web application's study
+page section, see ``osteo-node dashboard``). ``--worklist`` also stores it in the node's
+database against its study (the ``--imaging`` analysis' Study Instance UID, or ``--study-uid``),
+with who stored it (``--by``) and when: the FLS web application shows it on that study's page
+and its risk category on the worklist. Problems with the inputs are listed under ``messages``
+and on stderr.
 Every computed QFracture-2012 risk carries ClinRisk Ltd.'s disclaimer (``risk.disclaimer``, also
 in the summary and on the page, as their licence requires) and, in ``risk.notes``, the caveat
 that its categories apply CAROC / NOF cut-offs to QFracture. The CT density is named at the
 level the analysis measured it (``imaging.density_level``, which may be a fallback to L1).
-Exit status: 0 written, 2 an input could not be read at all.
+Exit status: 0 written, 2 an input could not be read at all or the assessment could not be
+stored (no study to store it against, database not reachable).
 """
 
 from __future__ import annotations
@@ -43,7 +49,15 @@ def add_parser(subparsers: Any) -> None:
                    default="unknown", help="menopausal status (default: age < 50 as proxy)")
     p.add_argument("--timeout", type=float, default=10.0, help="FHIR server timeout (s)")
     p.add_argument("--json", dest="json_out", required=True, help="output file, or - for stdout")
-    p.add_argument("--html", type=Path, help="also write a read-only HTML page of the assessment")
+    p.add_argument("--html", type=Path, help="also write a static HTML page of the assessment")
+    w = p.add_argument_group("storing it for the FLS web application")
+    w.add_argument("--worklist", action="store_true",
+                   help="store the assessment against its study in the node's database")
+    w.add_argument("--by", help="who stores it (required with --worklist; recorded)")
+    w.add_argument("--study-uid", help="the study (default: the --imaging analysis' study)")
+    db = w.add_mutually_exclusive_group()
+    db.add_argument("--config", help="node YAML configuration (uses storage.database_url)")
+    db.add_argument("--db", help="SQLAlchemy database URL, e.g. sqlite:///var/osteo_node.db")
     p.set_defaults(func=run)
 
 
@@ -122,21 +136,72 @@ def _write_outputs(args: argparse.Namespace, doc: dict[str, Any]) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n", encoding="utf-8")
     if args.html:
-        from osteo_node.clinical.dashboard import render_dashboard
+        from osteo_node.web.assessment_export import render_assessments
 
         args.html.parent.mkdir(parents=True, exist_ok=True)
-        args.html.write_text(render_dashboard([doc]), encoding="utf-8")
+        args.html.write_text(render_assessments([doc]), encoding="utf-8")
+
+
+def _check_worklist_args(args: argparse.Namespace) -> None:
+    if not args.worklist:
+        if args.by or args.study_uid or args.config or args.db:
+            raise _InputError("--by, --study-uid, --config and --db go with --worklist")
+        return
+    if not (args.by or "").strip():
+        raise _InputError("--worklist needs --by NAME (who stores the assessment)")
+    if not (args.config or args.db):
+        raise _InputError("--worklist needs --config FILE or --db URL")
+
+
+def _store(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    """The assessment into the node's database, against its study (``--worklist``)."""
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from osteo_node.config import ConfigError, load_settings
+    from osteo_node.store.db import make_engine
+    from osteo_node.store.schema import create_node_tables
+    from osteo_node.worklist import assessments
+    from osteo_node.worklist.store import fls_worklist
+
+    try:
+        url = args.db or load_settings(args.config).storage.database_url
+    except ConfigError as exc:
+        raise _InputError(str(exc)) from exc
+    engine = make_engine(url)
+    try:
+        create_node_tables(engine)
+        stored = assessments.store(engine, doc, stored_by=args.by, study_uid=args.study_uid)
+        with engine.connect() as conn:
+            rows = conn.execute(select(func.count()).where(
+                fls_worklist.c.study_instance_uid == stored.study_instance_uid)).scalar_one()
+    except assessments.AssessmentError as exc:
+        raise _InputError(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise _InputError(f"cannot store the assessment: {type(exc).__name__}") from exc
+    finally:
+        engine.dispose()
+    print(f"assessment {stored.id} stored for study {stored.study_instance_uid}"
+          + ("" if rows else " (no worklist row for it yet: it shows when the study is flagged)"),
+          file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     from osteo_node.clinical.assessment import build_assessment
 
     try:
+        _check_worklist_args(args)
         record = _read_record(args)
         dxa = _read_dxa(args)
         analysis = _read_imaging(args)
     except _InputError as exc:
         return _fail(str(exc))
     assessment = build_assessment(record, dxa, analysis, args.menopause)
-    _write_outputs(args, assessment.to_json())
+    doc = assessment.to_json()
+    _write_outputs(args, doc)
+    if args.worklist:
+        try:
+            _store(args, doc)
+        except _InputError as exc:
+            return _fail(str(exc))
     return 0

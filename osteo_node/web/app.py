@@ -41,6 +41,7 @@ from osteo_node.web.queries import (
     sc_files,
     worklist_page,
 )
+from osteo_node.worklist import assessments
 from osteo_node.worklist import store as worklist_store
 from osteo_node.worklist.rules import load_rules
 
@@ -104,8 +105,7 @@ class Handlers:
     def __init__(self, ctx: WebContext) -> None:
         self.ctx = ctx
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
-        self.templates.env.globals.update(age_sex=display.age_sex, triggers=display.triggers,
-                                          study_date=display.study_date)
+        self.templates.env.globals.update(display.template_globals())
         self.rules = load_rules()
         self.statuses = tuple(self.rules.statuses)
 
@@ -176,8 +176,10 @@ class Handlers:
         except QueryError as exc:
             raise HTTPException(400, str(exc)) from exc
         result = worklist_page(self.ctx.engine, query)
+        risks = assessments.risk_categories(self.ctx.engine,
+                                            [r.study_instance_uid for r in result.rows])
         return self.page(request, "worklist.html", result=result, statuses=self.statuses,
-                         params=dict(request.query_params))
+                         params=dict(request.query_params), risks=risks)
 
     async def row_page(self, request: Request) -> Response:
         user = self.require(request, "viewer")
@@ -190,7 +192,9 @@ class Handlers:
         audit.record(self.ctx.engine, user.name, "view_row", row_id)
         has_sc = self.ctx.outbox_dir is not None and bool(
             sc_files(self.ctx.engine, self.ctx.outbox_dir, row))
+        stored = assessments.latest(self.ctx.engine, [row.study_instance_uid])
         return self.page(request, "row.html", row=row,
+                         assessment=stored.get(row.study_instance_uid),
                          vertebrae=json.loads(row.vertebrae_json or "[]"),
                          statuses=self.statuses, can_edit=user.can("editor"), has_sc=has_sc,
                          viewer_link=(self.ctx.viewer_url.replace("{study_uid}",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from osteo_node.worklist.store import WorklistRow
 
 
@@ -31,3 +34,43 @@ def triggers(row: WorklistRow) -> list[str]:
 def study_date(row: WorklistRow) -> str:
     d = row.study_date
     return f"{d[:4]}-{d[4:6]}-{d[6:]}" if len(d) == 8 else (d or "-")
+
+
+#: DXA sites as the pages name them (the assessment's keys: ``clinical.assessment.SITE_ORDER``)
+SITE_LABELS = {"lumbar_spine": "Lumbar spine", "femoral_neck": "Femoral neck",
+               "total_hip": "Total hip", "radius_33": "33 % radius (forearm)"}
+
+
+def site_label(site: object) -> str:
+    return SITE_LABELS.get(str(site), str(site))
+
+
+def words(value: object) -> str:
+    """``low_bone_mass`` -> ``low bone mass``; None -> ``-``."""
+    return "-" if value is None else str(value).replace("_", " ")
+
+
+def score(value: object) -> str:
+    """A T- or Z-score or a percentage with one decimal (``-2.7``); ``-`` when absent."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.1f}"
+    return "-"
+
+
+def model_disclaimers(docs: Iterable[Mapping[str, Any] | None]) -> list[tuple[str, str]]:
+    """The risk models' required disclaimers (e.g. ClinRisk's for QFracture) of the
+    assessments on a page, each model's once, as (model, text)."""
+    seen: dict[str, str] = {}
+    for doc in docs:
+        risk = (doc or {}).get("risk") or {}
+        text = risk.get("disclaimer") if isinstance(risk, Mapping) else None
+        if text:
+            seen.setdefault(str(risk.get("model") or "risk model"), str(text))
+    return list(seen.items())
+
+
+def template_globals() -> dict[str, Any]:
+    """What the templates call (the web application's and the static export's)."""
+    return {"age_sex": age_sex, "triggers": triggers, "study_date": study_date,
+            "site_label": site_label, "words": words, "score": score,
+            "model_disclaimers": model_disclaimers}

@@ -1,4 +1,5 @@
-"""Read-only dashboard page from patient assessments (the same object the SR and worklist use)."""
+"""``osteo-node dashboard`` / ``assess --html``: the static export of patient assessments, made
+with the web application's own study-page template (the same object the SR and worklist use)."""
 
 from __future__ import annotations
 
@@ -11,52 +12,57 @@ import pytest
 
 from osteo_node.cli.main import main
 from osteo_node.clinical.assessment import build_assessment
-from osteo_node.clinical.dashboard import render_dashboard
 from osteo_node.clinical.fhir_intake import record_from_resources
+from osteo_node.web.assessment_export import render_assessments
 from tests.clinical import fhir_data as fd
 
 TODAY = date(2026, 11, 22)
+CLINRISK = "wrong patients being given the wrong treatment"  # from ClinRisk's disclaimer
 
 
-class _Table(HTMLParser):
-    """Collects the text of each table row and checks every opened tag is closed."""
+class _Page(HTMLParser):
+    """Collects the text of each patient section and checks every opened tag is closed."""
 
-    VOID = frozenset({"br", "meta"})
+    VOID = frozenset({"br", "meta", "link", "img", "input"})
 
     def __init__(self) -> None:
         super().__init__()
-        self.rows: list[str] = []
-        self.row_classes: list[str | None] = []
+        self.patients: list[str] = []
+        self.classes: list[str] = []
         self.stack: list[str] = []
-        self._in_row = False
+        self._depth: int | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag not in self.VOID:
-            self.stack.append(tag)
-        if tag == "tr":
-            self.rows.append("")
-            self.row_classes.append(dict(attrs).get("class"))
-            self._in_row = True
         if tag == "script":
             raise AssertionError("the page must not contain script")
+        if tag in ("link", "img") or any(k in ("src", "href") for k, _ in attrs):
+            raise AssertionError(f"the export must be self-contained: <{tag} {attrs}>")
+        if tag in self.VOID:
+            return
+        self.stack.append(tag)
+        cls = dict(attrs).get("class") or ""
+        if tag == "section" and "patient" in cls.split():
+            self.patients.append("")
+            self.classes.append(cls)
+            self._depth = len(self.stack)
 
     def handle_endtag(self, tag: str) -> None:
         assert self.stack and self.stack[-1] == tag, (tag, self.stack)
+        if self._depth == len(self.stack):
+            self._depth = None
         self.stack.pop()
-        if tag == "tr":
-            self._in_row = False
 
     def handle_data(self, data: str) -> None:
-        if self._in_row:
-            self.rows[-1] += data
+        if self._depth is not None:
+            self.patients[-1] += data
 
 
-def _parse(page: str) -> _Table:
-    t = _Table()
-    t.feed(page)
-    t.close()
-    assert t.stack == []
-    return t
+def _parse(page: str) -> _Page:
+    p = _Page()
+    p.feed(page)
+    p.close()
+    assert p.stack == []
+    return p
 
 
 def _docs() -> list[dict]:
@@ -67,24 +73,25 @@ def _docs() -> list[dict]:
 
 def test_page_lists_assessments_red_flags_first_with_their_values() -> None:
     steroid, myeloma = _docs()
-    table = _parse(render_dashboard([steroid, myeloma]))
-    header, first, second = table.rows
-    assert "Red flags" in header
-    # the myeloma patient has red flags: first row, highlighted, with the action
-    assert table.row_classes[1] == "flagged" and table.row_classes[2] is None
+    page = _parse(render_assessments([steroid, myeloma]))
+    first, second = page.patients
+    # the myeloma patient has red flags: first, highlighted, with the action
+    assert "flagged" in page.classes[0] and "flagged" not in page.classes[1]
     assert "71 / male" in first and "myeloma" in first.lower()
     assert "consider MRI / oncology work-up" in first
     assert "68 / female" in second
     major, hip = steroid["risk"]["major_fracture_10y"], steroid["risk"]["hip_fracture_10y"]
-    assert f"major {major:.1f}%" in second and f"hip {hip:.1f}%" in second
+    assert f"major osteoporotic fracture {major:.1f} %" in second
+    assert f"hip fracture {hip:.1f} %" in second
     assert "high risk" in second and "glucocorticoid" in second.lower()
+    assert "no DXA results" in second and "no imaging analysis" in second
 
 
 def test_values_are_escaped() -> None:
     doc = _docs()[0]
     doc["risk_factors"].append({"code": "x", "label": "<script>alert(1)</script>",
                                 "source": "fhir", "detail": None})
-    page = render_dashboard([doc])
+    page = render_assessments([doc])
     assert "<script>" not in page and "&lt;script&gt;" in page
     _parse(page)
 
@@ -98,7 +105,7 @@ def test_cli_assess_html_and_dashboard(tmp_path: Path, capsys: pytest.CaptureFix
         page = tmp_path / f"{name}.html"
         assert main(["assess", "--fhir", str(bundle), "--json", str(out),
                      "--html", str(page)]) == 0
-        assert len(_parse(page.read_text(encoding="utf-8")).rows) == 2  # header + patient
+        assert len(_parse(page.read_text(encoding="utf-8")).patients) == 1
         files.append(out)
     broken = tmp_path / "broken.json"
     broken.write_text("{not json", encoding="utf-8")
@@ -108,29 +115,28 @@ def test_cli_assess_html_and_dashboard(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["dashboard", *map(str, [*files, broken, other]), "--html", str(html)]) == 0
     err = capsys.readouterr().err
     assert "broken.json: not readable JSON" in err and "other.json: not an osteo-node" in err
-    rows = _parse(html.read_text(encoding="utf-8")).rows
-    assert len(rows) == 3 and "male" in rows[1]
+    patients = _parse(html.read_text(encoding="utf-8")).patients
+    assert len(patients) == 2 and " / male" in patients[0]
     assert main(["dashboard", str(broken), "--html", str(tmp_path / "x.html")]) == 2
 
 
-def test_clinrisk_disclaimer_beside_every_qfracture_risk_and_the_category_caveat() -> None:
-    """The summary and the dashboard row show ClinRisk's disclaimer with the QFracture risk
-    (their licence term); a row without a computed risk does not; the page states that the
-    categories are CAROC / NOF cut-offs applied to QFracture."""
+def test_clinrisk_disclaimer_once_per_page_and_the_category_caveat() -> None:
+    """ClinRisk's disclaimer (their licence term for QFracture risks) is on every page that
+    shows a QFracture risk, once however many risks it shows, and not on a page without one;
+    the page states that the categories are CAROC / NOF cut-offs applied to QFracture."""
     steroid, myeloma = _docs()
     disclaimer = steroid["risk"]["disclaimer"]
-    assert disclaimer and "wrong patients being given the wrong treatment" in disclaimer
+    assert disclaimer and CLINRISK in disclaimer
     assert f"ClinRisk Ltd. disclaimer for QFracture-2012: {disclaimer}" in steroid["summary"]
     assert myeloma["risk"]["disclaimer"] == disclaimer  # every computed risk carries it
     no_bmi = build_assessment(record_from_resources(
         [fd.patient("p", "male", "1950-01-01")], today=TODAY)).to_json()
     assert no_bmi["risk"]["major_fracture_10y"] is None and no_bmi["risk"]["disclaimer"] is None
     assert "ClinRisk" not in no_bmi["summary"]
-    page = render_dashboard([steroid, no_bmi])
-    table = _parse(page)
-    row = next(r for r in table.rows if "68 / female" in r)
-    risk_cell = row[row.index("QFracture-2012: major"):row.index("glucocorticoid")]
-    assert f"ClinRisk Ltd. disclaimer: {disclaimer}" in risk_cell
-    other = next(r for r in table.rows if " / male" in r)
-    assert "ClinRisk Ltd. disclaimer" not in other
+    page = render_assessments([steroid, myeloma, no_bmi])
+    assert page.count(CLINRISK) == 1 and page.count("Decision support") == 1
     assert "CAROC" in page and "applied to QFracture-2012" in page
+    parsed = _parse(page)
+    alone = next(p for p in parsed.patients if "/ male" in p and "myeloma" not in p.lower())
+    assert "not computed" in alone and "missing: bmi" in alone and "low risk" not in alone
+    assert CLINRISK not in render_assessments([no_bmi])

@@ -122,12 +122,16 @@ def test_worklist_filters_sorts_pages_and_says_not_assessed(
         r = client.get(bad)
         assert r.status_code == 400, bad
         assert "Traceback" not in r.text
-    # a row whose fractures were not assessed is never shown as "no fracture"
+    # a row whose fractures were not assessed is never shown as "no fracture" (nor is a
+    # study without a stored DXA / clinical-risk assessment shown as a risk: its risk cell)
+    na = '<span class="na">not assessed</span>'
+    assert client.get("/?sort=created").text.count(na) == 25  # the risk cells
     engine_row = store.list_rows(engine)[-1]  # the newest: first on the page
     with engine.begin() as conn:
         conn.execute(store.fls_worklist.update().where(store.fls_worklist.c.id == engine_row.id)
                      .values(max_genant_grade=None))
-    assert "not assessed" in client.get("/?sort=created").text
+    page_text = client.get("/?sort=created").text
+    assert page_text.count(na) == 26 and "none ≥ G2" not in page_text
 
 
 def test_row_page_and_status_workflow_with_roles_and_csrf(
