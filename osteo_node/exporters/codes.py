@@ -21,8 +21,8 @@ from osteo_node.pipeline.results import relative_index
 from osteo_node.resources import resource_path
 
 ENV_DIR = "OSTEO_SR_TEMPLATES"
-SECTIONS = ("vertebrae", "concepts", "units", "genant_grades", "morphologies", "yes_no",
-            "contrast_phases")
+SECTIONS = ("vertebrae", "concepts", "units", "height_positions", "genant_grades",
+            "morphologies", "yes_no", "contrast_phases")
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,11 @@ class CodeBook:
 
     def unit(self, key: str) -> CodedConcept:
         return self.get("units", key).concept()
+
+    def height_position(self, name: str) -> CodedConcept:
+        """Topographical modifier saying which vertebral body height (anterior / middle /
+        posterior) a (121207, DCM, "Height") measurement is."""
+        return self.get("height_positions", name).concept()
 
     def vertebra(self, level: str) -> CodedConcept:
         """SNOMED CT code of a level; the generic "Vertebra" for a relative label (V1..Vn)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -119,6 +120,69 @@ def test_sr_values_equal_result(objects: dict[str, ExportedObject],
     assert parsed.algorithm_name == result.model.name
     assert parsed.algorithm_version == result.model.version
     assert f"sha256={result.model.sha256}" in parsed.algorithm_parameters
+
+
+def _codes_used(ds: Any) -> set[tuple[str, str, str]]:
+    """(scheme, value, meaning) of every coded entry anywhere in the dataset."""
+    out: set[tuple[str, str, str]] = set()
+    for elem in ds.iterall():
+        if elem.VR == "SQ":
+            for item in elem.value:
+                if "CodeValue" in item and "CodingSchemeDesignator" in item:
+                    out.add((str(item.CodingSchemeDesignator), str(item.CodeValue),
+                             str(item.get("CodeMeaning", ""))))
+    return out
+
+
+def _plain(meaning: str) -> str:
+    return re.sub(r" \([a-z /]+\)$", "", meaning).casefold()
+
+
+def test_sr_uses_standard_codes_where_they_exist(objects: dict[str, ExportedObject],
+                                                 ct20_output: AnalysisOutput) -> None:
+    """Heights are (121207, DCM, "Height") with an Anterior / Middle / Posterior topographical
+    modifier of the finding site, not private codes; every SCT / DCM / NCIt / RADLEX
+    code the SR uses is in DICOM's dictionary (PS3.16 as shipped in pydicom) with the same
+    meaning, apart from the codes.yaml entries marked external; 99OSTEO only for the
+    documented private concepts."""
+    from pydicom.sr._concepts_dict import concepts
+
+    from osteo_node.exporters import codes
+
+    book = codes.load()
+    ds = objects["sr"].dataset
+    used = _codes_used(ds)
+    external = {(e.scheme, e.value) for _, _, e in book.all_entries() if e.checked == "external"}
+    for scheme, value, meaning in used:
+        if scheme not in ("SCT", "DCM", "NCIt", "RADLEX") \
+                or (scheme, value) in external:
+            continue
+        # highdicom writes some meanings in title case ("Source Series for Segmentation") or
+        # without the SNOMED semantic tag ("Source" for "Source (attribute)"); codes.yaml's
+        # own meanings are compared exactly in test_codes.py
+        meanings = {_plain(d[value][0]) for d in concepts.get(scheme, {}).values()
+                    if value in d}
+        assert _plain(meaning) in meanings, (scheme, value, meaning, meanings)
+    private = {v for s, v, _ in used if s == book.private_scheme.designator}
+    allowed = {e.value for _, _, e in book.all_entries()
+               if e.scheme == book.private_scheme.designator}
+    assert private and private <= allowed
+    assert not private & {"HA", "HM", "HP"}  # the old private height codes
+    assert {("DCM", "121207", "Height"), ("SCT", "255549009", "Anterior"),
+            ("NCIt", "C25569", "Middle"), ("SCT", "255551008", "Posterior"),
+            ("SCT", "106233006", "Topographical modifier")} <= used
+    # each vertebra: three heights, told apart by the finding site's topographical modifier
+    sr = hd.sr.Comprehensive3DSR.from_dataset(ds)
+    groups = [g for g in sr.content.get_volumetric_roi_measurement_groups()
+              + sr.content.get_image_measurement_groups()
+              if str(g.tracking_identifier).endswith("heights")]
+    assert len(groups) == len(ct20_output.result.vertebrae)
+    for g in groups:
+        heights = g.get_measurements(name=book.concept("height"))
+        mods = sorted(str(m.finding_sites[0].topographical_modifier.meaning) for m in heights)
+        assert mods == ["Anterior", "Middle", "Posterior"]
+        assert {m.finding_sites[0].value.meaning for m in heights} == \
+            {g.finding_sites[0].value.meaning}
 
 
 def test_sr_groups_reference_seg_segments(objects: dict[str, ExportedObject]) -> None:

@@ -90,10 +90,24 @@ def _all_texts(items: Any, code: CodedConcept) -> list[str]:
     return out
 
 
+def _height_key(m: Any, book: CodeBook) -> str | None:
+    """The key "anterior_height" / "middle_height" / "posterior_height" of a (121207, DCM,
+    "Height") measurement, from the topographical modifier of its finding site; None for any
+    other measurement."""
+    if _code_key(book, "concepts", m.name) != "height":
+        return None
+    for site in m.finding_sites:
+        modifier = site.topographical_modifier
+        if modifier is not None:
+            return f"{_code_key(book, 'height_positions', modifier)}_height"
+    raise KeyError("Height measurement without a topographical modifier (anterior / middle / "
+                   "posterior)")
+
+
 def _measurement_values(group: Any, book: CodeBook) -> dict[str, float]:
     values: dict[str, float] = {}
     for m in group.get_measurements():
-        key = _code_key(book, "concepts", m.name)
+        key = _height_key(m, book) or _code_key(book, "concepts", m.name)
         if key == "attenuation":
             deriv = m.derivation
             key = "hu_mean" if deriv is not None and _code_key(book, "concepts", deriv) == "mean" \
@@ -161,10 +175,6 @@ def _vertebra_level(group: Any, book: CodeBook) -> str:
     return _code_key(book, "vertebrae", site)
 
 
-HEIGHT_NAMES = {"anterior_height": "anterior", "middle_height": "middle",
-                "posterior_height": "posterior"}
-
-
 def _read_vertebra(group: Any, evals: dict[str, Any], book: CodeBook,
                    into: ParsedVertebra | None) -> ParsedVertebra:
     """Merge one of a vertebra's groups (its own, its heights, its trabecular ROI) into
@@ -185,10 +195,10 @@ def _read_vertebra(group: Any, evals: dict[str, Any], book: CodeBook,
     if seg_ref is not None:
         pv.segment_number = int(seg_ref.referenced_segment_numbers[0])
     for m in group.get_measurements():
-        name = HEIGHT_NAMES.get(_code_key(book, "concepts", m.name))
+        key = _height_key(m, book)
         coords = m.referenced_coordinates
-        if name and coords:
-            pv.height_lines[name] = coords[0].value
+        if key and coords:
+            pv.height_lines[key.removesuffix("_height")] = coords[0].value
     roi = getattr(group, "roi", None)
     if roi is not None:
         ref = roi.ContentSequence[0].ReferencedSOPSequence[0]

@@ -30,6 +30,15 @@ from osteo_node.pipeline.results import AnalysisResult
 from osteo_node.pipeline.types import SourceInstance, Volume
 
 
+def coding_schemes(ds: Dataset) -> set[str]:
+    """Every Coding Scheme Designator used anywhere in the dataset (nested sequences too)."""
+    found: set[str] = set()
+    for elem in ds.iterall():
+        if elem.keyword == "CodingSchemeDesignator" and elem.value:
+            found.add(str(elem.value))
+    return found
+
+
 def device_observer(settings: ExportSettings, book: CodeBook) -> hd.sr.ObserverContext:
     """The observer context: osteo-node as the device observer."""
     s = settings
@@ -134,6 +143,9 @@ class MeasurementReportSR:
             institution_name=s.institution_name,
         )
         apply_common(sr, volume, header, s, "sr")
-        scheme = book.private_scheme.identification_item()
-        sr.CodingSchemeIdentificationSequence = DicomSequence([scheme])  # type: ignore[assignment]
+        if book.private_scheme.designator in coding_schemes(sr):
+            # declared only while the SR uses a private code (standard schemes are in PS3.16)
+            scheme = book.private_scheme.identification_item()
+            sr.CodingSchemeIdentificationSequence = DicomSequence(  # type: ignore[assignment]
+                [scheme])
         return sr

@@ -30,6 +30,7 @@ from osteo_node.exporters.sr.content import level_uncertain_evaluation, measurem
 from osteo_node.pipeline.results import HeightLine, RoiOutline, VertebraResult
 from osteo_node.pipeline.types import Geometry, SourceInstance
 
+#: (height position = key of codes.yaml height_positions, key of the parsed values)
 HEIGHT_KEYS = (("anterior", "anterior_height"), ("middle", "middle_height"),
                ("posterior", "posterior_height"))
 
@@ -54,22 +55,26 @@ def _line_coordinates(line: HeightLine, frame_of_reference_uid: str
 
 def height_measurements(v: VertebraResult, book: CodeBook,
                         frame_of_reference_uid: str | None = None) -> list[hd.sr.Measurement]:
-    """The anterior, middle and posterior heights; each with the line it was measured on
-    (TID 320 SCOORD3D POLYLINE, purpose "Source") when the line and the frame of reference are
-    known."""
+    """The anterior, middle and posterior heights: NUM (121207, DCM, "Height") with Finding
+    Site = the vertebra and its Topographical modifier = Anterior / Middle / Posterior (TID 300);
+    each with the line it was measured on (TID 320 SCOORD3D POLYLINE, purpose "Source") when
+    the line and the frame of reference are known."""
     out: list[hd.sr.Measurement] = []
     if v.heights_mm is None:
         return out
     lines = {ln.name: ln for ln in v.height_lines}
-    for attr, key in HEIGHT_KEYS:
+    for attr, _ in HEIGHT_KEYS:
         value = getattr(v.heights_mm, attr)
         if value is None:
             continue
         line = lines.get(attr)
         coords = ([_line_coordinates(line, frame_of_reference_uid)]
                   if line is not None and frame_of_reference_uid else None)
-        out.append(hd.sr.Measurement(name=book.concept(key), value=float(value),
-                                     unit=book.unit("mm"), referenced_coordinates=coords))
+        site = hd.sr.FindingSite(book.vertebra(v.level),
+                                 topographical_modifier=book.height_position(attr))
+        out.append(hd.sr.Measurement(name=book.concept("height"), value=float(value),
+                                     unit=book.unit("mm"), finding_sites=[site],
+                                     referenced_coordinates=coords))
     return out
 
 
