@@ -4,7 +4,8 @@ A real CT (the low-density TPTBox lumbar CT written as an axial DICOM series) go
 node -> analysis -> results in Orthanc and a row on the worklist; then, with the node serving the
 web application on 127.0.0.1, a browser: is refused without signing in, signs in, sees the row,
 filters the worklist, opens the study page with the overlay image the node sent, changes the
-status, and signs out; a form posted without its CSRF token is refused. Screenshots of the
+status, and signs out; a form posted without its CSRF token is refused. The study's DXA and
+clinical-risk assessment (``osteo-node assess --worklist``) is on its page. Screenshots of the
 worklist and the study page are written to test-artifacts/ (docs/images has copies looked at by
 eye).
 """
@@ -85,6 +86,12 @@ def _nurse_session(browser: Any, base: str, engine: Any, artifacts_dir: Path) ->
         "return arguments[0].complete && arguments[0].naturalWidth", img), 20,
         what="overlay image loaded")
     browser.save_screenshot(str(artifacts_dir / "web_study_page.png"))
+    # the stored DXA / clinical-risk assessment, ClinRisk's disclaimer once
+    section = browser.find_element(By.CSS_SELECTOR, "section.assessment")
+    assert "forearm-only osteoporosis" in section.text and "high risk" in section.text
+    assert browser.page_source.count("wrong patients being given the wrong treatment") == 1
+    browser.execute_script("arguments[0].scrollIntoView()", section)
+    browser.save_screenshot(str(artifacts_dir / "web_study_risk.png"))
     Select(browser.find_element(By.NAME, "status")).select_by_value("referred")
     browser.find_element(By.NAME, "note").send_keys("DXA booked")
     browser.find_element(By.CSS_SELECTOR, "form.status button").click()
@@ -96,6 +103,26 @@ def _nurse_session(browser: Any, base: str, engine: Any, artifacts_dir: Path) ->
     wait_until(lambda: browser.current_url.endswith("/login"), 20, what="signed out")
     browser.get(f"{base}/")
     assert browser.current_url.endswith("/login")
+
+
+def _store_assessment(tmp_path: Path, study_uid: str) -> None:
+    """``osteo-node assess --worklist`` for the study: a woman on long-term glucocorticoids,
+    osteoporotic at the 33 % radius only."""
+    import json
+
+    from osteo_node.cli.main import main
+    from tests.clinical import fhir_data as fd
+
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(fd.bundle(fd.steroid_user())), encoding="utf-8")
+    dxa = tmp_path / "dxa.csv"
+    dxa.write_text("site,level,t_score,z_score,bmd_g_cm2,laterality\n"
+                   "lumbar_spine,,-1.3,,,\nfemoral_neck,,-1.9,,,\ntotal_hip,,-1.5,,,\n"
+                   "radius_33,,-2.7,,,\n", encoding="utf-8")
+    assert main(["assess", "--fhir", str(bundle), "--dxa", str(dxa), "--json",
+                 str(tmp_path / "assessment.json"), "--worklist", "--by", "nurse",
+                 "--study-uid", study_uid, "--db",
+                 f"sqlite:///{tmp_path / 'node' / 'node.db'}"]) == 0
 
 
 def test_fls_nurse_works_the_worklist_in_a_real_browser(
@@ -111,6 +138,7 @@ def test_fls_nurse_works_the_worklist_in_a_real_browser(
     rows = store.list_rows(engine)
     assert [r.study_instance_uid for r in rows] == [study_uid], "the study is not on the worklist"
     users.add_user(engine, "nurse", "editor", PASSWORD)
+    _store_assessment(tmp_path, study_uid)
 
     node, _ = start_node_for(tmp_path, orthanc, web)  # the node again, serving the web app
     base = f"http://127.0.0.1:{web_port}"
