@@ -31,6 +31,7 @@ from scipy import ndimage
 from osteo_node.models import OnnxModel
 from osteo_node.pipeline.ct.column import WORKING_MM, SpinalCanal, track_canal
 from osteo_node.pipeline.ct.column_instances import ColumnInstances, find_instances
+from osteo_node.pipeline.ct.disc_profile import BodyRun
 from osteo_node.pipeline.ct.fine_bodies import fine_body_masks, needs_fine_masks
 from osteo_node.pipeline.ct.level_names import (
     VERSE_VALUES,
@@ -90,6 +91,7 @@ class ColumnSegmentation:
     anchor: str = "none"
     timings_s: dict[str, float] = field(default_factory=dict)
     fine_bodies: dict[str, FineMask] = field(default_factory=dict)
+    body_span_mm: dict[str, float] = field(default_factory=dict)
 
 
 def _empty(volume: Volume, model: ModelInfo, note: str, **kw: object) -> ColumnSegmentation:
@@ -264,10 +266,19 @@ class _Named:
     partial: set[str] = field(default_factory=set)
     ribs: dict[str, RibEvidence] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    span_mm: dict[str, float] = field(default_factory=dict)
+
+
+def _span_mm(run: BodyRun, step_mm: float) -> float | None:
+    """Distance between the two disc planes around a body on the column axis (None when one
+    of them is missing: an end of the column)."""
+    if run.lower is None or run.upper is None:
+        return None
+    return (run.upper.z0 - run.lower.z0) * step_mm
 
 
 def _named(inst: ColumnInstances, bodies: list[BodyInstance], assignment: LevelAssignment,
-           ribs: dict[int, RibEvidence]) -> _Named:
+           ribs: dict[int, RibEvidence], step_mm: float) -> _Named:
     out = _Named(np.zeros(len(inst.runs) + 1, dtype=np.uint8), notes=list(assignment.notes))
     for body, name, conf in zip(bodies, assignment.names, assignment.confidence, strict=True):
         if name is None or name in out.levels:
@@ -277,6 +288,9 @@ def _named(inst: ColumnInstances, bodies: list[BodyInstance], assignment: LevelA
         out.confidence[name] = round(conf * (0.9 if body.touches_fov else 1.0), 3)
         out.body_conf[name] = round(inst.body_probability[body.label - 1], 3)
         out.ribs[name] = ribs.get(body.label, RibEvidence(0, 0))
+        span = _span_mm(inst.runs[body.label - 1], step_mm)
+        if span is not None:
+            out.span_mm[name] = round(span, 2)
         if body.cut_endplate:
             out.cut.add(name)
         if body.touches_fov:
@@ -346,7 +360,7 @@ def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
                       "of the series are implausible", canal=canal, frame=frame)
     inst = _subset(inst, _on_column(inst, frame))
     assignment, bodies, ribs, sacrum = _names(inst, frame, hu_w, geo_w)
-    named = _named(inst, bodies, assignment, ribs)
+    named = _named(inst, bodies, assignment, ribs, frame.step)
     t.append(time.perf_counter())
     vert_in, body_in = _maps(probs, inst, frame, volume, named, sacrum)
     fine: dict[str, FineMask] = {}
@@ -367,7 +381,8 @@ def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
                               body_confidence=named.body_conf,
                               partial=frozenset(named.partial & kept), ribs=named.ribs,
                               anchor=assignment.anchor, timings_s=timings,
-                              fine_bodies=fine)
+                              fine_bodies=fine,
+                              body_span_mm={k: v for k, v in named.span_mm.items() if k in kept})
 
 
 def _subset(inst: ColumnInstances, keep: list[int]) -> ColumnInstances:

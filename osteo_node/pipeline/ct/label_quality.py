@@ -21,6 +21,8 @@ class QualityRules:
     max_lateral_offset_mm: float
     min_body_probability: float = 0.0
     max_height_instability: float = float("inf")
+    min_body_fill: float = 0.0
+    max_body_height_mm: float = float("inf")
 
     @classmethod
     def default(cls) -> QualityRules:
@@ -31,7 +33,9 @@ class QualityRules:
                    float(q["min_vertebra_volume_ml"]["value"]),
                    float(q["max_lateral_offset_mm"]["value"]),
                    float(q["min_body_probability"]["value"]),
-                   float(q["max_height_instability"]["value"]))
+                   float(q["max_height_instability"]["value"]),
+                   float(q["min_body_fill"]["value"]),
+                   float(q["max_body_height_mm"]["value"]))
 
 
 def lateral_offset_mm(volume: Volume, centroid_kji: NDArray[np.float64]) -> float | None:

@@ -86,6 +86,28 @@ def unstable_heights_note(instability: float, params: MeasureParams) -> str:
             f"{params.stability_shift_mm:g} mm; density and heights not reported, not graded")
 
 
+def incomplete_body_note(fill: float, min_fill: float) -> str:
+    return (f"body outline incomplete: its tallest height fills {fill:.0%} of the space "
+            f"between its discs (< {min_fill:.0%}); density and heights not reported, not "
+            "graded")
+
+
+def _tallest(m: VertebraMeasurement) -> float | None:
+    if m.heights is None:
+        return None
+    h = m.heights.heights
+    return max((x for x in (h.anterior, h.middle, h.posterior) if x), default=None)
+
+
+def _fill(m: VertebraMeasurement, span_mm: float | None) -> float | None:
+    """The body's tallest height over the distance between its discs (None when either is
+    not known, or the body is cut by the scan)."""
+    tallest = _tallest(m)
+    if tallest is None or m.truncated or not span_mm:
+        return None
+    return tallest / span_mm
+
+
 def _fine_heights(m: VertebraMeasurement, fine: FineMask, si_hint: NDArray[np.float64] | None,
                   params: MeasureParams) -> VertebraMeasurement:
     """The heights measured again on the body's fine local mask (thick-slice input), starting
@@ -99,6 +121,45 @@ def _fine_heights(m: VertebraMeasurement, fine: FineMask, si_hint: NDArray[np.fl
                                       notes=m.heights.notes))
 
 
+def _outline_doubt(m: VertebraMeasurement, span_mm: float | None, quality: QualityRules,
+                   params: MeasureParams) -> str | None:
+    """Why a measured body outline cannot be trusted (None: it can): a body taller than any
+    vertebral body, one filling too little of the space between its discs, or heights that
+    change over the perturbed measurement planes."""
+    tallest = _tallest(m)
+    if tallest is not None and tallest > quality.max_body_height_mm:
+        return (f"body outline implausible: {tallest:.0f} mm tall (> "
+                f"{quality.max_body_height_mm:g} mm: two bodies in one outline?); density and "
+                "heights not reported, not graded")
+    fill = _fill(m, span_mm)
+    if fill is not None and fill < quality.min_body_fill:
+        return incomplete_body_note(fill, quality.min_body_fill)
+    instability = 0.0 if m.heights is None else m.heights.instability or 0.0
+    if instability > quality.max_height_instability:
+        return unstable_heights_note(instability, params)
+    return None
+
+
+def _judged_outline(m: VertebraMeasurement, level: str, seg: Segmentation,
+                    quality: QualityRules | None, params: MeasureParams) -> VertebraMeasurement:
+    """The measurement without heights (not graded) where its body outline cannot be trusted:
+    an endplate not resolved (heights only), or :func:`_outline_doubt` (heights and the
+    trabecular ROI, which comes from the same outline: the density level falls back to the
+    next one, as for a fractured L1). A body cut by the scan has no reported heights: not
+    judged."""
+    if m.heights is None:
+        return m
+    no_heights = replace(m.heights, heights=Heights(None, None, None))
+    if level in seg.heights_unmeasurable:
+        return replace(m, heights=no_heights, notes=(*m.notes, UNRESOLVED_ENDPLATE))
+    if quality is None or m.truncated:
+        return m
+    doubt = _outline_doubt(m, seg.body_span_mm.get(level), quality, params)
+    if doubt is None:
+        return m
+    return replace(m, trabecular=None, heights=no_heights, notes=(*m.notes, doubt))
+
+
 def measure_stage(
     volume: Volume, seg: Segmentation, levels: Sequence[str], params: MeasureParams,
     quality: QualityRules | None = None,
@@ -106,9 +167,10 @@ def measure_stage(
     """Measure every labelled vertebra among ``levels`` (crops around each, low memory).
 
     ``quality``: a body whose network probability is below ``min_body_probability`` is not
-    measured; one whose heights are unstable (``max_height_instability``) is not graded."""
+    measured; one whose heights are unstable (``max_height_instability``) or whose tallest
+    height fills too little of the space between its discs (``min_body_fill``) is not
+    graded."""
     min_body_probability = quality.min_body_probability if quality else 0.0
-    max_instability = quality.max_height_instability if quality else float("inf")
     lab = seg.labels
     arr = lab.array
     if arr.shape != volume.array.shape:
@@ -160,18 +222,8 @@ def measure_stage(
             m = replace(m, trabecular=None, heights=None, notes=(
                 *m.notes, f"body outline uncertain (mean body probability {confidence:.2f} < "
                 f"{min_body_probability:g}): density and heights not measured, not graded"))
-        elif level in seg.heights_unmeasurable and m.heights is not None:
-            m = replace(m, heights=replace(m.heights, heights=Heights(None, None, None)),
-                        notes=(*m.notes, UNRESOLVED_ENDPLATE))
-        elif m.heights is not None and not m.truncated \
-                and (m.heights.instability or 0.0) > max_instability:
-            # (a body cut by the scan has no reported heights: its outline is not judged)
-            # the trabecular ROI comes from the same outline: not trusted either (the density
-            # level falls back to the next one, as for a fractured L1)
-            m = replace(m, trabecular=None,
-                        heights=replace(m.heights, heights=Heights(None, None, None)),
-                        notes=(*m.notes, unstable_heights_note(m.heights.instability or 0.0,
-                                                               params)))
+        else:
+            m = _judged_outline(m, level, seg, quality, params)
         texture = (body_texture(hu, body, crop_geometry(volume.geometry, box),
                                 m.heights.frame if m.heights else None, params)
                    if hu is not None and body is not None and body.any() and not uncertain

@@ -25,7 +25,7 @@ def segment_with(model: OnnxModel) -> Callable[[Volume], Segmentation]:
         return Segmentation(labels=seg.labels, bodies=seg.bodies, model=seg.model,
                             heights_unmeasurable=seg.cut_endplates,
                             body_confidence=seg.body_confidence, partial=seg.partial,
-                            fine_bodies=seg.fine_bodies)
+                            fine_bodies=seg.fine_bodies, body_span_mm=seg.body_span_mm)
 
     return segment
 

@@ -48,6 +48,9 @@ class Segmentation:
     partial: frozenset[str] = frozenset()
     # per level, the body on a finer local grid (thick-slice input only; see fine_bodies)
     fine_bodies: Mapping[str, FineMask] = field(default_factory=dict)
+    # per level, the distance (mm) between the disc planes below and above its body along the
+    # column (bodies between two discs found; model output only): what the body should fill
+    body_span_mm: Mapping[str, float] = field(default_factory=dict)
 
 
 SegmentFn = Callable[[Volume], Segmentation]
