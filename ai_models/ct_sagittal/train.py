@@ -55,6 +55,7 @@ STRIDES = (2, 2, 2)
 PLANE_OFFSET = 2  # channels are planes v - 2, v, v + 2 (1.5 mm steps: +-3 mm)
 PATCH = (128, 96)  # rows (z) x columns (u); u is padded from 89 to 96
 STEP_MM = 1.5
+CANAL_COLUMN = 84.0 / STEP_MM  # u = 0 (the canal's centre) is 84 mm behind the grid's front
 
 
 def build_net() -> torch.nn.Module:
@@ -208,10 +209,25 @@ def _thick_slices(x: np.ndarray, factor: int, phase: float) -> np.ndarray:
     return out
 
 
+def canal_contrast(x: np.ndarray, cls: np.ndarray, rng: random.Random) -> None:
+    """Contrast in the spinal canal (CT myelogram, intrathecal contrast; s0009 is one): the
+    canal's content, background class around the canal column of the straightened grid,
+    becomes 200-900 HU, pooling towards one end. A hard negative: bright, behind the body, not
+    bone of any class."""
+    radius = rng.uniform(4.0, 8.0) / STEP_MM
+    u = np.arange(x.shape[2])[None, :]
+    m = (np.abs(u - CANAL_COLUMN) <= radius) & (cls == 0)
+    ramp = np.linspace(1.0, rng.uniform(0.5, 1.5), x.shape[1])[:, None]
+    hu = np.broadcast_to(rng.uniform(200, 900) * ramp, m.shape)
+    x[:, m] = np.maximum(x[:, m], hu[m])
+
+
 def intensity(img: np.ndarray, cls: np.ndarray, rng: random.Random,
-              low_density_p: float = 0.0) -> np.ndarray:
+              low_density_p: float = 0.0, canal_contrast_p: float = 0.0) -> np.ndarray:
     """HU-domain augmentation of one patch [3, rows, u]."""
     x = img.astype(np.float32)
+    if canal_contrast_p > 0 and rng.random() < canal_contrast_p:
+        canal_contrast(x, cls, rng)
     bone = x > 100
     x[bone] = 100 + (x[bone] - 100) * rng.uniform(0.45, 1.4)  # osteoporotic .. dense
     if low_density_p > 0 and rng.random() < low_density_p:
@@ -276,7 +292,7 @@ def spatial(x: torch.Tensor, y: torch.Tensor, rng: random.Random) -> tuple[torch
 
 
 def next_batch(data: list[CaseData], rng: random.Random, batch: int,
-               fracture_p: float, low_density_p: float = 0.0
+               fracture_p: float, low_density_p: float = 0.0, canal_contrast_p: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor]:
     weights = [max(60, c.image.shape[0]) for c in data]
     imgs, labs = [], []
@@ -288,7 +304,7 @@ def next_batch(data: list[CaseData], rng: random.Random, batch: int,
         lev = lev.copy()
         if rng.random() < fracture_p:
             fracture(img, cls, lev, rng)
-        x = intensity(img, cls, rng, low_density_p)
+        x = intensity(img, cls, rng, low_density_p, canal_contrast_p)
         pad = 96 - x.shape[2]
         x = np.pad(x, [(0, 0), (0, 0), (0, pad)], mode="edge")
         cls = np.pad(cls, [(0, 0), (0, pad)], mode="edge")
@@ -322,7 +338,8 @@ def train(args: argparse.Namespace) -> None:
     net.train()
     running = 0.0
     for it in range(1, args.iters + 1):
-        x, y = next_batch(data, rng, args.batch, args.fracture_p, args.low_density_p)
+        x, y = next_batch(data, rng, args.batch, args.fracture_p, args.low_density_p,
+                          args.canal_contrast_p)
         opt.zero_grad()
         loss = loss_fn(net(x), y)
         loss.backward()
@@ -348,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fracture-p", type=float, default=0.4)
     p.add_argument("--low-density-p", type=float, default=0.0,
                    help="share of patches with an osteoporotic body (experiment, see model card)")
+    p.add_argument("--canal-contrast-p", type=float, default=0.0,
+                   help="share of patches with contrast in the spinal canal (CT myelogram)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint")
