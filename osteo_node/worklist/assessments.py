@@ -16,7 +16,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Column, DateTime, Engine, Integer, String, Table, Text, func, insert, select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    Select,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+)
 
 from osteo_node.store.db import METADATA
 
@@ -95,20 +107,28 @@ def store(engine: Engine, doc: Mapping[str, Any], *, stored_by: str,
     return StoredAssessment(new_id, uid, category, dict(doc), at, by)
 
 
+def _newest_ids(study_uids: Iterable[str]) -> Select[Any] | None:
+    """The id of each study's newest stored assessment (a subquery; None for no study)."""
+    uids = sorted(set(study_uids))
+    if not uids:
+        return None
+    a = fls_assessments.c
+    return (select(func.max(a.id)).where(a.study_instance_uid.in_(uids))
+            .group_by(a.study_instance_uid))
+
+
 def _short(value: Any, length: int) -> str | None:
     return None if value is None else str(value)[:length]
 
 
 def latest(engine: Engine, study_uids: Iterable[str]) -> dict[str, StoredAssessment]:
     """The newest stored assessment of each of these studies (absent: not assessed)."""
-    uids = sorted(set(study_uids))
-    if not uids:
+    newest = _newest_ids(study_uids)
+    if newest is None:
         return {}
-    a = fls_assessments.c
-    newest = (select(func.max(a.id)).where(a.study_instance_uid.in_(uids))
-              .group_by(a.study_instance_uid))
     with engine.connect() as conn:
-        rows = conn.execute(select(fls_assessments).where(a.id.in_(newest))).mappings().all()
+        rows = conn.execute(select(fls_assessments).where(
+            fls_assessments.c.id.in_(newest))).mappings().all()
     out = {}
     for m in rows:
         at = m["stored_at"]
@@ -121,12 +141,10 @@ def latest(engine: Engine, study_uids: Iterable[str]) -> dict[str, StoredAssessm
 def risk_categories(engine: Engine, study_uids: Iterable[str]) -> dict[str, str | None]:
     """The risk category of each study's newest assessment (None: assessed, risk not computed;
     a study absent from the result is not assessed). For the worklist page: one query."""
-    uids = sorted(set(study_uids))
-    if not uids:
+    newest = _newest_ids(study_uids)
+    if newest is None:
         return {}
     a = fls_assessments.c
-    newest = (select(func.max(a.id)).where(a.study_instance_uid.in_(uids))
-              .group_by(a.study_instance_uid))
     with engine.connect() as conn:
         rows = conn.execute(select(a.study_instance_uid, a.risk_category)
                             .where(a.id.in_(newest))).all()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 SNOMED = "http://snomed.info/sct"
@@ -198,3 +200,19 @@ def premenopausal_woman() -> list[dict[str, Any]]:
                      else "{Z-score}", details=IMAGING)
         for i, (code, display, value) in enumerate(obs)
     ]
+
+
+#: DXA results osteoporotic at the 33 % radius only (forearm-only osteoporosis)
+FOREARM_ONLY_DXA_CSV = ("site,level,t_score,z_score,bmd_g_cm2,laterality\n"
+                        "lumbar_spine,,-1.3,,,\nfemoral_neck,,-1.9,,,\ntotal_hip,,-1.5,,,\n"
+                        "radius_33,,-2.7,,,\n")
+
+
+def steroid_user_inputs(folder: Path) -> tuple[Path, Path]:
+    """``assess`` inputs written to ``folder``: the FHIR bundle of :func:`steroid_user` and
+    DXA results osteoporotic at the 33 % radius only."""
+    bundle_path = folder / "bundle.json"
+    bundle_path.write_text(json.dumps(bundle(steroid_user())), encoding="utf-8")
+    dxa = folder / "dxa.csv"
+    dxa.write_text(FOREARM_ONLY_DXA_CSV, encoding="utf-8")
+    return bundle_path, dxa

@@ -33,12 +33,7 @@ def _check_schema(doc: dict) -> None:
 
 
 def test_assess_bundle_dxa_and_imaging(tmp_path: Path):
-    bundle = tmp_path / "bundle.json"
-    bundle.write_text(json.dumps(fd.bundle(fd.steroid_user())), encoding="utf-8")
-    dxa = tmp_path / "dxa.csv"
-    dxa.write_text("site,level,t_score,z_score,bmd_g_cm2,laterality\n"
-                   "lumbar_spine,,-1.3,,,\nfemoral_neck,,-1.9,,,\ntotal_hip,,-1.5,,,\n"
-                   "radius_33,,-2.7,,,\n", encoding="utf-8")
+    bundle, dxa = fd.steroid_user_inputs(tmp_path)
     analysis = tmp_path / "analysis.json"
     analysis.write_text(json.dumps({
         "status": "analysed", "reason": None, "modality": "CT", "study_instance_uid": "1.2.3",

@@ -108,17 +108,11 @@ def _nurse_session(browser: Any, base: str, engine: Any, artifacts_dir: Path) ->
 def _store_assessment(tmp_path: Path, study_uid: str) -> None:
     """``osteo-node assess --worklist`` for the study: a woman on long-term glucocorticoids,
     osteoporotic at the 33 % radius only."""
-    import json
 
     from osteo_node.cli.main import main
     from tests.clinical import fhir_data as fd
 
-    bundle = tmp_path / "bundle.json"
-    bundle.write_text(json.dumps(fd.bundle(fd.steroid_user())), encoding="utf-8")
-    dxa = tmp_path / "dxa.csv"
-    dxa.write_text("site,level,t_score,z_score,bmd_g_cm2,laterality\n"
-                   "lumbar_spine,,-1.3,,,\nfemoral_neck,,-1.9,,,\ntotal_hip,,-1.5,,,\n"
-                   "radius_33,,-2.7,,,\n", encoding="utf-8")
+    bundle, dxa = fd.steroid_user_inputs(tmp_path)
     assert main(["assess", "--fhir", str(bundle), "--dxa", str(dxa), "--json",
                  str(tmp_path / "assessment.json"), "--worklist", "--by", "nurse",
                  "--study-uid", study_uid, "--db",

@@ -53,12 +53,7 @@ def db(tmp_path: Path) -> Iterator[tuple[Engine, str]]:
 def _inputs(tmp_path: Path, study: str = ASSESSED) -> list[str]:
     """The assess inputs of a 68-year-old woman on long-term glucocorticoids, osteoporotic at
     the 33 % radius only, with an L1 fracture on the CT of ``study``."""
-    bundle = tmp_path / "bundle.json"
-    bundle.write_text(json.dumps(fd.bundle(fd.steroid_user())), encoding="utf-8")
-    dxa = tmp_path / "dxa.csv"
-    dxa.write_text("site,level,t_score,z_score,bmd_g_cm2,laterality\n"
-                   "lumbar_spine,,-1.3,,,\nfemoral_neck,,-1.9,,,\ntotal_hip,,-1.5,,,\n"
-                   "radius_33,,-2.7,,,\n", encoding="utf-8")
+    bundle, dxa = fd.steroid_user_inputs(tmp_path)
     analysis = tmp_path / "analysis.json"
     analysis.write_text(json.dumps({
         "status": "analysed", "reason": None, "modality": "CT", "study_instance_uid": study,
