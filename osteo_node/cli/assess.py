@@ -27,6 +27,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from osteo_node.cli.database_args import add_database_arguments, database_url
+
 if TYPE_CHECKING:
     from osteo_node.clinical.dxa import DxaExam
     from osteo_node.clinical.fhir_intake import ClinicalRecord
@@ -55,9 +57,7 @@ def add_parser(subparsers: Any) -> None:
                    help="store the assessment against its study in the node's database")
     w.add_argument("--by", help="who stores it (required with --worklist; recorded)")
     w.add_argument("--study-uid", help="the study (default: the --imaging analysis' study)")
-    db = w.add_mutually_exclusive_group()
-    db.add_argument("--config", help="node YAML configuration (uses storage.database_url)")
-    db.add_argument("--db", help="SQLAlchemy database URL, e.g. sqlite:///var/osteo_node.db")
+    add_database_arguments(w, required=False)
     p.set_defaults(func=run)
 
 
@@ -155,26 +155,23 @@ def _check_worklist_args(args: argparse.Namespace) -> None:
 
 def _store(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     """The assessment into the node's database, against its study (``--worklist``)."""
-    from sqlalchemy import func, select
     from sqlalchemy.exc import SQLAlchemyError
 
-    from osteo_node.config import ConfigError, load_settings
+    from osteo_node.config import ConfigError
     from osteo_node.store.db import make_engine
     from osteo_node.store.schema import create_node_tables
     from osteo_node.worklist import assessments
-    from osteo_node.worklist.store import fls_worklist
+    from osteo_node.worklist.store import has_row_for_study
 
     try:
-        url = args.db or load_settings(args.config).storage.database_url
+        url = database_url(args)
     except ConfigError as exc:
         raise _InputError(str(exc)) from exc
     engine = make_engine(url)
     try:
         create_node_tables(engine)
         stored = assessments.store(engine, doc, stored_by=args.by, study_uid=args.study_uid)
-        with engine.connect() as conn:
-            rows = conn.execute(select(func.count()).where(
-                fls_worklist.c.study_instance_uid == stored.study_instance_uid)).scalar_one()
+        on_worklist = has_row_for_study(engine, stored.study_instance_uid)
     except assessments.AssessmentError as exc:
         raise _InputError(str(exc)) from exc
     except SQLAlchemyError as exc:
@@ -182,7 +179,8 @@ def _store(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     finally:
         engine.dispose()
     print(f"assessment {stored.id} stored for study {stored.study_instance_uid}"
-          + ("" if rows else " (no worklist row for it yet: it shows when the study is flagged)"),
+          + ("" if on_worklist else
+             " (no worklist row for it yet: it shows when the study is flagged)"),
           file=sys.stderr)
 
 

@@ -14,6 +14,8 @@ import getpass
 import sys
 from typing import Any
 
+from osteo_node.cli.database_args import add_database_arguments, database_url
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("web-user", help="users of the FLS web application")
@@ -28,9 +30,7 @@ def add_parser(subparsers: Any) -> None:
         if name in ("add", "passwd"):
             a.add_argument("--password-stdin", action="store_true",
                            help="read the password from stdin (one line) instead of asking")
-        g = a.add_mutually_exclusive_group(required=True)
-        g.add_argument("--config", help="node YAML configuration (uses storage.database_url)")
-        g.add_argument("--db", help="SQLAlchemy database URL")
+        add_database_arguments(a)
     p.set_defaults(func=run)
 
 
@@ -44,13 +44,13 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from osteo_node.config import ConfigError, load_settings
+    from osteo_node.config import ConfigError
     from osteo_node.store.db import make_engine
     from osteo_node.web import users
     from osteo_node.web.schema import create_web_tables
 
     try:
-        url = args.db or load_settings(args.config).storage.database_url
+        url = database_url(args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1

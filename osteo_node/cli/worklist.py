@@ -27,6 +27,8 @@ from typing import Any
 
 import structlog
 
+from osteo_node.cli.database_args import add_database_arguments
+
 log = structlog.get_logger(__name__)
 
 
@@ -52,12 +54,6 @@ def parse_since(text: str) -> date | datetime:
     return moment  # an offset is that instant, none means UTC (worklist.store.list_rows)
 
 
-def _db_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--config", help="node YAML configuration (uses storage.database_url)")
-    g.add_argument("--db", help="SQLAlchemy database URL, e.g. sqlite:///var/osteo_node.db")
-
-
 def _fhir_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patient-system", default=None, metavar="URI",
                    help="patient identifier system (default: fhir.patient_identifier_system)")
@@ -74,7 +70,7 @@ def add_parser(subparsers: Any) -> None:
                      help="only rows with this status (repeatable)")
     exp.add_argument("--out", type=Path, default=None, help="output file (default stdout)")
     _fhir_args(exp)
-    _db_args(exp)
+    add_database_arguments(exp)
     push = sub.add_parser("push-fhir", help="push worklist rows to a FHIR R4 server")
     push.add_argument("--since", type=parse_since, default=None, metavar="DATE",
                       help=f"only rows created/updated on or after this: {SINCE_FORMAT}")
@@ -84,14 +80,14 @@ def add_parser(subparsers: Any) -> None:
     push.add_argument("--token-file", type=Path, default=None,
                       help="file with the bearer token (default: fhir.token_file)")
     _fhir_args(push)
-    _db_args(push)
+    add_database_arguments(push)
     st = sub.add_parser("set-status", help="change the FLS status of a row")
     st.add_argument("row_id", type=int)
     st.add_argument("status", help="new, reviewed, contacted, referred, not_indicated or closed "
                     "(dicom_sr_templates/fls_worklist.yaml)")
     st.add_argument("--by", required=True, help="who made the change (user name)")
     st.add_argument("--note", default=None)
-    _db_args(st)
+    add_database_arguments(st)
     p.set_defaults(func=run)
 
 

@@ -284,6 +284,13 @@ def set_status(engine: Engine, row_id: int, status: str, *, changed_by: str,
     return out
 
 
+def has_row_for_study(engine: Engine, study_instance_uid: str) -> bool:
+    """Whether the worklist has a row for this study."""
+    with engine.connect() as conn:
+        return conn.execute(select(fls_worklist.c.id).where(
+            fls_worklist.c.study_instance_uid == study_instance_uid).limit(1)).first() is not None
+
+
 def list_rows(engine: Engine, *, since: date | datetime | None = None,
               statuses: Sequence[str] | None = None) -> list[WorklistRow]:
     """Rows created or updated at/after ``since``, oldest first. A date is that UTC day; a

@@ -40,14 +40,12 @@ from osteo_node.exporters.sr.image_level import IMAGE_LEVEL_ID, ImageLevelGroup
 from osteo_node.exporters.sr.parse import ParsedReport, ParsedVertebra, read_report
 from osteo_node.exporters.sr.report import MeasurementReportSR, device_observer
 from osteo_node.exporters.sr.vertebra import (
-    HEIGHT_KEYS,
     VertebraGroup,
     vertebra_evaluations,
     vertebra_measurements,
 )
 
 __all__ = [
-    "HEIGHT_KEYS",
     "IMAGE_LEVEL_ID",
     "ImageLevelGroup",
     "MeasurementReportSR",

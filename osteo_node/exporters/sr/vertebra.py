@@ -28,11 +28,8 @@ from osteo_node.exporters.common import ExportError
 from osteo_node.exporters.seg import SegmentMap
 from osteo_node.exporters.sr.content import level_uncertain_evaluation, measurement, source_images
 from osteo_node.pipeline.results import HeightLine, RoiOutline, VertebraResult
+from osteo_node.pipeline.stages.body_heights import HEIGHT_NAMES
 from osteo_node.pipeline.types import Geometry, SourceInstance
-
-#: (height position = key of codes.yaml height_positions, key of the parsed values)
-HEIGHT_KEYS = (("anterior", "anterior_height"), ("middle", "middle_height"),
-               ("posterior", "posterior_height"))
 
 
 def density_measurements(v: VertebraResult, book: CodeBook) -> list[hd.sr.Measurement]:
@@ -63,7 +60,7 @@ def height_measurements(v: VertebraResult, book: CodeBook,
     if v.heights_mm is None:
         return out
     lines = {ln.name: ln for ln in v.height_lines}
-    for attr, _ in HEIGHT_KEYS:
+    for attr in HEIGHT_NAMES:  # also the keys of codes.yaml height_positions
         value = getattr(v.heights_mm, attr)
         if value is None:
             continue

@@ -381,8 +381,7 @@ def segment_column(volume: Volume, model: OnnxModel) -> ColumnSegmentation:
                               body_confidence=named.body_conf,
                               partial=frozenset(named.partial & kept), ribs=named.ribs,
                               anchor=assignment.anchor, timings_s=timings,
-                              fine_bodies=fine,
-                              body_span_mm={k: v for k, v in named.span_mm.items() if k in kept})
+                              fine_bodies=fine, body_span_mm=named.span_mm)
 
 
 def _subset(inst: ColumnInstances, keep: list[int]) -> ColumnInstances:
