@@ -114,6 +114,8 @@ def configure(level: str = "INFO", json: bool | None = None, stream: TextIO | No
     logging.getLogger("pynetdicom").setLevel(max(lvl, logging.WARNING))
     # highdicom logs every copied module at INFO ("copy attributes of module ...")
     logging.getLogger("highdicom").setLevel(max(lvl, logging.WARNING))
+    # alembic narrates every migration step at INFO; osteo_node.store.schema logs the outcome
+    logging.getLogger("alembic").setLevel(max(lvl, logging.WARNING))
     # pydicom logs invalid element values WITH the value ("Invalid value for VR DA:
     # '1951-03-09'"): patient data. The exporters check every value they copy themselves
     # (exporters.common.sanitized_header) and log only the keyword.

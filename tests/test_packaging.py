@@ -47,15 +47,20 @@ def test_wheel_install_finds_shipped_data(tmp_path: Path) -> None:
         "from osteo_node.pipeline.mr.model import default_model_dir\n"
         "from osteo_node.pipeline.stages.select import default_rules_path\n"
         "from osteo_node.exporters.codes import templates_dir\n"
+        "from osteo_node.store.schema import head_revision\n"
         "print(json.dumps([osteo_node.__file__, str(default_ct_model_dir()),\n"
-        "    str(default_model_dir()), str(default_rules_path()), str(templates_dir())]))\n"
+        "    str(default_model_dir()), str(default_rules_path()), str(templates_dir()),\n"
+        "    head_revision()]))\n"
     )
     out = subprocess.run([str(py), "-c", probe], cwd=tmp_path, check=True,
                          capture_output=True, text=True, timeout=120)
-    module, ct, mr, rules, templates = json.loads(out.stdout)
+    module, ct, mr, rules, templates, head = json.loads(out.stdout)
     assert module.startswith(str(venv)), module
     share = venv / "share" / "osteo-node"
     assert Path(ct) == share / "ai_models/ct_sagittal" and (Path(ct) / "model.onnx").is_file()
     assert Path(mr) == share / "ai_models/mr_vertebral_bodies"
     assert Path(rules) == share / "config/series_selection.yaml"
     assert Path(templates) == share / "dicom_sr_templates"
+    from osteo_node.store.schema import head_revision
+
+    assert head == head_revision()  # the migrations ship in the wheel

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "outbox": "outbox",
     "evaluate-mr": "evaluate_mr",
     "web-user": "web_user",
+    "db": "db",
 }
 
 

@@ -1,5 +1,8 @@
 """Database fixtures: node tests run on SQLite (WAL file) and on a throw-away PostgreSQL (when
-available; see tests/outbox/postgres.py). Import the fixtures into a conftest.py to use them."""
+available; see tests/outbox/postgres.py). Import the fixtures into a conftest.py to use them.
+
+Tables are made the way the node makes them: by the migrations (``osteo_node.store.schema``).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
-from osteo_node.store.db import METADATA, make_engine
-from osteo_node.store.schema import create_node_tables
+from osteo_node.store.db import make_engine
+from osteo_node.store.schema import upgrade
 from tests.outbox.postgres import TempPostgres
 from tests.outbox.postgres import unavailable_reason as pg_unavailable_reason
 
@@ -24,18 +28,31 @@ def node_postgres() -> Iterator[TempPostgres]:
     server.stop()
 
 
-def fresh_database_url(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
-    """A database with empty node tables (index, jobs, outbox)."""
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    else:
-        url = request.getfixturevalue("node_postgres").url
-        engine = make_engine(url)
-        create_node_tables(engine)  # registers every node table on METADATA first
-        METADATA.drop_all(engine, checkfirst=True)
-        engine.dispose()
+def reset_postgres(url: str) -> None:
+    """Drop every table of the throw-away server's database (schema ``public`` made anew)."""
     engine = make_engine(url)
-    create_node_tables(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+
+
+def empty_database_url(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
+    """A database without any table (SQLite: no file yet)."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite'}"
+    url: str = request.getfixturevalue("node_postgres").url
+    reset_postgres(url)
+    return url
+
+
+def fresh_database_url(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
+    """A database with the node's empty tables at the newest schema revision."""
+    url = empty_database_url(request, kind, tmp_path)
+    engine = make_engine(url)
+    upgrade(engine)
     engine.dispose()
     return url
 
@@ -43,3 +60,8 @@ def fresh_database_url(request: pytest.FixtureRequest, kind: str, tmp_path: Path
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return fresh_database_url(request, request.param, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return empty_database_url(request, request.param, tmp_path)
