@@ -28,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
           f"modalities {list(d.accepted_modalities)}")
     print(f"  spool {s.storage.spool_dir}, database {s.storage.database_url}")
     print(f"  series quiet {s.queue.series_quiet_seconds:g} s, workers {s.queue.workers}")
-    print(f"  destinations {[f'{x.name}={x.ae_title}@{x.host}:{x.port}' for x in s.destinations]}")
+    print(f"  destinations {[f'{x.name}={x.protocol}:{x.endpoint}' for x in s.destinations]}")
     return 0

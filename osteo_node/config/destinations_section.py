@@ -1,10 +1,15 @@
-"""The ``destinations`` (where results are sent, optional TLS) and ``retry`` sections."""
+"""The ``destinations`` (where results are sent, optional TLS) and ``retry`` sections.
+
+A destination is DIMSE (``protocol: dimse``, the default: ``ae_title``, ``host``, ``port``) or
+DICOMweb STOW-RS (``protocol: dicomweb``: ``url``, ``auth``, ``tls``; read by
+:mod:`.dicomweb_destination`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 
+from osteo_node.config.dicomweb_destination import PROTOCOLS, read_dicomweb_destination
 from osteo_node.config.reader import Reader
 from osteo_node.config.values import (
     boolean,
@@ -54,12 +59,22 @@ def read_destinations(r: Reader, calling_ae: str, base: Path) -> tuple[Destinati
             r.problem(where, "must be a mapping {name, ae_title, host, port, send}")
             continue
         sub = Reader(item, where, r.problems)
+        protocol = sub.get("protocol", "dimse", _protocol)
+        if protocol == "dicomweb":
+            web = read_dicomweb_destination(sub, base)
+            if web is not None:
+                out.append(web)
+            continue
         name = sub.get("name", "", nonempty_str)
         ae = sub.get("ae_title", "", nonempty_str)
         host = sub.get("host", "", nonempty_str)
         port = sub.get("port", 0, int_in(1, 65535))
         kinds = sub.get("send", sorted(ALL_KINDS), send_kinds)
         tls = _destination_tls(sub, base)
+        for key in ("url", "auth"):
+            if key in item:
+                sub.used.add(key)
+                sub.problem(key, "only used with protocol: dicomweb")
         sub.finish()
         for key in ("name", "ae_title", "host", "port"):
             if key not in item:
@@ -76,6 +91,12 @@ def read_destinations(r: Reader, calling_ae: str, base: Path) -> tuple[Destinati
     for dup in sorted({n for n in names if names.count(n) > 1}):
         r.problem("destinations", f"duplicate destination name {dup!r}")
     return tuple(out)
+
+
+def _protocol(v: object) -> str:
+    if v not in PROTOCOLS:
+        raise ValueError(f"must be one of {', '.join(PROTOCOLS)}")
+    return str(v)
 
 
 def read_retry(top: Reader) -> RetryPolicy:

@@ -13,6 +13,8 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from osteo_node.outbox.dicomweb_settings import DicomWebTarget
+
 #: Result object kinds the exporters produce: Comprehensive 3D SR (TID 1500), Segmentation,
 #: Secondary Capture overlay, Key Object Selection.
 ALL_KINDS: frozenset[str] = frozenset({"sr", "seg", "sc", "kos"})
@@ -68,10 +70,12 @@ class TlsSettings:
 
 @dataclass(frozen=True)
 class Destination:
-    """A DICOM peer (usually a PACS) that receives result objects by C-STORE.
+    """A DICOM peer (usually a PACS) that receives result objects by C-STORE, or, with
+    ``dicomweb`` set (see :meth:`stow_rs`), by DICOMweb STOW-RS.
 
     ``kinds``: which result kinds it receives (subset of :data:`ALL_KINDS`), so e.g. one PACS gets
-    everything and a viewer only the secondary captures.
+    everything and a viewer only the secondary captures. For a DICOMweb destination ``host`` and
+    ``port`` are the URL's and ``ae_title`` is empty (not used).
     """
 
     name: str
@@ -81,11 +85,38 @@ class Destination:
     kinds: frozenset[str] = ALL_KINDS
     tls: TlsSettings | None = None
     calling_ae_title: str = DEFAULT_CALLING_AE
+    dicomweb: DicomWebTarget | None = None
+
+    @classmethod
+    def stow_rs(
+        cls, name: str, target: DicomWebTarget, *, kinds: frozenset[str] = ALL_KINDS
+    ) -> Destination:
+        """A destination that receives result objects by DICOMweb STOW-RS at ``target``."""
+        return cls(name, "", target.host, target.port, kinds=kinds, dicomweb=target)
+
+    @property
+    def protocol(self) -> str:
+        """``dimse`` (C-STORE) or ``dicomweb`` (STOW-RS)."""
+        return "dimse" if self.dicomweb is None else "dicomweb"
+
+    @property
+    def endpoint(self) -> str:
+        """Where it is, for people: ``AE@host:port`` or the DICOMweb URL."""
+        if self.dicomweb is not None:
+            return self.dicomweb.url
+        return f"{self.ae_title}@{self.host}:{self.port}"
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.strip():
             raise ValueError("destination name must not be empty")
-        validate_ae_title(self.ae_title, f"destination {self.name!r} AE title")
+        if self.dicomweb is not None:
+            if self.ae_title or self.tls is not None:
+                raise ValueError(
+                    f"destination {self.name!r}: a DICOMweb destination has no AE title or "
+                    "DICOM TLS settings (its TLS is dicomweb.tls)"
+                )
+        else:
+            validate_ae_title(self.ae_title, f"destination {self.name!r} AE title")
         validate_ae_title(self.calling_ae_title, f"destination {self.name!r} calling AE title")
         if not self.host or not self.host.strip():
             raise ValueError(f"destination {self.name!r}: host must not be empty")
