@@ -207,6 +207,7 @@ def ensure_schema(engine: Engine) -> None:
 def load_table_modules() -> MetaData:
     """Import every module that declares a node table on the shared metadata; returns it (the
     migrations must produce exactly these tables)."""
+    import osteo_node.node.processes
     import osteo_node.outbox.tables
     import osteo_node.queue.jobs
     import osteo_node.store.index
