@@ -11,8 +11,9 @@ States::
 * An instance arriving after a job was queued starts a new generation of the series
   (:func:`osteo_node.store.index.record_instance`), so the series is analysed again with all its
   instances once it is quiet again; the later job's results supersede the earlier ones.
-* Claiming is ``UPDATE ... WHERE id = :id AND state = 'queued'`` with a rowcount check, so any
-  number of workers (processes or hosts on PostgreSQL) can claim safely. A running job carries
+* Claiming is ``SELECT ... FOR UPDATE SKIP LOCKED`` then ``UPDATE`` on PostgreSQL (workers on
+  several hosts never take the same job nor wait for each other), ``UPDATE ... WHERE id = :id
+  AND state = 'queued'`` with a rowcount check on SQLite. A running job carries
   a claim token and a lease extended by heart-beats; only the holder of the current token can
   finish it, so a job is completed at most once even if a stalled worker wakes up late.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,38 +139,66 @@ def queue_complete_series(engine: Engine, quiet_seconds: float, now: float | Non
 
 def claim_next(engine: Engine, worker: str, lease_seconds: float, now: float | None = None
                ) -> ClaimedJob | None:
-    """Atomically take the oldest queued job (or a running one whose lease expired)."""
+    """Atomically take the oldest queued job (or a running one whose lease expired).
+
+    PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` picks a row no other claimer holds, so
+    workers on several hosts never wait for each other nor take the same job. SQLite (one
+    writer at a time): a conditional ``UPDATE`` with a rowcount check on a few candidates."""
     t = time.time() if now is None else now
-    claimable = or_(jobs.c.state == QUEUED,
-                    and_(jobs.c.state == RUNNING, jobs.c.lease_until < t))
+    if engine.dialect.name == "postgresql":
+        return _claim_skip_locked(engine, worker, lease_seconds, t)
     with engine.connect() as conn:
         candidates = conn.execute(
-            select(jobs.c.id).where(claimable).order_by(jobs.c.id).limit(8)
+            select(jobs.c.id).where(_claimable(t)).order_by(jobs.c.id).limit(8)
         ).scalars().all()
     for job_id in candidates:
-        token = str(uuid.uuid4())
         with engine.begin() as conn:
-            n = conn.execute(
-                update(jobs).where(jobs.c.id == job_id, claimable).values(
-                    state=RUNNING, claim_token=token, worker=worker[:64],
-                    attempts=jobs.c.attempts + 1, started_at=t, heartbeat_at=t,
-                    lease_until=t + lease_seconds, finished_at=None)
-            ).rowcount
-            if n != 1:
-                continue  # another worker got it first
-            row = conn.execute(
-                select(jobs.c.id, jobs.c.series_id, jobs.c.generation, jobs.c.attempts,
-                       series.c.series_instance_uid, series.c.modality,
-                       studies.c.study_instance_uid)
-                .join(series, series.c.id == jobs.c.series_id)
-                .join(studies, studies.c.id == series.c.study_id)
-                .where(jobs.c.id == job_id)
-            ).one()
-        return ClaimedJob(id=row.id, series_id=row.series_id, generation=row.generation,
-                          attempts=row.attempts, claim_token=token,
-                          series_uid=row.series_instance_uid, study_uid=row.study_instance_uid,
-                          modality=row.modality)
+            claimed = _take(conn, job_id, worker, lease_seconds, t)
+        if claimed is not None:
+            return claimed
     return None
+
+
+def _claimable(t: float) -> Any:
+    return or_(jobs.c.state == QUEUED, and_(jobs.c.state == RUNNING, jobs.c.lease_until < t))
+
+
+def _claim_skip_locked(engine: Engine, worker: str, lease_seconds: float, t: float
+                       ) -> ClaimedJob | None:
+    with engine.begin() as conn:
+        job_id = conn.execute(
+            select(jobs.c.id).where(_claimable(t)).order_by(jobs.c.id).limit(1)
+            .with_for_update(skip_locked=True)
+        ).scalar()
+        if job_id is None:
+            return None
+        return _take(conn, int(job_id), worker, lease_seconds, t)
+
+
+def _take(conn: Connection, job_id: int, worker: str, lease_seconds: float, t: float
+          ) -> ClaimedJob | None:
+    """Claim ``job_id`` if it is still claimable (None: another worker got it first)."""
+    token = str(uuid.uuid4())
+    n = conn.execute(
+        update(jobs).where(jobs.c.id == job_id, _claimable(t)).values(
+            state=RUNNING, claim_token=token, worker=worker[:64],
+            attempts=jobs.c.attempts + 1, started_at=t, heartbeat_at=t,
+            lease_until=t + lease_seconds, finished_at=None)
+    ).rowcount
+    if n != 1:
+        return None
+    row = conn.execute(
+        select(jobs.c.id, jobs.c.series_id, jobs.c.generation, jobs.c.attempts,
+               series.c.series_instance_uid, series.c.modality,
+               studies.c.study_instance_uid)
+        .join(series, series.c.id == jobs.c.series_id)
+        .join(studies, studies.c.id == series.c.study_id)
+        .where(jobs.c.id == job_id)
+    ).one()
+    return ClaimedJob(id=row.id, series_id=row.series_id, generation=row.generation,
+                      attempts=row.attempts, claim_token=token,
+                      series_uid=row.series_instance_uid, study_uid=row.study_instance_uid,
+                      modality=row.modality)
 
 
 def _owned(job: ClaimedJob) -> Any:
@@ -229,20 +259,33 @@ def release_worker(engine: Engine, worker: str, now: float | None = None) -> lis
     return ids
 
 
-def recover_interrupted(engine: Engine, max_attempts: int) -> tuple[int, int]:
-    """At start-up, before any worker runs: jobs left ``running`` by a dead node go back to
-    ``queued`` (or ``failed`` when they already used all attempts). Returns (requeued, failed)."""
+def recover_interrupted(engine: Engine, max_attempts: int,
+                        interrupted: Callable[[str | None], bool] = lambda _worker: True
+                        ) -> tuple[int, int]:
+    """At start-up, before this host's workers run: the jobs left ``running`` by workers that
+    are gone go back to ``queued`` (or ``failed`` when they already used all attempts).
+    ``interrupted(worker name)`` says which workers are gone: with several hosts on one
+    database, only this host's dead workers (the others' jobs are taken over when their lease
+    expires). Returns (requeued, failed)."""
     with engine.begin() as conn:
-        failed = conn.execute(
-            update(jobs).where(jobs.c.state == RUNNING, jobs.c.attempts >= max_attempts)
-            .values(state=FAILED, last_error="interrupted too often (node stopped during job)",
-                    lease_until=None, finished_at=time.time())
-        ).rowcount
-        requeued = conn.execute(
-            update(jobs).where(jobs.c.state == RUNNING)
-            .values(state=QUEUED, lease_until=None, claim_token=None,
-                    last_error="interrupted (node stopped during job); re-queued")
-        ).rowcount
+        running = conn.execute(select(jobs.c.id, jobs.c.worker, jobs.c.attempts)
+                               .where(jobs.c.state == RUNNING)).all()
+        gone = [r for r in running if interrupted(r.worker)]
+        exhausted = [r.id for r in gone if r.attempts >= max_attempts]
+        again = [r.id for r in gone if r.attempts < max_attempts]
+        failed = requeued = 0
+        if exhausted:
+            failed = conn.execute(
+                update(jobs).where(jobs.c.id.in_(exhausted), jobs.c.state == RUNNING)
+                .values(state=FAILED, last_error="interrupted too often (node stopped during job)",
+                        lease_until=None, finished_at=time.time())
+            ).rowcount
+        if again:
+            requeued = conn.execute(
+                update(jobs).where(jobs.c.id.in_(again), jobs.c.state == RUNNING)
+                .values(state=QUEUED, lease_until=None, claim_token=None,
+                        last_error="interrupted (node stopped during job); re-queued")
+            ).rowcount
     return int(requeued), int(failed)
 
 
