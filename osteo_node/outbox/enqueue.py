@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 from pydicom.dataset import Dataset
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 
 from osteo_node.outbox.clock import utcnow
@@ -142,6 +142,10 @@ def _insert(
         # crash before its row was committed is overwritten; a purged file is written again.
         if row is None or (new and not path.is_file()):
             write_durably(path, obj.data)
+            if row is not None:  # retention had deleted it: it is there again
+                conn.execute(update(outbox_objects)
+                             .where(outbox_objects.c.sop_instance_uid == uid)
+                             .values(purged_at=None))
         if row is None:
             conn.execute(
                 outbox_objects.insert().values(

@@ -144,9 +144,15 @@ def relative_path(obj: EncodedObject) -> Path:
 
 def write_durably(target: Path, data: bytes) -> None:
     """Write ``data`` to ``target`` atomically: temp file, fsync, rename, fsync the folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    for attempt in range(3):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            break
+        except FileNotFoundError:  # retention removed the empty folder meanwhile: make it again
+            if attempt == 2:
+                raise
     try:
         try:
             view = memoryview(data)

@@ -111,24 +111,33 @@ def purge_sent(
 ) -> int:
     """Delete the files of objects whose items are all ``sent`` for longer than ``older_than``.
 
-    The rows stay, so enqueueing the same object again still creates no duplicate; an object
-    enqueued later for a new destination gets its file written again. Returns files removed."""
-    cutoff = (now or utcnow()) - older_than
+    The rows stay (``purged_at`` set), so enqueueing the same object again still creates no
+    duplicate; an object enqueued later for a new destination gets its file written again.
+    Returns files removed. (Retention, ``osteo_node.retention``, does this by policy.)"""
+    t = now or utcnow()
+    cutoff = t - older_than
     not_done = (
         select(outbox_items.c.sop_instance_uid)
         .where(or_(outbox_items.c.state != SENT, outbox_items.c.sent_at > cutoff))
         .distinct()
     )
     with engine.connect() as conn:
-        rels = conn.execute(
-            select(outbox_objects.c.rel_path).where(
-                outbox_objects.c.sop_instance_uid.not_in(not_done)
+        rows = conn.execute(
+            select(outbox_objects.c.sop_instance_uid, outbox_objects.c.rel_path).where(
+                outbox_objects.c.sop_instance_uid.not_in(not_done),
+                outbox_objects.c.purged_at.is_(None),
             )
-        ).scalars()
-        removed = 0
-        for rel in rels:
-            path = Path(outbox_dir) / rel
-            if path.is_file():
-                path.unlink()
-                removed += 1
+        ).all()
+    removed = 0
+    for uid, rel in rows:
+        path = Path(outbox_dir) / rel
+        if path.is_file():
+            path.unlink()
+            removed += 1
+        with engine.begin() as conn:
+            conn.execute(
+                update(outbox_objects)
+                .where(outbox_objects.c.sop_instance_uid == uid)
+                .values(purged_at=t)
+            )
     return removed

@@ -61,7 +61,8 @@ class IndexWriter:
     def submit_spooled(self, key: SpoolKey, path: Path, received_at: float) -> None:
         """Index an instance already in the spool (a duplicate C-STORE) from the spooled file's
         own header. The header is read here, in the writer thread, not on the C-STORE path;
-        insertion is idempotent, so an already indexed instance is left as it is."""
+        insertion is idempotent, so an already indexed instance is left as it is (also one
+        whose file retention deleted: this copy was not stored, see ``record_instance``)."""
         with self._cond:
             self._submitted += 1
         self._queue.put(((key, path), received_at))
@@ -112,13 +113,13 @@ class IndexWriter:
             batch.append(item)
         return batch, stop  # type: ignore[return-value]
 
-    def _write(self, batch: list[tuple[InstanceRecord, float]]) -> bool:
+    def _write(self, batch: list[tuple[InstanceRecord, float, bool]]) -> bool:
         delay = 0.05
         while not self._abandon.is_set():
             try:
                 with self.engine.begin() as conn:
-                    for record, received_at in batch:
-                        record_instance(conn, record, received_at)
+                    for record, received_at, revive in batch:
+                        record_instance(conn, record, received_at, revive=revive)
                 return True
             except SQLAlchemyError as exc:  # database busy or gone: retry, never drop
                 log.error("index write failed; retrying", rows=len(batch),
@@ -128,19 +129,22 @@ class IndexWriter:
             except Exception:  # a defect, not the database: do not spin on it
                 log.exception("index write failed unexpectedly; the rows are indexed from the "
                               "spool at the next start",
-                              sop_instance_uids=[r.sop_uid for r, _t in batch])
+                              sop_instance_uids=[r.sop_uid for r, _t, _v in batch])
                 return False
         return False
 
-    def _resolve(self, items: list[tuple[Pending, float]]) -> list[tuple[InstanceRecord, float]]:
+    def _resolve(self, items: list[tuple[Pending, float]]
+                 ) -> list[tuple[InstanceRecord, float, bool]]:
+        """(record, received at, revive): a stored file's record may revive a purged row; a
+        duplicate's (indexed from the spooled file) may not."""
         out = []
         for item, received_at in items:
             if isinstance(item, InstanceRecord):
-                out.append((item, received_at))
+                out.append((item, received_at, True))
                 continue
             key, path = item
             try:
-                out.append((record_from_file(key, path), received_at))
+                out.append((record_from_file(key, path), received_at, False))
             except (OSError, InvalidDicomError, AttributeError, ValueError) as exc:
                 log.warning("spooled instance not indexed: its file cannot be read",
                             sop_instance_uid=key.sop_uid, error=type(exc).__name__)

@@ -210,6 +210,7 @@ def load_table_modules() -> MetaData:
     import osteo_node.node.processes
     import osteo_node.outbox.tables
     import osteo_node.queue.jobs
+    import osteo_node.retention.tables
     import osteo_node.store.index
     import osteo_node.web.audit
     import osteo_node.web.users

@@ -241,8 +241,7 @@ class Spool:
             self._return_slot(slot)
             raise
         try:
-            self._make_parent(final)
-            os.link(slot, final)
+            self._link(slot, final)
         except FileExistsError:
             # Another copy of this instance was filed meanwhile: it stays, this one goes.
             self._empty_slot(slot)
@@ -259,6 +258,19 @@ class Spool:
         with self._lock:
             self._dirty.update({final.parent, self.slots_dir})
         return StoredFile(final, size, created=True)
+
+    def _link(self, slot: Path, final: Path, attempts: int = 3) -> None:
+        """File ``slot`` as ``final`` (``link`` never replaces a file), making its folder.
+        Retention removes a series folder once it is empty: when that happens between making
+        the folder and linking, the folder is made again."""
+        for attempt in range(attempts):
+            self._make_parent(final)
+            try:
+                os.link(slot, final)
+                return
+            except FileNotFoundError:
+                if attempt == attempts - 1:
+                    raise
 
     def _empty_slot(self, slot: Path) -> None:
         """Empty a slot whose copy was not filed and put it back in the pool."""
@@ -326,15 +338,22 @@ class Spool:
         return filed, discarded
 
     def iter_instances(self) -> Iterator[tuple[SpoolKey, Path]]:
-        """All filed instance files (slots are skipped)."""
-        if not self.root.is_dir():
-            return
-        for study in sorted(self.root.iterdir()):
+        """All filed instance files (slots are skipped). A folder that retention removes
+        meanwhile is skipped."""
+        for study in _listdir(self.root):
             if not study.is_dir() or not valid_uid(study.name):
                 continue
-            for series in sorted(study.iterdir()):
+            for series in _listdir(study):
                 if not series.is_dir() or not valid_uid(series.name):
                     continue
-                for f in sorted(series.iterdir()):
+                for f in _listdir(series):
                     if f.suffix == ".dcm" and valid_uid(f.stem):
                         yield SpoolKey(study.name, series.name, f.stem), f
+
+
+def _listdir(folder: Path) -> list[Path]:
+    """The sorted entries of ``folder``; none when it does not exist (any more)."""
+    try:
+        return sorted(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
