@@ -5,6 +5,9 @@ destination (:mod:`.association`), in parallel threads when several destinations
 item is marked sent or failed from the returned status; a failed association or a non-success
 status is retried with exponential backoff (:class:`RetryPolicy`) until ``max_attempts``, then
 the item is ``failed`` with the reason. :meth:`OutboxSender.serve` repeats passes until stopped.
+A DICOMweb destination (``Destination.dicomweb``) is sent to by STOW-RS instead (:mod:`.stow`),
+with the same claims, outcomes and backoff; while it stands held after rejecting our
+credentials its items are not claimed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from osteo_node.outbox.clock import utcnow
 from osteo_node.outbox.contexts import split_for_contexts
 from osteo_node.outbox.policy import Destination, RetryPolicy, SenderSettings
 from osteo_node.outbox.queries import next_due_at
+from osteo_node.outbox.stow import StowSender
 from osteo_node.outbox.tables import FAILED
 
 log = structlog.get_logger(__name__)
@@ -50,6 +54,8 @@ class SendReport:
     #: another sender took the item over; that sender records it)
     lost: int = 0
     associations: int = 0
+    #: STOW-RS requests made (DICOMweb destinations)
+    requests: int = 0
     per_destination: dict[str, dict[str, int]] = field(default_factory=dict)
     claimed_per_destination: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -59,6 +65,10 @@ class SendReport:
             setattr(self, outcome, getattr(self, outcome) + 1)
             d = self.per_destination.setdefault(destination, {})
             d[outcome] = d.get(outcome, 0) + 1
+
+    def add_requests(self, n: int) -> None:
+        with self._lock:
+            self.requests += n
 
 
 class OutboxSender:
@@ -84,6 +94,16 @@ class OutboxSender:
         self.settings = settings or SenderSettings()
         self.clock = clock
         self._wake = threading.Event()
+        self._stow = {
+            d.name: StowSender(d, self.settings.timeouts)
+            for d in destinations
+            if d.dicomweb is not None
+        }
+
+    def _sendable(self) -> list[str]:
+        """The destinations whose items may be claimed now (not held, see :mod:`.stow`)."""
+        return [n for n in self.destinations if n not in self._stow
+                or not self._stow[n].held(self.engine)]
 
     # -- one pass -------------------------------------------------------------------------
     def run_once(self) -> SendReport:
@@ -92,7 +112,7 @@ class OutboxSender:
         report = SendReport()
         now = self.clock()
         groups: dict[str, list[ClaimedItem]] = {}
-        for name in self.destinations:
+        for name in self._sendable():
             items = claim_due(
                 self.engine,
                 self.outbox_dir,
@@ -119,6 +139,11 @@ class OutboxSender:
         return report
 
     def _deliver(self, dest: Destination, items: list[ClaimedItem], report: SendReport) -> None:
+        stow = self._stow.get(dest.name)
+        if stow is not None:
+            made = stow.deliver(items, lambda it, outcome: self._record(dest, it, outcome, report))
+            report.add_requests(made)
+            return
         # Stay within the per-association context limit: split into chunks if ever needed.
         for chunk in split_for_contexts(items):
             self._deliver_chunk(dest, chunk, report)
@@ -239,7 +264,7 @@ class OutboxSender:
         log.info("outbox.sender_stopped")
 
     def _idle_delay(self) -> float:
-        due = next_due_at(self.engine, self.destinations)
+        due = next_due_at(self.engine, self._sendable())
         poll = self.settings.poll_interval_s
         if due is None:
             return poll

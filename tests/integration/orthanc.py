@@ -19,7 +19,8 @@ or ``with running_orthanc(tmp_dir) as server: ...``. ``stop()``/``start()`` rest
 same storage (the PACS-down case). Readiness is waited for by polling ``/system``. Needs root
 and ``ip netns``; tests skip with a reason otherwise (:func:`unavailable_reason`).
 
-Orthanc is started without plugins (``"Plugins": []``) and with a small Lua
+Orthanc is started without plugins (``"Plugins": []``, unless ``extra_config`` says otherwise)
+and with a small Lua
 ``ReceivedInstanceFilter`` that appends the SOP Instance UID of every received instance to a
 file, so a test can tell "stored once" from "sent twice, deduplicated by Orthanc"
 (:meth:`OrthancServer.received_sop_uids`).
@@ -161,6 +162,8 @@ class OrthancServer:
     user: str = "osteo-test"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     start_timeout_s: float = 60.0
+    #: merged over the generated configuration (e.g. the DICOMweb plugin, see orthanc_dicomweb)
+    extra_config: dict[str, Any] = field(default_factory=dict)
     link: PrivateLink | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
@@ -231,6 +234,7 @@ class OrthancServer:
             "StableAge": 2,
             "DeidentifyLogs": True,
         }
+        config.update(self.extra_config)
         path = self.workdir / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
         return path
