@@ -1,7 +1,8 @@
 """``osteo-node outbox list|retry|purge --config FILE``: look at and manage the result outbox.
 
-- ``list [--state S] [--limit N] [--json]``: per-destination counts and the latest items
-  (SOP Instance UIDs, states, attempts, last error; no patient data).
+- ``list [--state S] [--limit N] [--json]``: per-destination counts (with each destination's
+  protocol, ``dimse`` or ``dicomweb``, and where it is) and the latest items (SOP Instance UIDs,
+  states, attempts, last error; no patient data).
 - ``retry [--destination NAME]``: give items that ended ``failed`` a fresh set of attempts
   (same file, same SOP Instance UID); the running sender picks them up.
 - ``purge --older-than-days N``: delete the files of objects delivered to every destination more
@@ -93,19 +94,32 @@ def _list(engine: Any, settings: Settings, args: argparse.Namespace) -> int:
 
     counts = store.counts(engine)
     items = store.list_items(engine, state=args.state, limit=args.limit)
+    configured = {d.name: d for d in settings.destinations}
+
+    def protocol(name: str) -> str:
+        d = configured.get(name)
+        return d.protocol if d is not None else "not configured"
+
     if args.json:
-        print(
-            json.dumps({"counts": counts, "items": [vars(i) for i in items]}, indent=2, default=str)
-        )
+        print(json.dumps({
+            "counts": counts,
+            "destinations": {d.name: {"protocol": d.protocol, "endpoint": d.endpoint}
+                             for d in settings.destinations},
+            "items": [{**vars(i), "protocol": protocol(i.destination)} for i in items],
+        }, indent=2, default=str))
         return 0
     if not counts:
         print("outbox: empty")
     for dest, by_state in sorted(counts.items()):
-        print(f"{dest}: " + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())))
+        d = configured.get(dest)
+        where = f"{d.protocol} {d.endpoint}" if d is not None else "not configured"
+        print(f"{dest}: " + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items()))
+              + f"  [{where}]")
     for i in items:
         err = f"  {i.last_error}" if i.last_error and i.state != "sent" else ""
         print(
-            f"  #{i.id} {i.state:<7} {i.kind:<3} -> {i.destination} {i.sop_instance_uid} "
-            f"attempts {i.attempts} next {i.next_attempt_at:%Y-%m-%d %H:%M:%S}{err}"
+            f"  #{i.id} {i.state:<7} {i.kind:<3} -> {i.destination} ({protocol(i.destination)}) "
+            f"{i.sop_instance_uid} attempts {i.attempts} "
+            f"next {i.next_attempt_at:%Y-%m-%d %H:%M:%S}{err}"
         )
     return 0
