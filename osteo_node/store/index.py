@@ -58,12 +58,12 @@ series = Table(
     Column("last_received_at", Float, nullable=False, index=True),
     Column("instance_count", Integer, nullable=False, default=0),
     Column("generation", Integer, nullable=False, default=1),
+    Column("job_generation", Integer, nullable=False, default=0),
     #: bytes of the series' instance files still in the spool (retention subtracts what it
     #: deletes)
     Column("spool_bytes", BigInteger, nullable=False, default=0, server_default="0"),
     #: when retention deleted the last of the series' spool files (None: files present)
     Column("purged_at", Float, nullable=True, index=True),
-    Column("job_generation", Integer, nullable=False, default=0),
 )
 
 instances = Table(
@@ -77,9 +77,9 @@ instances = Table(
     Column("path", String(400), nullable=False),  # relative to the spool folder
     Column("size", Integer, nullable=False),
     Column("calling_ae", String(16), nullable=False, default=""),
+    Column("received_at", Float, nullable=False),
     #: when retention deleted the instance's spool file (None: the file is in the spool)
     Column("purged_at", Float, nullable=True),
-    Column("received_at", Float, nullable=False),
 )
 
 
@@ -173,13 +173,13 @@ def record_instance(conn: Connection, rec: InstanceRecord, now: float | None = N
         "ts": rec.transfer_syntax_uid, "number": rec.instance_number, "path": rec.relpath,
         "size": rec.size, "ae": rec.calling_ae, "t": t,
     }).rowcount == 1:
-    """The instance is indexed and its file is in the spool (not purged)."""
         conn.execute(_SERIES_TOUCH, {"sid": series_id, "t": t, "added": 0, "size": rec.size})
         return True
     return False
 
 
 def instance_known(conn: Connection, sop_uid: str) -> bool:
+    """The instance is indexed and its file is in the spool (not purged)."""
     return conn.execute(
         select(instances.c.id).where(instances.c.sop_instance_uid == sop_uid,
                                      instances.c.purged_at.is_(None))
