@@ -180,3 +180,20 @@ def test_check_config_shows_protocol_and_endpoint(
     assert "pacs=dimse:PACS@127.0.0.1:4242" in out
     assert "web=dicomweb:https://pacs.example.org/dicom-web" in out
     assert "s3cret" not in out
+
+
+def test_dicomweb_destination_survives_the_trip_to_the_outbox_process(tmp_path: Path) -> None:
+    """serve hands the settings to its children by pickling (multiprocessing, spawn); the
+    rejection-note routing copies destinations with more kinds (dataclasses.replace)."""
+    import pickle
+    from dataclasses import replace
+
+    pw = _secret(tmp_path, "pw")
+    s = settings_from_mapping(_cfg([{
+        "name": "web", "protocol": "dicomweb", "url": "https://pacs.example.org/dicom-web",
+        "send": ["sr"], "auth": {"type": "basic", "username": "u", "password_file": str(pw)},
+    }]), tmp_path)
+    assert pickle.loads(pickle.dumps(s)) == s
+    (d,) = s.destinations
+    wider = replace(d, kinds=d.kinds | {"kos"})
+    assert wider.protocol == "dicomweb" and wider.kinds == frozenset({"sr", "kos"})
