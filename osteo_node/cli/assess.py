@@ -159,7 +159,7 @@ def _store(args: argparse.Namespace, doc: dict[str, Any]) -> None:
 
     from osteo_node.config import ConfigError
     from osteo_node.store.db import make_engine
-    from osteo_node.store.schema import create_node_tables
+    from osteo_node.store.schema import SchemaError, ensure_schema
     from osteo_node.worklist import assessments
     from osteo_node.worklist.store import has_row_for_study
 
@@ -169,10 +169,10 @@ def _store(args: argparse.Namespace, doc: dict[str, Any]) -> None:
         raise _InputError(str(exc)) from exc
     engine = make_engine(url)
     try:
-        create_node_tables(engine)
+        ensure_schema(engine)
         stored = assessments.store(engine, doc, stored_by=args.by, study_uid=args.study_uid)
         on_worklist = has_row_for_study(engine, stored.study_instance_uid)
-    except assessments.AssessmentError as exc:
+    except (assessments.AssessmentError, SchemaError) as exc:
         raise _InputError(str(exc)) from exc
     except SQLAlchemyError as exc:
         raise _InputError(f"cannot store the assessment: {type(exc).__name__}") from exc

@@ -46,8 +46,8 @@ def _password(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from osteo_node.config import ConfigError
     from osteo_node.store.db import make_engine
+    from osteo_node.store.schema import SchemaError, ensure_schema
     from osteo_node.web import users
-    from osteo_node.web.schema import create_web_tables
 
     try:
         url = database_url(args)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     engine = make_engine(url)
     try:
-        create_web_tables(engine)
+        ensure_schema(engine)
         cmd = args.web_user_command
         if cmd == "list":
             for u in users.list_users(engine):
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             users.remove_user(engine, args.name)
             print(f"user {args.name} removed")
-    except ValueError as exc:  # UserError, differing passwords
+    except (ValueError, SchemaError) as exc:  # UserError, differing passwords, not migrated
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -5,6 +5,7 @@ Built and validated by :func:`osteo_node.config.settings.settings_from_mapping`.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,22 @@ class WebSettings:
     trusted_proxies: tuple[str, ...] = ()
 
 
+#: the roles a ``serve`` can run (``node.roles``, ``serve --roles``); ``web`` also needs
+#: ``web.enabled``, ``outbox`` starts only when destinations are configured
+ALL_ROLES: tuple[str, ...] = ("listener", "assembler", "worker", "outbox", "web")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """This ``serve``: its name among the hosts sharing one database and spool, its roles."""
+
+    #: tells hosts apart (heart-beats, job claims, spool slots); default: the host name
+    name: str = field(default_factory=socket.gethostname)
+    roles: tuple[str, ...] = ALL_ROLES
+    #: each process records a heart-beat this often (stale after 3 missed beats)
+    heartbeat_seconds: float = 10.0
+
+
 @dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
@@ -143,6 +160,7 @@ class Settings:
     fhir: FhirSettings = field(default_factory=FhirSettings)
     web: WebSettings = field(default_factory=WebSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    node: NodeSettings = field(default_factory=NodeSettings)
     #: modality -> "module:callable" analyser factory used INSTEAD of the registry entry
     #: (site-specific analysers, tests). Empty: the registry decides.
     analysers: Mapping[str, str] = field(default_factory=dict)

@@ -23,6 +23,7 @@ import yaml
 from osteo_node.config.destinations_section import read_destinations, read_retry
 from osteo_node.config.dicom_section import read_dicom
 from osteo_node.config.env import ENV_PREFIX, apply_env_overrides
+from osteo_node.config.node_section import read_node
 from osteo_node.config.reader import ConfigError, Reader
 from osteo_node.config.sections import (
     AllowedCaller,
@@ -30,6 +31,7 @@ from osteo_node.config.sections import (
     FhirSettings,
     ListenerTls,
     LoggingSettings,
+    NodeSettings,
     QueueSettings,
     ResultsSettings,
     Settings,
@@ -65,6 +67,7 @@ __all__ = [
     "FhirSettings",
     "ListenerTls",
     "LoggingSettings",
+    "NodeSettings",
     "QueueSettings",
     "ResultsSettings",
     "Settings",
@@ -182,6 +185,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base: Path, source: str = "") 
     fhir = _read_fhir(top, base)
     web = _read_web(top, base)
     log = _read_logging(top)
+    node = read_node(top, web_enabled=web.enabled)
     analysers = _read_analysers(top)
     publisher = top.get("publisher", Settings.publisher, factory_ref)
     top.finish()
@@ -190,7 +194,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base: Path, source: str = "") 
         raise ConfigError(problems, source)
     return Settings(dicom=dicom, storage=storage, queue=queue, destinations=destinations,
                     retry=retry, results=results, fhir=fhir, web=web, logging=log,
-                    analysers=analysers, publisher=publisher, source=source)
+                    analysers=analysers, publisher=publisher, node=node, source=source)
 
 
 def load_settings(path: Path | str, env: Mapping[str, str] | None = None,

@@ -25,7 +25,6 @@ from osteo_node.node.sop_classes import TRANSFER_SYNTAXES, storage_sop_classes
 from osteo_node.store.db import make_engine
 from osteo_node.store.index_writer import IndexWriter
 from osteo_node.store.reconcile import reconcile_spool
-from osteo_node.store.schema import create_node_tables
 from osteo_node.store.spool import Spool
 from osteo_node.store.sql import immediate_transactions, relax_commit_durability
 
@@ -88,7 +87,7 @@ class Listener:
         self.engine = make_engine(settings.storage.database_url)
         relax_commit_durability(self.engine)
         immediate_transactions(self.engine)
-        self.spool = Spool(settings.storage.spool_dir)
+        self.spool = Spool(settings.storage.spool_dir, owner=settings.node.name)
         self.indexer = IndexWriter(self.engine)
         self.ae = build_ae(settings.dicom)
         self._server: Any = None
@@ -111,7 +110,6 @@ class Listener:
         if not check_spool:
             self.spool.open()
             return
-        create_node_tables(self.engine)
         filed, discarded = self.spool.recover()
         added = reconcile_spool(self.engine, self.spool)
         log.info("spool checked", slots_recovered=filed, torn_slots_discarded=discarded,

@@ -1,5 +1,9 @@
 """``osteo-node serve``: one child process per concern, restarted when it dies.
 
+Which children run is the node's roles (``node.roles``, ``serve --roles``): several ``serve``
+processes, on one host or several, can share one PostgreSQL database and spool, each with some
+roles (docs/deployment.md). Every process records a heart-beat (``node_processes``).
+
 Children (multiprocessing, spawn): ``listener`` (DICOM AE: C-ECHO, C-STORE -> spool + index),
 ``assembler`` (quiet series -> jobs), ``worker-N`` (analysis), ``outbox`` (C-STORE of results,
 only when destinations are configured). The supervisor re-queues jobs left running by a
@@ -81,13 +85,27 @@ def child_main(role: str, settings: Settings, index: int = 0, prepared: bool = F
 
     json = logging_setup.json_flag(settings.logging.format)
     logging_setup.configure(settings.logging.level, json=json)
-    structlog.contextvars.bind_contextvars(process=role if role != "worker" else f"worker-{index}")
+    name = role if role != "worker" else f"worker-{index}"
+    structlog.contextvars.bind_contextvars(process=name, node=settings.node.name)
     stop = _stop_on_signals()
+    from osteo_node.node.heartbeat import Heartbeat
+
+    beat = Heartbeat(settings.storage.database_url, settings.node.name, name, role,
+                     settings.node.heartbeat_seconds).start()
+    try:
+        _run_role(role, settings, stop, index, prepared)
+    finally:
+        beat.stop()
+    if role == "listener":
+        _exit_despite_stuck_threads()
+
+
+def _run_role(role: str, settings: Settings, stop: threading.Event, index: int,
+              prepared: bool) -> None:
     if role == "listener":
         from osteo_node.node.listener import run_listener
 
         run_listener(settings, stop, prepared=prepared)
-        _exit_despite_stuck_threads()
     elif role == "assembler":
         from osteo_node.queue.assembler import run_assembler
 
@@ -105,9 +123,25 @@ def child_main(role: str, settings: Settings, index: int = 0, prepared: bool = F
 
         run_sender(settings.storage.database_url, settings.storage.outbox_dir,
                    settings.destinations, settings.retry, stop_event=stop,
-                   settings=SenderSettings(poll_interval_s=settings.queue.poll_seconds))
+                   settings=SenderSettings(poll_interval_s=settings.queue.poll_seconds,
+                                           recover_at_start=not _other_outbox_running(settings)))
     else:
         raise ValueError(f"unknown role {role}")
+
+
+def _other_outbox_running(settings: Settings) -> bool:
+    """Another host's outbox sender beats: its items in ``sending`` are its own (they come back
+    when its lease expires), so this sender must not take them back at start."""
+    from osteo_node.node.processes import live_processes
+    from osteo_node.store.db import make_engine
+
+    engine = make_engine(settings.storage.database_url)
+    try:
+        with engine.connect() as conn:
+            live = live_processes(conn, "outbox", time.time(), settings.node.heartbeat_seconds)
+    finally:
+        engine.dispose()
+    return bool(live - {(settings.node.name, os.getpid())})
 
 
 @dataclass
@@ -126,36 +160,50 @@ class Child:
 
 
 def plan_children(settings: Settings) -> list[Child]:
-    children = [Child("listener"), Child("assembler")]
-    children += [Child("worker", i) for i in range(settings.queue.workers)]
-    if settings.destinations:
+    """The children of this ``serve``: its roles (``node.roles``, ``serve --roles``); the outbox
+    only with destinations, the web application only when ``web.enabled``."""
+    roles = settings.node.roles
+    children = [Child(r) for r in ("listener", "assembler") if r in roles]
+    if "worker" in roles:
+        children += [Child("worker", i) for i in range(settings.queue.workers)]
+    if "outbox" in roles and settings.destinations:
         children.append(Child("outbox"))
-    if settings.web.enabled:
+    if "web" in roles and settings.web.enabled:
         children.append(Child("web"))
     return children
 
 
 def prepare_state(settings: Settings) -> None:
-    """Before any child runs: create tables, file spool slots left by a crash and index what
-    the index lacks (so the assembler never sees a series before its recovered instances),
-    re-queue jobs interrupted by a previous stop."""
+    """Before any child runs: the schema (the embedded SQLite database is upgraded; a server
+    database must already be at the newest revision: :class:`SchemaNotCurrentError`
+    otherwise), this host's heart-beat rows of processes that are gone; with the listener role,
+    file spool slots left by a crash and index what the index lacks (so the assembler never sees
+    a series before its recovered instances); with the worker role, re-queue the jobs this
+    host's dead workers were running (other hosts' jobs come back when their lease expires)."""
+    from osteo_node.node.processes import forget_dead_on_host, pid_exists
     from osteo_node.queue.jobs import recover_interrupted
+    from osteo_node.queue.worker_names import dead_worker_of
     from osteo_node.store.db import make_engine
     from osteo_node.store.reconcile import reconcile_spool
-    from osteo_node.store.schema import create_node_tables
+    from osteo_node.store.schema import ensure_schema
     from osteo_node.store.spool import Spool
 
+    node = settings.node
     engine = make_engine(settings.storage.database_url)
     try:
-        create_node_tables(engine)
-        spool = Spool(settings.storage.spool_dir)
-        filed, discarded = spool.recover()
-        added = reconcile_spool(engine, spool)
-        log.info("spool checked", slots_recovered=filed, torn_slots_discarded=discarded,
-                 instances_reindexed=added)
-        requeued, failed = recover_interrupted(engine, settings.queue.max_job_attempts)
-        if requeued or failed:
-            log.warning("interrupted jobs recovered", requeued=requeued, failed=failed)
+        ensure_schema(engine)
+        forget_dead_on_host(engine, node.name, pid_exists)
+        if "listener" in node.roles:
+            spool = Spool(settings.storage.spool_dir, owner=node.name)
+            filed, discarded = spool.recover()
+            added = reconcile_spool(engine, spool)
+            log.info("spool checked", slots_recovered=filed, torn_slots_discarded=discarded,
+                     instances_reindexed=added)
+        if "worker" in node.roles:
+            requeued, failed = recover_interrupted(engine, settings.queue.max_job_attempts,
+                                                   dead_worker_of(node.name, pid_exists))
+            if requeued or failed:
+                log.warning("interrupted jobs recovered", requeued=requeued, failed=failed)
     finally:
         engine.dispose()
 
@@ -189,8 +237,8 @@ class Supervisor:
         if p is not None:
             log.error("child exited; restarting", child=child.name, exitcode=p.exitcode,
                       restarts=child.restarts)
-            if child.role == "worker" and p.pid is not None:
-                self._take_over(child, p.pid)
+            if p.pid is not None:
+                self._after_death(child, p.pid)
             p.join(0)
             child.process = None
             delay = min(MAX_RESTART_DELAY, 0.5 * 2 ** child.restarts)
@@ -199,18 +247,24 @@ class Supervisor:
         if now >= child.next_start:
             self._start(child)
 
-    def _take_over(self, child: Child, pid: int) -> None:
-        """Put the dead worker's job back in the queue now instead of after its lease."""
+    def _after_death(self, child: Child, pid: int) -> None:
+        """A child died: its heart-beat row goes; a worker's job goes back to the queue now
+        instead of after its lease. Never raises (the lease and staleness cover a failure)."""
+        from osteo_node.node.processes import forget_pid
         from osteo_node.queue.jobs import release_worker
+        from osteo_node.queue.worker_names import worker_name
         from osteo_node.store.db import make_engine
-        from osteo_node.worker.runner import worker_name
 
+        node = self.settings.node.name
         engine = make_engine(self.settings.storage.database_url)
         try:
-            ids = release_worker(engine, worker_name(child.index, pid))
+            forget_pid(engine, node, pid)
+            if child.role != "worker":
+                return
+            ids = release_worker(engine, worker_name(node, child.index, pid))
         except Exception as exc:  # noqa: BLE001 - the lease still expires; keep supervising
-            log.error("could not release the dead worker's job; it waits for its lease",
-                      child=child.name, error=describe(exc))
+            log.error("could not release the dead child's job or heart-beat; its lease "
+                      "expires", child=child.name, error=describe(exc))
             return
         finally:
             engine.dispose()
@@ -219,7 +273,14 @@ class Supervisor:
                         "lease", child=child.name, job_ids=ids)
 
     def run(self) -> int:
+        from osteo_node.node.heartbeat import Heartbeat
+
         prepare_state(self.settings)
+        node = self.settings.node
+        beat = Heartbeat(self.settings.storage.database_url, node.name, "supervisor",
+                         "supervisor", node.heartbeat_seconds).start()
+        log.info("node_started", node=node.name, roles=list(node.roles),
+                 children=[c.name for c in self.children])
         for child in self.children:
             self._start(child)
         try:
@@ -229,6 +290,7 @@ class Supervisor:
                     self._check(child, now)
         finally:
             self.shutdown()
+            beat.stop()
         return 0
 
     def shutdown(self) -> None:

@@ -210,10 +210,13 @@ class SenderSettings:
     ``batch_size``: items claimed per destination and pass (a dead destination with a long backlog
     cannot starve the others); ``lease_s``: how long a claim holds before another sender may take
     the item over; ``poll_interval_s``: the longest idle wait between passes; ``timeouts``: of
-    the associations it opens.
+    the associations it opens; ``recover_at_start``: items left ``sending`` go back to
+    ``pending`` when the sender starts (False when another host's sender runs: its items are
+    its own and come back when their lease expires).
     """
 
     batch_size: int = 200
     lease_s: float = 900.0
     poll_interval_s: float = 0.5
     timeouts: Timeouts = field(default_factory=Timeouts)
+    recover_at_start: bool = True

@@ -10,7 +10,6 @@ from types import FrameType
 
 from osteo_node.outbox.delivery import OutboxSender
 from osteo_node.outbox.policy import Destination, RetryPolicy, SenderSettings
-from osteo_node.outbox.tables import create_tables
 
 
 def run_sender(
@@ -23,8 +22,10 @@ def run_sender(
     settings: SenderSettings | None = None,
     log_level: str | None = None,
 ) -> int:
-    """Entry point of the sender process: create the tables if needed, take up interrupted items,
-    deliver until stopped (``stop_event``, or SIGTERM/SIGINT when none is given). Returns 0."""
+    """Entry point of the sender process: take up interrupted items (unless
+    ``settings.recover_at_start`` is False), deliver until stopped (``stop_event``, or
+    SIGTERM/SIGINT when none is given). Returns 0. The tables are the migrations'
+    (``osteo_node.store.schema``)."""
     from osteo_node.store.db import make_engine
 
     if log_level is not None:
@@ -32,7 +33,6 @@ def run_sender(
 
         configure(log_level)
     engine = make_engine(database_url)
-    create_tables(engine)
     sender = OutboxSender(engine, Path(outbox_dir), destinations, retry, settings=settings)
     stop = stop_event if stop_event is not None else threading.Event()
     if stop_event is None and threading.current_thread() is threading.main_thread():
@@ -43,7 +43,8 @@ def run_sender(
 
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-    sender.recover()
+    if sender.settings.recover_at_start:
+        sender.recover()
     try:
         sender.serve(stop)
     finally:

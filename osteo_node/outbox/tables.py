@@ -19,7 +19,6 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
-    Engine,
     ForeignKey,
     Index,
     Integer,
@@ -85,8 +84,3 @@ outbox_items = Table(
 )
 
 TABLES = (outbox_objects, outbox_items)
-
-
-def create_tables(engine: Engine) -> None:
-    """Create the outbox tables if missing (idempotent)."""
-    METADATA.create_all(engine, tables=list(TABLES), checkfirst=True)

@@ -9,14 +9,12 @@ import structlog
 from osteo_node.config import Settings
 from osteo_node.queue.jobs import queue_complete_series
 from osteo_node.store.db import make_engine
-from osteo_node.store.schema import create_node_tables
 
 log = structlog.get_logger(__name__)
 
 
 def run_assembler(settings: Settings, stop: threading.Event) -> None:
     engine = make_engine(settings.storage.database_url)
-    create_node_tables(engine)
     q = settings.queue
     log.info("assembler started", series_quiet_seconds=q.series_quiet_seconds)
     try:

@@ -25,7 +25,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
-    Engine,
     Float,
     ForeignKey,
     Integer,
@@ -97,11 +96,6 @@ class InstanceRecord:
     relpath: str
     size: int
     calling_ae: str = ""
-
-
-def create_tables(engine: Engine) -> None:
-    """Create the index tables if missing (see also :func:`osteo_node.store.schema`)."""
-    METADATA.create_all(engine, tables=[studies, series, instances], checkfirst=True)
 
 
 # Statements used per received instance, built once (statement construction dominates the

@@ -220,18 +220,3 @@ def load_table_modules() -> MetaData:
 
     return METADATA
 
-
-def create_node_tables(engine: Engine) -> None:
-    """Deprecated (being replaced by :func:`ensure_schema`): create the tables directly."""
-    from osteo_node.outbox.tables import create_tables as create_outbox_tables
-    from osteo_node.queue.jobs import jobs
-    from osteo_node.store.db import METADATA
-    from osteo_node.store.index import create_tables as create_index_tables
-    from osteo_node.worklist.assessments import create_tables as create_assessment_tables
-    from osteo_node.worklist.store import create_tables as create_worklist_tables
-
-    create_index_tables(engine)
-    METADATA.create_all(engine, tables=[jobs], checkfirst=True)
-    create_outbox_tables(engine)
-    create_worklist_tables(engine)
-    create_assessment_tables(engine)

@@ -143,9 +143,14 @@ def _classify(exc: OSError) -> OSError:
 
 
 class Spool:
-    def __init__(self, root: Path, slot_batch: int = SLOT_BATCH) -> None:
+    """``owner``: the node name of the listener whose slots these are. Listeners on several
+    hosts sharing one spool each keep their slots in ``.slots/<owner>``, so one's start-up
+    recovery never touches the slots another is writing into."""
+
+    def __init__(self, root: Path, slot_batch: int = SLOT_BATCH, owner: str | None = None
+                 ) -> None:
         self.root = root
-        self.slots_dir = root / SLOTS_DIR
+        self.slots_dir = root / SLOTS_DIR / owner if owner else root / SLOTS_DIR
         self.slot_batch = slot_batch
         self._free: list[Path] = []
         self._dirty: set[Path] = set()
@@ -298,6 +303,7 @@ class Spool:
         from pydicom.errors import InvalidDicomError
 
         self.slots_dir.mkdir(parents=True, exist_ok=True)
+        self._adopt_shared_slots()
         filed = discarded = 0
         free: list[Path] = []
         for slot in sorted(self.slots_dir.iterdir()):
@@ -336,6 +342,20 @@ class Spool:
         with self._lock:
             self._free = free
         return filed, discarded
+
+    def _adopt_shared_slots(self) -> None:
+        """Slot files directly in ``.slots`` (made before slots had owners) move into this
+        owner's folder, to be recovered with its own (rename is atomic: of two hosts starting
+        at once, one takes each)."""
+        shared = self.root / SLOTS_DIR
+        if self.slots_dir == shared:
+            return
+        for slot in sorted(shared.iterdir()):  # exists: it holds slots_dir
+            if slot.is_file():
+                try:
+                    os.rename(slot, self.slots_dir / slot.name)
+                except FileNotFoundError:
+                    continue  # another host took it
 
     def iter_instances(self) -> Iterator[tuple[SpoolKey, Path]]:
         """All filed instance files (slots are skipped). A folder that retention removes

@@ -10,7 +10,6 @@ import uvicorn
 from osteo_node.config import Settings
 from osteo_node.store.db import make_engine
 from osteo_node.web.app import WebContext, create_app
-from osteo_node.web.schema import create_web_tables
 
 log = structlog.get_logger(__name__)
 
@@ -21,7 +20,6 @@ def run_web(settings: Settings, stop: threading.Event) -> None:
               if web.secret_key_file is not None else None)
     tls = web.tls_certificate is not None and web.tls_private_key is not None
     engine = make_engine(settings.storage.database_url)
-    create_web_tables(engine)
     app = create_app(WebContext(engine, spool_dir=settings.storage.spool_dir,
                                 outbox_dir=settings.storage.outbox_dir,
                                 viewer_url=web.viewer_url,

@@ -8,8 +8,6 @@ the listener.
 from __future__ import annotations
 
 import importlib
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,10 +22,10 @@ from osteo_node.config import Settings
 from osteo_node.pipeline.registry import Analyser, analyser_for
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.queue import jobs as jq
+from osteo_node.queue.worker_names import worker_name
 from osteo_node.safe_errors import describe
 from osteo_node.store.db import make_engine
 from osteo_node.store.index import series_paths
-from osteo_node.store.schema import create_node_tables
 from osteo_node.worker.publish import (
     Publisher,
     content_key,
@@ -200,20 +198,14 @@ def process_job(ctx: WorkerContext, job: jq.ClaimedJob) -> str:
     return state
 
 
-def worker_name(index: int, pid: int | None = None) -> str:
-    """How a worker process signs the jobs it claims (host, process id, worker index)."""
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}:w{index}"
-
-
 def run_worker(settings: Settings, stop: threading.Event, index: int = 0,
                lookup: AnalyserLookup | None = None, publish: Publisher | None = None) -> None:
     """Claim and process jobs until ``stop`` is set."""
     engine = make_engine(settings.storage.database_url)
-    create_node_tables(engine)
     ctx = WorkerContext(
         settings=settings, engine=engine, lookup=lookup or lookup_from_settings(settings),
         publish=publish or resolve_publisher(settings.publisher),
-        name=worker_name(index),
+        name=worker_name(settings.node.name, index),
     )
     log.info("worker started", worker=ctx.name)
     try:

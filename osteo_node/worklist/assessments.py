@@ -63,10 +63,6 @@ class StoredAssessment:
     stored_by: str
 
 
-def create_tables(engine: Engine) -> None:
-    METADATA.create_all(engine, tables=[fls_assessments], checkfirst=True)
-
-
 def is_assessment(doc: Any) -> bool:
     return isinstance(doc, Mapping) and all(k in doc for k in REQUIRED_KEYS)
 

@@ -27,9 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     insert,
-    inspect,
     select,
-    text,
     update,
 )
 
@@ -115,31 +113,6 @@ class WorklistRow:
 
 
 FIELDS = tuple(WorklistRow.__dataclass_fields__)
-
-
-def create_tables(engine: Engine) -> None:
-    METADATA.create_all(engine, tables=[fls_worklist], checkfirst=True)
-    add_missing_columns(engine)
-
-
-def add_missing_columns(engine: Engine) -> list[str]:
-    """Bring a worklist table made by an earlier version up to date: add the NULLABLE columns it
-    lacks (ALTER TABLE ... ADD COLUMN, valid in SQLite and PostgreSQL); existing rows get NULL
-    ("not assessed"). Returns the names added."""
-    present = {c["name"] for c in inspect(engine).get_columns(fls_worklist.name)}
-    missing = [c for c in fls_worklist.columns if c.name not in present]
-    if not missing:
-        return []
-    not_nullable = [c.name for c in missing if not c.nullable]
-    if not_nullable:
-        raise WorklistError(f"worklist table lacks required columns {not_nullable}: it was made "
-                            "by an incompatible version")
-    with engine.begin() as conn:
-        for col in missing:
-            conn.execute(text(f"ALTER TABLE {fls_worklist.name} ADD COLUMN {col.name} "
-                              f"{col.type.compile(engine.dialect)}"))
-    log.info("worklist_columns_added", columns=[c.name for c in missing])
-    return [c.name for c in missing]
 
 
 def _utc(value: datetime | None) -> datetime | None:

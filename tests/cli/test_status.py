@@ -13,10 +13,10 @@ import yaml
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import inspect
 
-from osteo_node.store.db import METADATA, make_engine
+from osteo_node.store.db import make_engine
 from osteo_node.store.index import InstanceRecord, record_instance
-from osteo_node.store.schema import create_node_tables
-from tests.node.databases import node_postgres  # noqa: F401 - fixture
+from osteo_node.store.schema import upgrade
+from tests.node.databases import node_postgres, reset_postgres  # noqa: F401 - fixture
 from tests.outbox.postgres import TempPostgres
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,7 +61,7 @@ def test_database_without_node_tables_is_an_error_and_stays_untouched(tmp_path: 
 def test_status_of_a_node_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'node.db'}"
     engine = make_engine(url)
-    create_node_tables(engine)
+    upgrade(engine)
     st, se, sop = generate_uid(), generate_uid(), generate_uid()
     with engine.begin() as conn:
         record_instance(conn, InstanceRecord(st, se, sop, CTImageStorage, ExplicitVRLittleEndian,
@@ -79,9 +79,8 @@ def test_postgresql_wrong_database_or_no_tables_is_an_error(
     wrong = node_postgres.url.replace("@/postgres?", "@/no_such_db?")
     r = _status(tmp_path, wrong)
     assert r.returncode == 1 and "cannot open the database" in r.stderr, r.stderr
+    reset_postgres(node_postgres.url)
     engine = make_engine(node_postgres.url)
-    create_node_tables(engine)  # registers every node table on METADATA
-    METADATA.drop_all(engine, checkfirst=True)
     try:
         r = _status(tmp_path, node_postgres.url)
         assert r.returncode == 1 and "has no osteo-node tables" in r.stderr, r.stderr
@@ -99,12 +98,10 @@ def test_status_shows_overdue_and_failed_results(tmp_path: Path) -> None:
 
     from osteo_node.outbox import store
     from osteo_node.outbox.policy import Destination, RetryPolicy
-    from osteo_node.outbox.tables import create_tables
 
     url = f"sqlite:///{tmp_path / 'node.db'}"
     engine = make_engine(url)
-    create_node_tables(engine)
-    create_tables(engine)
+    upgrade(engine)
     objs = []
     for _ in range(2):
         ds = Dataset()

@@ -21,9 +21,9 @@ from osteo_node.logging_setup import configure
 from osteo_node.outbox import store
 from osteo_node.outbox.policy import RetryPolicy
 from osteo_node.outbox.sender import OutboxSender, SenderSettings, Timeouts
-from osteo_node.outbox.tables import create_tables
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.store.db import make_engine
+from osteo_node.store.schema import upgrade
 from tests.exporters.conftest import (  # noqa: F401  (fixtures)
     PATIENT_ID,
     PATIENT_NAME,
@@ -48,7 +48,7 @@ def _fresh_structlog() -> Iterator[None]:
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
     eng = make_engine(f"sqlite:///{tmp_path / 'node.db'}")
-    create_tables(eng)
+    upgrade(eng)
     return eng
 
 

@@ -27,8 +27,9 @@ from sqlalchemy import Engine, select
 from osteo_node.outbox import store
 from osteo_node.outbox.policy import RetryPolicy
 from osteo_node.outbox.sender import OutboxSender, SenderSettings, Timeouts
-from osteo_node.outbox.tables import create_tables, outbox_items
+from osteo_node.outbox.tables import outbox_items
 from osteo_node.store.db import make_engine
+from osteo_node.store.schema import upgrade
 from tests.integration.orthanc import OrthancServer, orthanc_fixture  # noqa: F401
 from tests.outbox.objects import key_object_selection, secondary_capture
 
@@ -57,7 +58,7 @@ def _wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     eng = make_engine(f"sqlite:///{tmp_path / 'node.db'}")
-    create_tables(eng)
+    upgrade(eng)
     yield eng
     eng.dispose()
 

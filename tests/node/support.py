@@ -173,8 +173,13 @@ def running_listener(cfg: dict[str, Any], base: Path) -> Iterator[Any]:
     """The listener in this process (a thread), bound and ready."""
     from osteo_node.config import settings_from_mapping
     from osteo_node.node.listener import Listener
+    from osteo_node.store.db import make_engine
+    from osteo_node.store.schema import upgrade
 
     settings = settings_from_mapping(cfg, base)
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)  # as serve does before its children start
+    engine.dispose()
     listener = Listener(settings)
     listener.prepare()
     listener.start()  # the port is bound when start() returns: no probe connection, which

@@ -28,8 +28,9 @@ from pydicom.uid import (
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from sqlalchemy import Engine
 
-from osteo_node.outbox.tables import TABLES, create_tables
-from osteo_node.store.db import METADATA, make_engine
+from osteo_node.store.db import make_engine
+from osteo_node.store.schema import upgrade
+from tests.node.databases import reset_postgres
 from tests.outbox.postgres import TempPostgres
 from tests.outbox.postgres import unavailable_reason as pg_unavailable_reason
 
@@ -154,9 +155,9 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         eng = make_engine(f"sqlite:///{tmp_path / 'db' / 'node.db'}")
     else:
         server: TempPostgres = request.getfixturevalue("postgres")
+        reset_postgres(server.url)  # a new database for each test
         eng = make_engine(server.url)
-        METADATA.drop_all(eng, tables=list(TABLES), checkfirst=True)
-    create_tables(eng)
+    upgrade(eng)
     yield eng
     eng.dispose()
 

@@ -15,8 +15,8 @@ from pydicom.uid import generate_uid
 from osteo_node.cli.main import main
 from osteo_node.outbox import store
 from osteo_node.outbox.policy import Destination, RetryPolicy
-from osteo_node.outbox.tables import create_tables
 from osteo_node.store.db import make_engine
+from osteo_node.store.schema import upgrade
 from tests.outbox.objects import secondary_capture
 
 
@@ -46,7 +46,7 @@ def test_outbox_cli_list_retry_purge(
     pacs = Destination("pacs", "PACS", "127.0.0.1", 4242)
     series = generate_uid()
     a, b = (secondary_capture(ct_small, series, i) for i in (1, 2))
-    create_tables(engine)  # the node's processes create them; the CLI never does
+    upgrade(engine)  # the schema step makes them; the CLI never does
     assert main(["outbox", "--config", str(config), "list"]) == 0
     assert "outbox: empty" in capsys.readouterr().out
 

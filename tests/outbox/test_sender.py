@@ -34,6 +34,7 @@ from osteo_node.outbox.sender import (
     split_for_contexts,
 )
 from osteo_node.store.db import make_engine
+from osteo_node.store.schema import upgrade
 from tests.outbox.conftest import UNCOMPRESSED, FakePacs
 from tests.outbox.objects import key_object_selection, secondary_capture
 
@@ -266,6 +267,8 @@ def test_run_sender_as_own_process_stops_cleanly_on_sigterm(
     pacs = fake_pacs()
     d = _dest(pacs)
     url = f"sqlite:///{tmp_path / 'node.db'}"
+    engine = make_engine(url)
+    upgrade(engine)  # the schema step runs before the node's processes start
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(
         target=run_sender,
@@ -274,8 +277,6 @@ def test_run_sender_as_own_process_stops_cleanly_on_sigterm(
     )
     proc.start()
     try:
-        engine = make_engine(url)
-        _wait_for(lambda: engine.dialect.has_table(engine.connect(), "outbox_items"), 60)
         sc = secondary_capture(ct_small, generate_uid(), 1)
         store.enqueue(engine, tmp_path / "outbox", [sc], [d])
         _wait_for(lambda: pacs.received_uids == [sc.SOPInstanceUID], 30)

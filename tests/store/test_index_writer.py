@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from osteo_node.store.db import make_engine
 from osteo_node.store.index import InstanceRecord, instances, series
 from osteo_node.store.index_writer import IndexWriter
-from osteo_node.store.schema import create_node_tables
+from osteo_node.store.schema import upgrade
 
 
 def _records(n: int) -> list[InstanceRecord]:
@@ -30,7 +30,7 @@ def _count(engine, table) -> int:  # type: ignore[no-untyped-def]
 
 def test_rows_are_written_in_the_background_and_flush_waits(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'n.db'}")
-    create_node_tables(engine)
+    upgrade(engine)
     writer = IndexWriter(engine, max_batch=16)
     writer.start()
     for i, rec in enumerate(_records(100)):
@@ -46,7 +46,7 @@ def test_rows_are_written_in_the_background_and_flush_waits(tmp_path: Path) -> N
 def test_a_locked_database_delays_rows_but_loses_none(tmp_path: Path) -> None:
     db = tmp_path / "n.db"
     engine = make_engine(f"sqlite:///{db}")
-    create_node_tables(engine)
+    upgrade(engine)
     writer = IndexWriter(engine, max_backoff_s=0.2)
     writer.start()
     other = sqlite3.connect(db, isolation_level=None, timeout=0)
@@ -66,7 +66,7 @@ def test_a_locked_database_delays_rows_but_loses_none(tmp_path: Path) -> None:
 
 def test_stop_writes_what_is_queued(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'n.db'}")
-    create_node_tables(engine)
+    upgrade(engine)
     writer = IndexWriter(engine)
     writer.start()
     for rec in _records(20):
@@ -87,7 +87,7 @@ def test_spooled_copies_are_read_by_the_writer_and_a_bad_one_does_not_block_othe
     from osteo_node.store.spool import Spool, SpoolKey
 
     engine = make_engine(f"sqlite:///{tmp_path / 'n.db'}")
-    create_node_tables(engine)
+    upgrade(engine)
     spool = Spool(tmp_path / "spool")
     spool.recover()
     st, se, good_uid = generate_uid(), generate_uid(), generate_uid()

@@ -21,7 +21,8 @@ from starlette.testclient import TestClient
 
 from osteo_node import logging_setup
 from osteo_node.pipeline.results import AnalysisOutput
-from osteo_node.store.db import METADATA, make_engine
+from osteo_node.store.db import make_engine
+from osteo_node.store.schema import upgrade
 from osteo_node.web import users
 from osteo_node.web.app import WebContext, create_app
 from osteo_node.worklist import store
@@ -35,7 +36,7 @@ PASSWORDS = {"vera": "viewer-pass-123", "ed": "editor-pass-123", "ada": "admin-p
 @pytest.fixture()
 def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = make_engine(f"sqlite:///{tmp_path / 'node.db'}")
-    METADATA.create_all(engine)
+    upgrade(engine)
     users.add_user(engine, "vera", "viewer", PASSWORDS["vera"])
     users.add_user(engine, "ed", "editor", PASSWORDS["ed"])
     users.add_user(engine, "ada", "admin", PASSWORDS["ada"])

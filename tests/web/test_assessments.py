@@ -18,7 +18,8 @@ from sqlalchemy import Engine, insert, select
 from starlette.testclient import TestClient
 
 from osteo_node.cli.main import main
-from osteo_node.store.db import METADATA, make_engine
+from osteo_node.store.db import make_engine
+from osteo_node.store.schema import upgrade
 from osteo_node.web import users
 from osteo_node.web.app import WebContext, create_app
 from osteo_node.worklist import assessments
@@ -34,7 +35,7 @@ CLINRISK = "wrong patients being given the wrong treatment"  # from ClinRisk's d
 def db(tmp_path: Path) -> Iterator[tuple[Engine, str]]:
     url = f"sqlite:///{tmp_path / 'node.db'}"
     engine = make_engine(url)
-    METADATA.create_all(engine)
+    upgrade(engine)
     users.add_user(engine, "vera", "viewer", PASSWORD)
     now = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
     with engine.begin() as conn:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from osteo_node.store.db import METADATA, make_engine
+from osteo_node.store.db import make_engine
+from osteo_node.store.schema import upgrade
 from osteo_node.web import users
 from osteo_node.web.app import WebContext, create_app
 from tests.outbox.postgres import TempPostgres, unavailable_reason
@@ -22,7 +23,7 @@ def test_worklist_on_postgresql_and_readyz_when_the_database_stops(tmp_path: Pat
     pg = TempPostgres.start()
     try:
         engine = make_engine(pg.url)
-        METADATA.create_all(engine)
+        upgrade(engine)
         users.add_user(engine, "vera", "viewer", "viewer-pass-123")
         client = TestClient(create_app(WebContext(engine, spool_dir=tmp_path)),
                             follow_redirects=False)
@@ -52,17 +53,14 @@ def test_assessments_stored_and_shown_on_postgresql(tmp_path: Path) -> None:
 
     from sqlalchemy import insert
 
-    from osteo_node.store.schema import create_node_tables
-    from osteo_node.web.schema import create_web_tables
     from osteo_node.worklist import assessments
     from osteo_node.worklist.store import fls_worklist
 
     pg = TempPostgres.start()
     try:
         engine = make_engine(pg.url)
-        create_node_tables(engine)
-        create_node_tables(engine)  # idempotent
-        create_web_tables(engine)
+        upgrade(engine)
+        upgrade(engine)  # idempotent
         users.add_user(engine, "vera", "viewer", "viewer-pass-123")
         now = datetime(2026, 11, 22, tzinfo=UTC)
         with engine.begin() as conn:

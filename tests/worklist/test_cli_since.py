@@ -15,6 +15,7 @@ import pytest
 from osteo_node.cli.main import main as cli_main
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.store.db import make_engine
+from osteo_node.store.schema import upgrade
 from osteo_node.worklist import export_csv, store
 
 
@@ -43,7 +44,7 @@ def test_since_date_and_date_time_select_rows(tmp_path: Path,
                                               ct20_output: AnalysisOutput) -> None:
     url = f"sqlite:///{tmp_path / 'node.db'}"
     engine = make_engine(url)
-    store.create_tables(engine)
+    upgrade(engine)
     first = datetime(2024, 1, 10, 12, 0, tzinfo=UTC)
     store.add_from_result(engine, ct20_output, now=first)
     later = AnalysisOutput(dataclasses.replace(ct20_output.result,

@@ -28,6 +28,7 @@ from osteo_node import logging_setup
 from osteo_node.cli.main import main as cli_main
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.store.db import make_engine
+from osteo_node.store.schema import upgrade
 from osteo_node.worklist import fhir, store
 
 pytestmark = pytest.mark.shared_data
@@ -115,7 +116,7 @@ def server() -> Iterator[tuple[str, FakeFhir]]:
 def node(tmp_path: Path, ct20_output: AnalysisOutput) -> Iterator[tuple[Path, Engine]]:
     url = f"sqlite:///{tmp_path / 'node.db'}"
     engine = make_engine(url)
-    store.create_tables(engine)
+    upgrade(engine)
     assert store.add_from_result(engine, ct20_output) is not None
     yield tmp_path, engine
     engine.dispose()

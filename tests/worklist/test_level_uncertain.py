@@ -22,6 +22,7 @@ from osteo_node.exporters.common import LEVEL_CAVEAT
 from osteo_node.pipeline.ct import level_names as lv
 from osteo_node.pipeline.results import AnalysisOutput
 from osteo_node.store.db import make_engine
+from osteo_node.store.schema import SchemaError, upgrade
 from osteo_node.worklist import export_csv, fhir, store
 from tests.exporters.test_level_uncertain import with_level_confidence
 
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.shared_data
 @pytest.fixture()
 def engine(tmp_path: Path) -> Iterator[Engine]:
     e = make_engine(f"sqlite:///{tmp_path / 'node.db'}")
-    store.create_tables(e)
+    upgrade(e)
     yield e
     e.dispose()
 
@@ -104,8 +105,9 @@ def test_not_assessed_is_empty_not_false(engine: Engine, ct20_output: AnalysisOu
 
 
 def test_existing_table_gets_the_new_column(tmp_path: Path) -> None:
-    """A worklist table made before level_uncertain existed is brought up to date on start-up
-    (create_tables) and its rows read back as not assessed."""
+    """A worklist table made before level_uncertain existed is brought up to date by the schema
+    step (adopting a database made before migrations) and its rows read back as not
+    assessed."""
     e = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     old = MetaData()
     legacy = Table(store.fls_worklist.name, old, *(
@@ -118,9 +120,9 @@ def test_existing_table_gets_the_new_column(tmp_path: Path) -> None:
         conn.execute(insert(legacy).values(study_instance_uid="1.2.3", series_instance_uid="1.2.4",
                                            trigger="positive", created_at=now, updated_at=now))
     assert "level_uncertain" not in {c["name"] for c in inspect(e).get_columns(legacy.name)}
-    store.create_tables(e)
+    assert upgrade(e).adopted
     assert "level_uncertain" in {c["name"] for c in inspect(e).get_columns(legacy.name)}
-    assert store.add_missing_columns(e) == []  # idempotent
+    assert not upgrade(e).adopted  # once
     (row,) = store.list_rows(e)
     assert row.series_instance_uid == "1.2.4" and row.level_uncertain is None
     e.dispose()
@@ -130,7 +132,7 @@ def test_incompatible_table_is_refused(tmp_path: Path) -> None:
     e = make_engine(f"sqlite:///{tmp_path / 'odd.db'}")
     Table(store.fls_worklist.name, MetaData(), Column("id", Integer, primary_key=True),
           Column("note", String(10))).create(e)
-    with pytest.raises(store.WorklistError, match="required columns"):
-        store.create_tables(e)
+    with pytest.raises(SchemaError, match="required columns"):
+        upgrade(e)
     e.dispose()
 

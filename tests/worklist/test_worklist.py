@@ -17,6 +17,7 @@ from osteo_node import logging_setup
 from osteo_node.cli.main import main as cli_main
 from osteo_node.pipeline.results import AnalysisOutput, AnalysisResult
 from osteo_node.store.db import make_engine
+from osteo_node.store.schema import upgrade
 from osteo_node.worklist import export_csv, fhir, rules, store
 from tests.exporters.conftest import PATIENT_ID, PATIENT_NAME
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.shared_data
 def db(tmp_path: Path) -> tuple[str, Engine]:
     url = f"sqlite:///{tmp_path / 'node.db'}"
     engine = make_engine(url)
-    store.create_tables(engine)
+    upgrade(engine)
     yield url, engine  # type: ignore[misc]
     engine.dispose()
 
