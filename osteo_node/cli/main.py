@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "evaluate-mr": "evaluate_mr",
     "web-user": "web_user",
     "db": "db",
+    "retention": "retention",
 }
 
 

@@ -1,4 +1,6 @@
-"""``osteo-node status --config FILE [--json]``: counts, queue depth, recent jobs, failures."""
+"""``osteo-node status --config FILE [--json]``: counts, queue depth, recent jobs, failures,
+retention (spool and outbox sizes, what is deletable, deleted in the last 24 h, the last
+round), every host's processes (alive or stale by their heart-beats)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,12 @@ import argparse
 import json
 import sys
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer
+
+if TYPE_CHECKING:
+    from osteo_node.config.sections import RetentionSettings
 
 
 def add_parser(subparsers: Any) -> None:
@@ -53,15 +58,23 @@ def _outbox_failures(conn: Any, limit: int) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-def collect(database_url: str, limit: int, retry_max_attempts: int = 10) -> dict[str, Any]:
+def collect(database_url: str, limit: int, retry_max_attempts: int = 10,
+            retention: RetentionSettings | None = None, now: float | None = None,
+            heartbeat_seconds: float = 10.0) -> dict[str, Any]:
     """Read the node's state; creates nothing. Raises
     :class:`osteo_node.store.db.DatabaseUnavailableError` when the database or its tables are
-    missing."""
+    missing. ``retention``: the policy whose due deletions are shown (default: the defaults);
+    ``now``: epoch seconds (default: the clock)."""
+    import time
+
     from sqlalchemy import func, select
 
+    from osteo_node.cli.status_hosts import hosts_section
+    from osteo_node.config.sections import RetentionSettings
     from osteo_node.outbox.tables import outbox_items
     from osteo_node.queue import jobs as job_queue
     from osteo_node.queue.jobs import FAILED, NOT_ANALYSABLE, recent_jobs, state_counts
+    from osteo_node.retention.summary import summary
     from osteo_node.store import index
     from osteo_node.store.db import open_existing
 
@@ -83,13 +96,21 @@ def collect(database_url: str, limit: int, retry_max_attempts: int = 10) -> dict
                 "recent_jobs": recent_jobs(conn, limit),
                 "recent_failures": recent_jobs(conn, limit, (FAILED,)),
                 "recent_not_analysable": recent_jobs(conn, limit, (NOT_ANALYSABLE,)),
+                "retention": summary(conn, retention or RetentionSettings(),
+                                     time.time() if now is None else now),
+                "hosts": hosts_section(conn, time.time() if now is None else now,
+                                       heartbeat_seconds),
             }
     finally:
         engine.dispose()
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from osteo_node.cli.common import settings_or_report
+    from osteo_node.cli.status_hosts import text_lines as hosts_lines
+    from osteo_node.retention.summary import text_lines as retention_lines
     from osteo_node.store.db import DatabaseUnavailableError
 
     settings = settings_or_report(args.config)
@@ -97,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         info = collect(settings.storage.database_url, args.limit,
-                       settings.retry.max_attempts)
+                       settings.retry.max_attempts, settings.retention,
+                       heartbeat_seconds=settings.node.heartbeat_seconds)
     except DatabaseUnavailableError as exc:
         print(f"osteo-node status: {exc}", file=sys.stderr)
         return 1
@@ -116,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
         print("outbox failures (cannot be sent; `outbox retry` re-arms them):")
         for f in info["outbox_failures"]:
             print(f"  {f['destination']} {f['sop_instance_uid']}  {f['last_error']}")
+    for line in retention_lines(info["retention"], time.time()):
+        print(line)
+    for line in hosts_lines(info["hosts"], settings.node.heartbeat_seconds):
+        print(line)
     for title, rows in (("recent jobs", info["recent_jobs"]),
                         ("recent failures", info["recent_failures"]),
                         ("recent not analysable", info["recent_not_analysable"])):

@@ -128,8 +128,9 @@ class WebSettings:
 
 
 #: the roles a ``serve`` can run (``node.roles``, ``serve --roles``); ``web`` also needs
-#: ``web.enabled``, ``outbox`` starts only when destinations are configured
-ALL_ROLES: tuple[str, ...] = ("listener", "assembler", "worker", "outbox", "web")
+#: ``web.enabled``, ``outbox`` starts only when destinations are configured, ``retention`` only
+#: when ``retention.enabled`` (run it on one host that has the spool and outbox folders)
+ALL_ROLES: tuple[str, ...] = ("listener", "assembler", "worker", "outbox", "web", "retention")
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,19 @@ class NodeSettings:
     roles: tuple[str, ...] = ALL_ROLES
     #: each process records a heart-beat this often (stale after 3 missed beats)
     heartbeat_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """Deleting received images and sent results once settled (``osteo_node.retention``).
+    A limit that is None does not apply; ages in hours, sizes in GB (10^9 bytes)."""
+
+    enabled: bool = True
+    spool_max_age_hours: float | None = 72.0
+    outbox_max_age_hours: float | None = 168.0
+    spool_max_total_gb: float | None = None
+    outbox_max_total_gb: float | None = None
+    interval_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,7 @@ class Settings:
     results: ResultsSettings = field(default_factory=ResultsSettings)
     fhir: FhirSettings = field(default_factory=FhirSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     node: NodeSettings = field(default_factory=NodeSettings)
     #: modality -> "module:callable" analyser factory used INSTEAD of the registry entry

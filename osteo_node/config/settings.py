@@ -25,6 +25,7 @@ from osteo_node.config.dicom_section import read_dicom
 from osteo_node.config.env import ENV_PREFIX, apply_env_overrides
 from osteo_node.config.node_section import read_node
 from osteo_node.config.reader import ConfigError, Reader
+from osteo_node.config.retention_section import read_retention
 from osteo_node.config.sections import (
     AllowedCaller,
     DicomSettings,
@@ -184,6 +185,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base: Path, source: str = "") 
     results = _read_results(top)
     fhir = _read_fhir(top, base)
     web = _read_web(top, base)
+    retention = read_retention(top)
     log = _read_logging(top)
     node = read_node(top, web_enabled=web.enabled)
     analysers = _read_analysers(top)
@@ -193,7 +195,8 @@ def settings_from_mapping(raw: Mapping[str, Any], base: Path, source: str = "") 
     if problems:
         raise ConfigError(problems, source)
     return Settings(dicom=dicom, storage=storage, queue=queue, destinations=destinations,
-                    retry=retry, results=results, fhir=fhir, web=web, logging=log,
+                    retry=retry, results=results, fhir=fhir, web=web, retention=retention,
+                    logging=log,
                     analysers=analysers, publisher=publisher, node=node, source=source)
 
 

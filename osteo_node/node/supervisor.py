@@ -6,7 +6,8 @@ roles (docs/deployment.md). Every process records a heart-beat (``node_processes
 
 Children (multiprocessing, spawn): ``listener`` (DICOM AE: C-ECHO, C-STORE -> spool + index),
 ``assembler`` (quiet series -> jobs), ``worker-N`` (analysis), ``outbox`` (C-STORE of results,
-only when destinations are configured). The supervisor re-queues jobs left running by a
+only when destinations are configured), ``retention`` (deletes settled spool and outbox files,
+when ``retention.enabled``). The supervisor re-queues jobs left running by a
 previous run before starting workers, restarts a crashed child with backoff, and on SIGTERM or
 SIGINT stops all children (SIGTERM, then SIGKILL after a grace period). Children die with the
 supervisor (Linux parent-death signal), so a kill -9 of the supervisor leaves no orphans.
@@ -118,6 +119,10 @@ def _run_role(role: str, settings: Settings, stop: threading.Event, index: int,
         from osteo_node.web.server import run_web
 
         run_web(settings, stop)
+    elif role == "retention":
+        from osteo_node.retention.process import run_retention
+
+        run_retention(settings, stop)
     elif role == "outbox":
         from osteo_node.outbox.sender import SenderSettings, run_sender
 
@@ -170,6 +175,8 @@ def plan_children(settings: Settings) -> list[Child]:
         children.append(Child("outbox"))
     if "web" in roles and settings.web.enabled:
         children.append(Child("web"))
+    if "retention" in roles and settings.retention.enabled:
+        children.append(Child("retention"))
     return children
 
 

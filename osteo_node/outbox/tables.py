@@ -49,9 +49,9 @@ outbox_objects = Table(
     Column("rel_path", String(255), nullable=False),
     Column("size_bytes", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False),
     #: when retention deleted the object's file (None: the file is in the outbox folder)
     Column("purged_at", DateTime, nullable=True, index=True),
-    Column("created_at", DateTime, nullable=False),
 )
 
 outbox_items = Table(
