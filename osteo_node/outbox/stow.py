@@ -152,10 +152,9 @@ class _Result:
 
 @dataclass(frozen=True)
 class _Hold:
-    """The destination rejected these credentials (by fingerprint) with this reason."""
+    """The destination rejected the credentials with this fingerprint."""
 
     fingerprint: str
-    reason: str
 
 
 class StowSender:
@@ -190,8 +189,7 @@ class StowSender:
         return False
 
     def _start_hold(self, credentials: Credentials, status: int) -> None:
-        reason = credentials_rejected_reason(self.target.host, status)
-        self._hold = _Hold(credentials.fingerprint, reason)
+        self._hold = _Hold(credentials.fingerprint)
         log.error(
             "outbox.credentials_rejected",
             destination=self.dest.name,
