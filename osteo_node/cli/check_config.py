@@ -29,4 +29,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"  spool {s.storage.spool_dir}, database {s.storage.database_url}")
     print(f"  series quiet {s.queue.series_quiet_seconds:g} s, workers {s.queue.workers}")
     print(f"  destinations {[f'{x.name}={x.protocol}:{x.endpoint}' for x in s.destinations]}")
+    print(f"  retention {_retention(s.retention)}")
     return 0
+
+
+def _retention(r: Any) -> str:
+    if not r.enabled:
+        return "off (nothing is deleted)"
+
+    def limit(hours: float | None, gb: float | None) -> str:
+        parts = [f"after {hours:g} h" if hours is not None else "",
+                 f"above {gb:g} GB" if gb is not None else ""]
+        return " or ".join(p for p in parts if p) or "kept"
+
+    return (f"spool {limit(r.spool_max_age_hours, r.spool_max_total_gb)}, outbox "
+            f"{limit(r.outbox_max_age_hours, r.outbox_max_total_gb)}, every "
+            f"{r.interval_seconds:g} s")

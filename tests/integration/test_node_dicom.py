@@ -58,7 +58,8 @@ def _spool_files(root: Path) -> list[Path]:
     """Filed instances; asserts that the pre-created slots hold nothing (no partial file)."""
     slots = root / ".slots"
     if slots.is_dir():
-        assert all(p.stat().st_size == 0 for p in slots.iterdir()), "a slot holds data"
+        assert all(p.stat().st_size == 0 for p in slots.rglob("*") if p.is_file()), \
+            "a slot holds data"  # slots lie in .slots/<node name>/
     return sorted(p for p in root.rglob("*.dcm") if p.is_file() and slots not in p.parents)
 
 
