@@ -1,12 +1,17 @@
-"""A series sent again after retention deleted it is analysed again normally (issue 14,
-retention, acceptance point e): dcmtk storescu -> the node's real listener (spool + index) ->
-assembler -> worker -> outbox -> a real C-STORE SCP as PACS -> retention deletes the spool
-files -> storescu sends the same instances again -> a new generation is queued, analysed with
-all its instances (the files are there again) and its results are delivered."""
+"""Retention through the node's real DICOM path (issue 14, retention).
+
+Acceptance point e: a series sent again after retention deleted it is analysed again normally:
+dcmtk storescu -> the node's real listener (spool + index) -> assembler -> worker -> outbox -> a
+real C-STORE SCP as PACS -> retention deletes the spool files -> storescu sends the same
+instances again -> a new generation is queued, analysed with all its instances (the files are
+there again) and its results are delivered. And ``osteo-node serve`` runs the retention child."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,10 +28,21 @@ from osteo_node.outbox.tables import outbox_items, outbox_objects
 from osteo_node.pipeline.results import AnalysisOutput, AnalysisResult
 from osteo_node.queue import jobs as jq
 from osteo_node.retention.run import run_once
+from osteo_node.store.db import make_engine
 from osteo_node.store.index import instances, series
 from osteo_node.worker.runner import WorkerContext, process_job
 from tests.node.fake_analysers import secondary_capture
-from tests.node.support import fill_uids, free_port, node_config, running_listener, storescu
+from tests.node.support import (
+    REPO,
+    NodeProcess,
+    fill_uids,
+    free_port,
+    node_config,
+    running_listener,
+    storescu,
+    wait_until,
+    write_config,
+)
 from tests.outbox.conftest import FakePacs
 
 pytestmark = [pytest.mark.integration]
@@ -137,3 +153,58 @@ def test_e_series_sent_again_after_purge_is_analysed_again(tmp_path: Path) -> No
         (str(first.id), "sc", "sent"), (str(second.id), "sc", "sent"),
         (f"{second.id}/rejection", "kos", "sent")])
     assert len(pacs.received) == 3
+
+
+@pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk not installed")
+def test_serve_runs_retention_after_delivery(tmp_path: Path) -> None:
+    """``osteo-node serve`` starts the retention child: with limits of zero hours a series
+    and its result are deleted as soon as the result reached the PACS (dcmtk storescp), and
+    ``status`` says so."""
+    received = tmp_path / "pacs"
+    received.mkdir()
+    pacs_port = free_port()
+    pacs = subprocess.Popen(["storescp", "-aet", "PACS", "-od", str(received), str(pacs_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    sources = tmp_path / "src"
+    sources.mkdir()
+    for i in range(2):
+        shutil.copy(get_testdata_file("CT_small.dcm"), sources / f"{i}.dcm")
+    files = fill_uids(sorted(sources.iterdir()), tmp_path / "sent")
+    base = tmp_path / "node"
+    markers = base / "markers"
+    markers.mkdir(parents=True)
+    port = free_port()
+    cfg = node_config(base, port, analysers={"CT": "tests.node.fake_analysers:recording"},
+                      publisher="tests.node.fake_analysers:secondary_capture",
+                      destinations=[{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1",
+                                     "port": pacs_port, "send": ["sc"]}],
+                      retention={"interval_seconds": 1, "spool_max_age_hours": 0,
+                                 "outbox_max_age_hours": 0})
+    config = write_config(base, cfg)
+    node = NodeProcess(config, base / "node.log", env={"OSTEO_TEST_ANALYSER_DIR": str(markers)})
+    node.start(port)
+    engine = make_engine(f"sqlite:///{base / 'node.db'}")
+    try:
+        assert storescu(port, files).acknowledged == files
+        wait_until(lambda: len(list(received.iterdir())) == 1, 90, what="result at the PACS")
+
+        def purged() -> bool:
+            with engine.connect() as conn:
+                return conn.execute(select(series.c.purged_at)).scalar_one() is not None
+
+        wait_until(purged, 60, what="series purged by the retention child")
+        wait_until(lambda: not list((base / "outbox").rglob("*.dcm")), 60,
+                   what="result file purged")
+        assert not list((base / "spool").rglob("*.dcm"))
+        status = subprocess.run([sys.executable, "-m", "osteo_node", "status", "--config",
+                                 str(config), "--json"], cwd=REPO, capture_output=True,
+                                text=True, timeout=120, check=True)
+        day = json.loads(status.stdout)["retention"]["purged_last_24h"]
+        assert (day["spool_series"], day["spool_files"], day["outbox_objects"]) == (1, 2, 1)
+        log = (base / "node.log").read_text()
+        assert '"retention_series_purged"' in log and '"process": "retention"' in log
+    finally:
+        engine.dispose()
+        assert node.stop() == 0
+        pacs.terminate()
+        pacs.wait(10)
