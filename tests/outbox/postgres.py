@@ -1,5 +1,7 @@
 """A throw-away PostgreSQL server for tests: ``initdb`` + ``pg_ctl`` (Debian postgresql), run as
-the ``postgres`` user, listening on a Unix socket only (``listen_addresses=''``: no TCP at all).
+the ``postgres`` user, listening on a Unix socket only (``listen_addresses=''``: no TCP at all),
+or also on ``127.0.0.1`` at a given port (``start(tcp_port=...)``: the multi-host test reaches it
+the way a second host would, over TCP).
 
 Used to run the outbox tests on PostgreSQL as well as SQLite (the database layer must work on
 both). Skips with a reason when the server binaries, the ``postgres`` user, root or the psycopg
@@ -44,6 +46,7 @@ def unavailable_reason() -> str | None:
 @dataclass
 class TempPostgres:
     root: Path
+    tcp_port: int | None = None
 
     @property
     def socket_dir(self) -> Path:
@@ -52,6 +55,13 @@ class TempPostgres:
     @property
     def url(self) -> str:
         return f"postgresql+psycopg://postgres@/postgres?host={self.socket_dir}"
+
+    @property
+    def tcp_url(self) -> str:
+        """The database over TCP on 127.0.0.1 (only when started with ``tcp_port``)."""
+        if self.tcp_port is None:
+            raise RuntimeError("started without tcp_port: Unix socket only")
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.tcp_port}/postgres"
 
     def _as_postgres(self, *cmd: str) -> None:
         res = subprocess.run(
@@ -65,9 +75,9 @@ class TempPostgres:
             raise RuntimeError(f"{cmd[0]} failed: {res.stdout}\n{res.stderr}")
 
     @classmethod
-    def start(cls) -> TempPostgres:
+    def start(cls, tcp_port: int | None = None) -> TempPostgres:
         root = Path(tempfile.mkdtemp(prefix="osteo-pg-"))
-        pg = cls(root)
+        pg = cls(root, tcp_port)
         user = pwd.getpwnam("postgres")
         pg.socket_dir.mkdir()
         for p in (root, pg.socket_dir):
@@ -76,7 +86,8 @@ class TempPostgres:
         initdb, pg_ctl = _find_bin("initdb"), _find_bin("pg_ctl")
         assert initdb and pg_ctl
         pg._as_postgres(initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-        opts = f"-c listen_addresses='' -k {pg.socket_dir} -c fsync=off"
+        listen = "''" if tcp_port is None else f"127.0.0.1 -p {tcp_port}"
+        opts = f"-c listen_addresses={listen} -k {pg.socket_dir} -c fsync=off"
         # -w: pg_ctl itself polls until the server accepts connections.
         pg._as_postgres(
             pg_ctl,
