@@ -83,7 +83,9 @@ def spool_candidates(conn: Connection, series_id: int | None = None
         job_states[sid].append(state)
         series_of_job[job_id] = sid
     result_states: dict[int, list[str]] = defaultdict(list)
-    for job_id, state in _open_items_by_job(conn):
+    # one series (a re-check): only its jobs' results, not every delivery that is waiting
+    jobs_of_one = sorted(series_of_job) if series_id is not None else None
+    for job_id, state in _open_items_by_job(conn, jobs_of_one):
         sid = None if job_id is None else series_of_job.get(job_id)
         if sid is not None:
             result_states[sid].append(state)
@@ -97,13 +99,19 @@ def spool_candidates(conn: Connection, series_id: int | None = None
     return out
 
 
-def _open_items_by_job(conn: Connection) -> Iterable[tuple[int | None, str]]:
-    """(job id, state) of every delivery not finished yet (few: what waits for PACS)."""
-    rows = conn.execute(
-        select(outbox_objects.c.job_id, outbox_items.c.state)
-        .join_from(outbox_items, outbox_objects)
-        .where(outbox_items.c.state.in_(sorted(OPEN_ITEM_STATES))))
-    return [(job_of_object(job_id), state) for job_id, state in rows]
+def _open_items_by_job(conn: Connection, job_ids: list[int] | None = None
+                       ) -> Iterable[tuple[int | None, str]]:
+    """(job id, state) of every delivery not finished yet (what waits for PACS), or only of
+    the results of ``job_ids``."""
+    q = (select(outbox_objects.c.job_id, outbox_items.c.state)
+         .join_from(outbox_items, outbox_objects)
+         .where(outbox_items.c.state.in_(sorted(OPEN_ITEM_STATES))))
+    if job_ids is not None:
+        if not job_ids:
+            return []
+        q = q.where(outbox_objects.c.job_id.in_(
+            [str(j) for j in job_ids] + [f"{j}/rejection" for j in job_ids]))
+    return [(job_of_object(job_id), state) for job_id, state in conn.execute(q)]
 
 
 def outbox_candidates(conn: Connection, sop_uid: str | None = None

@@ -41,7 +41,7 @@ def run_retention(settings: Settings, stop: threading.Event,
         while not stop.is_set():
             try:
                 run_once(engine, r, settings.storage.spool_dir, settings.storage.outbox_dir,
-                         clock)
+                         clock, stopping=stop.is_set)
             except Exception as exc:  # noqa: BLE001 - the next round tries again
                 log.error("retention_run_failed", error=describe(exc))
             stop.wait(r.interval_seconds)

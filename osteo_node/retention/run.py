@@ -118,9 +118,11 @@ def _result(o: Outcome[Any]) -> dict[str, Any]:
 
 
 def run_once(engine: Engine, settings: RetentionSettings, spool_dir: Path, outbox_dir: Path,
-             clock: Callable[[], float], *, dry_run: bool = False) -> RunReport:
+             clock: Callable[[], float], *, dry_run: bool = False,
+             stopping: Callable[[], bool] = lambda: False) -> RunReport:
     """Plan and (unless ``dry_run``) carry out one round; ``clock``: epoch seconds now (ages
-    and the recorded times are measured with it)."""
+    and the recorded times are measured with it). ``stopping``: checked between deletions (a
+    long first round must not hold up the node's stop); what is left waits for the next."""
     now = clock()
     spool_limits, outbox_limits = limits_of(settings)
     with engine.connect() as conn:
@@ -142,11 +144,15 @@ def run_once(engine: Engine, settings: RetentionSettings, spool_dir: Path, outbo
             insert(retention_runs).values(started_at=now).returning(retention_runs.c.id)
         ).scalar_one())
     for ds in spool_plan.deletions:
+        if stopping():
+            break
         report.spool_outcomes.append(_attempt(
             ds, {"series_instance_uid": ds.candidate.key.series_uid},
             lambda d: purge_series(engine, spool_dir, d.candidate.key,
                                    Stamp(now, d.reason, report.run_id))))
     for do in outbox_plan.deletions:
+        if stopping():
+            break
         report.outbox_outcomes.append(_attempt(
             do, {"sop_instance_uid": do.candidate.key.sop_uid},
             lambda d: purge_object(engine, outbox_dir, d.candidate.key,

@@ -12,14 +12,18 @@ import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import Engine, select
 
-from osteo_node.retention.facts import spool_candidates
+from osteo_node.config.sections import RetentionSettings
+from osteo_node.outbox import store as outbox
+from osteo_node.outbox.tables import outbox_items
+from osteo_node.retention.facts import naive_utc, spool_candidates
 from osteo_node.retention.policy import AGE
 from osteo_node.retention.purge import Stamp, purge_series
+from osteo_node.retention.run import run_once
 from osteo_node.retention.tables import retention_log, retention_runs
 from osteo_node.store.db import make_engine
 from osteo_node.store.index import InstanceRecord, record_instance
 from osteo_node.store.spool import SpoolKey
-from tests.retention.support import VIEWER, Node, ct_body
+from tests.retention.support import PACS, VIEWER, Node, ct_body, result_object
 
 
 @pytest.fixture
@@ -258,3 +262,48 @@ def test_a_series_that_changed_since_the_plan_is_kept(node: Node) -> None:
     assert purge_series(node.engine, node.spool_dir, planned.key,
                         Stamp(node.clock(), AGE)) is None
     assert all(p.is_file() for p in [*rec.files, stored.path])
+
+
+def test_a_pending_rejection_note_of_a_later_generation_keeps_the_series(node: Node) -> None:
+    """The note withdrawing generation 1's results belongs to the series too (its outbox
+    job_id is "<job id>/rejection"): undelivered, it keeps the series' files."""
+    rec = node.analyse(node.receive(2))
+    node.deliver()
+    more = node.receive(1, study=rec.study)  # another series of the study: irrelevant
+    node.analyse(more)
+    sop = generate_uid()
+    key = SpoolKey(rec.study, rec.series_uid, sop)
+    stored = node.spool.store(key, (ct_body(rec.study, rec.series_uid, sop),))
+    with node.engine.begin() as conn:  # a late instance: generation 2
+        record_instance(conn, InstanceRecord(rec.study, rec.series_uid, sop, CTImageStorage,
+                                             ExplicitVRLittleEndian, "CT", None,
+                                             str(key.relpath()), stored.size), node.clock())
+    second = node.analyse(rec)
+    assert second.job is not None and second.job.generation == 2
+    note = result_object(rec.study)
+    outbox.enqueue(node.engine, node.outbox_dir, [note], [PACS],
+                   job_id=f"{second.job.id}/rejection", kind="kos",
+                   now=naive_utc(node.clock()))
+    node.clock.advance(1)
+    assert node.claim()  # everything is being sent; then all of it but the note arrives
+    with node.engine.begin() as conn:
+        conn.execute(outbox_items.update().where(
+            outbox_items.c.sop_instance_uid != str(note.SOPInstanceUID)).values(
+            state="sent", sent_at=naive_utc(node.clock()), claim_token=None))
+    node.clock.advance(100)
+    report = node.retain()
+    assert [o.deletion.candidate.key.series_uid for o in report.spool_outcomes] == [
+        more.series_uid]
+    assert all(p.is_file() for p in [*rec.files, stored.path])
+
+
+def test_a_round_told_to_stop_deletes_nothing_more(node: Node, engine: Engine) -> None:
+    rec = node.analyse(node.receive(2))
+    node.deliver()
+    node.clock.advance(100)
+    report = run_once(engine, RetentionSettings(), node.spool_dir, node.outbox_dir,
+                      node.clock, stopping=lambda: True)
+    assert len(report.spool.deletions) == 1 and report.spool_outcomes == []
+    assert all(p.is_file() for p in rec.files)
+    with engine.connect() as conn:
+        assert conn.execute(select(retention_runs.c.finished_at)).scalar_one() is not None
