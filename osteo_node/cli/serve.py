@@ -21,10 +21,7 @@ import stat
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from osteo_node.config import Settings
+from typing import Any
 
 UMASK = 0o027
 
@@ -59,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return 1
     if args.roles is not None:
-        chosen = _roles_from_argument(args.roles, settings)
+        chosen = _roles_from_argument(args.roles)
         if chosen is None:
             return 2
         settings = replace(settings, node=replace(settings.node, roles=chosen))
@@ -67,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not plan_children(settings):
         print(f"osteo-node serve: the roles {', '.join(settings.node.roles)} start no process "
-              "here (outbox needs destinations, web needs web.enabled)", file=sys.stderr)
+              "here (outbox needs destinations, web web.enabled, retention retention.enabled)",
+              file=sys.stderr)
         return 2
     json = logging_setup.json_flag(settings.logging.format)
     logging_setup.configure(settings.logging.level, json=json)
@@ -92,17 +90,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _roles_from_argument(value: str, settings: Settings) -> tuple[str, ...] | None:
+def _roles_from_argument(value: str) -> tuple[str, ...] | None:
     """The roles of ``--roles``; None (after saying why on stderr) when they are not valid."""
-    from osteo_node.config.node_section import RoleError, parse_roles, roles_problem
+    from osteo_node.config.node_section import RoleError, parse_roles
 
     try:
-        roles = parse_roles(value)
+        return parse_roles(value)
     except RoleError as exc:
         print(f"osteo-node serve: --roles: {exc}", file=sys.stderr)
         return None
-    problem = roles_problem(roles, settings.web.enabled)
-    if problem:
-        print(f"osteo-node serve: --roles: {problem}", file=sys.stderr)
-        return None
-    return roles

@@ -48,21 +48,11 @@ def node_name(v: Any) -> str:
     return name
 
 
-def roles_problem(roles: tuple[str, ...], web_enabled: bool) -> str | None:
-    """Why explicitly chosen ``roles`` cannot run with this configuration (None: they can)."""
-    if "web" in roles and not web_enabled:
-        return "role web needs web.enabled: true"
-    return None
-
-
-def read_node(top: Reader, *, web_enabled: bool) -> NodeSettings:
+def read_node(top: Reader) -> NodeSettings:
     n = top.section("node")
-    roles = n.get("roles", ALL_ROLES, parse_roles)
-    if n.data.get("roles") is not None and (problem := roles_problem(roles, web_enabled)):
-        n.problem("roles", problem)
     node = NodeSettings(
         name=n.get("name", node_name(socket.gethostname()), node_name),
-        roles=roles,
+        roles=n.get("roles", ALL_ROLES, parse_roles),
         heartbeat_seconds=n.get("heartbeat_seconds", 10.0, positive_float),
     )
     n.finish()

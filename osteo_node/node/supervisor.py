@@ -286,8 +286,10 @@ class Supervisor:
         node = self.settings.node
         beat = Heartbeat(self.settings.storage.database_url, node.name, "supervisor",
                          "supervisor", node.heartbeat_seconds).start()
+        started = {c.role for c in self.children}
         log.info("node_started", node=node.name, roles=list(node.roles),
-                 children=[c.name for c in self.children])
+                 children=[c.name for c in self.children],
+                 roles_not_started=[r for r in node.roles if r not in started])
         for child in self.children:
             self._start(child)
         try:

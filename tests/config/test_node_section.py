@@ -41,15 +41,13 @@ def test_bad_roles_say_what_is_valid(value: object, message: str) -> None:
 def test_problems_are_reported_with_their_paths(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         settings_from_mapping({**CALLERS, "node": {
-            "name": "a/b", "roles": ["listener", "web", "x"], "heartbeat_seconds": 0,
+            "name": "a/b", "roles": ["listener", "x"], "heartbeat_seconds": 0,
             "colour": 1}}, tmp_path)
     text = str(err.value)
     assert "node.name: at most 64 characters, no '/'" in text
     assert "node.roles: unknown role(s) x" in text
     assert "node.heartbeat_seconds: must be > 0" in text
     assert "node.colour: unknown setting" in text
-    with pytest.raises(ConfigError, match=r"node\.roles: role web needs web\.enabled: true"):
-        settings_from_mapping({**CALLERS, "node": {"roles": ["web"]}}, tmp_path)
 
 
 def test_the_supervisor_plans_only_the_chosen_roles(tmp_path: Path) -> None:
@@ -65,3 +63,4 @@ def test_the_supervisor_plans_only_the_chosen_roles(tmp_path: Path) -> None:
     assert names({"node": {"roles": ["outbox"]}}) == []  # no destinations: nothing to send
     assert names({"web": {"enabled": True}, "node": {"roles": ["assembler", "web"]}}) == [
         "assembler", "web"]
+    assert names({"node": {"roles": ["assembler", "web"]}}) == ["assembler"]  # web disabled
