@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psutil
 from sqlalchemy import (
     Column,
     Connection,
@@ -100,14 +101,14 @@ def forget_pid(engine: Engine, host: str, pid: int) -> None:
 
 
 def pid_exists(pid: int) -> bool:
-    """Whether a process with this id exists on this machine."""
+    """Whether a live process with this id exists on this machine (a zombie, killed but not yet
+    reaped by its new parent, is not alive)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True  # exists, owned by another user
-    return True
 
 
 def forget_dead_on_host(engine: Engine, host: str,
