@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  AE {d.ae_title} on {d.bind_address}:{d.port} (TLS {'on' if d.tls else 'off'}), "
           f"callers {[c.ae_title for c in d.allowed_callers]}, "
           f"modalities {list(d.accepted_modalities)}")
-    print(f"  spool {s.storage.spool_dir}, database {s.storage.database_url}")
+    print(f"  spool {s.storage.spool_dir}, database {_without_password(s.storage.database_url)}")
+    print(f"  node {s.node.name}, roles {', '.join(s.node.roles)}")
     print(f"  series quiet {s.queue.series_quiet_seconds:g} s, workers {s.queue.workers}")
     print(f"  destinations {[f'{x.name}={x.protocol}:{x.endpoint}' for x in s.destinations]}")
     print(f"  retention {_retention(s.retention)}")
@@ -45,3 +46,9 @@ def _retention(r: Any) -> str:
     return (f"spool {limit(r.spool_max_age_hours, r.spool_max_total_gb)}, outbox "
             f"{limit(r.outbox_max_age_hours, r.outbox_max_total_gb)}, every "
             f"{r.interval_seconds:g} s")
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

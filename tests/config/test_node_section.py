@@ -64,3 +64,19 @@ def test_the_supervisor_plans_only_the_chosen_roles(tmp_path: Path) -> None:
     assert names({"web": {"enabled": True}, "node": {"roles": ["assembler", "web"]}}) == [
         "assembler", "web"]
     assert names({"node": {"roles": ["assembler", "web"]}}) == ["assembler"]  # web disabled
+
+
+def test_check_config_shows_the_node_and_hides_the_database_password(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from osteo_node.cli.main import main
+
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text(yaml.safe_dump({
+        **CALLERS, "node": {"name": "ct-b", "roles": "worker,listener"},
+        "storage": {"database_url": "postgresql+psycopg://osteo:s3cret@db.example/osteo"}}))
+    assert main(["check-config", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "  node ct-b, roles listener, worker" in out
+    assert "postgresql+psycopg://osteo:***@db.example/osteo" in out and "s3cret" not in out
