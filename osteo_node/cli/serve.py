@@ -31,9 +31,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--config", required=True, help="YAML configuration file")
     p.add_argument("--allow-root", action="store_true",
                    help="run even as root (not recommended: use a dedicated user)")
+    from osteo_node.config.sections import ALL_ROLES
+
     p.add_argument("--roles", metavar="ROLE,...",
                    help="run only these roles (overrides node.roles; default: all): "
-                   "listener, assembler, worker, outbox, web")
+                   + ", ".join(ALL_ROLES))
     p.set_defaults(func=run)
 
 
