@@ -202,21 +202,3 @@ def ensure_schema(engine: Engine) -> None:
         upgrade(engine)
     else:
         require_current(engine)
-
-
-def load_table_modules() -> MetaData:
-    """Import every module that declares a node table on the shared metadata; returns it (the
-    migrations must produce exactly these tables)."""
-    import osteo_node.node.processes
-    import osteo_node.outbox.tables
-    import osteo_node.queue.jobs
-    import osteo_node.retention.tables
-    import osteo_node.store.index
-    import osteo_node.web.audit
-    import osteo_node.web.users
-    import osteo_node.worklist.assessments
-    import osteo_node.worklist.store  # noqa: F401
-    from osteo_node.store.db import METADATA
-
-    return METADATA
-
