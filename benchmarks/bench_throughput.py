@@ -9,8 +9,8 @@ which analyses them with the real CT analyser and the shipped model and delivers
   a  one host, 1 worker process      (serve --roles listener,assembler,worker,outbox)
   b  one host, 2 worker processes    (the same, queue.workers: 2)
   c  two "hosts": host A serve --roles listener,assembler,worker,outbox (1 worker) and host B
-     serve --roles worker (1 worker), sharing one PostgreSQL (TCP 127.0.0.1) and one spool and
-     outbox folder
+     serve --roles worker (1 worker), sharing one PostgreSQL (TCP 127.0.0.1; a throw-away
+     server, tests/outbox/postgres.py) and one spool and outbox folder
 
 a and b use the embedded SQLite database (what one host runs; ``--one-host-db postgresql`` for
 a PostgreSQL server there too). Each configuration starts from an empty database and spool.
@@ -18,9 +18,9 @@ Timings come from the database, not the logs: queue wait = job created -> claime
 (``jobs.created_at`` -> ``started_at``), analysis = claimed -> finished (``finished_at``: the
 results are in the outbox), end-to-end = last instance of the series received
 (``series.last_received_at``) -> its last result delivered (``outbox_items.sent_at``; includes
-``queue.series_quiet_seconds``). The queue depth (queued + running jobs, as ``osteo-node
-status`` shows it) is sampled during the run; its least-squares trend over the arrival window
-(first job queued -> last series queued) says whether the queue grows at the arrival rate.
+``queue.series_quiet_seconds``). The queue (jobs queued, and running) is sampled during the
+run; the least-squares trend of the jobs waiting (queued) over the arrival window (first job
+queued -> last series queued) says whether the queue grows at the arrival rate.
 
 The default arrival rate is the issue's requirement, 2,000 CT series a day per 2 CPU cores
 (43.2 s between series on 2 cores). Capacity: when the queue grew the workers were saturated and
@@ -172,6 +172,16 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 def cpu_cores() -> int:
     return len(os.sched_getaffinity(0))
+
+
+def settle_load(baseline: float, max_wait: float) -> float:
+    """Wait (polling, at most ``max_wait`` s) until the 1-minute load average is back near
+    ``baseline``: the previous configuration's own work is still in it. Returns the wait."""
+    t0 = time.monotonic()
+    done = threading.Event()
+    while os.getloadavg()[0] > baseline + 0.2 and time.monotonic() - t0 < max_wait:
+        done.wait(5.0)
+    return time.monotonic() - t0
 
 
 def machine_state() -> dict[str, Any]:
@@ -550,7 +560,9 @@ def summarise(rec: RunRecord, opts: Options) -> dict[str, Any]:
     # the queue is empty by construction, after it the queue drains)
     window_start = min((j.created for j in jobs), default=rec.t0) - rec.t0
     window_end = (len(rec.sends) - 1) * opts.interval + opts.quiet_seconds
-    window = [(s.t, float(s.depth)) for s in rec.samples
+    # the trend of the jobs waiting (queued): running jobs are bounded by the workers, and
+    # idle workers filling up at the start is no growth
+    window = [(s.t, float(s.queued)) for s in rec.samples
               if window_start <= s.t <= window_end]
     trend = slope_per_hour(window)
     grew = queue_grows(trend, arrival_per_hour)
@@ -575,7 +587,8 @@ def summarise(rec: RunRecord, opts: Options) -> dict[str, Any]:
         "arrival_per_hour": arrival_per_hour, "interval_s": opts.interval,
         "completed_per_hour": completion,
         "queue_wait_s": _pcts(waits), "analysis_s": _pcts(analysis), "end_to_end_s": _pcts(e2e),
-        "queue_depth_trend_per_hour": trend, "queue_grows": grew,
+        "queued_trend_per_hour": trend, "queue_grows": grew,
+        "max_queued": max((s.queued for s in rec.samples), default=0),
         "max_queue_depth": max((s.depth for s in rec.samples), default=0),
         "all_delivered_after_s": drained[0] if drained else None,
         "capacity_per_hour": capacity, "capacity_basis": basis,
@@ -614,7 +627,7 @@ def print_summary(s: dict[str, Any]) -> None:
         v = s[key]
         print(f"  {label:<40} p50 {_fmt(v['p50'])} s  p95 {_fmt(v['p95'])} s  "
               f"max {_fmt(v['max'])} s  (n={v['n']})")
-    print("  queue depth (queued + running) over time:")
+    print("  queue over time (depth as osteo-node status shows it: queued + running):")
     print("    t [s]  received  queued  running  finished  delivered")
     samples = s["samples"]
     step = max(1, len(samples) // 20)
@@ -623,9 +636,12 @@ def print_summary(s: dict[str, Any]) -> None:
         print(f"    {x['t']:6.0f}  {x['received']:8d}  {x['queued']:6d}  {x['running']:7d}"
               f"  {x['finished']:8d}  {x['delivered']:9d}")
     grows = {True: "GROWS", False: "does not grow", None: "unknown"}[s["queue_grows"]]
-    print(f"  queue depth trend over the arrival window: "
-          f"{_fmt(s['queue_depth_trend_per_hour'], 2)} series/hour -> the queue {grows} at "
-          f"{s['arrival_per_hour']:.1f} series/hour (max depth {s['max_queue_depth']})")
+    if s["series_sent"] < 10:
+        grows += f" (only {s['series_sent']} series: too few to judge a trend)"
+    print(f"  trend of the jobs queued over the arrival window: "
+          f"{_fmt(s['queued_trend_per_hour'], 2)} series/hour -> the queue {grows} at "
+          f"{s['arrival_per_hour']:.1f} series/hour (max queued {s['max_queued']}, max "
+          f"depth {s['max_queue_depth']})")
     print(f"  capacity: {_fmt(s['capacity_per_hour'])} series/hour = "
           f"{_fmt(s['capacity_per_day_per_2_cores'], 0)} CT series/day per 2 cores "
           f"({s['capacity_basis']})")
@@ -680,8 +696,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{opts.interval:.1f} s ({3600 / max(opts.interval, 1e-9):.1f}/h), "
               f"series_quiet_seconds {opts.quiet_seconds:g}", flush=True)
         results = []
-        for key in opts.configs:
+        for i, key in enumerate(opts.configs):
             layout = layouts(opts.one_host_postgres)[key]
+            if i and not opts.quick:  # the previous configuration's load, not the machine's
+                waited = settle_load(machine["load_1_5_15"][0], 300.0)
+                print(f"waited {waited:.0f} s for the load average to settle "
+                      f"({os.getloadavg()[0]:.2f})", flush=True)
             t = time.perf_counter()
             print(f"config {key}: {layout.title} ...", flush=True)
             summary = summarise(run_layout(layout, opts, copies, root), opts)
