@@ -636,17 +636,17 @@ def print_summary(s: dict[str, Any]) -> None:
         print(f"    {x['t']:6.0f}  {x['received']:8d}  {x['queued']:6d}  {x['running']:7d}"
               f"  {x['finished']:8d}  {x['delivered']:9d}")
     grows = {True: "GROWS", False: "does not grow", None: "unknown"}[s["queue_grows"]]
-    if s["series_sent"] < 10:
-        grows += f" (only {s['series_sent']} series: too few to judge a trend)"
+    few = (f"  (only {s['series_sent']} series: too few to judge a trend)"
+           if s["series_sent"] < 10 else "")
     print(f"  trend of the jobs queued over the arrival window: "
           f"{_fmt(s['queued_trend_per_hour'], 2)} series/hour -> the queue {grows} at "
           f"{s['arrival_per_hour']:.1f} series/hour (max queued {s['max_queued']}, max "
-          f"depth {s['max_queue_depth']})")
+          f"depth {s['max_queue_depth']}){few}")
     print(f"  capacity: {_fmt(s['capacity_per_hour'])} series/hour = "
           f"{_fmt(s['capacity_per_day_per_2_cores'], 0)} CT series/day per 2 cores "
           f"({s['capacity_basis']})")
     print(f"  requirement ({s['required_per_day_per_2_cores']:.0f}/day per 2 cores): "
-          f"{s['verdict']}")
+          f"{s['verdict']}{few}")
 
 
 def _raise_on_signals() -> None:
