@@ -14,8 +14,7 @@ import json
 import random
 import shutil
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,21 +23,19 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless, generate_uid
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from osteo_node.outbox import store
 from osteo_node.outbox.dicomweb_settings import DicomWebTarget, WebAuth, WebTls
 from osteo_node.outbox.policy import Destination, RetryPolicy
 from osteo_node.outbox.sender import OutboxSender, SenderSettings, Timeouts
-from osteo_node.outbox.tables import outbox_items
-from osteo_node.store.db import make_engine
-from osteo_node.store.schema import upgrade
 from tests.integration.orthanc import OrthancServer
 from tests.integration.orthanc_dicomweb import (
     DICOMWEB_ROOT,
     make_tls_files,
     orthanc_web_fixture,  # noqa: F401  (registers `orthanc_web`)
 )
+from tests.integration.outbox_support import claimed_at, engine_fixture, wait_for  # noqa: F401
 from tests.integration.tls_proxy import TlsFront, running_tls_proxy
 from tests.outbox.objects import key_object_selection, secondary_capture
 
@@ -52,22 +49,6 @@ def _fresh_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
-
-
-def _wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path / 'node.db'}")
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -189,10 +170,10 @@ def test_orthanc_down_retries_with_backoff_then_delivers_exactly_once(
             for it in store.list_items(engine):
                 if it.state == "pending" and it.attempts > 0:
                     seen.setdefault(it.sop_instance_uid, {})[it.attempts] = (
-                        _claimed_at(engine, it.id), it.next_attempt_at)
+                        claimed_at(engine, it.id), it.next_attempt_at)
             return all(len(seen.get(u, {})) >= 3 for u in uids)
 
-        _wait_for(snapshot, 60, "3 failed attempts per item while Orthanc is down")
+        wait_for(snapshot, 60, "3 failed attempts per item while Orthanc is down")
         checked = 0
         for per_item in seen.values():
             for a, b in itertools.pairwise(sorted(per_item)):
@@ -207,7 +188,7 @@ def test_orthanc_down_retries_with_backoff_then_delivers_exactly_once(
         assert orthanc_web.received_sop_uids() == []
 
         orthanc_web.start()
-        _wait_for(lambda: store.counts(engine) == {"orthanc-web": {"sent": len(objs)}}, 60,
+        wait_for(lambda: store.counts(engine) == {"orthanc-web": {"sent": len(objs)}}, 60,
                   "delivery after Orthanc came back")
     finally:
         stop.set()
@@ -219,13 +200,6 @@ def test_orthanc_down_retries_with_backoff_then_delivers_exactly_once(
     assert all(it.attempts >= 4 for it in store.list_items(engine))
     assert sender.run_once().claimed == 0
     assert sorted(orthanc_web.received_sop_uids()) == uids
-
-
-def _claimed_at(engine: Engine, item_id: int) -> object:
-    with engine.connect() as conn:
-        return conn.execute(
-            select(outbox_items.c.claimed_at).where(outbox_items.c.id == item_id)
-        ).scalar_one()
 
 
 def test_wrong_credentials_fail_once_hold_the_destination_and_resume_when_fixed(

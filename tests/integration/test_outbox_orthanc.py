@@ -13,8 +13,7 @@ import itertools
 import shutil
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,13 @@ import structlog
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless, generate_uid
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from osteo_node.outbox import store
 from osteo_node.outbox.policy import RetryPolicy
 from osteo_node.outbox.sender import OutboxSender, SenderSettings, Timeouts
-from osteo_node.outbox.tables import outbox_items
-from osteo_node.store.db import make_engine
-from osteo_node.store.schema import upgrade
 from tests.integration.orthanc import OrthancServer, orthanc_fixture  # noqa: F401
+from tests.integration.outbox_support import claimed_at, engine_fixture, wait_for  # noqa: F401
 from tests.outbox.objects import key_object_selection, secondary_capture
 
 pytestmark = [pytest.mark.integration, pytest.mark.shared_data]
@@ -45,22 +42,6 @@ def _fresh_structlog() -> Iterator[None]:
     structlog.reset_defaults()
 
 TIMEOUTS = Timeouts(connect=5, acse=10, dimse=30, network=30)
-
-
-def _wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path / 'node.db'}")
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture
@@ -201,14 +182,14 @@ def test_outbox_retries_while_orthanc_is_down_then_delivers_exactly_once(
         def snapshot() -> bool:
             for it in store.list_items(engine):
                 if it.state == "pending" and it.attempts > 0:
-                    claimed = _claimed_at(engine, it.id)
+                    claimed = claimed_at(engine, it.id)
                     seen.setdefault(it.sop_instance_uid, {})[it.attempts] = (
                         claimed,
                         it.next_attempt_at,
                     )
             return all(len(seen.get(u, {})) >= 4 for u in uids)
 
-        _wait_for(snapshot, 60, "4 failed attempts per item while Orthanc is down")
+        wait_for(snapshot, 60, "4 failed attempts per item while Orthanc is down")
         checked = 0
         for per_item in seen.values():
             attempts = sorted(per_item)
@@ -225,7 +206,7 @@ def test_outbox_retries_while_orthanc_is_down_then_delivers_exactly_once(
         assert orthanc.received_sop_uids() == []
 
         orthanc.start()
-        _wait_for(
+        wait_for(
             lambda: store.counts(engine) == {"orthanc": {"sent": len(objs)}},
             60,
             "delivery after Orthanc came back",
@@ -247,13 +228,6 @@ def test_outbox_retries_while_orthanc_is_down_then_delivers_exactly_once(
     assert all(r.new_destinations == () for r in again)
     assert sender.run_once().claimed == 0
     assert sorted(orthanc.received_sop_uids()) == uids
-
-
-def _claimed_at(engine: Engine, item_id: int) -> object:
-    with engine.connect() as conn:
-        return conn.execute(
-            select(outbox_items.c.claimed_at).where(outbox_items.c.id == item_id)
-        ).scalar_one()
 
 
 def test_orthanc_listens_only_inside_its_private_namespace(orthanc: OrthancServer) -> None:
