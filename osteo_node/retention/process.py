@@ -27,12 +27,10 @@ log = structlog.get_logger(__name__)
 
 def run_retention(settings: Settings, stop: threading.Event,
                   clock: Callable[[], float] = time.time) -> None:
-    """Run rounds until ``stop`` is set."""
-    from osteo_node.store.schema import ensure_schema
-
+    """Run rounds until ``stop`` is set (the database is already migrated: ``serve``'s
+    supervisor does that once, before any child starts)."""
     r = settings.retention
     engine = make_engine(settings.storage.database_url)
-    ensure_schema(engine)
     log.info("retention_started", interval_seconds=r.interval_seconds,
              spool_max_age_hours=r.spool_max_age_hours, spool_max_total_gb=r.spool_max_total_gb,
              outbox_max_age_hours=r.outbox_max_age_hours,
