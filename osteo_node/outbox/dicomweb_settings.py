@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from osteo_node.secret_files import read_secret_file
+
 #: ``auth.type`` values.
 AUTH_TYPES: tuple[str, ...] = ("none", "basic", "bearer")
 
@@ -76,7 +78,7 @@ class WebAuth:
             return Credentials(None, "none")
         secret_file = self.password_file if self.type == "basic" else self.token_file
         assert secret_file is not None  # __post_init__
-        secret = _read_secret(secret_file)
+        secret = read_secret_file(secret_file)
         if self.type == "basic":
             raw = f"{self.username}:{secret}".encode()
             header = "Basic " + base64.b64encode(raw).decode("ascii")
@@ -84,19 +86,6 @@ class WebAuth:
             header = f"Bearer {secret}"
         digest = hashlib.sha256(f"{self.type}\x00{header}".encode()).hexdigest()
         return Credentials(header, digest)
-
-
-def _read_secret(path: Path) -> str:
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise ValueError(f"secret file {path} is empty")
-    if any(ln.strip() for ln in lines[1:]):
-        raise ValueError(f"secret file {path} has more than one line")
-    secret = lines[0].strip()
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
-        raise ValueError(f"secret file {path} holds a control character")
-    return secret
 
 
 @dataclass(frozen=True)

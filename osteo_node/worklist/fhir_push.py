@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from osteo_node.outbox.policy import RetryPolicy
+from osteo_node.secret_files import read_secret_file
 
 log = structlog.get_logger(__name__)
 
@@ -51,13 +52,8 @@ class PushResult:
 
 
 def read_token(path: Any) -> str:
-    """The bearer token from a file (first line, stripped)."""
-    from pathlib import Path
-
-    text = Path(path).read_text(encoding="utf-8").strip()
-    if not text or "\n" in text:
-        raise ValueError(f"token file {path} must hold one non-empty line")
-    return text
+    """The bearer token from a file (its one non-blank line, stripped)."""
+    return read_secret_file(path)
 
 
 def _diagnostics(body: bytes) -> str:
