@@ -37,6 +37,7 @@ SAME_DISC_MM = 4.0  # two pieces whose planes meet the axis this close are one d
 STRONG = 0.3  # a disc covering this share of the column's cross-section is certain
 FAINT = 0.08  # ... this share: used only where the height prior asks for a disc
 MIN_COLUMN_AREA_MM2 = 60.0  # rows with less body + disc cross-section are not column
+WIDE_AREA_MM = 40.0  # a disc's share is also taken of the column's cross-section this far
 SPLIT_FACTOR = 1.55  # a gap this much larger than its neighbours holds two bodies
 BLIND_SPLIT_FACTOR = 1.8  # ... split even without a visible disc
 JOIN_FACTOR = 0.55  # two neighbouring gaps each smaller than this x their neighbours ...
@@ -187,11 +188,25 @@ def find_discs(p_disc: NDArray[np.float32], in_column: NDArray[np.bool_],
             continue
         z0, du, dv = _fit(zz3[sel], uu3[sel], vv3[sel], w3[sel], *axis)
         area = len(set(zip(uu3[sel].tolist(), vv3[sel].tolist(), strict=True))) * cell
-        row = int(np.clip(round(z0), 0, len(column_area) - 1))
-        around = column_area[max(0, row - 8): row + 9]
-        cross = float(np.median(around)) if around.size else area
+        cross = _cross_section(column_area, z0, step_mm, area)
         planes.append(DiscPlane(z0, du, dv, min(1.0, area / max(cross, 1.0)), *axis))
     return _merge_same(sorted(planes, key=lambda d: d.z0), step_mm)
+
+
+def _cross_section(column_area: NDArray[np.float64], z0: float, step_mm: float,
+                   fallback: float) -> float:
+    """The column's cross-section (mm^2) a disc at row ``z0`` is compared with: the median of
+    the rows next to it, or of the rows within ``WIDE_AREA_MM``, whichever is larger. Where
+    the scan's edge cuts the column obliquely (a tilted spine, a gantry tilt), the rows next
+    to the edge hold only part of it; against that part alone a piece of disc-like signal at
+    the edge would look like a whole disc."""
+    row = int(np.clip(round(z0), 0, len(column_area) - 1))
+    near = column_area[max(0, row - 8): row + 9]
+    k = max(1, round(WIDE_AREA_MM / step_mm))
+    wide = column_area[max(0, row - k): row + k + 1]
+    if not near.size:
+        return fallback
+    return max(float(np.median(near)), float(np.median(wide)))
 
 
 def _line(zz: NDArray[np.float64], uu: NDArray[np.float64], w: NDArray[np.float64],
@@ -237,6 +252,20 @@ def _expected(periods: list[float], i: int, q: float = 50.0) -> float:
     return float(np.percentile(near, q)) if near else DEFAULT_PERIOD_MM
 
 
+def _expected_split(periods: list[float], i: int) -> float:
+    """Typical period around gap i for the split check, following the column's trend: the
+    mean of the median of up to 3 gaps below and of up to 3 gaps above (bodies grow from T1
+    to L5, so in the upper thoracic spine the gaps below are 20-40 % longer than those above;
+    a median per side also ignores one short neighbour, a fracture or a cleft). With gaps on
+    one side only, their upper quartile."""
+    below = periods[max(0, i - 3): i]
+    above = periods[i + 1: i + 4]
+    if below and above:
+        return float(np.median(below) + np.median(above)) / 2.0
+    near = below or above
+    return float(np.percentile(near, 75.0)) if near else DEFAULT_PERIOD_MM
+
+
 def endplate_score(hu_profile: NDArray[np.float64] | None, step_mm: float
                    ) -> NDArray[np.float64] | None:
     """Per row, how much it looks like a disc between two endplates on the image alone: the
@@ -277,7 +306,7 @@ def _split_once(discs: list[DiscPlane], faint: list[DiscPlane], body_amount: NDA
                 step_mm: float, cues: BlindCues) -> bool:
     periods = [(b.z0 - a.z0) * step_mm for a, b in itertools.pairwise(discs)]
     for i, period in enumerate(periods):
-        exp = _expected(periods, i, 75.0)
+        exp = _expected_split(periods, i)
         if period <= SPLIT_FACTOR * exp:
             continue
         a, b = discs[i], discs[i + 1]

@@ -180,3 +180,46 @@ def test_a_missed_degenerate_disc_is_cut_where_the_network_sees_it_faintly() -> 
                                                    GapEvidence(hu))
                if r.lower is not None and r.lower.blind]
     assert [round(c) for c in without] == [74]  # the image's own cue when the network has none
+
+
+def test_disc_like_signal_where_the_scan_edge_cuts_the_column_is_no_strong_disc() -> None:
+    """The scan's edge cuts the column obliquely (the example CT tilted 8 degrees, v4 recipe
+    network): the last rows hold only a shrinking part of the column, and a piece of disc
+    class there covers most of that part but a small share of the column. Compared with the
+    rows next to it alone it looked like a clear disc and made a 12 mm "crushed" body; against
+    the column's cross-section it is only a faint candidate, and the end run is left whole."""
+    p, mask, area = column([(z, 0.9) for z in (20, 43, 66, 89, 112)], nz=150)
+    mask[:, :, :] = False
+    mask[1:150, 5:36, :] = True
+    for k in range(138, 150):  # the edge takes more of the column row by row
+        mask[k, 36 - 2 * (k - 137):, :] = False
+    area = mask.sum(axis=(1, 2)).astype(np.float64) * STEP * STEP
+    zz = np.arange(p.shape[0])[:, None, None]
+    uu = np.arange(NU)[None, :, None]
+    edge = (np.abs(zz - 143) <= 1) & (uu >= 5) & (uu <= 12)
+    p[np.broadcast_to(edge, p.shape)] = 0.6
+    planes = find_discs(p, mask, area, (20.0, 10.0), STEP)
+    at_edge = [d for d in planes if abs(d.z0 - 143) < 3]
+    assert len(at_edge) == 1 and at_edge[0].strength < 0.3
+    rows = column_rows(area)
+    assert rows is not None
+    runs = bodies_between(planes, rows, np.ones(p.shape[0]), STEP)
+    assert runs[-1].lower is not None and round(runs[-1].lower.z0) == 112
+    assert runs[-1].upper is None
+
+
+def test_a_merged_pair_where_bodies_grow_down_the_column_is_split() -> None:
+    """Upper thoracic bodies are much shorter than the mid-thoracic ones below them (the chest
+    series: periods 16.5 mm above, 23 mm below). Two bodies whose disc the network missed
+    (40 mm) are split at its faint disc evidence, though they are less than twice the upper
+    quartile of all their neighbours."""
+    discs = [(z, 0.9) for z in (10, 25.7, 41.3, 57, 71.6, 98.4, 111, 122, 133)]
+    p, mask, area = column(discs, nz=170)
+    planes = find_discs(p, mask, area, (20.0, 10.0), STEP)
+    rows = column_rows(area)
+    assert rows is not None
+    share = np.zeros(p.shape[0])
+    share[83:88] = [0.1, 0.14, 0.16, 0.14, 0.1]
+    runs = bodies_between(planes, rows, np.ones(p.shape[0]), STEP, GapEvidence(None, share))
+    cuts = [round(r.lower.z0) for r in runs if r.lower is not None and r.lower.blind]
+    assert cuts == [85]
