@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from osteo_node.pipeline.ct.disc_profile import (
+    WEAK_DISC_P,
     BodyRun,
     GapEvidence,
     bodies_between,
@@ -254,7 +255,8 @@ def find_instances(probs: NDArray[np.float32], frame: StraightFrame,
     seen = [] if image is None else image_discs(image, f, area, axis, frame.step)
     open_ends = (rows[0] <= OPEN_END_ROWS and frame.scan_edge_below,
                  rows[1] >= frame.nz - 1 - OPEN_END_ROWS and frame.scan_edge_above)
-    evidence = GapEvidence(hu_profile(image, f), disc_share(probs[DISC], f), seen)
+    weak = find_discs(probs[DISC], f, area, axis, frame.step, WEAK_DISC_P)
+    evidence = GapEvidence(hu_profile(image, f), disc_share(probs[DISC], f), seen, weak)
     runs = bodies_between(discs, rows, body_amount, frame.step, evidence, open_ends)
     bodies = _body_maps(probs, runs)
     below = _below_sacrum(bodies, runs, sacrum)

@@ -9,7 +9,9 @@ share of the column's cross-section it covers.
 
 Bodies lie between consecutive discs. Thin or degenerate discs can be faint, and a body must not
 be split in two, so the spacing of the discs is checked against their neighbours (the
-body-height prior): a gap much larger than its neighbours is split at its best faint disc (else,
+body-height prior): a gap much larger than its neighbours (the mean of the medians of the gaps
+below and above it: bodies grow down the column) is split at its best faint disc (a piece
+covering less of the column, a piece of weaker disc probability, or a disc seen on the image; else,
 when clearly two bodies tall, at a blind plane, whose endplates are then not resolved); two
 gaps much smaller than their neighbours with a weak disc between them are joined. The runs at
 the two ends of the column (outermost disc to the end of the column) get the same check, so
@@ -30,6 +32,8 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 DISC_P = 0.4  # disc voxels: network disc probability at least this
+WEAK_DISC_P = 0.25  # ... for weak discs, offered only where the height prior asks for a disc
+# (the chest series' T4/T5 disc: no piece at 0.4, a piece covering 0.38 of the column at 0.25)
 MID_SLAB_MM = 6.0  # discs are found on the mid-sagittal slab +- this
 MIN_DISC_DEPTH_MM = 6.0  # a disc piece spans at least this much antero-posteriorly
 NEAR_LINE_MM = 3.0  # disc voxels of the column within this of a disc's mid-sagittal line
@@ -75,11 +79,13 @@ class GapEvidence:
     column's cross-section per row, ``disc_share``: its mean disc probability per row (where
     to cut blind), ``image_discs``: discs seen on the image (:mod:`.image_discs`), offered like
     the network's faint discs where a run is too long for one body (a disc there, not a blind
-    cut)."""
+    cut); ``weak_discs``: the network's disc pieces at ``WEAK_DISC_P`` (:func:`find_discs`
+    with ``threshold``), offered the same way."""
 
     hu_profile: NDArray[np.float64] | None = None
     disc_share: NDArray[np.float64] | None = None
     image_discs: Sequence[DiscPlane] = ()
+    weak_discs: Sequence[DiscPlane] = ()
 
 
 @dataclass(frozen=True)
@@ -145,13 +151,13 @@ def _fit(zz: NDArray[np.float64], uu: NDArray[np.float64], vv: NDArray[np.float6
 
 
 def _mid_pieces(p_disc: NDArray[np.float32], in_column: NDArray[np.bool_], axis_v: int,
-                half: int, min_cells: int) -> list[tuple[NDArray[np.int64], NDArray[np.int64],
-                                                         NDArray[np.float64]]]:
+                half: int, min_cells: int, threshold: float
+                ) -> list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]]:
     """Discs as 4-connected pieces of the mid-sagittal slab's disc probability (z, u): in a
     sagittal view consecutive discs are always separated by a body."""
     sl = slice(max(0, axis_v - half), axis_v + half + 1)
     mid = p_disc[:, :, sl].mean(axis=2)
-    mask = (mid >= DISC_P) & in_column[:, :, sl].any(axis=2)
+    mask = (mid >= threshold) & in_column[:, :, sl].any(axis=2)
     lab, _ = ndimage.label(mask)
     out = []
     for i, box in enumerate(ndimage.find_objects(lab), start=1):
@@ -167,9 +173,10 @@ def _mid_pieces(p_disc: NDArray[np.float32], in_column: NDArray[np.bool_], axis_
 
 def find_discs(p_disc: NDArray[np.float32], in_column: NDArray[np.bool_],
                column_area: NDArray[np.float64], axis: tuple[float, float],
-               step_mm: float) -> list[DiscPlane]:
+               step_mm: float, threshold: float = DISC_P) -> list[DiscPlane]:
     """Disc planes (caudal -> cranial) from the disc probability ``[z, u, v]`` inside the
-    column mask; ``column_area`` (mm^2 per row) gives each disc's share of the cross-section.
+    column mask (voxels at ``threshold`` or more); ``column_area`` (mm^2 per row) gives each
+    disc's share of the cross-section.
 
     Each disc is found on the mid-sagittal slab (a line z(u)), then its plane is fitted to the
     disc voxels of the whole column near that line (lateral tilt too)."""
@@ -177,11 +184,12 @@ def find_discs(p_disc: NDArray[np.float32], in_column: NDArray[np.bool_],
     half = max(1, round(MID_SLAB_MM / step_mm))
     min_cells = max(2, round(MIN_DISC_DEPTH_MM / step_mm))
     near = max(1.0, NEAR_LINE_MM / step_mm)
-    disc = (p_disc >= DISC_P) & in_column
+    disc = (p_disc >= threshold) & in_column
     zz3, uu3, vv3 = (a.astype(np.float64) for a in np.nonzero(disc))
     w3 = p_disc[disc].astype(np.float64)
     planes: list[DiscPlane] = []
-    for zz, uu, w in _mid_pieces(p_disc, in_column, round(axis[1]), half, min_cells):
+    for zz, uu, w in _mid_pieces(p_disc, in_column, round(axis[1]), half, min_cells,
+                                 threshold):
         z0, du = _line(zz.astype(np.float64), uu.astype(np.float64), w, axis[0])
         sel = np.abs(zz3 - (z0 + du * (uu3 - axis[0]))) <= near
         if sel.sum() < min_cells:
@@ -447,7 +455,9 @@ def bodies_between(discs: list[DiscPlane], rows: tuple[int, int],
     strong = [d for d in strong if d not in odd]
     faint = [d for d in inside if FAINT <= d.strength < STRONG] + odd + [
         d for d in seen.image_discs if lo < d.z0 < hi and d.strength >= IMAGE_DISC_STRENGTH
-        and all(abs(d.z0 - s.z0) * step_mm > SAME_DISC_MM for s in strong)]
+        and all(abs(d.z0 - s.z0) * step_mm > SAME_DISC_MM for s in strong)] + [
+        d for d in seen.weak_discs if lo < d.z0 < hi and d.strength >= FAINT
+        and all(abs(d.z0 - s.z0) * step_mm > SAME_DISC_MM for s in inside)]
     for _ in range(24):
         if not (_merge_close_once(strong, step_mm) or _join_once(strong, step_mm)
                 or _split_once(strong, faint, body_amount, step_mm, cues)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from osteo_node.pipeline.ct.disc_profile import (
+    WEAK_DISC_P,
     GapEvidence,
     bodies_between,
     column_rows,
@@ -223,3 +224,40 @@ def test_a_merged_pair_where_bodies_grow_down_the_column_is_split() -> None:
     runs = bodies_between(planes, rows, np.ones(p.shape[0]), STEP, GapEvidence(None, share))
     cuts = [round(r.lower.z0) for r in runs if r.lower is not None and r.lower.blind]
     assert cuts == [85]
+
+
+def test_a_weak_disc_piece_resolves_a_merged_pair_with_real_endplates() -> None:
+    """The chest series' T4/T5 disc (v4 recipe network): no piece at the disc threshold, but a
+    piece at ``WEAK_DISC_P`` covering a third of the column. Where the height prior asks for a
+    disc it is used as a disc (a plane, endplates resolved, heights measurable), not a blind
+    cut; where it does not (a normal gap) it changes nothing."""
+    p, mask, area = column([(z, 0.9) for z in (20, 40, 60, 100, 120, 140)])
+    zz = np.arange(p.shape[0])[:, None, None]
+    uu = np.arange(NU)[None, :, None]
+    piece = (np.abs(zz - 81) <= 1) & (uu >= 10) & (uu <= 22)
+    p[np.broadcast_to(piece, p.shape)] = 0.3
+    planes = find_discs(p, mask, area, (20.0, 10.0), STEP)
+    weak = find_discs(p, mask, area, (20.0, 10.0), STEP, WEAK_DISC_P)
+    assert all(abs(d.z0 - 81) > 3 for d in planes)
+    assert any(abs(d.z0 - 81) < 1 for d in weak)
+    rows = column_rows(area)
+    assert rows is not None
+    share = np.zeros(p.shape[0])
+    share[80:83] = 0.16
+    runs = bodies_between(planes, rows, np.ones(p.shape[0]), STEP,
+                          GapEvidence(None, share, (), weak))
+    assert any(r.lower is not None and abs(r.lower.z0 - 81) < 1 for r in runs)
+    assert not any(r.blind_lower or r.blind_upper for r in runs)
+    blind = bodies_between(planes, rows, np.ones(p.shape[0]), STEP, GapEvidence(None, share))
+    assert any(r.blind_lower for r in blind)  # without it: a blind cut, no heights
+
+    normal = column([(z, 0.9) for z in (20, 40, 60, 80, 100)])
+    piece = (np.abs(zz - 50) <= 1) & (uu >= 10) & (uu <= 22)
+    normal[0][np.broadcast_to(piece, normal[0].shape)] = 0.3  # a weak 'disc' inside a body
+    weak = find_discs(normal[0], normal[1], normal[2], (20.0, 10.0), STEP, WEAK_DISC_P)
+    planes = find_discs(*normal, (20.0, 10.0), STEP)
+    rows = column_rows(normal[2])
+    assert rows is not None
+    with_weak = bodies_between(planes, rows, np.ones(p.shape[0]), STEP,
+                               GapEvidence(weak_discs=weak))
+    assert len(with_weak) == len(bodies_between(planes, rows, np.ones(p.shape[0]), STEP)) == 6
