@@ -97,6 +97,29 @@ def test_a_body_without_a_resolved_endplate_is_measured_but_not_graded(
     assert l2.genant_grade is not None  # the others are graded as usual
 
 
+def test_the_only_complete_vertebra_in_view_is_not_graded(shared_data: Path) -> None:
+    """A scan covering less than three vertebrae (a 40 mm slab): the one complete body has no
+    neighbour to be compared with, and a model once outlined the held-out slab's body as a
+    false grade-3 wedge. Stood in for by the reference labels with L3's neighbours marked cut
+    by the field of view: L3 keeps its density, gets no heights and no grade, and says why;
+    L1 (L2's complete neighbour is not cut) is graded as usual."""
+    import dataclasses
+
+    from osteo_node.pipeline.ct.analyser import CTAnalyser
+    from osteo_node.pipeline.ct.evaluation import ReferenceSpec, reference_segment_fn
+
+    ts = shared_data / "ct/totalseg_example"
+    ref = reference_segment_fn(ReferenceSpec(ts / "example_ct_vertebrae.nii.gz", "totalseg",
+                                             ts / "vertebrae_body.nii.gz", (1,)))
+    alone = CTAnalyser(segment=lambda v: dataclasses.replace(
+        ref(v), partial=frozenset({"L2", "L4"}))).analyse([shared_data / EX]).result
+    l3 = next(v for v in alone.vertebrae if v.level == "L3")
+    assert l3.trabecular_hu is not None and l3.genant_grade is None
+    assert any("only complete vertebra in view" in n for n in l3.notes)
+    l1 = next(v for v in alone.vertebrae if v.level == "L1")
+    assert l1.genant_grade is not None
+
+
 def _thick_slices(img: sitk.Image, thickness_mm: float) -> sitk.Image:
     """Thicker slices the way a scanner reconstructs them: slice profile, then resample."""
     smooth = sitk.SmoothingRecursiveGaussian(img, [0.01, 0.01, thickness_mm / 2.355])

@@ -30,6 +30,9 @@ from osteo_node.pipeline.types import Geometry, Volume
 
 UNRESOLVED_ENDPLATE = ("endplate not resolved: the body was separated from its neighbour by a "
                        "cut where the segmentation saw no disc; heights not measured, not graded")
+NO_COMPLETE_NEIGHBOUR = ("the only complete vertebra in view (its neighbours are cut by the field "
+                         "of view or absent): shape not graded without an adjacent vertebra to "
+                         "compare with")
 
 
 @dataclass
@@ -140,10 +143,22 @@ def _outline_doubt(m: VertebraMeasurement, span_mm: float | None, quality: Quali
     return None
 
 
+def _has_complete_neighbour(level: str, seg: Segmentation) -> bool:
+    """Whether a vertebra adjacent to ``level`` is labelled and not cut by the field of view.
+    Genant's semi-quantitative reading judges a body's shape with its neighbours in view; a
+    scan covering less than three vertebrae (a short slab) gives the segmentation nothing to
+    be checked against either (the held-out 40 mm contrast slab: its one complete body
+    outlined as a false grade-3 wedge by one model, grade 0 by another)."""
+    i = level_index(level)
+    return any(abs(level_index(other) - i) == 1 and other not in seg.partial
+               for other in seg.labels.levels)
+
+
 def _judged_outline(m: VertebraMeasurement, level: str, seg: Segmentation,
                     quality: QualityRules | None, params: MeasureParams) -> VertebraMeasurement:
     """The measurement without heights (not graded) where its body outline cannot be trusted:
-    an endplate not resolved (heights only), or :func:`_outline_doubt` (heights and the
+    an endplate not resolved or no complete neighbour in view (heights only), or
+    :func:`_outline_doubt` (heights and the
     trabecular ROI, which comes from the same outline: the density level falls back to the
     next one, as for a fractured L1). A body cut by the scan has no reported heights: not
     judged."""
@@ -152,6 +167,8 @@ def _judged_outline(m: VertebraMeasurement, level: str, seg: Segmentation,
     no_heights = replace(m.heights, heights=Heights(None, None, None))
     if level in seg.heights_unmeasurable:
         return replace(m, heights=no_heights, notes=(*m.notes, UNRESOLVED_ENDPLATE))
+    if not _has_complete_neighbour(level, seg):
+        return replace(m, heights=no_heights, notes=(*m.notes, NO_COMPLETE_NEIGHBOUR))
     if quality is None or m.truncated:
         return m
     doubt = _outline_doubt(m, seg.body_span_mm.get(level), quality, params)
