@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The "v4 recipe" experiment of 2026-12-07 (measured held out, NOT shipped: see model_card.md,
-# "Tried, not shipped"), reproducible on CPU with fixed seeds (about 20 minutes per 3000-iteration
-# model and 6 minutes per 1000-iteration fine-tune on 2 idle cores).
+# The "v4 recipe", shipped as model 2.1.0 (see model_card.md), reproducible on CPU with fixed
+# seeds (about 20 minutes per 3000-iteration model and 6 minutes per 1000-iteration fine-tune on
+# 2 idle cores). The shipped files: export runs/all_v4/model.pt with --version 2.1.0 into
+# ai_models/ct_sagittal; the folds: copy runs/v4_export/folds/CASE into folds/CASE.
 #
 # v4 = the 2.0.0 network (3000 iterations from scratch, runs/all_v2b) fine-tuned 1000
 # iterations at lr 1e-3 with two more augmentations (contrast in the spinal canal, p 0.25;
