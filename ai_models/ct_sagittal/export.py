@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         info = json.loads(log.read_text())
         extra = {"trained_on": info["cases"], "trained_iters": info["args"]["iters"],
                  "seed": info["args"]["seed"]}
+        if info["args"].get("init"):
+            extra["fine_tuned_from"] = Path(info["args"]["init"]).parent.name
     export(args.checkpoint, args.out, args.version, extra)
     return 0
 
