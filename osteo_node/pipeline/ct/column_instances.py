@@ -194,7 +194,8 @@ def _below_sacrum(bodies: NDArray[np.int16], runs: list[BodyRun],
         return set()
     top = float(np.percentile(np.nonzero(sacrum)[0], 95))
     index = list(range(1, n + 1))
-    rows = ndimage.center_of_mass(bodies > 0, labels=bodies, index=index)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a run left without voxels: NaN
+        rows = ndimage.center_of_mass(bodies > 0, labels=bodies, index=index)
     out = {i for i, c in enumerate(rows) if not np.isnan(c[0]) and c[0] < top}
     sizes = np.asarray(ndimage.sum(bodies > 0, labels=bodies, index=index), dtype=np.float64)
     lowest = min(set(range(n)) - out, default=None)
