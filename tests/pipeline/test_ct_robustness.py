@@ -107,6 +107,7 @@ def test_the_only_complete_vertebra_in_view_is_not_graded(shared_data: Path) -> 
 
     from osteo_node.pipeline.ct.analyser import CTAnalyser
     from osteo_node.pipeline.ct.evaluation import ReferenceSpec, reference_segment_fn
+    from osteo_node.render.sagittal import PARTIAL_NOTES
 
     ts = shared_data / "ct/totalseg_example"
     ref = reference_segment_fn(ReferenceSpec(ts / "example_ct_vertebrae.nii.gz", "totalseg",
@@ -116,6 +117,7 @@ def test_the_only_complete_vertebra_in_view_is_not_graded(shared_data: Path) -> 
     l3 = next(v for v in alone.vertebrae if v.level == "L3")
     assert l3.trabecular_hu is not None and l3.genant_grade is None
     assert any("only complete vertebra in view" in n for n in l3.notes)
+    assert not any(p in n for n in l3.notes for p in PARTIAL_NOTES)  # not drawn "partial"
     l1 = next(v for v in alone.vertebrae if v.level == "L1")
     assert l1.genant_grade is not None
 

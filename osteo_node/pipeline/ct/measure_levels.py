@@ -30,8 +30,9 @@ from osteo_node.pipeline.types import Geometry, Volume
 
 UNRESOLVED_ENDPLATE = ("endplate not resolved: the body was separated from its neighbour by a "
                        "cut where the segmentation saw no disc; heights not measured, not graded")
-NO_COMPLETE_NEIGHBOUR = ("the only complete vertebra in view (its neighbours are cut by the field "
-                         "of view or absent): shape not graded without an adjacent vertebra to "
+# (worded without "cut by the field of view": that phrase marks the body itself as partial)
+NO_COMPLETE_NEIGHBOUR = ("the only complete vertebra in view (its neighbours reach beyond the "
+                         "scan or are absent): shape not graded without an adjacent vertebra to "
                          "compare with")
 
 
