@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from osteo_node.pipeline.ct.evaluation import load_cases, reference_bodies
 from osteo_node.pipeline.ct.references import reference_label_volume
-from osteo_node.pipeline.stages.volume import is_nifti, load_dicom_series, load_nifti
+from osteo_node.pipeline.stages.volume import load_volume
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if case is None:
         print(f"no case {args.case!r}", file=sys.stderr)
         return 2
-    volume = (load_nifti(case.input) if is_nifti(case.input)
-              else load_dicom_series(case.input)).volume
+    volume = load_volume(case.input)
     ref = reference_label_volume(case.reference.vertebrae, case.reference.numbering,
                                  volume.geometry, volume.array.shape)
     bodies, _ = reference_bodies(case.reference, volume, ref)

@@ -35,7 +35,7 @@ from osteo_node.pipeline.ct.references import reference_label_volume
 from osteo_node.pipeline.ct.straighten import frame_for
 from osteo_node.pipeline.results import AnalysisResult, ModelInfo, level_index
 from osteo_node.pipeline.stages.grade import GradingRules
-from osteo_node.pipeline.stages.volume import is_nifti, load_dicom_series, load_nifti
+from osteo_node.pipeline.stages.volume import load_volume
 from osteo_node.pipeline.types import LabelVolume, Volume
 
 SIZES_PER_KIND = 2  # each vertebra: every kind at two of the three sizes
@@ -123,10 +123,6 @@ class FractureReport:
 
 def _detected(c: FractureCase) -> bool:
     return c.grade is not None and c.grade >= POSITIVE_GRADE
-
-
-def _load(path: Path) -> Volume:
-    return (load_nifti(path) if is_nifti(path) else load_dicom_series(path)).volume
 
 
 def _candidates(labels: LabelVolume, bodies: NDArray[np.bool_], volume: Volume) -> list[str]:
@@ -224,7 +220,7 @@ def report_of(rows: list[FractureCase]) -> FractureReport:
 
 def fracture_cases(case: Case, segment: SegmentFn) -> list[FractureCase]:
     """Deformed and undeformed versions of every usable vertebra of one labelled case."""
-    volume = _load(case.input)
+    volume = load_volume(case.input)
     ref = reference_label_volume(case.reference.vertebrae, case.reference.numbering,
                                  volume.geometry, volume.array.shape)
     bodies, _ = reference_bodies(case.reference, volume, ref)

@@ -25,6 +25,7 @@ from osteo_node.pipeline.ct.references import (
 )
 from osteo_node.pipeline.metrics import dice
 from osteo_node.pipeline.results import ModelInfo, VertebraResult
+from osteo_node.pipeline.stages.volume import load_volume
 from osteo_node.pipeline.types import Geometry, LabelVolume, Volume
 
 EDGE_MM = 3.0  # a reference body this close to the first/last slice is cut by the scan
@@ -296,7 +297,7 @@ def score_case(
         return CaseScore(case.name, res.status, res.reason, "-", [], [], res.timings_s)
     # a refusal after segmentation (e.g. no level of the graded range in view) still has
     # levels and masks to score
-    vol = out.volume if out.volume is not None else _load_volume(case.input)
+    vol = out.volume if out.volume is not None else load_volume(case.input)
     pred = capture.last
     shape, geo = vol.array.shape, vol.geometry
     ref_labels = reference_label_volume(case.reference.vertebrae, case.reference.numbering,
@@ -363,12 +364,6 @@ def _extra_levels(pred: Segmentation, ref_labels: LabelVolume, geo: Geometry) ->
         near, dist = nearest_level(pc, ref_centroids) if pc is not None else (None, 0.0)
         extra.append(f"{lv} (nearest reference {near}, {dist:.1f} mm)" if near else lv)
     return extra
-
-
-def _load_volume(path: Path) -> Volume:
-    from osteo_node.pipeline.stages.volume import is_nifti, load_dicom_series, load_nifti
-
-    return (load_nifti(path) if is_nifti(path) else load_dicom_series(path)).volume
 
 
 def _density(score: CaseScore, findings: Any) -> None:

@@ -147,6 +147,11 @@ def is_nifti(path: Path) -> bool:
     return path.is_file() and (name.endswith(".nii") or name.endswith(".nii.gz"))
 
 
+def load_volume(path: Path) -> Volume:
+    """The volume of ``path``: a NIfTI file, else a folder (or file) of one DICOM series."""
+    return (load_nifti(path) if is_nifti(path) else load_dicom_series(path)).volume
+
+
 def _check_nifti_complete(path: Path) -> None:
     """Refuse truncated files (SimpleITK silently fills a truncated .nii.gz with garbage)."""
     import gzip
