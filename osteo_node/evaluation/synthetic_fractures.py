@@ -5,13 +5,20 @@ real CT are deformed into the three Genant shapes, along the column (the frame o
 ``osteo_node.pipeline.ct.straighten``):
 
 - **wedge**: the anterior height is lost, none in the posterior sixth of the body (the posterior
-  wall stays intact; linear in between); the disc above fills the space in front (it becomes
-  wedge-shaped);
+  wall stays intact; linear in between), and the column above follows the collapsed endplate
+  (the segment angulates forward: the kyphosis of a real wedge fracture; the disc above keeps
+  its thickness);
 - **biconcave**: the centres of both endplates sink (smooth domes, deepest in the middle of the
   body in both directions, the rims kept; half the loss at each endplate) and the discs bulge
-  into them;
+  into them: each dome is filled with the disc's own soft tissue (its least dense row at that
+  point, so a thin disc is not stretched into a band of endplate bone);
 - **crush**: the whole body is lower and the column above it (inside the straightened tube,
   tapered outside) comes down with it, so no disc is stretched.
+
+An earlier version filled a wedge's lost height with the disc above, stretched: where the disc
+is thin (s0009 T12/L1: 1-3 mm), that stretched the endplates on both sides of it into a
+vertically streaked band of bone-bright tissue (250-330 HU) where the disc should be, an image
+no real fracture gives, which the network then outlined as body.
 
 The body's bone is compressed with it. Image and reference labels go through the same warp
 (image: linear, labels: nearest), so the reference grade of a case is the project's height
@@ -85,25 +92,66 @@ def _body_extent(body: NDArray[np.bool_], volume: Volume, frame: StraightFrame
 
 
 def _source_rows(z: NDArray[np.float64], frac: NDArray[np.float64], z_lo: float, z_hi: float,
-                 reach: float, kind: str) -> NDArray[np.float64]:
+                 kind: str, soft: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None,
+                 ) -> NDArray[np.float64]:
     """Rows of the undeformed image that each output row shows (inverse warp; z increases
-    cranially). A wedge or crush lowers the upper endplate by ``frac`` of the height; a
-    biconcave body loses half of it at each endplate (the discs above and below bulge in)."""
+    cranially). A wedge or crush lowers the upper endplate by ``frac`` of the height and the
+    column above comes down with it; a biconcave body loses half of it at each endplate and
+    the space is filled with the disc's row ``soft`` = (above, below) until the disc's own rows
+    resume."""
     height = z_hi - z_lo
     top_loss = frac / 2 if kind == "biconcave" else frac
     bottom_loss = frac / 2 if kind == "biconcave" else np.zeros_like(frac)
     new_top = z_hi - height * top_loss
     new_bottom = z_lo + height * bottom_loss
     inside = z_lo + (z - new_bottom) * height / np.maximum(1e-3, new_top - new_bottom)
-    if kind == "crush":
+    if kind in ("crush", "wedge"):
         above = z + (z_hi - new_top)  # everything above comes down by the height lost
         src = np.where(z <= new_top, inside, above)
         return np.where(z < z_lo, z, src)
-    fill_up = z_hi + (z - new_top) * (reach - z_hi) / np.maximum(1e-3, reach - new_top)
-    floor = z_lo - (reach - z_hi)  # the disc below: as far down as the disc above reaches up
-    fill_down = floor + (z - floor) * (z_lo - floor) / np.maximum(1e-3, new_bottom - floor)
-    src = np.where(z > new_top, fill_up, np.where(z < new_bottom, fill_down, inside))
-    return np.where((z < floor) | (z > reach), z, src)
+    if soft is None:
+        raise ValueError("a biconcave deformation needs the discs' soft rows")
+    soft_up, soft_down = soft
+    # blended in over the first 5 % of loss, so the warp stays continuous at the dome's rim
+    w = np.clip(frac / 0.05, 0, 1)
+    up = z + w * (np.maximum(soft_up, z) - z)
+    down = z + w * (np.minimum(soft_down, z) - z)
+    return np.where(z > new_top, up, np.where(z < new_bottom, down, inside))
+
+
+def _disc_fill(volume: Volume, frame: StraightFrame, u: NDArray[np.float64],
+               v: NDArray[np.float64], frac: NDArray[np.float64],
+               body_rows: tuple[float, float], disc: float
+               ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per sample: the least dense row of the disc above and of the disc below (found once per
+    (u, v) cell of the frame where the body loses height)."""
+    z_lo, z_hi = body_rows
+    up = np.full(u.shape, z_hi)
+    down = np.full(u.shape, z_lo)
+    moved = frac > 0
+    if not moved.any():
+        return up, down
+    cells, inverse = np.unique(np.stack([np.rint(u[moved]), np.rint(v[moved])], axis=1),
+                               axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    up[moved] = _softest_rows(volume, frame, cells[:, 0], cells[:, 1], z_hi, z_hi + disc)[inverse]
+    down[moved] = _softest_rows(volume, frame, cells[:, 0], cells[:, 1], z_lo - disc,
+                                z_lo)[inverse]
+    return up, down
+
+
+def _softest_rows(volume: Volume, frame: StraightFrame, u: NDArray[np.float64],
+                  v: NDArray[np.float64], start: float, stop: float) -> NDArray[np.float64]:
+    """Per (u, v): the row between ``start`` and ``stop`` (frame rows) where the image is least
+    dense (smoothed over 3 rows): the disc's interior at that point."""
+    rows = np.arange(min(start, stop), max(start, stop) + 0.5, 0.5)
+    zz = np.repeat(rows[None, :], len(u), axis=0)
+    lps = frame.lps_of(zz.ravel(), np.repeat(u, len(rows)), np.repeat(v, len(rows)))
+    ijk = volume.geometry.lps_to_index(lps)
+    hu = ndimage.map_coordinates(volume.array, [ijk[:, 2], ijk[:, 1], ijk[:, 0]], order=1,
+                                 mode="nearest", prefilter=False).reshape(len(u), len(rows))
+    hu = ndimage.uniform_filter1d(hu.astype(np.float64), size=5, axis=1, mode="nearest")
+    return np.asarray(rows[np.argmin(hu, axis=1)])
 
 
 def _region(body: NDArray[np.bool_], volume: Volume, frame: StraightFrame, margin_mm: float,
@@ -130,13 +178,13 @@ def deform(volume: Volume, labels: NDArray[np.integer], body: NDArray[np.bool_],
            ) -> tuple[Volume, NDArray[np.integer]]:
     """The volume and label map with ``body`` (a mask on the volume's grid) compressed.
 
-    ``fill_mm``: how far above the body the disc fills the space (wedge, biconcave): the
-    height of the disc above."""
+    ``fill_mm``: the height of the disc above (biconcave: where its least dense row is looked
+    for; the disc below is searched as far down)."""
     z_lo, z_hi, u_lo, u_hi, v_lo, v_hi = _body_extent(body, volume, frame)
     taper = TAPER_MM / frame.step
-    reach = z_hi + max(2.0, fill_mm / frame.step)
-    crush = deformation.kind == "crush"
-    sl = _region(body, volume, frame, fill_mm + 3 * TAPER_MM + TUBE_TAPER_MM, crush)
+    disc = max(2.0, fill_mm / frame.step)
+    column_follows = deformation.kind in ("crush", "wedge")
+    sl = _region(body, volume, frame, fill_mm + 3 * TAPER_MM + TUBE_TAPER_MM, column_follows)
     kk, jj, ii = np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float64) for s in sl],
                              indexing="ij")
     ijk = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1)
@@ -144,18 +192,22 @@ def deform(volume: Volume, labels: NDArray[np.integer], body: NDArray[np.bool_],
     z, u, v = s[:, 0], s[:, 1], s[:, 2]
     t_ap = np.clip((u_hi - u) / max(1e-3, u_hi - u_lo), 0, 1)  # u increases posteriorly
     t_lr = np.clip((v - v_lo) / max(1e-3, v_hi - v_lo), 0, 1)
-    # a crush takes the whole vertebra level down inside the straightened tube (blending out
-    # beyond it) and the column above comes down with it; wedge and biconcave stay in the body
+    # a crush or wedge takes the body's (upper endplate's) level down inside the straightened
+    # tube (blending out beyond it) and the column above comes down with it; a biconcave body
+    # stays in its footprint
     beyond = np.maximum.reduce([-u, u - (frame.nu - 1), -v, v - (frame.nv - 1),
                                 np.zeros_like(u)])
     weight = np.clip(1 - beyond / (TUBE_TAPER_MM / frame.step), 0, 1)
-    if crush:
-        frac = np.minimum(deformation.loss * weight, MAX_FRACTION)
+    soft = None
+    if column_follows:
+        field = _loss_field(deformation.kind, deformation.loss, t_ap, t_lr)
+        frac = np.minimum(field * weight, MAX_FRACTION)
     else:
         frac = _loss_field(deformation.kind, deformation.loss, t_ap, t_lr)
         outside = np.maximum.reduce([u_lo - u, u - u_hi, v_lo - v, v - v_hi, np.zeros_like(u)])
         frac = np.minimum(frac * np.clip(1 - outside / taper, 0, 1), MAX_FRACTION)
-    src = _source_rows(z, frac, z_lo, z_hi, reach, deformation.kind)
+        soft = _disc_fill(volume, frame, u, v, frac, (z_lo, z_hi), disc)
+    src = _source_rows(z, frac, z_lo, z_hi, deformation.kind, soft)
     src_ijk = volume.geometry.lps_to_index(frame.lps_of(src, u, v))
     coords = [src_ijk[:, 2], src_ijk[:, 1], src_ijk[:, 0]]
     shape = tuple(x.stop - x.start for x in sl)
