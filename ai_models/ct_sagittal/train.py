@@ -18,10 +18,12 @@ left-right mirroring, HU scale/shift, bone density (osteoporotic to dense; with
 an experiment, not in the shipped recipe, see the model card), enhanced soft
 tissue, opacified vessels in front of the spine (hard negatives), thick slices (3-4.5 mm slabs
 interpolated back) or blur, noise, and
-synthetic compression fractures (wedge and biconcave: the body is compressed and the disc above
-fills the space; crush: the column above comes down), so that a fractured body is still
-segmented as one body. (The fracture *evaluation* deforms in 3D with its own, independent code:
-``osteo_node.evaluation.synthetic_fractures``.)
+synthetic compression fractures (wedge and crush: the body is compressed and the column above
+comes down with its endplate, a wedge angulating forward; biconcave: the dome is filled with
+the disc's least dense row; before 2.2.0 a wedge's lost height was filled with the disc above,
+stretched, which on thin discs made a band of bone-bright tissue), so that a fractured body is
+still segmented as one body. (The fracture *evaluation* deforms in 3D with its own,
+independent code: ``osteo_node.evaluation.synthetic_fractures``.)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
+from scipy.ndimage import uniform_filter1d
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -134,8 +137,9 @@ def crop(case: CaseData, rng: random.Random) -> tuple[np.ndarray, np.ndarray, np
 
 def fracture(img: np.ndarray, cls: np.ndarray, lev: np.ndarray, rng: random.Random) -> None:
     """Compress one body of the patch in place (wedge, biconcave or crush, 15-55 % loss; rows
-    increase cranially). Wedge and biconcave: the disc above fills the space; crush: everything
-    above comes down with the body."""
+    increase cranially), as the fracture evaluation does: wedge and crush, the column above
+    comes down with the collapsed endplate (a wedge angulates forward); biconcave, the dome is
+    filled with the disc's least dense row at each column."""
     values = [int(v) for v in np.unique(lev[cls == BODY]) if v]
     if not values:
         return
@@ -152,7 +156,7 @@ def fracture(img: np.ndarray, cls: np.ndarray, lev: np.ndarray, rng: random.Rand
     t = np.clip((u - ua) / max(1, up - ua), 0, 1)
     frac = {"wedge": loss * (1 - t), "biconcave": loss * (1 - (2 * t - 1) ** 2),
             "crush": np.full_like(t, loss)}[kind]
-    if kind != "crush":
+    if kind == "biconcave":
         outside = np.maximum(ua - u, u - up).clip(min=0)
         frac = frac * np.clip(1 - outside / 5.0, 0, 1)  # taper off beyond the body
     height = hi - lo + 1
@@ -160,14 +164,17 @@ def fracture(img: np.ndarray, cls: np.ndarray, lev: np.ndarray, rng: random.Rand
     z = np.arange(n, dtype=np.float64)[:, None]
     new_top = lo + height * (1 - frac[None, :])
     inside = lo + (z - lo) / np.maximum(1e-3, 1 - frac[None, :])
-    if kind == "crush":
+    if kind in ("crush", "wedge"):
         src = np.where(z <= new_top, inside, z + (hi - new_top))
         src = np.where(z < lo, z, src)
     else:
-        reach = hi + rng.uniform(4, 10) / STEP_MM  # the disc above
-        fill = hi + (z - new_top) * (reach - hi) / np.maximum(1e-3, reach - new_top)
+        reach = min(n - 1, int(hi + rng.uniform(4, 10) / STEP_MM))  # the disc above
+        disc = img[img.shape[0] // 2, hi:reach + 1].astype(np.float64)
+        soft = hi + np.argmin(uniform_filter1d(disc, 3, axis=0, mode="nearest"), axis=0)
+        w = np.clip(frac[None, :] / 0.05, 0, 1)
+        fill = z + w * (np.maximum(soft[None, :], z) - z)
         src = np.where(z <= new_top, inside, fill)
-        src = np.where((z < lo) | (z > reach), z, src)
+        src = np.where(z < lo, z, src)
     src = np.clip(src, 0, n - 1)
     for c in range(img.shape[0]):
         img[c] = _interp_rows(img[c], src)
