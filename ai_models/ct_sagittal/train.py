@@ -139,7 +139,7 @@ def fracture(img: np.ndarray, cls: np.ndarray, lev: np.ndarray, rng: random.Rand
     """Compress one body of the patch in place (wedge, biconcave or crush, 15-55 % loss; rows
     increase cranially), as the fracture evaluation does: wedge and crush, the column above
     comes down with the collapsed endplate (a wedge angulates forward); biconcave, the dome is
-    filled with the disc's least dense row at each column."""
+    filled with the disc's least dense row at each column (rows of the disc class only)."""
     values = [int(v) for v in np.unique(lev[cls == BODY]) if v]
     if not values:
         return
@@ -169,8 +169,12 @@ def fracture(img: np.ndarray, cls: np.ndarray, lev: np.ndarray, rng: random.Rand
         src = np.where(z < lo, z, src)
     else:
         reach = min(n - 1, int(hi + rng.uniform(4, 10) / STEP_MM))  # the disc above
-        disc = img[img.shape[0] // 2, hi:reach + 1].astype(np.float64)
-        soft = hi + np.argmin(uniform_filter1d(disc, 3, axis=0, mode="nearest"), axis=0)
+        mid = (lo + hi) // 2  # the endplate's centre lies well inside the body's extremes
+        hu = uniform_filter1d(img[img.shape[0] // 2, mid:reach + 1].astype(np.float64), 3,
+                              axis=0, mode="nearest")
+        disc = cls[mid:reach + 1] == DISC  # the disc's own rows (bone can be less dense)
+        soft = mid + np.argmin(np.where(disc, hu, np.inf), axis=0).astype(np.float64)
+        soft[~disc.any(axis=0)] = -np.inf  # no disc in this column: left as it is
         w = np.clip(frac[None, :] / 0.05, 0, 1)
         fill = z + w * (np.maximum(soft[None, :], z) - z)
         src = np.where(z <= new_top, inside, fill)

@@ -119,13 +119,14 @@ def _source_rows(z: NDArray[np.float64], frac: NDArray[np.float64], z_lo: float,
     return np.where(z > new_top, up, np.where(z < new_bottom, down, inside))
 
 
-def _disc_fill(volume: Volume, frame: StraightFrame, u: NDArray[np.float64],
-               v: NDArray[np.float64], frac: NDArray[np.float64],
-               body_rows: tuple[float, float], disc: float
-               ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per sample: the least dense row of the disc above and of the disc below (found once per
-    (u, v) cell of the frame where the body loses height)."""
-    z_lo, z_hi = body_rows
+def _disc_fill(volume: Volume, labels: NDArray[np.integer], frame: StraightFrame,
+               uv: tuple[NDArray[np.float64], NDArray[np.float64]], frac: NDArray[np.float64],
+               rows: tuple[float, float, float]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per sample: the disc's least dense row above and below the body (``rows``: the body's
+    lowest and highest row, the disc's height), found once per (u, v) cell of the frame where
+    the body loses height."""
+    u, v = uv
+    z_lo, z_hi, disc = rows
     up = np.full(u.shape, z_hi)
     down = np.full(u.shape, z_lo)
     moved = frac > 0
@@ -134,24 +135,40 @@ def _disc_fill(volume: Volume, frame: StraightFrame, u: NDArray[np.float64],
     cells, inverse = np.unique(np.stack([np.rint(u[moved]), np.rint(v[moved])], axis=1),
                                axis=0, return_inverse=True)
     inverse = inverse.ravel()
-    up[moved] = _softest_rows(volume, frame, cells[:, 0], cells[:, 1], z_hi, z_hi + disc)[inverse]
-    down[moved] = _softest_rows(volume, frame, cells[:, 0], cells[:, 1], z_lo - disc,
-                                z_lo)[inverse]
+    scan = (volume, labels, frame)
+    # from the body's middle: its endplates' centres lie well inside its extremes
+    mid = (z_lo + z_hi) / 2.0
+    up[moved] = _softest_rows(scan, cells, (mid, z_hi + disc), -np.inf)[inverse]
+    down[moved] = _softest_rows(scan, cells, (z_lo - disc, mid), np.inf)[inverse]
     return up, down
 
 
-def _softest_rows(volume: Volume, frame: StraightFrame, u: NDArray[np.float64],
-                  v: NDArray[np.float64], start: float, stop: float) -> NDArray[np.float64]:
-    """Per (u, v): the row between ``start`` and ``stop`` (frame rows) where the image is least
-    dense (smoothed over 3 rows): the disc's interior at that point."""
-    rows = np.arange(min(start, stop), max(start, stop) + 0.5, 0.5)
-    zz = np.repeat(rows[None, :], len(u), axis=0)
-    lps = frame.lps_of(zz.ravel(), np.repeat(u, len(rows)), np.repeat(v, len(rows)))
+def _softest_rows(scan: tuple[Volume, NDArray[np.integer], StraightFrame],
+                  cells: NDArray[np.float64], window: tuple[float, float], edge: float
+                  ) -> NDArray[np.float64]:
+    """Per (u, v) cell: the row in ``window`` (frame rows) where the image is least dense
+    (smoothed over 1.5 rows) among the rows no vertebra is labelled at: the disc's interior
+    there (a vertebra's own trabecular bone can be less dense than the disc); ``edge`` where
+    there is none (-inf above the body, +inf below: the rows are left as they are)."""
+    volume, labels, frame = scan
+    rows = np.arange(window[0], window[1] + 0.25, 0.5)
+    n = len(rows)
+    lps = frame.lps_of(np.tile(rows, len(cells)), np.repeat(cells[:, 0], n),
+                       np.repeat(cells[:, 1], n))
     ijk = volume.geometry.lps_to_index(lps)
-    hu = ndimage.map_coordinates(volume.array, [ijk[:, 2], ijk[:, 1], ijk[:, 0]], order=1,
-                                 mode="nearest", prefilter=False).reshape(len(u), len(rows))
-    hu = ndimage.uniform_filter1d(hu.astype(np.float64), size=5, axis=1, mode="nearest")
-    return np.asarray(rows[np.argmin(hu, axis=1)])
+    at = [ijk[:, 2], ijk[:, 1], ijk[:, 0]]
+    hu = ndimage.map_coordinates(volume.array, at, order=1, mode="nearest",
+                                 prefilter=False).reshape(len(cells), n).astype(np.float64)
+    free = ndimage.map_coordinates(labels, at, order=0, mode="nearest",
+                                   prefilter=False).reshape(len(cells), n) == 0
+    # half a row away from any labelled row, so the fill's own labels (nearest row) are the
+    # disc's too
+    free = ndimage.binary_erosion(free, structure=np.ones((1, 3), dtype=bool),
+                                  border_value=1)
+    hu = np.where(free, ndimage.uniform_filter1d(hu, size=3, axis=1, mode="nearest"), np.inf)
+    best = np.argmin(hu, axis=1)
+    # no disc row at the cell (the vertebrae's labels touch across a thin disc): no fill there
+    return np.where(free.any(axis=1), rows[best], edge)
 
 
 def _region(body: NDArray[np.bool_], volume: Volume, frame: StraightFrame, margin_mm: float,
@@ -206,7 +223,7 @@ def deform(volume: Volume, labels: NDArray[np.integer], body: NDArray[np.bool_],
         frac = _loss_field(deformation.kind, deformation.loss, t_ap, t_lr)
         outside = np.maximum.reduce([u_lo - u, u - u_hi, v_lo - v, v - v_hi, np.zeros_like(u)])
         frac = np.minimum(frac * np.clip(1 - outside / taper, 0, 1), MAX_FRACTION)
-        soft = _disc_fill(volume, frame, u, v, frac, (z_lo, z_hi), disc)
+        soft = _disc_fill(volume, labels, frame, (u, v), frac, (z_lo, z_hi, disc))
     src = _source_rows(z, frac, z_lo, z_hi, deformation.kind, soft)
     src_ijk = volume.geometry.lps_to_index(frame.lps_of(src, u, v))
     coords = [src_ijk[:, 2], src_ijk[:, 1], src_ijk[:, 0]]

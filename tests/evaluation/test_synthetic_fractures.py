@@ -16,6 +16,7 @@ from osteo_node.evaluation.synthetic_fractures import (
     measured_loss,
 )
 from osteo_node.pipeline.ct.column import find_canal
+from osteo_node.pipeline.ct.evaluation import load_cases, reference_bodies
 from osteo_node.pipeline.ct.references import reference_label_volume
 from osteo_node.pipeline.ct.straighten import frame_for
 from osteo_node.pipeline.stages.body_heights import measure_heights
@@ -96,3 +97,32 @@ def test_roc_curve_and_auc() -> None:
     _, auc = roc_curve([0.5, 0.5, 0.5, 0.5], [True, False, True, False])
     assert auc == pytest.approx(0.5)
     assert roc_curve([0.1, 0.2], [True, True]) == ([], None)
+
+
+@pytest.fixture(scope="module")
+def thin_discs(shared_data: Path) -> tuple:  # type: ignore[type-arg]
+    """s0009 (1.5 mm): its T12/L1 disc is 1-3 mm thin, where a stretched disc looked like bone."""
+    case = next(c for c in load_cases(Path("benchmarks/ct_cases.yaml"), shared_data)
+                if c.name == "s0009")
+    vol = load_nifti(case.input).volume
+    ref = reference_label_volume(case.reference.vertebrae, case.reference.numbering,
+                                 vol.geometry, vol.array.shape)
+    bodies, _ = reference_bodies(case.reference, vol, ref)
+    canal = find_canal(vol)
+    assert canal is not None and bodies is not None
+    return vol, ref, bodies, frame_for(canal, vol)
+
+
+def test_a_wedge_angulates_the_column_above(thin_discs: tuple) -> None:  # type: ignore[type-arg]
+    """T12 comes down with L1's collapsed endplate, its heights kept: the disc above is not
+    stretched into the lost height (which made T12 taller in front and a band of bone-bright
+    tissue where the disc should be). L2 below is untouched."""
+    vol, ref, bodies, frame = thin_discs
+    combined = ref.array.astype(np.uint16) * 2 + bodies
+    _, both = deform(vol, combined, (ref.array == ref.levels["L1"]) & bodies, frame,
+                     Deformation("wedge", 0.4), fill_mm=4.0)
+    for level in ("T12", "L2"):
+        value = ref.levels[level]
+        before = _heights((ref.array == value) & bodies, vol)
+        after = _heights(((both // 2) == value) & (both % 2 == 1), vol)
+        assert np.allclose(after, before, atol=2.0), (level, before, after)
