@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The "v5 recipe": the v4 network (2.1.0, recipe_v4_finetune.sh) fine-tuned 600 iterations at
+# The "v5 recipe" (TRIED, NOT SHIPPED: see model_card.md; it reads the undeformed example_ct L1
+# as a grade-3 biconcave body): the v4 network (2.1.0, recipe_v4_finetune.sh) fine-tuned 600 iterations at
 # lr 5e-4 with the realistic synthetic fractures of train.py (wedge and crush: the column above
 # follows the collapsed endplate; biconcave: the dome filled with the disc's own soft tissue),
 # at p 0.5, with v4's other augmentations and the same chest pseudo-labels. A fold starts from
