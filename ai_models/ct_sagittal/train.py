@@ -18,12 +18,11 @@ left-right mirroring, HU scale/shift, bone density (osteoporotic to dense; with
 an experiment, not in the shipped recipe, see the model card), enhanced soft
 tissue, opacified vessels in front of the spine (hard negatives), thick slices (3-4.5 mm slabs
 interpolated back) or blur, noise, and
-synthetic compression fractures (wedge and crush: the body is compressed and the column above
-comes down with its endplate, a wedge angulating forward; biconcave: the dome is filled with
-the disc's least dense row; before 2.2.0 a wedge's lost height was filled with the disc above,
-stretched, which on thin discs made a band of bone-bright tissue), so that a fractured body is
-still segmented as one body. (The fracture *evaluation* deforms in 3D with its own,
-independent code: ``osteo_node.evaluation.synthetic_fractures``.)
+synthetic compression fractures (wedge and biconcave: the body is compressed and the disc above
+fills the space, as every shipped model was trained; ``--realistic-fractures``: as the fracture
+evaluation deforms since 2026-12-08, see ``fracture``; crush: the column above comes down), so
+that a fractured body is still segmented as one body. (The fracture *evaluation* deforms in 3D
+with its own, independent code: ``osteo_node.evaluation.synthetic_fractures``.)
 """
 
 from __future__ import annotations
@@ -135,11 +134,15 @@ def crop(case: CaseData, rng: random.Random) -> tuple[np.ndarray, np.ndarray, np
     return np.ascontiguousarray(img.transpose(2, 0, 1)), cls, lev
 
 
-def fracture(img: np.ndarray, cls: np.ndarray, lev: np.ndarray, rng: random.Random) -> None:
+def fracture(img: np.ndarray, cls: np.ndarray, lev: np.ndarray, rng: random.Random,
+             realistic: bool = False) -> None:
     """Compress one body of the patch in place (wedge, biconcave or crush, 15-55 % loss; rows
-    increase cranially), as the fracture evaluation does: wedge and crush, the column above
-    comes down with the collapsed endplate (a wedge angulates forward); biconcave, the dome is
-    filled with the disc's least dense row at each column (rows of the disc class only)."""
+    increase cranially). Crush: everything above comes down with the body. Wedge and biconcave,
+    as every shipped model was trained: the disc above, stretched, fills the space (on thin
+    discs that stretches the endplates into a band of bone-bright tissue no real fracture
+    shows); with ``realistic``, as the fracture evaluation deforms: a wedge's column above comes
+    down with the collapsed endplate (angulating forward), a biconcave dome is filled with the
+    disc's least dense row at each column (rows of the disc class only)."""
     values = [int(v) for v in np.unique(lev[cls == BODY]) if v]
     if not values:
         return
@@ -156,7 +159,8 @@ def fracture(img: np.ndarray, cls: np.ndarray, lev: np.ndarray, rng: random.Rand
     t = np.clip((u - ua) / max(1, up - ua), 0, 1)
     frac = {"wedge": loss * (1 - t), "biconcave": loss * (1 - (2 * t - 1) ** 2),
             "crush": np.full_like(t, loss)}[kind]
-    if kind == "biconcave":
+    column_follows = kind == "crush" or (realistic and kind == "wedge")
+    if not column_follows:
         outside = np.maximum(ua - u, u - up).clip(min=0)
         frac = frac * np.clip(1 - outside / 5.0, 0, 1)  # taper off beyond the body
     height = hi - lo + 1
@@ -164,26 +168,40 @@ def fracture(img: np.ndarray, cls: np.ndarray, lev: np.ndarray, rng: random.Rand
     z = np.arange(n, dtype=np.float64)[:, None]
     new_top = lo + height * (1 - frac[None, :])
     inside = lo + (z - lo) / np.maximum(1e-3, 1 - frac[None, :])
-    if kind in ("crush", "wedge"):
+    if column_follows:
         src = np.where(z <= new_top, inside, z + (hi - new_top))
         src = np.where(z < lo, z, src)
-    else:
-        reach = min(n - 1, int(hi + rng.uniform(4, 10) / STEP_MM))  # the disc above
-        mid = (lo + hi) // 2  # the endplate's centre lies well inside the body's extremes
-        hu = uniform_filter1d(img[img.shape[0] // 2, mid:reach + 1].astype(np.float64), 3,
-                              axis=0, mode="nearest")
-        disc = cls[mid:reach + 1] == DISC  # the disc's own rows (bone can be less dense)
-        soft = mid + np.argmin(np.where(disc, hu, np.inf), axis=0).astype(np.float64)
-        soft[~disc.any(axis=0)] = -np.inf  # no disc in this column: left as it is
-        w = np.clip(frac[None, :] / 0.05, 0, 1)
-        fill = z + w * (np.maximum(soft[None, :], z) - z)
-        src = np.where(z <= new_top, inside, fill)
+    elif realistic:
+        src = np.where(z <= new_top, inside, _disc_fill(img, cls, z, frac, (lo, hi, rng)))
         src = np.where(z < lo, z, src)
+    else:
+        reach = hi + rng.uniform(4, 10) / STEP_MM  # the disc above
+        fill = hi + (z - new_top) * (reach - hi) / np.maximum(1e-3, reach - new_top)
+        src = np.where(z <= new_top, inside, fill)
+        src = np.where((z < lo) | (z > reach), z, src)
     src = np.clip(src, 0, n - 1)
     for c in range(img.shape[0]):
         img[c] = _interp_rows(img[c], src)
     cls[:] = _nearest_rows(cls, src)
     lev[:] = _nearest_rows(lev, src)
+
+
+def _disc_fill(img: np.ndarray, cls: np.ndarray, z: np.ndarray, frac: np.ndarray,
+               body: tuple[int, int, random.Random]) -> np.ndarray:
+    """Source rows above a biconcave body's sunken upper endplate: per column, the least dense
+    row of the disc class between the body's middle and the disc above (a column without disc
+    rows, or without loss, is left as it is)."""
+    lo, hi, rng = body
+    n = img.shape[1]
+    reach = min(n - 1, int(hi + rng.uniform(4, 10) / STEP_MM))  # the disc above
+    mid = (lo + hi) // 2  # the endplate's centre lies well inside the body's extremes
+    hu = uniform_filter1d(img[img.shape[0] // 2, mid:reach + 1].astype(np.float64), 3, axis=0,
+                          mode="nearest")
+    disc = cls[mid:reach + 1] == DISC  # the disc's own rows (bone can be less dense)
+    soft = mid + np.argmin(np.where(disc, hu, np.inf), axis=0).astype(np.float64)
+    soft[~disc.any(axis=0)] = -np.inf
+    w = np.clip(frac[None, :] / 0.05, 0, 1)
+    return np.asarray(z + w * (np.maximum(soft[None, :], z) - z))
 
 
 def _interp_rows(a: np.ndarray, src: np.ndarray) -> np.ndarray:
@@ -303,8 +321,8 @@ def spatial(x: torch.Tensor, y: torch.Tensor, rng: random.Random) -> tuple[torch
 
 
 def next_batch(data: list[CaseData], rng: random.Random, batch: int,
-               fracture_p: float, low_density_p: float = 0.0, canal_contrast_p: float = 0.0
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               fracture_p: float, low_density_p: float = 0.0, canal_contrast_p: float = 0.0,
+               realistic_fractures: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     weights = [max(60, c.image.shape[0]) for c in data]
     imgs, labs = [], []
     for _ in range(batch):
@@ -314,7 +332,7 @@ def next_batch(data: list[CaseData], rng: random.Random, batch: int,
         cls = cls.copy()
         lev = lev.copy()
         if rng.random() < fracture_p:
-            fracture(img, cls, lev, rng)
+            fracture(img, cls, lev, rng, realistic_fractures)
         x = intensity(img, cls, rng, low_density_p, canal_contrast_p)
         pad = 96 - x.shape[2]
         x = np.pad(x, [(0, 0), (0, 0), (0, pad)], mode="edge")
@@ -350,7 +368,7 @@ def train(args: argparse.Namespace) -> None:
     running = 0.0
     for it in range(1, args.iters + 1):
         x, y = next_batch(data, rng, args.batch, args.fracture_p, args.low_density_p,
-                          args.canal_contrast_p)
+                          args.canal_contrast_p, args.realistic_fractures)
         opt.zero_grad()
         loss = loss_fn(net(x), y)
         loss.backward()
@@ -374,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--fracture-p", type=float, default=0.4)
+    p.add_argument("--realistic-fractures", action="store_true",
+                   help="wedge and biconcave fractures as the fracture evaluation makes them "
+                        "(experiment, not in any shipped recipe, see model card)")
     p.add_argument("--low-density-p", type=float, default=0.0,
                    help="share of patches with an osteoporotic body (experiment, see model card)")
     p.add_argument("--canal-contrast-p", type=float, default=0.0,
